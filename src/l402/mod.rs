@@ -1,0 +1,45 @@
+//! L402 token core (layer 0): identifier, macaroon codec, caveats, credential headers, challenge
+//! headers and verification. Pure: no I/O, no threads, no clock reads (`now` is always passed in).
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Which `WWW-Authenticate` fields a 402 carries (`wire-format.md` §3.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChallengeShape {
+    /// Go aperture's exact two fields: `LSAT macaroon,invoice` then `L402 macaroon,invoice`.
+    Aperture,
+    /// Default: the LSAT field, then `L402 macaroon,invoice,version,token`.
+    #[default]
+    Superset,
+    /// The LSAT field, then `L402 version,token,invoice` (PR #208).
+    Pr208,
+    /// `L402 version,token,invoice` only; most deployed clients fail on it.
+    SpecStrict,
+}
+
+impl FromStr for ChallengeShape {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "aperture" => Ok(Self::Aperture),
+            "superset" => Ok(Self::Superset),
+            "pr208" => Ok(Self::Pr208),
+            "spec-strict" => Ok(Self::SpecStrict),
+            other => Err(format!(
+                "unknown challenge shape {other:?}: use one of aperture, superset, pr208, spec-strict"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for ChallengeShape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Aperture => "aperture",
+            Self::Superset => "superset",
+            Self::Pr208 => "pr208",
+            Self::SpecStrict => "spec-strict",
+        })
+    }
+}

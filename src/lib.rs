@@ -1,0 +1,25 @@
+//! aperture: an L402 (Lightning HTTP 402) reverse proxy on an io_uring thread-per-core runtime.
+//!
+//! The crate is layered; a lower layer never imports a higher one:
+//! - layer 0, pure (no I/O, no threads, no clock reads): [`l402`], [`error`];
+//! - layer 1: [`config`], [`store`], [`metrics`];
+//! - layer 2, the data path on monoio: [`proxy`];
+//! - layer 3: [`runtime`] (pinned worker threads, listeners, control inboxes).
+//!
+//! [`cli`] and [`client`] serve the binary (`main.rs` is wiring only); [`origin`] is the built-in
+//! demo upstream that `--dev` proxies.
+
+pub mod error;
+pub mod l402;
+
+pub mod config;
+pub mod metrics;
+pub mod store;
+
+pub mod proxy;
+
+pub mod runtime;
+
+pub mod cli;
+pub mod client;
+pub mod origin;

@@ -1,0 +1,5 @@
+//! The one integration test binary (ripgrep's pattern): every suite is a module here.
+
+mod config;
+mod l402;
+mod proxy;
