@@ -1,1 +1,2 @@
+//! lnd-bridge: the side runtime (stub: to be written).
 pub mod protocol;

@@ -1,1 +1,1 @@
-
+//! Plain types exchanged between worker cores and the bridge (stub).
