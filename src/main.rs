@@ -1,1 +1,215 @@
-fn main(){}
+//! The `aperture` binary: wiring only. Parse the command line, load and validate the config (no
+//! side effects), start the bridge, start the workers, log the addresses, wait for a signal,
+//! drain. Exit codes: 0 clean, 1 runtime failure, 64 configuration error.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+
+use aperture::cli::{Cli, Command};
+use aperture::config::{self, Backend, Config, ConfigError, Network};
+use aperture::proxy::Routes;
+use aperture::runtime::{self, signal, Settings};
+use aperture::{client, origin, store};
+
+/// Exit code for configuration errors (BSD `EX_USAGE`).
+const EXIT_CONFIG: u8 = 64;
+/// How long in-flight requests may take after SIGTERM.
+const GRACE: Duration = Duration::from_secs(10);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_args();
+    if let Some(Command::Fetch(opts)) = &cli.command {
+        return match client::fetch(opts) {
+            Ok(resp) => client::print_response(&resp),
+            Err(e) => {
+                eprintln!("aperture fetch: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    if cli.check_config {
+        return ExitCode::from(config::check_config(&config_path(&cli)) as u8);
+    }
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<ConfigError>().is_some() || e.downcast_ref::<UsageError>().is_some() => {
+            eprintln!("aperture: {e:#}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("aperture: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A start-up problem the user fixes in the config or on the command line (exit 64).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+fn config_path(cli: &Cli) -> PathBuf {
+    match (&cli.config, &cli.basedir) {
+        (Some(path), _) => path.clone(),
+        (None, Some(basedir)) => basedir.join("aperture.yaml"),
+        (None, None) => Config::default_path(),
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config> {
+    let mut config = if cli.dev && cli.config.is_none() {
+        let basedir = cli.basedir.clone().unwrap_or_else(config::default_basedir);
+        let origin = origin::start(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .context("cannot start the demo origin")?;
+        config::dev(&basedir, origin)
+    } else {
+        let mut config = config::load(&config_path(cli))?;
+        if cli.dev && !matches!(config.authenticator.backend, Backend::Dev { .. }) {
+            config.authenticator.backend = Backend::Dev {
+                listen_addr: SocketAddr::from(([127, 0, 0, 1], 8089)),
+            };
+        }
+        config
+    };
+    if let Some(basedir) = &cli.basedir {
+        config.basedir = basedir.clone();
+    }
+    if !config.insecure {
+        return Err(UsageError(
+            "TLS termination is not implemented yet: set `insecure: true` to serve plaintext \
+             HTTP (behind a TLS-terminating load balancer), or run `aperture --dev`"
+                .into(),
+        )
+        .into());
+    }
+    Ok(config)
+}
+
+fn init_logging(level: &str) {
+    // lnd-style levels ("info,PRXY=debug"): the first component is the global level.
+    let global = level.split(',').next().unwrap_or("info").trim();
+    let global = match global {
+        "critical" => "error",
+        "off" | "trace" | "debug" | "info" | "warn" | "error" => global,
+        _ => "info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(global));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn start_bridge(config: &Config) -> Result<lnd_bridge::Bridge> {
+    let backend = match &config.authenticator.backend {
+        Backend::Dev { listen_addr } => lnd_bridge::BackendConfig::Dev {
+            basedir: config.basedir.clone(),
+            wallet_listen: *listen_addr,
+            network: bridge_network(config.authenticator.network),
+        },
+        Backend::Lnd { .. } => {
+            return Err(UsageError(
+                "authenticator.lndhost: the LND backend is not implemented yet; use \
+                 `authenticator.dev` (simulated payments) or `--dev`"
+                    .into(),
+            )
+            .into())
+        }
+        Backend::None => lnd_bridge::BackendConfig::Disabled,
+    };
+    let cfg = lnd_bridge::BridgeConfig {
+        backend,
+        ..lnd_bridge::BridgeConfig::default()
+    };
+    lnd_bridge::start(cfg).map_err(|e| anyhow!("cannot start the Lightning bridge: {e}"))
+}
+
+fn bridge_network(network: Network) -> lnd_bridge::Network {
+    match network {
+        Network::Mainnet => lnd_bridge::Network::Mainnet,
+        Network::Testnet => lnd_bridge::Network::Testnet,
+        Network::Regtest => lnd_bridge::Network::Regtest,
+        Network::Simnet => lnd_bridge::Network::Simnet,
+        Network::Signet => lnd_bridge::Network::Signet,
+    }
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    // Before any thread exists, so that only this thread ever receives the signals.
+    signal::block();
+    let config = load_config(cli)?;
+    init_logging(&config.debug_level);
+    for warning in &config.warnings {
+        tracing::warn!("config: {warning}");
+    }
+    let routes = Routes::resolve(&config).map_err(|e| UsageError(e.to_string()))?;
+    let master_secret = store::load_or_create_master_secret(&config.basedir)?;
+    let bridge = start_bridge(&config)?;
+    if let Some(wallet) = bridge.wallet_addr() {
+        tracing::warn!("DEV LIGHTNING BACKEND: payments are SIMULATED; wallet at http://{wallet}");
+    }
+    let server = runtime::start(Settings {
+        cores: cli.cores,
+        pin: !cli.no_pin,
+        listen: config.listen_addr,
+        routes: Arc::new(routes),
+        master_secret,
+        bridge: bridge.handle(),
+    })?;
+    let addr = server.local_addr();
+    tracing::info!(
+        cores = cli.cores,
+        drivers = ?server.drivers(),
+        "aperture listening on http://{addr}"
+    );
+    if cli.dev {
+        print_dev_walkthrough(addr, bridge.wallet_addr());
+    }
+    wait_and_drain(server);
+    bridge.shutdown();
+    Ok(())
+}
+
+fn wait_and_drain(server: runtime::Server) {
+    loop {
+        match signal::wait(Duration::from_secs(3600)) {
+            Some(signal::Signal::Terminate) => break,
+            Some(signal::Signal::Reload) => {
+                tracing::warn!("SIGHUP: configuration reload is not implemented yet; ignoring")
+            }
+            None => {}
+        }
+    }
+    tracing::info!("draining: finishing in-flight requests (a second signal exits at once)");
+    server.begin_shutdown(GRACE);
+    while !server.finished() {
+        if signal::wait(Duration::from_millis(50)) == Some(signal::Signal::Terminate) {
+            tracing::warn!("second signal: exiting at once");
+            std::process::exit(1);
+        }
+    }
+    server.join();
+    tracing::info!("drained; bye");
+}
+
+fn print_dev_walkthrough(addr: SocketAddr, wallet: Option<SocketAddr>) {
+    let wallet = wallet.map_or_else(|| "127.0.0.1:8089".to_string(), |w| w.to_string());
+    println!(
+        "\naperture --dev is serving the demo service at http://{addr}/ (price 10 sats, simulated payments)\n\
+         \n\
+         1. Ask for the resource and get a 402 with a macaroon and an invoice:\n\
+         \x20  curl -i http://{addr}/hello\n\
+         2. Pay the invoice at the dev wallet, which returns the preimage:\n\
+         \x20  curl -s -X POST http://{wallet}/pay -d '{{\"invoice\": \"<invoice from step 1>\"}}'\n\
+         3. Retry with the token:\n\
+         \x20  curl -i -H 'Authorization: L402 <macaroon from step 1>:<preimage from step 2>' http://{addr}/hello\n\
+         \n\
+         Or all three at once: aperture fetch http://{addr}/hello --wallet http://{wallet}\n"
+    );
+}

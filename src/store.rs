@@ -1,1 +1,134 @@
-//! (stub: to be written)
+//! Durable state in the basedir (layer 1): the master secret that every token's root key is
+//! derived from. Runs on the main thread at start-up only, never on a worker core.
+//!
+//! The secret is written once, atomically (temp file, fsync, rename, fsync of the directory), with
+//! mode 0600, before the first challenge is ever minted: a token that was handed out must verify
+//! after any crash or restart. A present but malformed file is an error, never silently replaced,
+//! because replacing it would invalidate every token already sold.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The file name of the master secret inside the basedir.
+pub const MASTER_SECRET_FILE: &str = "master.secret";
+
+/// Errors reading or creating durable state.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the base directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: io::Error },
+    #[error("cannot read the master secret {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error(
+        "the master secret {path} is malformed ({len} bytes, expected 32); it is never replaced \
+         automatically because every token sold so far depends on it: restore it from a backup, \
+         or delete it to invalidate all existing tokens"
+    )]
+    Malformed { path: PathBuf, len: usize },
+    #[error("cannot write the master secret {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+}
+
+/// Loads the 32-byte master secret from `basedir`, creating it (and the directory, mode 0700)
+/// when it does not exist yet.
+pub fn load_or_create_master_secret(basedir: &Path) -> Result<[u8; 32], StoreError> {
+    create_basedir(basedir)?;
+    let path = basedir.join(MASTER_SECRET_FILE);
+    match File::open(&path) {
+        Ok(mut file) => read_secret(&mut file, &path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let mut secret = [0u8; 32];
+            rand::Rng::fill(&mut rand::rngs::OsRng, &mut secret[..]);
+            write_atomically(&path, &secret, 0o600).map_err(|source| StoreError::Write {
+                path: path.clone(),
+                source,
+            })?;
+            Ok(secret)
+        }
+        Err(source) => Err(StoreError::Read { path, source }),
+    }
+}
+
+/// Creates the basedir with mode 0700 when missing.
+pub fn create_basedir(basedir: &Path) -> Result<(), StoreError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(basedir)
+        .map_err(|source| StoreError::CreateDir {
+            path: basedir.to_path_buf(),
+            source,
+        })
+}
+
+fn read_secret(file: &mut File, path: &Path) -> Result<[u8; 32], StoreError> {
+    let mut bytes = Vec::with_capacity(33);
+    file.take(4096)
+        .read_to_end(&mut bytes)
+        .map_err(|source| StoreError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| StoreError::Malformed {
+        path: path.to_path_buf(),
+        len: bytes.len(),
+    })
+}
+
+/// Writes `data` to `path` so that a crash leaves either no file or the whole file: a temp file
+/// in the same directory, fsync, rename over the target, fsync of the directory.
+pub fn write_atomically(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        // The umask may have narrowed the mode further; it must not have widened it.
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        file.write_all(data)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_is_created_once_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("nested/base");
+        let first = load_or_create_master_secret(&base).unwrap();
+        let second = load_or_create_master_secret(&base).unwrap();
+        assert_eq!(first, second);
+        let meta = fs::metadata(base.join(MASTER_SECRET_FILE)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&base).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+    }
+
+    #[test]
+    fn malformed_secret_is_an_error_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(MASTER_SECRET_FILE);
+        fs::write(&path, b"short").unwrap();
+        let err = load_or_create_master_secret(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Malformed { len: 5, .. }), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), b"short");
+    }
+}

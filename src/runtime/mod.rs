@@ -1,1 +1,158 @@
-//! (stub: to be written)
+//! Thread per core (layer 3): one pinned OS thread per core, each with its own monoio runtime
+//! (io_uring, or epoll where io_uring is unavailable), its own SO_REUSEPORT listener, its own
+//! per-core state and a control inbox. No acceptor thread in the middle and no lock shared by
+//! cores: the only cross-core traffic is control messages and immutable `Arc` snapshots.
+
+pub mod listener;
+pub mod signal;
+mod worker;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use futures_channel::mpsc::UnboundedSender;
+
+use crate::metrics::Metrics;
+use crate::proxy::Routes;
+
+/// A message to one core.
+#[derive(Debug)]
+pub enum Control {
+    /// Stop accepting, finish in-flight requests within the grace period, then exit.
+    Shutdown {
+        /// How long in-flight requests may take.
+        grace: Duration,
+    },
+    /// Use this routing snapshot for new requests.
+    Routes(Arc<Routes>),
+}
+
+/// Errors starting the workers.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("--cores must be at least 1")]
+    NoCores,
+    #[error("core {core} failed to start: {reason}")]
+    Worker { core: usize, reason: String },
+}
+
+/// What every worker gets.
+pub struct Settings {
+    /// Number of worker cores.
+    pub cores: usize,
+    /// Pin each worker to one CPU of the inherited set.
+    pub pin: bool,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The routing table.
+    pub routes: Arc<Routes>,
+    /// The master secret tokens are derived from.
+    pub master_secret: [u8; 32],
+    /// The bridge.
+    pub bridge: lnd_bridge::BridgeHandle,
+}
+
+/// The running workers.
+pub struct Server {
+    addr: SocketAddr,
+    metrics: Metrics,
+    workers: Vec<(JoinHandle<()>, UnboundedSender<Control>)>,
+    drivers: Vec<&'static str>,
+}
+
+impl Server {
+    /// The bound address (the real port when the config asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Counters of every core.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Which I/O driver each core runs (`io_uring` or `epoll`).
+    pub fn drivers(&self) -> &[&'static str] {
+        &self.drivers
+    }
+
+    /// Sends a control message to every core.
+    pub fn broadcast(&self, make: impl Fn() -> Control) {
+        for (_, tx) in &self.workers {
+            let _ = tx.unbounded_send(make());
+        }
+    }
+
+    /// Asks every core to drain (without waiting).
+    pub fn begin_shutdown(&self, grace: Duration) {
+        self.broadcast(|| Control::Shutdown { grace });
+    }
+
+    /// Whether every worker thread has exited.
+    pub fn finished(&self) -> bool {
+        self.workers.iter().all(|(h, _)| h.is_finished())
+    }
+
+    /// Drains every core and joins the threads.
+    pub fn shutdown(self, grace: Duration) {
+        self.begin_shutdown(grace);
+        self.join();
+    }
+
+    /// Joins the worker threads.
+    pub fn join(self) {
+        for (handle, _) in self.workers {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Binds the listeners and starts one worker per core. Returns once every core is serving.
+pub fn start(settings: Settings) -> Result<Server, RuntimeError> {
+    if settings.cores == 0 {
+        return Err(RuntimeError::NoCores);
+    }
+    let listeners = listener::bind_group(settings.listen, settings.cores).map_err(|source| {
+        RuntimeError::Listen {
+            addr: settings.listen,
+            source,
+        }
+    })?;
+    let addr = listeners[0]
+        .local_addr()
+        .map_err(|source| RuntimeError::Listen {
+            addr: settings.listen,
+            source,
+        })?;
+    let metrics = Metrics::new(settings.cores);
+    let cpus = if settings.pin { worker::cpu_set() } else { Vec::new() };
+    let mut workers = Vec::with_capacity(settings.cores);
+    let mut drivers = Vec::with_capacity(settings.cores);
+    for (id, std_listener) in listeners.into_iter().enumerate() {
+        let spec = worker::Spec {
+            id,
+            cpu: cpus.get(id % cpus.len().max(1)).copied(),
+            listener: std_listener,
+            routes: settings.routes.clone(),
+            master_secret: settings.master_secret,
+            bridge: settings.bridge.clone(),
+            metrics: metrics.clone(),
+        };
+        let (handle, tx, driver) = worker::spawn(spec)?;
+        workers.push((handle, tx));
+        drivers.push(driver);
+    }
+    Ok(Server {
+        addr,
+        metrics,
+        workers,
+        drivers,
+    })
+}

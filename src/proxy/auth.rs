@@ -1,0 +1,104 @@
+//! The authenticate phase: decides whether a request is forwarded (with which credential to
+//! rewrite upstream) or answered with a challenge. Verification is stateless and runs on the core;
+//! only minting a challenge crosses to the bridge, with `try_send` and a deadline, so a slow or
+//! saturated Lightning backend costs a 503, never a blocked core.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::Auth;
+use crate::error::{Challenge, Synthetic};
+use crate::l402::{self, AuthOutcome, Credential, VerifyRequest};
+use crate::metrics::Counter;
+
+use super::h1::Head;
+use super::{CoreCtx, Route, BRIDGE_WAIT};
+
+/// What the authenticate phase decided.
+pub enum Decision {
+    /// Forward; rewrite `Authorization` upstream from this credential when there is one.
+    Forward(Option<Credential>),
+    /// Answer locally.
+    Answer(Synthetic),
+}
+
+/// Seconds since the Unix epoch (the only clock read on the auth path; layer 0 takes it as input).
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Runs the authenticate phase for `head` on `route`.
+pub async fn authorize(core: &CoreCtx, route: &Route, head: &Head) -> Decision {
+    let service = &route.service;
+    let path = std::str::from_utf8(head.path()).unwrap_or("");
+    let whitelisted = service.auth_whitelist_paths.iter().any(|r| r.is_match(path));
+    if matches!(service.auth, Auth::Off) || whitelisted {
+        // Go aperture rewrites a parseable credential whatever the auth level.
+        return Decision::Forward(l402::first_credential(head.fields()));
+    }
+    let now = now_unix();
+    let req = VerifyRequest {
+        service: &service.name,
+        capability: None,
+        now_unix: now,
+    };
+    match core.verifier.authenticate(head.fields(), &req) {
+        AuthOutcome::Accepted { credential, .. } => {
+            core.counters().incr(Counter::TokensAccepted);
+            return Decision::Forward(Some(credential));
+        }
+        AuthOutcome::Rejected(reason) => {
+            core.counters().incr(Counter::TokensRejected);
+            tracing::debug!(core = core.id, service = %service.name, reason = reason.reason(), "token rejected");
+        }
+        AuthOutcome::Missing => {}
+    }
+    if service
+        .auth_skip_invoice_creation_paths
+        .iter()
+        .any(|r| r.is_match(path))
+    {
+        return Decision::Answer(Synthetic::Unauthorized);
+    }
+    Decision::Answer(challenge(core, route, now).await)
+}
+
+/// Asks the bridge for an invoice and mints the macaroon bound to its payment hash.
+pub async fn challenge(core: &CoreCtx, route: &Route, now: u64) -> Synthetic {
+    let service = &route.service;
+    let unavailable = |why: &str| {
+        core.counters().incr(Counter::BridgeUnavailable);
+        tracing::warn!(core = core.id, service = %service.name, "cannot mint a challenge: {why}");
+        Synthetic::Unavailable { retry_after: 1 }
+    };
+    let rx = match core.bridge.try_create_invoice(service.price) {
+        Ok(rx) => rx,
+        Err(e) => return unavailable(&e.to_string()),
+    };
+    let invoice = match monoio::time::timeout(BRIDGE_WAIT, rx).await {
+        Ok(Ok(Ok(invoice))) => invoice,
+        Ok(Ok(Err(e))) => return unavailable(&e.to_string()),
+        Ok(Err(_)) => return unavailable("the bridge dropped the request"),
+        Err(_) => return unavailable("the bridge did not answer in time"),
+    };
+    let mut token_id = [0u8; 32];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut token_id[..]);
+    let caveats = l402::mint_caveats(
+        &service.name,
+        service.capabilities.as_deref(),
+        &service.constraints,
+        service.timeout.map(|t| now.saturating_add(t)),
+    );
+    let macaroon = core.verifier.mint(invoice.payment_hash, token_id, &caveats);
+    let values = l402::challenge_values(
+        core.routes().challenge_shape,
+        &macaroon.to_base64(),
+        &invoice.payment_request,
+    );
+    core.counters().incr(Counter::ChallengesMinted);
+    Synthetic::PaymentRequired(Challenge {
+        www_authenticate: values,
+    })
+}

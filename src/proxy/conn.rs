@@ -1,0 +1,206 @@
+//! One downstream HTTP/1.1 connection: read a head, run the request phases (route →
+//! authenticate → forward), answer, repeat while keep-alive holds. Every failure becomes either a
+//! synthetic answer or a closed connection; nothing here panics on network input.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use monoio::net::TcpStream;
+
+use crate::error::Synthetic;
+use crate::metrics::Counter;
+
+use super::auth::{self, Decision};
+use super::forward::{self, ForwardError, Outbound};
+use super::h1::{FrameError, Framing, Head, Parse};
+use super::io::{BufStream, ReadError};
+use super::respond;
+use super::{CoreCtx, ShutdownWait};
+
+/// Largest body drained after a local answer so the connection can stay open.
+const DRAIN_LIMIT: u64 = 256 * 1024;
+
+/// Serves a connection until it closes.
+pub async fn serve(core: Rc<CoreCtx>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let mut client = BufStream::new(stream);
+    let mut head = Head::default();
+    let mut resp = Head::default();
+    let mut out = Vec::with_capacity(4096);
+    let shutdown = core.shutdown.clone();
+    let mut stop = shutdown.wait();
+    loop {
+        match read_head(&core, &mut client, &mut head, &mut stop).await {
+            Ok(()) => {}
+            Err(None) => return,
+            Err(Some(answer)) => {
+                answer_and_close(&core, &mut client, &answer, out).await;
+                return;
+            }
+        }
+        core.counters().incr(Counter::Requests);
+        let keep = handle(&core, &mut client, &head, &mut resp, peer, &mut out).await;
+        if !keep || core.shutdown.is_set() {
+            return;
+        }
+    }
+}
+
+/// Reads the next request head. `Err(None)`: close quietly; `Err(Some(answer))`: answer, close.
+async fn read_head(
+    core: &CoreCtx,
+    client: &mut BufStream,
+    head: &mut Head,
+    stop: &mut ShutdownWait<'_>,
+) -> Result<(), Option<Synthetic>> {
+    let limits = core.routes().limits.clone();
+    loop {
+        if !client.data().is_empty() {
+            match head.parse_request(client.data()) {
+                Ok(Parse::Complete(n)) => {
+                    client.consume(n);
+                    return Ok(());
+                }
+                Ok(Parse::Partial) if client.data().len() >= limits.max_header_bytes => {
+                    return Err(Some(Synthetic::HeaderTooLarge))
+                }
+                Ok(Parse::Partial) => {}
+                Err(FrameError::TooManyHeaders) => return Err(Some(Synthetic::HeaderTooLarge)),
+                Err(FrameError::Version) => {
+                    return Err(Some(Synthetic::BadRequest("unsupported HTTP version")))
+                }
+                Err(_) => return Err(Some(Synthetic::BadRequest("malformed request"))),
+            }
+        }
+        let idle = client.data().is_empty();
+        let within = if idle { limits.idle_timeout } else { limits.read_timeout };
+        let limit = limits.max_header_bytes + 1;
+        let read = if idle {
+            monoio::select! {
+                r = client.fill_within(limit, within) => r,
+                _ = &mut *stop => return Err(None),
+            }
+        } else {
+            client.fill_within(limit, within).await
+        };
+        match read {
+            Ok(0) => return Err(Some(Synthetic::HeaderTooLarge)),
+            Ok(_) => {}
+            Err(ReadError::Timeout) if !idle => return Err(Some(Synthetic::RequestTimeout)),
+            Err(_) => return Err(None),
+        }
+    }
+}
+
+/// Runs the request phases for one parsed head; returns whether the connection stays open.
+async fn handle(
+    core: &CoreCtx,
+    client: &mut BufStream,
+    head: &Head,
+    resp: &mut Head,
+    peer: SocketAddr,
+    out: &mut Vec<u8>,
+) -> bool {
+    let routes = core.routes();
+    let framing = match head.request_framing() {
+        Ok(f) => f,
+        Err(_) => return answer(core, client, head, Framing::Length(0), Synthetic::BadRequest("bad message framing"), out, false).await,
+    };
+    if let Framing::Length(n) = framing {
+        if n > routes.limits.max_body_bytes {
+            return answer(core, client, head, framing, Synthetic::PayloadTooLarge, out, false).await;
+        }
+    }
+    if head.method() == b"OPTIONS" {
+        return answer(core, client, head, framing, Synthetic::Options, out, true).await;
+    }
+    let host = std::str::from_utf8(head.get("host").unwrap_or_default()).unwrap_or("");
+    let path = std::str::from_utf8(head.path()).unwrap_or("");
+    let Some(route) = routes.find(host, path) else {
+        return answer(core, client, head, framing, Synthetic::NotFound, out, true).await;
+    };
+    let credential = match auth::authorize(core, route, head).await {
+        Decision::Forward(c) => c,
+        Decision::Answer(synthetic) => {
+            return answer(core, client, head, framing, synthetic, out, true).await;
+        }
+    };
+    let req = Outbound {
+        head,
+        framing,
+        peer: peer.ip(),
+        credential: credential.as_ref(),
+    };
+    match forward::forward(core, route, req, client, resp, out).await {
+        Ok(done) => {
+            core.counters().incr(Counter::Forwarded);
+            core.counters().status(done.status);
+            done.keep_alive
+        }
+        Err(ForwardError::Answer(synthetic)) => {
+            answer(core, client, head, Framing::Length(0), synthetic, out, false).await;
+            false
+        }
+        Err(ForwardError::Abort) => false,
+    }
+}
+
+/// Writes a synthetic answer. When the request body was not read, it is drained (small) or the
+/// connection is closed, so the next request is never parsed out of a body.
+#[allow(clippy::too_many_arguments)]
+async fn answer(
+    core: &CoreCtx,
+    client: &mut BufStream,
+    head: &Head,
+    framing: Framing,
+    synthetic: Synthetic,
+    out: &mut Vec<u8>,
+    may_keep: bool,
+) -> bool {
+    // A client waiting for `100 Continue` never sends the body we would drain: close instead.
+    let expects_body = head.get("expect").is_some();
+    let mut keep = may_keep && head.keep_alive() && !core.shutdown.is_set() && !expects_body;
+    if keep && framing != Framing::Length(0) {
+        keep = drain_body(core, client, framing).await;
+    }
+    core.counters().status(synthetic.status());
+    out.clear();
+    respond::render_h1(&synthetic, head.method() == b"HEAD", !keep, out);
+    let limits = core.routes().limits.clone();
+    match client.write_all_within(std::mem::take(out), limits.write_timeout).await {
+        Ok(buf) => {
+            *out = buf;
+            out.clear();
+            keep
+        }
+        Err(_) => false,
+    }
+}
+
+async fn answer_and_close(core: &CoreCtx, client: &mut BufStream, synthetic: &Synthetic, mut out: Vec<u8>) {
+    core.counters().status(synthetic.status());
+    out.clear();
+    respond::render_h1(synthetic, false, true, &mut out);
+    let within = core.routes().limits.write_timeout;
+    let _ = client.write_all_within(out, within).await;
+}
+
+/// Reads and discards a request body of known small length; false when the connection must close.
+async fn drain_body(core: &CoreCtx, client: &mut BufStream, framing: Framing) -> bool {
+    let Framing::Length(mut remaining) = framing else {
+        return false;
+    };
+    if remaining > DRAIN_LIMIT {
+        return false;
+    }
+    let within = core.routes().limits.read_timeout;
+    while remaining > 0 {
+        if client.data().is_empty() && client.fill_within(64 * 1024, within).await.is_err() {
+            return false;
+        }
+        let n = remaining.min(client.data().len() as u64);
+        client.consume(n as usize);
+        remaining -= n;
+    }
+    true
+}

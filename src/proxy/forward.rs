@@ -1,0 +1,410 @@
+//! The forward phase: writes the request to a pooled upstream connection, relays the body, reads
+//! the response head and relays the response back. Bodies stream through the connection buffers
+//! (bounded memory whatever their size); chunked bodies pass through verbatim and a scanner only
+//! finds their end. Header rewriting follows Go aperture's director: `Host` set to the upstream,
+//! hop-by-hop fields dropped, `X-Forwarded-For` appended, `Authorization` rewritten from the
+//! credential, the CORS set merged into the response, `WWW-Authenticate` kept only on a 402.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::error::Synthetic;
+use crate::l402::{self, Credential};
+use crate::metrics::Counter;
+
+use super::h1::{self, ChunkScanner, Framing, Head, Parse};
+use super::io::{BufStream, ReadError};
+use super::respond::{self, CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS};
+use super::{pool, CoreCtx, Limits, Route};
+
+/// Read-ahead for streamed bodies.
+const BODY_CHUNK: usize = 64 * 1024;
+/// Buffered response bytes copied behind the head to send both in one write.
+const COALESCE: usize = 16 * 1024;
+
+/// Why forwarding stopped; the client connection is closed after any of these.
+#[derive(Debug)]
+pub enum ForwardError {
+    /// Nothing was written to the client yet: send this answer.
+    Answer(Synthetic),
+    /// The response had started or the client went away: just close.
+    Abort,
+}
+
+/// A response relayed in full.
+pub struct Forwarded {
+    /// The upstream status.
+    pub status: u16,
+    /// Whether the client connection stays open.
+    pub keep_alive: bool,
+}
+
+/// The request side of one forward.
+pub struct Outbound<'a> {
+    /// The parsed request head.
+    pub head: &'a Head,
+    /// Its body framing.
+    pub framing: Framing,
+    /// The TCP peer, for `X-Forwarded-For`.
+    pub peer: IpAddr,
+    /// The credential to rewrite `Authorization` from.
+    pub credential: Option<&'a Credential>,
+}
+
+/// Forwards one request on `route` and relays the response.
+pub async fn forward(
+    core: &CoreCtx,
+    route: &Route,
+    req: Outbound<'_>,
+    client: &mut BufStream,
+    resp: &mut Head,
+    out: &mut Vec<u8>,
+) -> Result<Forwarded, ForwardError> {
+    let limits = core.routes().limits.clone();
+    let bad_gateway = |why: &dyn std::fmt::Display| {
+        core.counters().incr(Counter::UpstreamErrors);
+        tracing::debug!(core = core.id, service = %route.service.name, "upstream failed: {why}");
+        ForwardError::Answer(Synthetic::BadGateway)
+    };
+    if req.framing != Framing::Length(0) && expects_continue(req.head) {
+        let (res, _) = client
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
+            .await;
+        res.map_err(|_| ForwardError::Abort)?;
+    }
+    out.clear();
+    write_request_head(route, &req, out);
+    let mut attempt = 0;
+    let mut up = loop {
+        attempt += 1;
+        let (mut up, reused) = match core.pool.take(route.upstream) {
+            Some(c) => (c, true),
+            None => (
+                pool::connect(route.upstream, limits.upstream_timeout)
+                    .await
+                    .map_err(|e| bad_gateway(&e))?,
+                false,
+            ),
+        };
+        // A pooled connection the upstream closed meanwhile fails before any response byte;
+        // a request without a body can then safely go again on a fresh connection.
+        let retryable = reused && req.framing == Framing::Length(0) && attempt == 1;
+        let (res, buf) = up.write_all(std::mem::take(out)).await;
+        *out = buf;
+        if let Err(e) = res {
+            if retryable {
+                continue;
+            }
+            return Err(bad_gateway(&e));
+        }
+        send_body(client, &mut up, req.framing, &limits).await?;
+        match read_response_head(&mut up, resp, &limits).await {
+            Ok(()) => break up,
+            Err(ReadError::Eof) if retryable => continue,
+            Err(e) => return Err(bad_gateway(&format!("{e:?}"))),
+        }
+    };
+    let method = req.head.method();
+    let framing = resp
+        .response_framing(method)
+        .map_err(|e| bad_gateway(&e))?;
+    let keep_alive = req.head.keep_alive() && !core.shutdown.is_set();
+    let encode = framing == Framing::Close && req.head.minor == 1;
+    let keep_alive = keep_alive && (framing != Framing::Close || encode);
+    out.clear();
+    write_response_head(resp, framing, encode, !keep_alive, out);
+    relay_response(&mut up, client, framing, encode, out, &limits).await?;
+    if framing != Framing::Close && resp.keep_alive() {
+        core.pool.put(route.upstream, up);
+    }
+    Ok(Forwarded {
+        status: resp.status,
+        keep_alive,
+    })
+}
+
+fn expects_continue(head: &Head) -> bool {
+    head.get("expect")
+        .is_some_and(|v| h1::trim(v).eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// Writes the upstream request head (Go aperture's director).
+fn write_request_head(route: &Route, req: &Outbound<'_>, out: &mut Vec<u8>) {
+    let head = req.head;
+    out.extend_from_slice(head.method());
+    out.push(b' ');
+    if let Some(prefix) = &route.service.rewrite_prefix {
+        let target = head.target();
+        out.extend_from_slice(prefix.trim_end_matches('/').as_bytes());
+        if !target.starts_with(b"/") {
+            out.push(b'/');
+        }
+        out.extend_from_slice(target);
+    } else {
+        out.extend_from_slice(head.target());
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    out.extend_from_slice(route.service.address.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let has_connection = head.get("connection").is_some();
+    let mut forwarded_for: Vec<&[u8]> = Vec::new();
+    for (name, value) in head.fields() {
+        if h1::is_hop_by_hop(name)
+            || (has_connection && head.connection_has(name))
+            || name.eq_ignore_ascii_case("host")
+            || name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("expect")
+            || (req.credential.is_some() && name.eq_ignore_ascii_case("authorization"))
+            || route
+                .service
+                .headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("x-forwarded-for") {
+            forwarded_for.push(value);
+            continue;
+        }
+        push_field(out, name.as_bytes(), value);
+    }
+    if let Some(cred) = req.credential {
+        for value in l402::upstream_authorization(cred) {
+            push_field(out, b"Authorization", value.as_bytes());
+        }
+    }
+    for (name, value) in &route.service.headers {
+        push_field(out, name.as_bytes(), value.as_bytes());
+    }
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    for prior in forwarded_for {
+        out.extend_from_slice(prior);
+        out.extend_from_slice(b", ");
+    }
+    let _ = write!(out, "{}\r\n", req.peer);
+    match req.framing {
+        Framing::Length(0) if head.get("content-length").is_none() => {}
+        Framing::Length(n) => {
+            let _ = write!(out, "Content-Length: {n}\r\n");
+        }
+        Framing::Chunked | Framing::Close => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the response head for the client.
+fn write_response_head(resp: &Head, framing: Framing, encode: bool, close: bool, out: &mut Vec<u8>) {
+    let reason = match crate::error::reason_phrase(resp.status) {
+        "" => resp.reason(),
+        known => known.as_bytes(),
+    };
+    let _ = write!(out, "HTTP/1.1 {} ", resp.status);
+    out.extend_from_slice(reason);
+    out.extend_from_slice(b"\r\n");
+    let has_connection = resp.get("connection").is_some();
+    let bodyless = framing == Framing::Length(0);
+    let mut cors: [Vec<&[u8]>; 3] = Default::default();
+    for (name, value) in resp.fields() {
+        let lower = |n: &str| name.eq_ignore_ascii_case(n);
+        if (h1::is_hop_by_hop(name) && !lower("proxy-authenticate"))
+            || (has_connection && resp.connection_has(name))
+            || (lower("content-length") && !bodyless)
+            || lower("proxy-authenticate")
+            || (lower("www-authenticate") && resp.status != 402)
+            || lower("access-control-allow-origin")
+        {
+            continue;
+        }
+        let slot = ["access-control-allow-methods", "access-control-expose-headers", "access-control-allow-headers"]
+            .iter()
+            .position(|n| lower(n));
+        match slot {
+            Some(i) => cors[i].push(value),
+            None => push_field(out, name.as_bytes(), value),
+        }
+    }
+    out.extend_from_slice(b"Access-Control-Allow-Origin: *\r\n");
+    let ours = [CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS, CORS_ALLOW_HEADERS];
+    let names = ["Access-Control-Allow-Methods", "Access-Control-Expose-Headers", "Access-Control-Allow-Headers"];
+    for i in 0..3 {
+        out.extend_from_slice(names[i].as_bytes());
+        out.extend_from_slice(b": ");
+        respond::merge_cors_list(&cors[i], ours[i], out);
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        Framing::Length(n) if !bodyless => {
+            let _ = write!(out, "Content-Length: {n}\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        Framing::Close if encode => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        _ => {}
+    }
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Relays the request body from the client to the upstream.
+async fn send_body(
+    client: &mut BufStream,
+    up: &mut BufStream,
+    framing: Framing,
+    limits: &Limits,
+) -> Result<(), ForwardError> {
+    let mut remaining = match framing {
+        Framing::Length(n) => n,
+        _ => u64::MAX,
+    };
+    let mut scanner = ChunkScanner::default();
+    let mut sent = 0u64;
+    while remaining > 0 && !scanner.done() {
+        if client.data().is_empty() {
+            client
+                .fill_within(BODY_CHUNK, limits.read_timeout)
+                .await
+                .map_err(|_| ForwardError::Abort)?;
+        }
+        let n = match framing {
+            Framing::Length(_) => remaining.min(client.data().len() as u64) as usize,
+            _ => scanner
+                .feed(client.data())
+                .map_err(|_| ForwardError::Answer(Synthetic::BadRequest("malformed chunked body")))?,
+        };
+        sent += n as u64;
+        if sent > limits.max_body_bytes {
+            return Err(ForwardError::Answer(Synthetic::PayloadTooLarge));
+        }
+        client
+            .relay_to(&mut up.stream, n, limits.write_timeout)
+            .await
+            .map_err(|_| ForwardError::Answer(Synthetic::BadGateway))?;
+        if let Framing::Length(_) = framing {
+            remaining -= n as u64;
+        }
+    }
+    Ok(())
+}
+
+/// Reads the final response head (skipping 1xx interim responses) within the upstream timeout.
+async fn read_response_head(up: &mut BufStream, resp: &mut Head, limits: &Limits) -> Result<(), ReadError> {
+    let deadline = monoio::time::Instant::now() + limits.upstream_timeout;
+    loop {
+        if !up.data().is_empty() {
+            match resp.parse_response(up.data()) {
+                Ok(Parse::Complete(n)) => {
+                    up.consume(n);
+                    if (100..200).contains(&resp.status) && resp.status != 101 {
+                        continue;
+                    }
+                    return Ok(());
+                }
+                Ok(Parse::Partial) if up.data().len() < 64 * 1024 => {}
+                _ => return Err(ReadError::Io(std::io::ErrorKind::InvalidData.into())),
+            }
+        }
+        let left = deadline.saturating_duration_since(monoio::time::Instant::now());
+        if left.is_zero() {
+            return Err(ReadError::Timeout);
+        }
+        up.fill_within(64 * 1024, left).await?;
+    }
+}
+
+/// Relays the response body from the upstream to the client, after the head in `out`.
+async fn relay_response(
+    up: &mut BufStream,
+    client: &mut BufStream,
+    framing: Framing,
+    encode: bool,
+    out: &mut Vec<u8>,
+    limits: &Limits,
+) -> Result<(), ForwardError> {
+    let window = limits.write_timeout;
+    let mut remaining = match framing {
+        Framing::Length(n) => n,
+        _ => u64::MAX,
+    };
+    let mut scanner = ChunkScanner::default();
+    // Small bodies already read ride in the same write as the head.
+    if !encode {
+        let n = match framing {
+            Framing::Length(_) => remaining.min(up.data().len() as u64) as usize,
+            Framing::Chunked => scanner.feed(up.data()).map_err(|_| ForwardError::Abort)?,
+            Framing::Close => up.data().len(),
+        };
+        if n <= COALESCE {
+            up.take_into(out, n);
+            remaining = remaining.saturating_sub(n as u64);
+            if framing == Framing::Chunked && !scanner.done() && n == 0 {
+                // nothing buffered yet; the loop below reads it
+            }
+        } else {
+            // Too much to copy: send the head now and relay the buffered bytes without copying.
+            write_out(client, out, window).await?;
+            up.relay_to(&mut client.stream, n, window).await.map_err(|_| ForwardError::Abort)?;
+            remaining = remaining.saturating_sub(n as u64);
+        }
+    }
+    write_out(client, out, window).await?;
+    loop {
+        let finished = match framing {
+            Framing::Length(_) => remaining == 0,
+            Framing::Chunked => scanner.done(),
+            Framing::Close => false,
+        };
+        if finished {
+            return Ok(());
+        }
+        if up.data().is_empty() {
+            match up.fill_within(BODY_CHUNK, window).await {
+                Ok(_) => {}
+                Err(ReadError::Eof) if framing == Framing::Close => {
+                    if encode {
+                        out.extend_from_slice(b"0\r\n\r\n");
+                        write_out(client, out, window).await?;
+                    }
+                    return Ok(());
+                }
+                Err(_) => return Err(ForwardError::Abort),
+            }
+        }
+        let n = match framing {
+            Framing::Length(_) => remaining.min(up.data().len() as u64) as usize,
+            Framing::Chunked => scanner.feed(up.data()).map_err(|_| ForwardError::Abort)?,
+            Framing::Close => up.data().len(),
+        };
+        if encode {
+            let _ = write!(out, "{n:x}\r\n");
+            up.take_into(out, n);
+            out.extend_from_slice(b"\r\n");
+            write_out(client, out, window).await?;
+        } else {
+            up.relay_to(&mut client.stream, n, window).await.map_err(|_| ForwardError::Abort)?;
+        }
+        remaining = remaining.saturating_sub(n as u64);
+    }
+}
+
+async fn write_out(client: &mut BufStream, out: &mut Vec<u8>, within: Duration) -> Result<(), ForwardError> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let buf = client
+        .write_all_within(std::mem::take(out), within)
+        .await
+        .map_err(|_| ForwardError::Abort)?;
+    *out = buf;
+    out.clear();
+    Ok(())
+}

@@ -1,0 +1,431 @@
+//! HTTP/1.1 framing for the data path: request and response heads (parsed with `httparse` into a
+//! copy the handler can keep while the body streams), body framing rules (RFC 9112 §6) and a
+//! chunked-encoding scanner that finds where a message ends so chunked bodies pass through
+//! verbatim, without decoding and re-encoding. No I/O here.
+
+use std::ops::Range;
+
+/// Most header fields a head may carry before it is refused (431).
+pub const MAX_HEADERS: usize = 128;
+
+/// Errors in a request or response head or body framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("malformed HTTP head")]
+    Malformed,
+    #[error("too many header fields")]
+    TooManyHeaders,
+    #[error("invalid Content-Length")]
+    BadContentLength,
+    #[error("both Transfer-Encoding and Content-Length")]
+    Smuggling,
+    #[error("unsupported Transfer-Encoding")]
+    BadTransferEncoding,
+    #[error("malformed chunked encoding")]
+    BadChunk,
+    #[error("unsupported HTTP version")]
+    Version,
+}
+
+/// How a message body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Exactly this many bytes (0: no body).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`, passed through verbatim.
+    Chunked,
+    /// Until the peer closes (responses only).
+    Close,
+}
+
+/// A parsed head: its bytes copied out of the connection buffer, fields as ranges into them.
+#[derive(Debug, Default)]
+pub struct Head {
+    bytes: Vec<u8>,
+    method: Range<usize>,
+    target: Range<usize>,
+    reason: Range<usize>,
+    /// Response status (0 for requests).
+    pub status: u16,
+    /// HTTP/1.x minor version.
+    pub minor: u8,
+    fields: Vec<(Range<usize>, Range<usize>)>,
+}
+
+/// Outcome of trying to parse a head from buffered bytes.
+pub enum Parse {
+    /// A whole head of this many bytes was parsed.
+    Complete(usize),
+    /// More bytes are needed.
+    Partial,
+}
+
+fn range_in(base: &[u8], part: &[u8]) -> Range<usize> {
+    // Pointer arithmetic on two slices of the same buffer: `part` always lies inside `base`
+    // because httparse returns sub-slices of the input it was given.
+    let start = part.as_ptr() as usize - base.as_ptr() as usize;
+    start..start + part.len()
+}
+
+impl Head {
+    /// Parses a request head from `data` into `self`, reusing its allocations.
+    pub fn parse_request(&mut self, data: &[u8]) -> Result<Parse, FrameError> {
+        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut storage);
+        let n = match req.parse(data) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Ok(Parse::Partial),
+            Err(httparse::Error::TooManyHeaders) => return Err(FrameError::TooManyHeaders),
+            Err(httparse::Error::Version) => return Err(FrameError::Version),
+            Err(_) => return Err(FrameError::Malformed),
+        };
+        let (method, target) = match (req.method, req.path) {
+            (Some(m), Some(p)) => (range_in(data, m.as_bytes()), range_in(data, p.as_bytes())),
+            _ => return Err(FrameError::Malformed),
+        };
+        self.method = method;
+        self.target = target;
+        self.reason = 0..0;
+        self.status = 0;
+        self.minor = req.version.unwrap_or(1);
+        self.store(data, n, req.headers);
+        Ok(Parse::Complete(n))
+    }
+
+    /// Parses a response head from `data` into `self`.
+    pub fn parse_response(&mut self, data: &[u8]) -> Result<Parse, FrameError> {
+        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut storage);
+        let n = match res.parse(data) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Ok(Parse::Partial),
+            Err(httparse::Error::TooManyHeaders) => return Err(FrameError::TooManyHeaders),
+            Err(_) => return Err(FrameError::Malformed),
+        };
+        self.status = res.code.ok_or(FrameError::Malformed)?;
+        self.reason = res
+            .reason
+            .map(|r| range_in(data, r.as_bytes()))
+            .unwrap_or(0..0);
+        self.method = 0..0;
+        self.target = 0..0;
+        self.minor = res.version.unwrap_or(1);
+        self.store(data, n, res.headers);
+        Ok(Parse::Complete(n))
+    }
+
+    fn store(&mut self, data: &[u8], n: usize, headers: &[httparse::Header<'_>]) {
+        self.fields.clear();
+        for h in headers.iter() {
+            self.fields.push((
+                range_in(data, h.name.as_bytes()),
+                range_in(data, h.value),
+            ));
+        }
+        self.bytes.clear();
+        self.bytes.extend_from_slice(&data[..n]);
+    }
+
+    /// The request method.
+    pub fn method(&self) -> &[u8] {
+        &self.bytes[self.method.clone()]
+    }
+
+    /// The request target (path and query).
+    pub fn target(&self) -> &[u8] {
+        &self.bytes[self.target.clone()]
+    }
+
+    /// The path of the request target, without the query.
+    pub fn path(&self) -> &[u8] {
+        let t = self.target();
+        let end = t.iter().position(|&b| b == b'?').unwrap_or(t.len());
+        &t[..end]
+    }
+
+    /// The response reason phrase.
+    pub fn reason(&self) -> &[u8] {
+        &self.bytes[self.reason.clone()]
+    }
+
+    /// All header fields, in order, as (name, value).
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
+        self.fields.iter().map(|(n, v)| {
+            // httparse only accepts token characters in names, which are ASCII.
+            let name = std::str::from_utf8(&self.bytes[n.clone()]).unwrap_or("");
+            (name, &self.bytes[v.clone()])
+        })
+    }
+
+    /// The first value of a header field (name compared case-insensitively).
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.fields()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// Whether any `Connection` field lists `token`.
+    pub fn connection_has(&self, token: &str) -> bool {
+        self.fields()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+            .any(|(_, v)| list_contains(v, token))
+    }
+
+    /// Whether the connection stays open after this message (RFC 9112 §9.3).
+    pub fn keep_alive(&self) -> bool {
+        if self.minor == 0 {
+            self.connection_has("keep-alive")
+        } else {
+            !self.connection_has("close")
+        }
+    }
+
+    /// Request body framing (RFC 9112 §6.3); both TE and CL is refused as smuggling.
+    pub fn request_framing(&self) -> Result<Framing, FrameError> {
+        match self.body_framing()? {
+            Framing::Close => Err(FrameError::BadTransferEncoding),
+            f => Ok(f),
+        }
+    }
+
+    /// Response body framing for a response to `method`.
+    pub fn response_framing(&self, method: &[u8]) -> Result<Framing, FrameError> {
+        if method == b"HEAD" || matches!(self.status, 100..=199 | 204 | 304) {
+            return Ok(Framing::Length(0));
+        }
+        self.body_framing()
+    }
+
+    fn body_framing(&self) -> Result<Framing, FrameError> {
+        let mut length: Option<u64> = None;
+        let mut te: Option<bool> = None;
+        for (name, value) in self.fields() {
+            if name.eq_ignore_ascii_case("content-length") {
+                let n = parse_content_length(value)?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(FrameError::BadContentLength);
+                }
+                length = Some(n);
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                // Only the last coding matters: it must be chunked for the length to be known.
+                let last = value.rsplit(|&b| b == b',').next().unwrap_or(b"");
+                te = Some(trim(last).eq_ignore_ascii_case(b"chunked"));
+            }
+        }
+        match (te, length) {
+            (Some(_), Some(_)) => Err(FrameError::Smuggling),
+            (Some(true), None) => Ok(Framing::Chunked),
+            (Some(false), None) => Ok(Framing::Close),
+            (None, Some(n)) => Ok(Framing::Length(n)),
+            (None, None) if self.status == 0 => Ok(Framing::Length(0)),
+            (None, None) => Ok(Framing::Close),
+        }
+    }
+}
+
+fn parse_content_length(v: &[u8]) -> Result<u64, FrameError> {
+    let v = trim(v);
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return Err(FrameError::BadContentLength);
+    }
+    v.iter()
+        .try_fold(0u64, |acc, &d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+        .ok_or(FrameError::BadContentLength)
+}
+
+/// Trims optional whitespace (SP, HTAB) from both ends.
+pub fn trim(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|b| !matches!(b, b' ' | b'\t'));
+    let end = v.iter().rposition(|b| !matches!(b, b' ' | b'\t'));
+    match (start, end) {
+        (Some(s), Some(e)) => &v[s..=e],
+        _ => &[],
+    }
+}
+
+/// Whether a comma-separated list contains `token` (case-insensitive).
+pub fn list_contains(v: &[u8], token: &str) -> bool {
+    v.split(|&b| b == b',')
+        .any(|t| trim(t).eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1 plus the legacy ones Go's ReverseProxy removes).
+pub fn is_hop_by_hop(name: &str) -> bool {
+    const HOP: [&str; 8] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    Size { digits: u8 },
+    Ext,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    TrailerStart,
+    Trailer,
+    TrailerLf,
+    EndLf,
+    Done,
+}
+
+/// Follows a chunked body byte by byte (data runs are skipped whole) to find its end.
+#[derive(Debug, Clone)]
+pub struct ChunkScanner {
+    state: ChunkState,
+    size: u64,
+}
+
+impl Default for ChunkScanner {
+    fn default() -> Self {
+        Self {
+            state: ChunkState::Size { digits: 0 },
+            size: 0,
+        }
+    }
+}
+
+impl ChunkScanner {
+    /// Whether the final chunk and trailers have been seen.
+    pub fn done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// Feeds bytes; returns how many belong to the body (fewer than `data.len()` only when the
+    /// body ended inside `data`).
+    pub fn feed(&mut self, data: &[u8]) -> Result<usize, FrameError> {
+        let mut i = 0;
+        while i < data.len() && !self.done() {
+            if self.state == ChunkState::Data {
+                let take = self.size.min((data.len() - i) as u64) as usize;
+                self.size -= take as u64;
+                i += take;
+                if self.size == 0 {
+                    self.state = ChunkState::DataCr;
+                }
+                continue;
+            }
+            self.step(data[i])?;
+            i += 1;
+        }
+        Ok(i)
+    }
+
+    fn step(&mut self, b: u8) -> Result<(), FrameError> {
+        use ChunkState::*;
+        self.state = match (self.state, b) {
+            (Size { digits }, b) if b.is_ascii_hexdigit() => {
+                if digits >= 15 {
+                    return Err(FrameError::BadChunk);
+                }
+                let d = (b as char).to_digit(16).unwrap_or(0) as u64;
+                self.size = self.size * 16 + d;
+                Size { digits: digits + 1 }
+            }
+            (Size { digits }, b';' | b' ' | b'\t') if digits > 0 => Ext,
+            (Size { digits }, b'\r') if digits > 0 => SizeLf,
+            (Ext, b'\r') => SizeLf,
+            (Ext, b'\n') => return Err(FrameError::BadChunk),
+            (Ext, _) => Ext,
+            (SizeLf, b'\n') if self.size == 0 => TrailerStart,
+            (SizeLf, b'\n') => Data,
+            (DataCr, b'\r') => DataLf,
+            (DataLf, b'\n') => Size { digits: 0 },
+            (TrailerStart, b'\r') => EndLf,
+            (TrailerStart, b'\n') => return Err(FrameError::BadChunk),
+            (TrailerStart, _) | (Trailer, _) if b != b'\r' => Trailer,
+            (Trailer, b'\r') => TrailerLf,
+            (TrailerLf, b'\n') => TrailerStart,
+            (EndLf, b'\n') => Done,
+            _ => return Err(FrameError::BadChunk),
+        };
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(s: &str) -> Head {
+        let mut h = Head::default();
+        match h.parse_request(s.as_bytes()).unwrap() {
+            Parse::Complete(n) => assert_eq!(n, s.len()),
+            Parse::Partial => panic!("partial"),
+        }
+        h
+    }
+
+    #[test]
+    fn parses_request_fields_and_framing() {
+        let h = req("POST /a/b?x=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n");
+        assert_eq!(h.method(), b"POST");
+        assert_eq!(h.path(), b"/a/b");
+        assert_eq!(h.target(), b"/a/b?x=1");
+        assert_eq!(h.get("host"), Some(&b"x"[..]));
+        assert_eq!(h.request_framing(), Ok(Framing::Length(5)));
+        assert!(h.keep_alive());
+        let h = req("GET / HTTP/1.0\r\n\r\n");
+        assert!(!h.keep_alive());
+        assert_eq!(h.request_framing(), Ok(Framing::Length(0)));
+    }
+
+    #[test]
+    fn refuses_smuggling_and_bad_lengths() {
+        let h = req("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n");
+        assert_eq!(h.request_framing(), Err(FrameError::Smuggling));
+        let h = req("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n");
+        assert_eq!(h.request_framing(), Err(FrameError::BadContentLength));
+        let h = req("POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\n");
+        assert_eq!(h.request_framing(), Err(FrameError::BadContentLength));
+        let h = req("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n");
+        assert_eq!(h.request_framing(), Err(FrameError::BadTransferEncoding));
+        let h = req("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        assert_eq!(h.request_framing(), Ok(Framing::Chunked));
+    }
+
+    #[test]
+    fn response_framing_rules() {
+        let mut h = Head::default();
+        let s = b"HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n";
+        assert!(matches!(h.parse_response(s), Ok(Parse::Complete(_))));
+        assert_eq!(h.response_framing(b"GET"), Ok(Framing::Length(0)));
+        let s = b"HTTP/1.1 200 OK\r\nX: y\r\n\r\n";
+        assert!(matches!(h.parse_response(s), Ok(Parse::Complete(_))));
+        assert_eq!(h.response_framing(b"GET"), Ok(Framing::Close));
+        assert_eq!(h.response_framing(b"HEAD"), Ok(Framing::Length(0)));
+        assert_eq!(h.reason(), b"OK");
+    }
+
+    #[test]
+    fn chunk_scanner_finds_the_end_in_any_split() {
+        let body = b"5;ext=1\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        let end = body.len() - 4;
+        for split in 0..body.len() {
+            let mut s = ChunkScanner::default();
+            let a = s.feed(&body[..split]).unwrap();
+            assert_eq!(a, split.min(end));
+            let b = s.feed(&body[split.min(end)..]).unwrap();
+            assert_eq!(a + b, end, "split at {split}");
+            assert!(s.done());
+        }
+    }
+
+    #[test]
+    fn chunk_scanner_rejects_garbage() {
+        for bad in [&b"zz\r\n"[..], b"5\r\nhelloXX", b"\r\n", b"fffffffffffffffff\r\n"] {
+            let mut s = ChunkScanner::default();
+            assert!(s.feed(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! A TCP stream with an owned read buffer, in the shape io_uring wants: buffers are handed to the
+//! kernel by value and come back with the result. Reads append to the unread window; writes take
+//! a buffer and give it back so callers can reuse one allocation per connection.
+
+use std::io;
+use std::time::Duration;
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+/// Initial read buffer size: one typical request head plus a small body in one read.
+pub const READ_BUF: usize = 16 * 1024;
+
+/// A stream and the bytes read from it that nobody consumed yet.
+pub struct BufStream {
+    /// The socket.
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+/// Why a read did not produce bytes.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The peer closed the stream.
+    Eof,
+    /// The deadline passed.
+    Timeout,
+    /// The socket failed.
+    Io(io::Error),
+}
+
+impl BufStream {
+    /// Wraps a stream with an empty buffer.
+    pub fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            buf: Vec::with_capacity(READ_BUF),
+            pos: 0,
+        }
+    }
+
+    /// The bytes read but not consumed.
+    #[inline]
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Marks `n` buffered bytes as consumed.
+    #[inline]
+    pub fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.buf.len());
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+    }
+
+    /// Takes up to `max` buffered bytes out into `out` (appending).
+    pub fn take_into(&mut self, out: &mut Vec<u8>, max: usize) -> usize {
+        let n = self.data().len().min(max);
+        out.extend_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.consume(n);
+        n
+    }
+
+    /// Reads more bytes into the buffer, growing it up to `limit` bytes of unread data.
+    /// Returns the number of new bytes; `Eof` when the peer closed.
+    pub async fn fill(&mut self, limit: usize) -> Result<usize, ReadError> {
+        if self.pos > 0 && self.buf.len() == self.buf.capacity() {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        if self.buf.len() == self.buf.capacity() {
+            let unread = self.buf.len() - self.pos;
+            if unread >= limit {
+                return Ok(0);
+            }
+            self.buf.reserve(self.buf.capacity().min(limit - unread).max(1024));
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let (len, cap) = (buf.len(), buf.capacity());
+        let (res, slice) = self.stream.read(buf.slice_mut(len..cap)).await;
+        self.buf = slice.into_inner();
+        match res {
+            Ok(0) => Err(ReadError::Eof),
+            Ok(n) => Ok(n),
+            Err(e) => Err(ReadError::Io(e)),
+        }
+    }
+
+    /// [`fill`](Self::fill) with a deadline.
+    pub async fn fill_within(&mut self, limit: usize, within: Duration) -> Result<usize, ReadError> {
+        match monoio::time::timeout(within, self.fill(limit)).await {
+            Ok(r) => r,
+            Err(_) => Err(ReadError::Timeout),
+        }
+    }
+
+    /// Writes all of `buf`, returning it (unchanged) for reuse or a retry.
+    pub async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        let (res, buf) = self.stream.write_all(buf).await;
+        (res.map(|_| ()), buf)
+    }
+
+    /// Writes the first `n` unread bytes of this stream's buffer to `dst` without copying them,
+    /// then consumes them.
+    pub async fn relay_to(&mut self, dst: &mut TcpStream, n: usize, within: Duration) -> io::Result<()> {
+        let n = n.min(self.data().len());
+        if n == 0 {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let slice = monoio::buf::IoBuf::slice(buf, self.pos..self.pos + n);
+        let (res, slice) = match monoio::time::timeout(within, dst.write_all(slice)).await {
+            Ok(r) => r,
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+        };
+        self.buf = slice.into_inner();
+        res?;
+        self.consume(n);
+        Ok(())
+    }
+
+    /// [`write_all`](Self::write_all) with a deadline; on timeout the buffer is lost.
+    pub async fn write_all_within(&mut self, buf: Vec<u8>, within: Duration) -> io::Result<Vec<u8>> {
+        match monoio::time::timeout(within, self.write_all(buf)).await {
+            Ok((Ok(()), buf)) => Ok(buf),
+            Ok((Err(e), _)) => Err(e),
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+        }
+    }
+
+    /// Whether the read buffer is empty (the connection can be pooled without leftovers).
+    pub fn is_drained(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+}

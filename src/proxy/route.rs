@@ -1,0 +1,111 @@
+//! The routing table: services in config order with their upstream addresses resolved at load
+//! time (never on a worker core), and the connection limits. Immutable once built; a core swaps
+//! its whole `Arc<Routes>` on reload, so requests in flight keep the snapshot they started with.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::config::{Config, Service};
+use crate::l402::ChallengeShape;
+
+/// Timeouts and size limits of the data path.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request head (431 beyond).
+    pub max_header_bytes: usize,
+    /// Largest request body (413 beyond).
+    pub max_body_bytes: u64,
+    /// Keep-alive idle time between requests.
+    pub idle_timeout: Duration,
+    /// Time to receive a request head once it started, and each body read.
+    pub read_timeout: Duration,
+    /// Rolling window for each write to the client and each read of a streamed response.
+    pub write_timeout: Duration,
+    /// Time to connect to an upstream and to receive its response head.
+    pub upstream_timeout: Duration,
+}
+
+/// One service and where its upstream is.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The service as configured.
+    pub service: Service,
+    /// The resolved upstream address.
+    pub upstream: SocketAddr,
+}
+
+/// Services in match order plus the limits.
+#[derive(Debug, Clone)]
+pub struct Routes {
+    /// Services in config order.
+    pub routes: Vec<Route>,
+    /// Limits for every connection.
+    pub limits: Limits,
+    /// Which `WWW-Authenticate` fields a 402 carries.
+    pub challenge_shape: ChallengeShape,
+}
+
+/// An upstream address that did not resolve.
+#[derive(Debug, thiserror::Error)]
+#[error("service {service:?}: cannot resolve upstream address {address:?}: {reason}")]
+pub struct ResolveError {
+    /// The service name.
+    pub service: String,
+    /// The configured address.
+    pub address: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl Routes {
+    /// Builds the table, resolving every upstream address (a blocking DNS lookup: call this on
+    /// the main or bridge thread, never on a worker core).
+    pub fn resolve(config: &Config) -> Result<Self, ResolveError> {
+        let routes = config
+            .services
+            .iter()
+            .map(|service| {
+                let fail = |reason: String| ResolveError {
+                    service: service.name.clone(),
+                    address: service.address.clone(),
+                    reason,
+                };
+                let upstream = service
+                    .address
+                    .to_socket_addrs()
+                    .map_err(|e| fail(e.to_string()))?
+                    .next()
+                    .ok_or_else(|| fail("no address".into()))?;
+                Ok(Route {
+                    service: service.clone(),
+                    upstream,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            routes,
+            limits: Limits {
+                max_header_bytes: config.max_header_bytes,
+                max_body_bytes: config.max_body_bytes,
+                idle_timeout: config.idle_timeout,
+                read_timeout: config.read_timeout,
+                write_timeout: config.write_timeout,
+                upstream_timeout: config.upstream_timeout,
+            },
+            challenge_shape: config.challenge_shape,
+        })
+    }
+
+    /// The first service whose `hostregexp` matches `host` and whose optional `pathregexp`
+    /// matches `path`, as Go aperture matches them.
+    pub fn find(&self, host: &str, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| {
+            r.service.host_regexp.is_match(host)
+                && r
+                    .service
+                    .path_regexp
+                    .as_ref()
+                    .is_none_or(|p| p.is_match(path))
+        })
+    }
+}
