@@ -2,4 +2,6 @@
 
 mod config;
 mod l402;
+mod process;
 mod proxy;
+mod support;
