@@ -229,6 +229,12 @@ pub struct BridgeHandle {
     shared: Arc<Shared>,
 }
 
+// Worker cores on other threads hold and clone handles.
+const _: fn() = || {
+    fn send_sync_clone<T: Send + Sync + Clone>() {}
+    send_sync_clone::<BridgeHandle>();
+};
+
 /// One unit of the in-flight bound, released when the call's task finishes or is dropped.
 struct Permit(Arc<Shared>);
 

@@ -22,7 +22,7 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -32,6 +32,8 @@ use crate::protocol::BridgeError;
 
 /// Largest request body accepted; an invoice is well under 2 KiB.
 const MAX_BODY: usize = 64 * 1024;
+/// How long a client may take to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Binds the wallet listener (synchronously, so errors reach `start`). Must be called
 /// inside the bridge runtime's context, which owns the socket's registration.
@@ -61,7 +63,11 @@ pub(crate) async fn serve(listener: TcpListener, backend: Arc<DevBackend>) {
         let backend = backend.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| route(req, backend.clone()));
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+            // A header deadline keeps idle or trickling clients from pinning connections.
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc);
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "dev wallet connection ended with an error");
             }
