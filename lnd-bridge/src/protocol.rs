@@ -1,1 +1,144 @@
-//! Plain types exchanged between worker cores and the bridge (stub).
+//! Plain types exchanged between the worker cores and the bridge.
+//!
+//! Owns the request/reply/event vocabulary and the bridge's error enum. Nothing here may
+//! name a tokio, hyper or lightning type: these values cross into the main crate, whose
+//! worker cores run on monoio and must not depend on the bridge's runtime.
+
+use std::path::PathBuf;
+
+/// The memo Go aperture puts on every invoice (`AddInvoice{memo: "L402"}`).
+pub const DEFAULT_MEMO: &str = "L402";
+
+/// BOLT11 caps a description (`d` field) at 639 bytes.
+pub const MAX_MEMO_BYTES: usize = 639;
+
+/// Largest amount an invoice may carry. BOLT11 encodes amounts in pico-BTC, i.e.
+/// `sat * 10_000`; this bound keeps that product inside a `u64` (and is still above the
+/// 21 M BTC supply cap, so no real price is refused).
+pub const MAX_INVOICE_SAT: u64 = u64::MAX / 10_000;
+
+/// What a worker core asks the bridge to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceRequest {
+    /// Price in satoshis; must be in `1..=MAX_INVOICE_SAT`.
+    pub amount_sat: u64,
+    /// Invoice description; at most [`MAX_MEMO_BYTES`] bytes.
+    pub memo: String,
+}
+
+impl InvoiceRequest {
+    /// An `L402`-memo request for `amount_sat`, as Go aperture sends it.
+    pub fn l402(amount_sat: u64) -> Self {
+        InvoiceRequest {
+            amount_sat,
+            memo: DEFAULT_MEMO.to_owned(),
+        }
+    }
+
+    /// Checks the request before it is queued, so a bad price fails fast on the caller's
+    /// core instead of costing a round trip.
+    pub fn validate(&self) -> Result<(), BridgeError> {
+        if self.amount_sat == 0 {
+            return Err(BridgeError::InvalidRequest(
+                "amount must be positive".into(),
+            ));
+        }
+        if self.amount_sat > MAX_INVOICE_SAT {
+            return Err(BridgeError::InvalidRequest(format!(
+                "amount {} sat exceeds the maximum of {MAX_INVOICE_SAT} sat",
+                self.amount_sat
+            )));
+        }
+        if self.memo.len() > MAX_MEMO_BYTES {
+            return Err(BridgeError::InvalidRequest(format!(
+                "memo is {} bytes, BOLT11 allows {MAX_MEMO_BYTES}",
+                self.memo.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A created invoice, as lnd's `AddInvoiceResponse` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invoice {
+    /// sha256 of the preimage; equals the payment hash inside `payment_request`.
+    pub payment_hash: [u8; 32],
+    /// The signed BOLT11 string (`lnbcrt…`, `lnbc…`, …).
+    pub payment_request: String,
+    /// Backend-assigned, strictly increasing creation counter (starts at 1).
+    pub add_index: u64,
+}
+
+/// Something the bridge tells every subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// An invoice was paid. `settle_index` strictly increases per settlement (starts at 1).
+    InvoiceSettled {
+        payment_hash: [u8; 32],
+        settle_index: u64,
+    },
+    /// A token was revoked (published through [`crate::BridgeHandle::publish`]).
+    TokenRevoked { token_id: [u8; 32] },
+}
+
+/// Every way a bridge call or the bridge's start-up can fail.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BridgeError {
+    /// The bridge already holds `queue_capacity` calls; shed load instead of waiting.
+    #[error("lightning bridge queue is full")]
+    QueueFull,
+    /// The bridge has shut down (or is shutting down).
+    #[error("lightning bridge is closed")]
+    Closed,
+    /// The call did not finish within `call_timeout`.
+    #[error("lightning backend call timed out")]
+    Timeout,
+    /// The request itself is invalid (zero amount, memo too long, …).
+    #[error("invalid invoice request: {0}")]
+    InvalidRequest(String),
+    /// The backend refused or failed the call.
+    #[error("lightning backend error: {0}")]
+    Backend(String),
+    /// The node key file could not be read, parsed or created.
+    #[error("dev node key {path}: {reason}")]
+    NodeKey { path: PathBuf, reason: String },
+    /// The dev wallet endpoint could not be bound.
+    #[error("dev wallet listener {addr}: {reason}")]
+    WalletListen { addr: String, reason: String },
+    /// The bridge runtime or its thread could not be started.
+    #[error("lightning bridge runtime: {0}")]
+    Runtime(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_bounds() {
+        assert!(InvoiceRequest::l402(1).validate().is_ok());
+        assert!(InvoiceRequest::l402(MAX_INVOICE_SAT).validate().is_ok());
+        assert!(matches!(
+            InvoiceRequest::l402(0).validate(),
+            Err(BridgeError::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            InvoiceRequest::l402(MAX_INVOICE_SAT + 1).validate(),
+            Err(BridgeError::InvalidRequest(_))
+        ));
+        let long = InvoiceRequest {
+            amount_sat: 1,
+            memo: "x".repeat(MAX_MEMO_BYTES + 1),
+        };
+        assert!(matches!(
+            long.validate(),
+            Err(BridgeError::InvalidRequest(_))
+        ));
+        let edge = InvoiceRequest {
+            amount_sat: 1,
+            memo: "x".repeat(MAX_MEMO_BYTES),
+        };
+        assert!(edge.validate().is_ok());
+    }
+}

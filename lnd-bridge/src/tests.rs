@@ -1,0 +1,339 @@
+//! End-to-end tests of the bridge: calls from plain std threads, the wallet over real TCP.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::pin::pin;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bitcoin::hashes::{sha256, Hash};
+use futures_channel::mpsc::TryRecvError;
+use lightning_invoice::{Bolt11Invoice, Currency};
+
+use super::*;
+
+/// Minimal executor: polls on this thread, parks until woken (wakes may come from the
+/// bridge thread, as they would for a monoio core).
+fn block_on<F: Future>(fut: F) -> F::Output {
+    struct Unpark(Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = pin!(fut);
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+fn wait(reply: InvoiceReply) -> Result<Invoice, BridgeError> {
+    block_on(reply).unwrap_or(Err(BridgeError::Closed))
+}
+
+fn dev_cfg(dir: &Path) -> BridgeConfig {
+    BridgeConfig::new(BackendConfig::Dev {
+        basedir: dir.to_path_buf(),
+        wallet_listen: "127.0.0.1:0".parse().unwrap(),
+        network: Network::Regtest,
+    })
+}
+
+/// One HTTP/1.1 exchange over a fresh connection; returns (status, body).
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: wallet\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("complete response");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"))
+}
+
+#[test]
+fn invoice_from_std_thread_then_pay_both_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = start(dev_cfg(dir.path())).unwrap();
+    let addr = bridge.wallet_addr().unwrap();
+    let mut sub_a = bridge.handle().subscribe();
+    let mut sub_b = bridge.handle().subscribe();
+    let handle = bridge.handle();
+    let inv = std::thread::spawn(move || wait(handle.try_create_invoice(21).unwrap()).unwrap())
+        .join()
+        .unwrap();
+
+    let parsed = Bolt11Invoice::from_str(&inv.payment_request).unwrap();
+    parsed.check_signature().unwrap();
+    assert_eq!(parsed.currency(), Currency::Regtest);
+    assert!(inv.payment_request.starts_with("lnbcrt"));
+    assert_eq!(parsed.amount_milli_satoshis(), Some(21_000));
+    assert_eq!(parsed.payment_hash().to_byte_array(), inv.payment_hash);
+    assert_eq!(
+        Some(parsed.recover_payee_pub_key().serialize()),
+        bridge.dev_node_id()
+    );
+
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/pay",
+        &format!(r#"{{"invoice":"{}"}}"#, inv.payment_request),
+    );
+    assert_eq!(status, 200, "{body}");
+    let v = json(&body);
+    let preimage = hex::decode(v["preimage"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        sha256::Hash::hash(&preimage).to_byte_array(),
+        inv.payment_hash
+    );
+    assert_eq!(v["payment_hash"], hex::encode(inv.payment_hash));
+
+    let send = format!(
+        r#"{{"payment_request":"{}","timeout_seconds":60,"fee_limit_sat":10}}"#,
+        inv.payment_request
+    );
+    let (status, body) = http(addr, "POST", "/v2/router/send", &send);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.ends_with('\n') && body.matches('\n').count() == 1,
+        "{body:?}"
+    );
+    let v = json(body.trim_end());
+    assert_eq!(v["result"]["status"], "SUCCEEDED");
+    assert_eq!(v["result"]["payment_hash"], hex::encode(inv.payment_hash));
+    let b64 = v["result"]["payment_preimage"].as_str().unwrap();
+    let again = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    assert_eq!(again, preimage, "paying twice returns the same preimage");
+
+    let settled = Event::InvoiceSettled {
+        payment_hash: inv.payment_hash,
+        settle_index: 1,
+    };
+    for sub in [&mut sub_a, &mut sub_b] {
+        // The event is published before the HTTP reply is written, so it is already queued.
+        assert_eq!(sub.try_recv().ok(), Some(settled.clone()));
+        assert_eq!(
+            sub.try_recv(),
+            Err(TryRecvError::Empty),
+            "settled once: one event"
+        );
+    }
+}
+
+#[test]
+fn wallet_rejects_bad_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    let bridge = start(dev_cfg(dir.path())).unwrap();
+    let other = start(dev_cfg(other_dir.path())).unwrap();
+    let addr = bridge.wallet_addr().unwrap();
+    let foreign = wait(other.handle().try_create_invoice(3).unwrap()).unwrap();
+
+    assert_eq!(http(addr, "GET", "/healthz", "").0, 200);
+    assert_eq!(http(addr, "GET", "/pay", "").0, 405);
+    assert_eq!(http(addr, "POST", "/nope", "{}").0, 404);
+    let bad = [
+        ("/pay", "not json".to_owned()),
+        ("/pay", r#"{"invoice":"lnbcrt1garbage"}"#.to_owned()),
+        ("/pay", r#"{"payment_request":"x"}"#.to_owned()),
+        ("/v2/router/send", r#"{"invoice":"x"}"#.to_owned()),
+        ("/v2/router/send", r#"{"payment_request":42}"#.to_owned()),
+    ];
+    for (path, body) in bad {
+        let (status, reply) = http(addr, "POST", path, &body);
+        assert_eq!(status, 400, "{path} {body}: {reply}");
+        assert!(json(&reply)["error"].is_string(), "{reply}");
+    }
+    for path in ["/pay", "/v2/router/send"] {
+        let field = if path == "/pay" {
+            "invoice"
+        } else {
+            "payment_request"
+        };
+        let body = format!(r#"{{"{field}":"{}"}}"#, foreign.payment_request);
+        let (status, reply) = http(addr, "POST", path, &body);
+        assert_eq!(status, 404, "{reply}");
+        assert_eq!(json(&reply)["error"], "unknown invoice");
+    }
+}
+
+#[test]
+fn two_hundred_concurrent_invoices_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = start(dev_cfg(dir.path())).unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let handle = bridge.handle();
+            std::thread::spawn(move || {
+                // Queue all 50 before waiting on any: they are in flight together.
+                let replies: Vec<_> = (0..50)
+                    .map(|i| handle.try_create_invoice(1 + t * 50 + i).unwrap())
+                    .collect();
+                replies
+                    .into_iter()
+                    .map(|r| wait(r).unwrap())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let all: Vec<Invoice> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(all.len(), 200);
+    let hashes: HashSet<_> = all.iter().map(|i| i.payment_hash).collect();
+    let indexes: HashSet<_> = all.iter().map(|i| i.add_index).collect();
+    assert_eq!((hashes.len(), indexes.len()), (200, 200));
+    assert_eq!(indexes.iter().max(), Some(&200));
+}
+
+#[test]
+fn full_queue_fails_fast_and_shutdown_cancels() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = dev_cfg(dir.path());
+    cfg.queue_capacity = 4;
+    cfg.call_timeout = Duration::from_secs(3600);
+    let bridge = start(cfg).unwrap();
+    let handle = bridge.handle();
+    handle.set_dev_delay(Duration::from_secs(3600));
+    let held: Vec<_> = (0..4)
+        .map(|_| handle.try_create_invoice(1).unwrap())
+        .collect();
+    assert_eq!(handle.in_flight(), 4);
+    let t0 = Instant::now();
+    assert_eq!(
+        handle.try_create_invoice(1).unwrap_err(),
+        BridgeError::QueueFull
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "QueueFull must not wait"
+    );
+
+    let mut events = handle.subscribe();
+    bridge.shutdown();
+    for reply in held {
+        assert!(
+            block_on(reply).is_err(),
+            "pending calls are canceled by shutdown"
+        );
+    }
+    assert_eq!(handle.in_flight(), 0);
+    assert_eq!(
+        handle.try_create_invoice(1).unwrap_err(),
+        BridgeError::Closed
+    );
+    assert_eq!(
+        events.try_recv(),
+        Err(TryRecvError::Closed),
+        "event stream ends"
+    );
+}
+
+#[test]
+fn slow_backend_times_out_and_releases_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = dev_cfg(dir.path());
+    cfg.queue_capacity = 1;
+    cfg.call_timeout = Duration::from_millis(100);
+    let bridge = start(cfg).unwrap();
+    let handle = bridge.handle();
+    handle.set_dev_delay(Duration::from_secs(3600));
+    assert_eq!(
+        wait(handle.try_create_invoice(1).unwrap()),
+        Err(BridgeError::Timeout)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while handle.in_flight() != 0 {
+        assert!(Instant::now() < deadline, "slot never released");
+        std::thread::yield_now();
+    }
+    handle.set_dev_delay(Duration::ZERO);
+    assert!(wait(handle.try_create_invoice(1).unwrap()).is_ok());
+}
+
+#[test]
+fn node_key_persists_across_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let payee = |bridge: &Bridge| {
+        let inv = wait(bridge.handle().try_create_invoice(7).unwrap()).unwrap();
+        Bolt11Invoice::from_str(&inv.payment_request)
+            .unwrap()
+            .recover_payee_pub_key()
+            .serialize()
+    };
+    let first = start(dev_cfg(dir.path())).unwrap();
+    let id = payee(&first);
+    assert_eq!(first.dev_node_id(), Some(id));
+    first.shutdown();
+    let second = start(dev_cfg(dir.path())).unwrap();
+    assert_eq!(payee(&second), id);
+}
+
+#[test]
+fn startup_errors_are_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(NODE_KEY_FILE), "not a key\n").unwrap();
+    assert!(matches!(
+        start(dev_cfg(dir.path())),
+        Err(BridgeError::NodeKey { .. })
+    ));
+    assert_eq!(
+        std::fs::read(dir.path().join(NODE_KEY_FILE)).unwrap(),
+        b"not a key\n"
+    );
+
+    let good = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cfg = BridgeConfig::new(BackendConfig::Dev {
+        basedir: good.path().to_path_buf(),
+        wallet_listen: taken.local_addr().unwrap(),
+        network: Network::Regtest,
+    });
+    assert!(matches!(start(cfg), Err(BridgeError::WalletListen { .. })));
+
+    let mut cfg = dev_cfg(good.path());
+    cfg.queue_capacity = 0;
+    assert!(matches!(start(cfg), Err(BridgeError::Runtime(_))));
+}
+
+#[test]
+fn invalid_requests_fail_synchronously_and_publish_fans_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = start(dev_cfg(dir.path())).unwrap();
+    let handle = bridge.handle();
+    assert!(matches!(
+        handle.try_create_invoice(0),
+        Err(BridgeError::InvalidRequest(_))
+    ));
+    assert_eq!(handle.in_flight(), 0);
+    let (mut a, mut b) = (handle.subscribe(), handle.subscribe());
+    let ev = Event::TokenRevoked { token_id: [9; 32] };
+    handle.publish(ev.clone());
+    assert_eq!(a.try_recv().ok(), Some(ev.clone()));
+    assert_eq!(b.try_recv().ok(), Some(ev));
+}
