@@ -1,0 +1,185 @@
+//! The `aperture` binary as a user runs it: signals, exit codes, memory, `fetch`, `--dev`.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::support::{get, service, wait_until, Conn, Origin, Proxy};
+
+const BIN: &str = env!("CARGO_BIN_EXE_aperture");
+
+/// A running `aperture` process and the addresses it logged.
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+    wallet: Option<SocketAddr>,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    fn start(services_yaml: &str) -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("aperture.yaml");
+        let yaml = format!(
+            "listenaddr: \"127.0.0.1:0\"\ninsecure: true\ndbbackend: sqlite\n\
+             authenticator:\n  network: regtest\n  dev:\n    listenaddr: \"127.0.0.1:0\"\n\
+             services:\n{services_yaml}"
+        );
+        std::fs::write(&config, yaml).unwrap();
+        let args = ["--config", config.to_str().unwrap(), "--basedir", dir.path().to_str().unwrap(), "--cores", "2"];
+        Self::spawn(&args, dir)
+    }
+
+    fn spawn(args: &[&str], dir: tempfile::TempDir) -> Running {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn aperture");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let (mut addr, mut wallet) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while addr.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).expect("aperture did not log its address");
+            if let Some(a) = after(&line, "listening on http://") {
+                addr = Some(a);
+            }
+            if let Some(w) = after(&line, "wallet at http://") {
+                wallet = Some(w);
+            }
+        }
+        Running { child, addr: addr.unwrap(), wallet, _dir: dir }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid with a valid signal number.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// Peak and current resident memory in KiB.
+    fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap()
+        };
+        (field("VmHWM:"), field("VmRSS:"))
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> i32 {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "aperture did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn after(line: &str, marker: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find(marker)? + marker.len()..];
+    let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == ':' || c == '[' || c == ']')).unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_then_exits_zero() {
+    let origin = Origin::start();
+    let mut proc = Running::start(&service("free", origin.addr, "    auth: \"off\"\n"));
+    let mut conn = Conn::open(proc.addr);
+    conn.send(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
+    wait_until("the request to reach the origin", Duration::from_secs(10), || origin.holding() == 1);
+    proc.signal(libc::SIGTERM);
+    let addr = proc.addr;
+    wait_until("the listeners to close", Duration::from_secs(10), || std::net::TcpStream::connect(addr).is_err());
+    origin.release();
+    let r = conn.read_response(false);
+    assert_eq!((r.status, r.text().as_str()), (200, "released"));
+    assert_eq!(proc.wait_exit(Duration::from_secs(10)), 0);
+}
+
+#[test]
+fn a_50_mib_response_streams_in_bounded_memory() {
+    let origin = Origin::start();
+    let proc = Running::start(&service("free", origin.addr, "    auth: \"off\"\n"));
+    assert_eq!(get(proc.addr, "/warm", "").status, 200);
+    let (_, before) = proc.memory_kib();
+    let n = 50 * 1024 * 1024;
+    let r = get(proc.addr, &format!("/big?n={n}"), "");
+    assert_eq!((r.status, r.body.len()), (200, n));
+    let (peak, _) = proc.memory_kib();
+    assert!(peak < before + 16 * 1024, "proxy peak RSS grew by {} KiB while streaming 50 MiB", peak - before);
+}
+
+#[test]
+fn check_config_exit_codes() {
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/sample-conf.yaml");
+    let ok = Command::new(BIN).args(["--check-config", "--config", sample]).output().unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "listenaddr: \"127.0.0.1:8081\"\ninsecure: true\nsqlite:\n  dbfile: /tmp/x.db\n").unwrap();
+    let out = Command::new(BIN).args(["--check-config", "--config", bad.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("databasefilename"), "{text}");
+}
+
+#[test]
+fn fetch_subcommand_pays_and_prints_the_resource() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&service("svc", origin.addr, ""), 1);
+    let url = format!("http://{}/paid/thing", proxy.addr);
+    let wallet = format!("http://{}", proxy.wallet);
+    let out = Command::new(BIN).args(["fetch", &url, "--wallet", &wallet]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("origin saw /paid/thing"), "{stdout}");
+}
+
+#[test]
+fn dev_mode_needs_nothing_and_serves_the_whole_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().to_str().unwrap().to_string();
+    let mut proc = Running::spawn(&["--dev", "--basedir", &base, "--cores", "1"], dir);
+    let wallet = proc.wallet.expect("the dev wallet address is logged");
+    let out = Command::new(BIN)
+        .args(["fetch", &format!("http://{}/hello", proc.addr), "--wallet", &format!("http://{wallet}")])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("demo origin"), "{stdout}");
+    proc.signal(libc::SIGINT);
+    assert_eq!(proc.wait_exit(Duration::from_secs(10)), 0);
+}
