@@ -4,6 +4,24 @@
 use std::fmt;
 use std::str::FromStr;
 
+pub mod caveat;
+pub mod header;
+pub mod identifier;
+pub mod macaroon;
+pub mod verify;
+
+pub use caveat::{check_caveats, mint_caveats, split_caveat, CaveatContext, CaveatError};
+pub use header::{
+    challenge_values, macaroon_from_base64, parse_credentials, upstream_authorization, Credential,
+    CredentialError, CredentialSource, Scheme,
+};
+pub use identifier::{Identifier, IdentifierError, IDENTIFIER_LEN};
+pub use macaroon::{Macaroon, MacaroonError, MacaroonRef, LOCATION};
+pub use verify::{
+    derive_root_key, verify_with_root_key, AuthOutcome, TokenId, Verifier, VerifyError,
+    VerifyRequest,
+};
+
 /// Which `WWW-Authenticate` fields a 402 carries (`wire-format.md` §3.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ChallengeShape {
