@@ -1,1 +1,372 @@
-//! (stub: to be written)
+//! Configuration (layer 1): reads Go aperture's `aperture.yaml` (plus our additions) through a raw
+//! serde mirror that rejects unknown keys, then validates it into the typed [`Config`] the other
+//! layers consume. Owns every user-facing config error message. It must not print or log:
+//! warnings are collected in [`Config::warnings`] for the binary to log. The only file I/O is
+//! reading the config file itself ([`load`]) and `!file+hex:`/`!file+base64:` header values.
+
+mod raw;
+mod service;
+mod validate;
+mod values;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use regex::Regex;
+
+use crate::l402::ChallengeShape;
+
+pub use values::IpNet;
+
+/// Exit code for any configuration error (sysexits' `EX_USAGE`).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// A configuration error. `Display` is the message shown to the operator: it names the file, the
+/// key and how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {}: {source}\n  fix: create it (see sample-conf.yaml) or pass --config PATH", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// YAML syntax or type error (message carries line, column and a snippet).
+    #[error("{origin}: {message}")]
+    Yaml { origin: String, message: String },
+    /// A key Go aperture would have silently ignored.
+    #[error("{origin}{}: unknown key `{key}`: {hint}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    UnknownKey {
+        origin: String,
+        key: String,
+        line: Option<u64>,
+        hint: String,
+    },
+    /// A value that does not validate.
+    #[error("{origin}: `{key}`: {message}")]
+    Invalid {
+        origin: String,
+        key: String,
+        message: String,
+    },
+    /// A valid Go aperture feature this implementation does not support yet.
+    #[error("{origin}: `{key}`: {message}")]
+    Unsupported {
+        origin: String,
+        key: String,
+        message: String,
+    },
+    /// A `!file+hex:`/`!file+base64:` header file could not be read.
+    #[error("{origin}: `{key}`: cannot read header file {}: {source}", path.display())]
+    HeaderFile {
+        origin: String,
+        key: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl ConfigError {
+    /// Process exit code for this error: always 64 (`EX_USAGE`), the config-error code.
+    pub fn exit_code(&self) -> i32 {
+        EXIT_CONFIG
+    }
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen_addr: SocketAddr,
+    /// Holds tls.cert/tls.key, the autocert cache and the default database.
+    pub basedir: PathBuf,
+    /// Plaintext (h2c) listener, for use behind a TLS-terminating load balancer.
+    pub insecure: bool,
+    pub server_name: Option<String>,
+    pub autocert: bool,
+    /// Require the invoice to be settled on each authenticated request.
+    pub strict_verify: bool,
+    pub debug_level: String,
+    /// Zero means no timeout (as in Go).
+    pub idle_timeout: Duration,
+    /// Zero means no timeout (as in Go).
+    pub read_timeout: Duration,
+    /// Zero means no timeout (as in Go).
+    pub write_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+    pub upstream_timeout: Duration,
+    pub challenge_shape: ChallengeShape,
+    pub blocklist: Vec<IpNet>,
+    pub authenticator: Authenticator,
+    pub db: Db,
+    /// Metrics listener, when `prometheus.enabled`.
+    pub prometheus: Option<SocketAddr>,
+    /// Tried in order; the first whose host (and path) regexp matches wins.
+    pub services: Vec<Service>,
+    /// Human-readable warnings for the binary to log; config code never prints them.
+    pub warnings: Vec<String>,
+}
+
+/// Lightning network the invoice backend runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Network {
+    Mainnet,
+    Testnet,
+    Regtest,
+    Simnet,
+    Signet,
+}
+
+#[derive(Clone, Debug)]
+pub struct Authenticator {
+    pub network: Network,
+    /// Auth off entirely: no challenges, every request passes.
+    pub disable: bool,
+    pub backend: Backend,
+}
+
+/// Where invoices come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// lnd over gRPC; `invoice.macaroon` is read from `mac_dir`.
+    Lnd {
+        host: String,
+        tls_path: PathBuf,
+        mac_dir: PathBuf,
+    },
+    /// The embedded dev Lightning backend (fake invoices, pays itself), listening on `listen_addr`.
+    Dev { listen_addr: SocketAddr },
+    /// Only with `authenticator.disable`.
+    None,
+}
+
+/// Token database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Db {
+    Sqlite {
+        path: PathBuf,
+        skip_migrations: bool,
+    },
+    Postgres(Postgres),
+    Etcd {
+        host: String,
+        user: String,
+        password: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Postgres {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub dbname: String,
+    pub max_open_connections: u32,
+    pub require_ssl: bool,
+    pub skip_migrations: bool,
+}
+
+impl Postgres {
+    /// `postgres://user:pass@host:port/dbname?sslmode=…`, as Go aperture builds it.
+    pub fn dsn(&self) -> String {
+        let mode = if self.require_ssl {
+            "require"
+        } else {
+            "disable"
+        };
+        format!(
+            "postgres://{}:{}@{}:{}/{}?sslmode={mode}",
+            self.user, self.password, self.host, self.port, self.dbname
+        )
+    }
+}
+
+/// Backend protocol of a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    Https,
+    /// Cleartext HTTP/2 (prior knowledge), e.g. for gRPC backends without TLS.
+    H2c,
+}
+
+/// A service's auth level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Auth {
+    On,
+    Off,
+    /// N free requests per masked client IP, then payment.
+    Freebie(u16),
+}
+
+#[derive(Clone, Debug)]
+pub struct Service {
+    pub name: String,
+    pub host_regexp: Regex,
+    pub path_regexp: Option<Regex>,
+    /// Backend `host:port`.
+    pub address: String,
+    pub protocol: Protocol,
+    pub tls_cert_path: Option<PathBuf>,
+    pub tls_skip_verify: bool,
+    pub auth: Auth,
+    /// Sats, 1..=10^13 (0/unset became 1).
+    pub price: u64,
+    /// Seconds until minted tokens expire (`<name>_valid_until`); `None`: never.
+    pub timeout: Option<u64>,
+    pub capabilities: Option<String>,
+    /// Extra caveats, sorted by key so minting is deterministic.
+    pub constraints: Vec<(String, String)>,
+    pub auth_whitelist_paths: Vec<Regex>,
+    pub auth_skip_invoice_creation_paths: Vec<Regex>,
+    /// Set on every upstream request (replacing the client's value); sorted by name.
+    pub headers: Vec<(String, String)>,
+    pub rewrite_prefix: Option<String>,
+    pub rate_limits: Vec<RateLimitRule>,
+    pub dynamic_price: Option<DynamicPrice>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RateLimitRule {
+    /// `None`: every path.
+    pub path_regexp: Option<Regex>,
+    pub requests: u32,
+    pub per: Duration,
+    /// Bucket capacity (0/omitted became `requests`).
+    pub burst: u32,
+}
+
+/// gRPC pricer settings (only present when `dynamicprice.enabled`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DynamicPrice {
+    pub grpc_address: String,
+    pub insecure: bool,
+    pub tls_cert_path: Option<PathBuf>,
+    pub metered: bool,
+    pub usage_tail_bytes: u32,
+}
+
+impl Config {
+    /// `~/.aperture/aperture.yaml`.
+    pub fn default_path() -> PathBuf {
+        values::expand_tilde("~/.aperture/aperture.yaml")
+    }
+
+    /// `~/.aperture`.
+    pub fn default_basedir() -> PathBuf {
+        values::expand_tilde("~/.aperture")
+    }
+}
+
+/// Reads, parses and validates the config file at `path` (`~` expanded).
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let path = values::expand_tilde(&path.to_string_lossy());
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Parses and validates YAML `text`; `origin` names it in error messages (usually the path).
+/// No file I/O except reading `!file+` header values.
+pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let raw = raw::from_yaml(text, origin)?;
+    validate::validate(raw, origin)
+}
+
+/// The YAML behind `--dev`; `{origin}` is replaced with the demo upstream's address. It goes
+/// through the same validation as a user's file.
+const DEV_YAML: &str = r#"
+listenaddr: "127.0.0.1:8081"
+insecure: true
+dbbackend: sqlite
+authenticator:
+  network: regtest
+  dev:
+    listenaddr: "127.0.0.1:8089"
+services:
+  - name: demo
+    hostregexp: '.*'
+    address: "{origin}"
+    protocol: http
+    price: 10
+    auth: "on"
+"#;
+
+/// The `--dev` config: plaintext listener on 127.0.0.1:8081, the embedded dev Lightning backend
+/// on 127.0.0.1:8089 (regtest), and one service `demo` (every host, 10 sats) proxying to `origin`.
+/// The database lives in `basedir`.
+pub fn dev(basedir: &Path, origin: SocketAddr) -> Config {
+    let text = DEV_YAML.replace("{origin}", &origin.to_string());
+    // Only `origin` is substituted and a SocketAddr always renders as a valid host:port, so the
+    // embedded config cannot fail validation (a unit test pins this).
+    let mut config = parse(&text, "<dev config>").expect("embedded dev config validates");
+    config.basedir = basedir.to_path_buf();
+    config.db = Db::Sqlite {
+        path: basedir.join("aperture.db"),
+        skip_migrations: false,
+    };
+    // The "dbbackend" and basedir warnings do not apply to the generated config.
+    config.warnings.clear();
+    config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_config_validates() {
+        let origin: SocketAddr = "127.0.0.1:9999".parse().unwrap();
+        let c = dev(Path::new("/tmp/ap"), origin);
+        assert_eq!(c.listen_addr.to_string(), "127.0.0.1:8081");
+        assert!(c.insecure);
+        assert_eq!(c.authenticator.network, Network::Regtest);
+        assert_eq!(
+            c.authenticator.backend,
+            Backend::Dev {
+                listen_addr: "127.0.0.1:8089".parse().unwrap()
+            }
+        );
+        assert_eq!(c.services.len(), 1);
+        let s = &c.services[0];
+        assert_eq!(
+            (s.name.as_str(), s.address.as_str(), s.price),
+            ("demo", "127.0.0.1:9999", 10)
+        );
+        assert_eq!((s.protocol, s.auth), (Protocol::Http, Auth::On));
+        assert!(s.host_regexp.is_match("anything:8081"));
+        assert_eq!(
+            c.db,
+            Db::Sqlite {
+                path: "/tmp/ap/aperture.db".into(),
+                skip_migrations: false
+            }
+        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn postgres_dsn() {
+        let p = Postgres {
+            host: "h".into(),
+            port: 5432,
+            user: "u".into(),
+            password: "p".into(),
+            dbname: "d".into(),
+            max_open_connections: 25,
+            require_ssl: true,
+            skip_migrations: false,
+        };
+        assert_eq!(p.dsn(), "postgres://u:p@h:5432/d?sslmode=require");
+    }
+
+    #[test]
+    fn exit_code_is_64() {
+        let e = parse("", "x").unwrap_err();
+        assert_eq!(e.exit_code(), 64);
+    }
+}

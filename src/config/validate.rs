@@ -1,0 +1,504 @@
+//! Top-level validation: raw mirror → typed [`Config`], applying Go aperture's defaults and the
+//! checks of `config-reference.md` §3/§4. Services are validated in `service.rs`. Errors name the
+//! key and say how to fix it; warnings go into `Config::warnings`, never to stdout.
+
+#[cfg(test)]
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::raw::{RawAuthenticator, RawConfig};
+use super::values::{expand_tilde, parse_duration, parse_go_duration, parse_listen_addr, IpNet};
+use super::{service, Authenticator, Backend, Config, ConfigError, Db, Network, Postgres};
+use crate::l402::ChallengeShape;
+
+/// Validation context: where errors point, and the warnings collected so far.
+pub(crate) struct Ctx<'a> {
+    pub origin: &'a str,
+    pub warnings: Vec<String>,
+}
+
+impl Ctx<'_> {
+    pub fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.origin.to_owned(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn warn(&mut self, message: impl Into<String>) {
+        self.warnings
+            .push(format!("{}: {}", self.origin, message.into()));
+    }
+
+    /// A Go duration for `key`, or `default` when unset.
+    pub fn duration(
+        &self,
+        key: &str,
+        v: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match v.map(str::trim).filter(|s| !s.is_empty()) {
+            None => Ok(default),
+            Some(s) => parse_duration(s).map_err(|m| self.invalid(key, m)),
+        }
+    }
+}
+
+/// Non-empty, trimmed string, or `None`.
+pub(crate) fn nonempty(v: Option<&str>) -> Option<&str> {
+    v.map(str::trim).filter(|s| !s.is_empty())
+}
+
+pub(crate) fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
+    let mut cx = Ctx {
+        origin,
+        warnings: Vec::new(),
+    };
+    let listen_addr = match nonempty(raw.listenaddr.as_deref()) {
+        None => return Err(cx.invalid(
+            "listenaddr",
+            "is required: set the address the proxy listens on, e.g. listenaddr: \"0.0.0.0:8081\"",
+        )),
+        Some(s) => parse_listen_addr(s).map_err(|m| cx.invalid("listenaddr", m))?,
+    };
+    let basedir_set = nonempty(raw.basedir.as_deref()).map(expand_tilde);
+    let basedir = basedir_set
+        .clone()
+        .unwrap_or_else(super::Config::default_basedir);
+    let idle_timeout = cx.duration(
+        "idletimeout",
+        raw.idletimeout.as_deref(),
+        Duration::from_secs(120),
+    )?;
+    let read_timeout = cx.duration(
+        "readtimeout",
+        raw.readtimeout.as_deref(),
+        Duration::from_secs(15),
+    )?;
+    let write_timeout = cx.duration(
+        "writetimeout",
+        raw.writetimeout.as_deref(),
+        Duration::from_secs(30),
+    )?;
+    check_go_only(&raw, &mut cx)?;
+    let upstream_timeout = cx.duration(
+        "upstreamtimeout",
+        raw.upstreamtimeout.as_deref(),
+        Duration::from_secs(30),
+    )?;
+    if upstream_timeout.is_zero() {
+        return Err(cx.invalid("upstreamtimeout", "must be greater than 0 (e.g. 30s)"));
+    }
+    let max_header_bytes = match raw.maxheaderbytes {
+        None => 65536,
+        Some(n) if (1024..=u64::from(u32::MAX)).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(cx.invalid(
+                "maxheaderbytes",
+                format!("{n} is out of range; use 1024 or more (default 65536)"),
+            ))
+        }
+    };
+    let max_body_bytes = raw.maxbodybytes.unwrap_or(67_108_864);
+    let challenge_shape = match nonempty(raw.challengeshape.as_deref()) {
+        None => ChallengeShape::default(),
+        Some(s) => s
+            .parse::<ChallengeShape>()
+            .map_err(|m| cx.invalid("challengeshape", m))?,
+    };
+    if challenge_shape == ChallengeShape::SpecStrict {
+        cx.warn("challengeshape: spec-strict sends no macaroon= parameter; most deployed L402 clients (lnget, Loop, the Go client, pyl402) cannot pay it");
+    }
+    let blocklist = raw
+        .blocklist
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.parse::<IpNet>()
+                .map_err(|m| cx.invalid(format!("blocklist[{i}]"), m))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let autocert = raw.autocert.unwrap_or(false);
+    let server_name = nonempty(raw.servername.as_deref()).map(str::to_owned);
+    if autocert && server_name.is_none() {
+        return Err(cx.invalid(
+            "autocert",
+            "needs `servername` (the public DNS name to get a Let's Encrypt certificate for)",
+        ));
+    }
+    let db = db(&raw, basedir_set.is_some(), &mut cx)?;
+    let authenticator = authenticator(raw.authenticator.unwrap_or_default(), &mut cx)?;
+    let prometheus = match raw.prometheus {
+        Some(p) if p.enabled.unwrap_or(false) => {
+            let addr = nonempty(p.listenaddr.as_deref()).unwrap_or("localhost:9000");
+            Some(parse_listen_addr(addr).map_err(|m| cx.invalid("prometheus.listenaddr", m))?)
+        }
+        _ => None,
+    };
+    let services = service::services(raw.services.unwrap_or_default(), &mut cx)?;
+    Ok(Config {
+        listen_addr,
+        basedir,
+        insecure: raw.insecure.unwrap_or(false),
+        server_name,
+        autocert,
+        strict_verify: raw.strictverify.unwrap_or(false),
+        debug_level: nonempty(raw.debuglevel.as_deref())
+            .unwrap_or("info")
+            .to_owned(),
+        idle_timeout,
+        read_timeout,
+        write_timeout,
+        max_header_bytes,
+        max_body_bytes,
+        upstream_timeout,
+        challenge_shape,
+        blocklist,
+        authenticator,
+        db,
+        prometheus,
+        services,
+        warnings: cx.warnings,
+    })
+}
+
+/// Go aperture's own checks on keys we parse but do not use, and warnings for features we accept
+/// for compatibility but do not implement (so nobody believes they are on).
+fn check_go_only(raw: &RawConfig, cx: &mut Ctx<'_>) -> Result<(), ConfigError> {
+    if let Some(n) = raw.invoicebatchsize.filter(|n| *n <= 0) {
+        return Err(cx.invalid(
+            "invoicebatchsize",
+            format!("{n} must be greater than 0 (default 100000)"),
+        ));
+    }
+    let ping = signed_duration(cx, "wspinginterval", raw.wspinginterval.as_deref(), 30)?;
+    let pong = signed_duration(cx, "wspongwait", raw.wspongwait.as_deref(), 15)?;
+    if ping < 0 || pong < 0 {
+        return Err(cx.invalid("wspinginterval/wspongwait", "must be 0 or more"));
+    }
+    if ping > 0 && pong >= ping {
+        return Err(cx.invalid(
+            "wspongwait",
+            "must be shorter than wspinginterval when pings are on",
+        ));
+    }
+    match raw.profile.unwrap_or(0) {
+        0 => {}
+        p if (1024..=65535).contains(&p) => cx.warn("profile: pprof is not supported; ignored"),
+        p => {
+            return Err(cx.invalid(
+                "profile",
+                format!("{p} is not a port in 1024..65535 (0 disables)"),
+            ))
+        }
+    }
+    if raw.servestatic.unwrap_or(false) {
+        cx.warn(
+            "servestatic: the static file server is not supported yet; unmatched requests get 404",
+        );
+    }
+    if raw.admin.as_ref().and_then(|a| a.enabled).unwrap_or(false) {
+        cx.warn("admin.enabled: the admin API is not supported yet; ignored");
+    }
+    if raw.tor.as_ref().is_some_and(|t| t.v3.unwrap_or(false)) {
+        cx.warn("tor: onion services are not supported yet; ignored");
+    }
+    if let Some(h) = &raw.hashmail {
+        signed_duration(cx, "hashmail.messagerate", h.messagerate.as_deref(), 0)?;
+        signed_duration(cx, "hashmail.staletimeout", h.staletimeout.as_deref(), 0)?;
+        if h.enabled.unwrap_or(false) {
+            cx.warn("hashmail.enabled: hashmail is not supported yet; ignored");
+        }
+    }
+    Ok(())
+}
+
+fn signed_duration(
+    cx: &Ctx<'_>,
+    key: &str,
+    v: Option<&str>,
+    default_s: i128,
+) -> Result<i128, ConfigError> {
+    match nonempty(v) {
+        None => Ok(default_s * 1_000_000_000),
+        Some(s) => parse_go_duration(s).map_err(|m| cx.invalid(key, m)),
+    }
+}
+
+fn network(cx: &Ctx<'_>, v: Option<&str>) -> Result<Network, ConfigError> {
+    Ok(match nonempty(v).map(str::to_ascii_lowercase).as_deref() {
+        None | Some("mainnet") => Network::Mainnet,
+        Some("testnet") => Network::Testnet,
+        Some("regtest") => Network::Regtest,
+        Some("simnet") => Network::Simnet,
+        Some("signet") => Network::Signet,
+        Some(other) => {
+            return Err(cx.invalid(
+                "authenticator.network",
+                format!(
+                    "{other:?} is not a network; use mainnet, testnet, regtest, simnet or signet"
+                ),
+            ))
+        }
+    })
+}
+
+fn authenticator(a: RawAuthenticator, cx: &mut Ctx<'_>) -> Result<Authenticator, ConfigError> {
+    let network = network(cx, a.network.as_deref())?;
+    let disable = a.disable.unwrap_or(false);
+    let set: Vec<&str> = [
+        ("lndhost", nonempty(a.lndhost.as_deref()).is_some()),
+        ("passphrase", nonempty(a.passphrase.as_deref()).is_some()),
+        (
+            "wavelengthgateway",
+            nonempty(a.wavelengthgateway.as_deref()).is_some(),
+        ),
+        ("dev", a.dev.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, on)| on.then_some(k))
+    .collect();
+    if a.enablempp.unwrap_or(false) || a.enablesessions.unwrap_or(false) {
+        cx.warn("authenticator.enablempp/enablesessions: the Payment (MPP) scheme is not supported yet; only L402 challenges are sent");
+    }
+    if disable {
+        if !set.is_empty() {
+            cx.warn(format!(
+                "authenticator.disable is true: auth is off and authenticator.{} is ignored",
+                set.join("/")
+            ));
+        }
+        return Ok(Authenticator {
+            network,
+            disable,
+            backend: Backend::None,
+        });
+    }
+    let backend = match set.as_slice() {
+        [] => return Err(cx.invalid("authenticator", "no invoice backend: set authenticator.lndhost (with tlspath and macdir) for lnd, or `dev: {}` for the embedded dev backend, or `disable: true` to turn auth off")),
+        ["lndhost"] => {
+            let net_dir = format!("{network:?}").to_ascii_lowercase();
+            Backend::Lnd {
+                host: nonempty(a.lndhost.as_deref()).unwrap_or_default().to_owned(),
+                tls_path: expand_tilde(nonempty(a.tlspath.as_deref()).unwrap_or("~/.lnd/tls.cert")),
+                mac_dir: match nonempty(a.macdir.as_deref()) {
+                    Some(d) => expand_tilde(d),
+                    None => expand_tilde("~/.lnd/data/chain/bitcoin").join(net_dir),
+                },
+            }
+        }
+        ["dev"] => {
+            let addr = nonempty(a.dev.as_ref().and_then(|d| d.listenaddr.as_deref())).unwrap_or("127.0.0.1:8089");
+            Backend::Dev { listen_addr: parse_listen_addr(addr).map_err(|m| cx.invalid("authenticator.dev.listenaddr", m))? }
+        }
+        [one @ ("passphrase" | "wavelengthgateway")] => {
+            return Err(ConfigError::Unsupported {
+                origin: cx.origin.to_owned(),
+                key: format!("authenticator.{one}"),
+                message: format!("{} is not supported yet; connect to lnd directly with authenticator.lndhost, tlspath and macdir", if *one == "passphrase" { "lnd over LNC (passphrase)" } else { "the Wavelength invoice gateway" }),
+            })
+        }
+        many => return Err(cx.invalid("authenticator", format!("exactly one invoice backend may be set, but found {}; keep one", many.join(", ")))),
+    };
+    Ok(Authenticator {
+        network,
+        disable,
+        backend,
+    })
+}
+
+fn db(raw: &RawConfig, basedir_set: bool, cx: &mut Ctx<'_>) -> Result<Db, ConfigError> {
+    let backend = match nonempty(raw.dbbackend.as_deref()).map(str::to_ascii_lowercase) {
+        Some(b) => b,
+        None => {
+            cx.warn("dbbackend is not set: using sqlite. Go aperture would have used etcd here (its code default, despite its sample's comment); set `dbbackend: sqlite` to silence this");
+            "sqlite".to_owned()
+        }
+    };
+    match backend.as_str() {
+        "sqlite" => {
+            let s = raw.sqlite.as_ref();
+            let path = match nonempty(s.and_then(|s| s.databasefilename.as_deref())) {
+                Some(p) => expand_tilde(p),
+                None => {
+                    if basedir_set {
+                        cx.warn("sqlite.databasefilename is not set: the database is ~/.aperture/aperture.db (Go aperture's default), not inside basedir; set it explicitly to move it");
+                    }
+                    expand_tilde("~/.aperture/aperture.db")
+                }
+            };
+            Ok(Db::Sqlite {
+                path,
+                skip_migrations: s.and_then(|s| s.skipmigrations).unwrap_or(false),
+            })
+        }
+        "postgres" => {
+            let p = raw.postgres.as_ref().ok_or_else(|| {
+                cx.invalid(
+                    "postgres",
+                    "dbbackend is postgres but the `postgres:` section is missing",
+                )
+            })?;
+            let max = p.maxopenconnections.unwrap_or(25);
+            let max = u32::try_from(max).ok().filter(|m| *m > 0).ok_or_else(|| {
+                cx.invalid(
+                    "postgres.maxopenconnections",
+                    format!("{max} must be at least 1 (default 25)"),
+                )
+            })?;
+            Ok(Db::Postgres(Postgres {
+                host: nonempty(p.host.as_deref())
+                    .unwrap_or("localhost")
+                    .to_owned(),
+                port: p.port.unwrap_or(5432),
+                user: p.user.clone().unwrap_or_default(),
+                password: p.password.clone().unwrap_or_default(),
+                dbname: p.dbname.clone().unwrap_or_default(),
+                max_open_connections: max,
+                require_ssl: p.requiressl.unwrap_or(false),
+                skip_migrations: p.skipmigrations.unwrap_or(false),
+            }))
+        }
+        "etcd" => {
+            let e = raw.etcd.as_ref();
+            let host = nonempty(e.and_then(|e| e.host.as_deref())).ok_or_else(|| {
+                cx.invalid(
+                    "etcd.host",
+                    "dbbackend is etcd but etcd.host (host:port) is not set",
+                )
+            })?;
+            Ok(Db::Etcd {
+                host: host.to_owned(),
+                user: e.and_then(|e| e.user.clone()).unwrap_or_default(),
+                password: e.and_then(|e| e.password.clone()).unwrap_or_default(),
+            })
+        }
+        other => Err(cx.invalid(
+            "dbbackend",
+            format!("{other:?} is not a database backend; use sqlite, postgres or etcd"),
+        )),
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn addr(s: &str) -> SocketAddr {
+    parse_listen_addr(s).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse;
+    use super::*;
+
+    const MIN: &str =
+        "listenaddr: \"127.0.0.1:8081\"\ndbbackend: sqlite\nauthenticator:\n  dev: {}\n";
+
+    fn err(extra: &str) -> String {
+        parse(&format!("{MIN}{extra}"), "t")
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn minimal_defaults() {
+        let c = parse(MIN, "t").unwrap();
+        assert_eq!(c.listen_addr, addr("127.0.0.1:8081"));
+        assert_eq!(c.idle_timeout, Duration::from_secs(120));
+        assert_eq!(c.read_timeout, Duration::from_secs(15));
+        assert_eq!(c.write_timeout, Duration::from_secs(30));
+        assert_eq!(c.upstream_timeout, Duration::from_secs(30));
+        assert_eq!((c.max_header_bytes, c.max_body_bytes), (65536, 67_108_864));
+        assert_eq!(c.challenge_shape, ChallengeShape::Superset);
+        assert_eq!(
+            c.authenticator.backend,
+            Backend::Dev {
+                listen_addr: addr("127.0.0.1:8089")
+            }
+        );
+        assert_eq!(c.debug_level, "info");
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("no services"), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn listenaddr_required() {
+        let e = parse("authenticator:\n  dev: {}\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listenaddr") && e.contains("required"), "{e}");
+    }
+
+    #[test]
+    fn backends() {
+        let e = parse("listenaddr: \":1\"\n", "t").unwrap_err().to_string();
+        assert!(e.contains("no invoice backend"), "{e}");
+        assert!(err("  lndhost: \"localhost:10009\"\n").contains("exactly one"));
+        let e = parse(
+            "listenaddr: \":1\"\nauthenticator:\n  passphrase: x y z\n",
+            "t",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, ConfigError::Unsupported { .. })
+                && e.to_string().contains("not supported yet"),
+            "{e}"
+        );
+        let c = parse("listenaddr: \":1\"\ndbbackend: sqlite\nauthenticator:\n  network: testnet\n  lndhost: \"localhost:10009\"\n", "t").unwrap();
+        match c.authenticator.backend {
+            Backend::Lnd { host, mac_dir, .. } => {
+                assert_eq!(host, "localhost:10009");
+                assert!(
+                    mac_dir.ends_with("data/chain/bitcoin/testnet"),
+                    "{mac_dir:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = parse(
+            "listenaddr: \":1\"\ndbbackend: sqlite\nauthenticator:\n  disable: true\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.authenticator.backend, Backend::None);
+    }
+
+    #[test]
+    fn top_level_checks() {
+        assert!(err("blocklist: [\"1.2.3.4\", \"nope\"]\n").contains("blocklist[1]"));
+        assert!(err("challengeshape: weird\n").contains("spec-strict"));
+        assert!(err("idletimeout: 10\n").contains("without a unit"));
+        assert!(err("autocert: true\n").contains("servername"));
+        assert!(err("invoicebatchsize: 0\n").contains("invoicebatchsize"));
+        assert!(err("wspinginterval: 10s\nwspongwait: 20s\n").contains("wspongwait"));
+        assert!(err("dbbackend: mysql\n").contains("dbbackend"));
+        let c = parse(&format!("{MIN}blocklist: [\"10.0.0.0/8\"]\nchallengeshape: spec-strict\nprometheus:\n  enabled: true\n"), "t").unwrap();
+        assert_eq!(c.blocklist.len(), 1);
+        assert_eq!(c.prometheus, Some(addr("127.0.0.1:9000")));
+        assert!(c.warnings.iter().any(|w| w.contains("spec-strict")));
+    }
+
+    #[test]
+    fn dbbackend_default_warns() {
+        let c = parse("listenaddr: \":1\"\nauthenticator:\n  dev: {}\n", "t").unwrap();
+        assert!(matches!(c.db, Db::Sqlite { .. }));
+        assert!(
+            c.warnings.iter().any(|w| w.contains("etcd")),
+            "{:?}",
+            c.warnings
+        );
+    }
+
+    #[test]
+    fn postgres_section() {
+        let c = parse("listenaddr: \":1\"\ndbbackend: postgres\nauthenticator:\n  dev: {}\npostgres:\n  host: db\n  requiressl: true\n", "t").unwrap();
+        match c.db {
+            Db::Postgres(p) => {
+                assert!(p.require_ssl && p.max_open_connections == 25 && p.host == "db")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
