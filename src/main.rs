@@ -63,7 +63,7 @@ fn config_path(cli: &Cli) -> PathBuf {
 
 fn load_config(cli: &Cli) -> Result<Config> {
     let mut config = if cli.dev && cli.config.is_none() {
-        let basedir = cli.basedir.clone().unwrap_or_else(config::default_basedir);
+        let basedir = cli.basedir.clone().unwrap_or_else(Config::default_basedir);
         let origin = origin::start(SocketAddr::from(([127, 0, 0, 1], 0)))
             .context("cannot start the demo origin")?;
         config::dev(&basedir, origin)
@@ -124,11 +124,7 @@ fn start_bridge(config: &Config) -> Result<lnd_bridge::Bridge> {
         }
         Backend::None => lnd_bridge::BackendConfig::Disabled,
     };
-    let cfg = lnd_bridge::BridgeConfig {
-        backend,
-        ..lnd_bridge::BridgeConfig::default()
-    };
-    lnd_bridge::start(cfg).map_err(|e| anyhow!("cannot start the Lightning bridge: {e}"))
+    lnd_bridge::start(lnd_bridge::BridgeConfig::new(backend)).map_err(|e| anyhow!("cannot start the Lightning bridge: {e}"))
 }
 
 fn bridge_network(network: Network) -> lnd_bridge::Network {

@@ -36,7 +36,8 @@ pub async fn authorize(core: &CoreCtx, route: &Route, head: &Head) -> Decision {
     let whitelisted = service.auth_whitelist_paths.iter().any(|r| r.is_match(path));
     if matches!(service.auth, Auth::Off) || whitelisted {
         // Go aperture rewrites a parseable credential whatever the auth level.
-        return Decision::Forward(l402::first_credential(head.fields()));
+        let first = l402::parse_credentials(head.fields()).into_iter().find_map(Result::ok);
+        return Decision::Forward(first);
     }
     let now = now_unix();
     let req = VerifyRequest {

@@ -111,6 +111,9 @@ async fn handle(
             return answer(core, client, head, framing, Synthetic::PayloadTooLarge, out, false).await;
         }
     }
+    if routes.blocked(peer.ip()) {
+        return answer(core, client, head, framing, Synthetic::Forbidden, out, false).await;
+    }
     if head.method() == b"OPTIONS" {
         return answer(core, client, head, framing, Synthetic::Options, out, true).await;
     }

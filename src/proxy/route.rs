@@ -5,7 +5,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::config::{Config, Service};
+use crate::config::{Config, IpNet, Service};
 use crate::l402::ChallengeShape;
 
 /// Timeouts and size limits of the data path.
@@ -43,6 +43,8 @@ pub struct Routes {
     pub limits: Limits,
     /// Which `WWW-Authenticate` fields a 402 carries.
     pub challenge_shape: ChallengeShape,
+    /// Peers answered with 403 before anything else.
+    pub blocklist: Vec<IpNet>,
 }
 
 /// An upstream address that did not resolve.
@@ -93,7 +95,17 @@ impl Routes {
                 upstream_timeout: config.upstream_timeout,
             },
             challenge_shape: config.challenge_shape,
+            blocklist: config.blocklist.clone(),
         })
+    }
+
+    /// Whether `ip` is in the blocklist (IPv4-mapped IPv6 counts as IPv4).
+    pub fn blocked(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.blocklist.iter().any(|net| net.contains(ip))
     }
 
     /// The first service whose `hostregexp` matches `host` and whose optional `pathregexp`

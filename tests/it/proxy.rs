@@ -254,3 +254,12 @@ fn graceful_shutdown_finishes_in_flight_requests() {
     wait_until("the workers to exit", Duration::from_secs(5), || server.finished());
     server.join();
 }
+
+#[test]
+fn blocked_peers_get_403() {
+    let origin = Origin::start();
+    let proxy = Proxy::start_with(&service("svc", origin.addr, ""), 1, "blocklist:\n  - \"127.0.0.0/8\"", 16);
+    let r = get(proxy.addr, "/", "");
+    assert_eq!((r.status, r.text().as_str()), (403, "access denied\n"));
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+}
