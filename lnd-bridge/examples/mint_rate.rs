@@ -1,5 +1,5 @@
-//! Measures invoices/s through the whole bridge (queue + dev backend signing on the one
-//! bridge thread), driven from plain std threads as the worker cores would drive it.
+//! Measures invoices/s through the whole bridge (crossbeam queue, pump, dev backend signing on
+//! the one runtime thread), driven from plain std threads as the worker cores would drive it.
 //!
 //! `cargo run -p lnd-bridge --release --example mint_rate -- [total] [window] [callers]`
 

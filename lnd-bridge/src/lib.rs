@@ -1,16 +1,26 @@
-//! lnd-bridge: the one side thread that talks to Lightning backends for the worker cores.
+//! lnd-bridge: the side runtime that talks to Lightning backends for the worker cores.
 //!
-//! Owns a tokio current-thread runtime on an OS thread named `lnd-bridge`, the backend it
-//! drives (today the embedded dev backend; lnd later), and the event fan-out. The worker
-//! cores run monoio and must never block, so every entry point here is non-blocking:
+//! Owns a tokio current-thread runtime on an OS thread named `lnd-bridge`, the `bridge-pump`
+//! thread that feeds it, the backend it drives (today the embedded dev backend, or none when
+//! authentication is disabled; lnd later), and the event fan-out. The worker cores run
+//! monoio and must never block, so every entry point here is non-blocking:
 //! [`BridgeHandle::try_create_invoice`] either queues the call at once or fails at once with
 //! [`BridgeError::QueueFull`]; replies come back on `futures_channel` oneshots, whose wakers
 //! may cross threads. Only plain Rust types cross this crate's public API.
 //!
-//! Calls are queued by spawning them straight onto the runtime through its `Handle` (safe
-//! from any thread, it wakes the runtime's reactor), so no pump thread is needed. The queue
-//! bound is a counter of calls in flight (queued or running), which is what load shedding
-//! must bound: every call runs concurrently, there is no serial queue to measure.
+//! Why a crossbeam channel and a pump instead of `Handle::spawn` from each core: spawning
+//! from every worker core makes all cores contend on tokio's injection-queue mutex. Worker
+//! cores instead `try_send` jobs into a crossbeam bounded channel (backed by an `ArrayQueue`
+//! style lock-free ring), so no two cores ever take a lock shared with each other; the pump
+//! is the only thread that touches tokio's inject queue, and it `Handle::spawn`s each job so
+//! the calls still run concurrently on the runtime.
+//!
+//! Load shedding bounds calls in flight (queued in the channel *or* running on the
+//! runtime): the channel alone drains into the runtime at once, so by itself it would never
+//! say "full" while the backend is slow. A counter of in-flight permits enforces the bound
+//! and the channel (of the same capacity) backs it up; either refusing gives `QueueFull`.
+//! Shutdown sends the pump a `Stop` sentinel rather than waiting for every sender to drop,
+//! because worker cores may still hold [`BridgeHandle`] clones when the bridge stops.
 
 mod dev;
 mod events;
@@ -21,8 +31,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use futures_channel::{mpsc, oneshot};
 
 pub use dev::key::NODE_KEY_FILE;
@@ -37,6 +48,8 @@ use events::EventBus;
 pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
 /// Default per-call deadline, counted from the moment the call is queued.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The error every invoice call gets from [`BackendConfig::Disabled`].
+const DISABLED_REASON: &str = "authentication is disabled";
 
 /// The reply to one invoice call. Awaiting it yields `Err(Canceled)` only if the bridge
 /// shut down before answering; treat that as [`BridgeError::Closed`].
@@ -63,6 +76,9 @@ pub enum BackendConfig {
         wallet_listen: SocketAddr,
         network: Network,
     },
+    /// No backend (`authenticator.disable: true`): no wallet, and every invoice call fails
+    /// at once with `Backend("authentication is disabled")`. Events still fan out.
+    Disabled,
 }
 
 /// Everything [`start`] needs.
@@ -89,38 +105,58 @@ impl BridgeConfig {
 /// The backend the runtime drives; an enum so lnd can join without dynamic dispatch.
 enum Backend {
     Dev(Arc<DevBackend>),
+    Disabled,
 }
 
 impl Backend {
     async fn create_invoice(&self, req: &InvoiceRequest) -> Result<Invoice, BridgeError> {
         match self {
             Backend::Dev(dev) => dev.create_invoice(req).await,
+            Backend::Disabled => Err(BridgeError::Backend(DISABLED_REASON.into())),
         }
     }
 }
 
-/// State shared by the bridge owner and every handle.
+/// One queued invoice call, as it travels from a worker core to the pump.
+struct Job {
+    req: InvoiceRequest,
+    reply: oneshot::Sender<Result<Invoice, BridgeError>>,
+    /// The deadline counts from here, so time spent queued is part of `call_timeout`.
+    enqueued: Instant,
+    /// Held until the call finishes or is dropped unrun; that is what `in_flight` counts.
+    permit: Permit,
+}
+
+/// What the pump receives: a call to spawn, or the shutdown sentinel.
+enum Msg {
+    Call(Job),
+    Stop,
+}
+
+/// State shared by the bridge owner, the pump, the calls and every handle.
 struct Shared {
     rt: tokio::runtime::Handle,
     backend: Backend,
     events: Arc<EventBus>,
+    jobs: Sender<Msg>,
     in_flight: AtomicUsize,
     capacity: usize,
     call_timeout: Duration,
     closed: AtomicBool,
 }
 
-/// A running bridge. Dropping it (or [`Bridge::shutdown`]) stops the runtime and joins
-/// its thread; outstanding calls then resolve as canceled and event streams end.
+/// A running bridge. Dropping it (or [`Bridge::shutdown`]) stops the pump and the runtime
+/// and joins both threads; outstanding calls then resolve as canceled and event streams end.
 pub struct Bridge {
     shared: Arc<Shared>,
     wallet_addr: Option<SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    runtime_thread: Option<JoinHandle<()>>,
+    pump_thread: Option<JoinHandle<()>>,
 }
 
-/// Starts the bridge thread. Key, port and runtime errors are returned here, never
-/// raised later on the bridge thread.
+/// Starts the bridge threads. Key, port and runtime errors are returned here, never
+/// raised later on a bridge thread.
 pub fn start(cfg: BridgeConfig) -> Result<Bridge, BridgeError> {
     if cfg.queue_capacity == 0 {
         return Err(BridgeError::Runtime(
@@ -132,29 +168,69 @@ pub fn start(cfg: BridgeConfig) -> Result<Bridge, BridgeError> {
         .build()
         .map_err(|e| BridgeError::Runtime(format!("build runtime: {e}")))?;
     let events = Arc::new(EventBus::default());
-    let (backend, wallet_addr) = {
-        // Socket registration needs the runtime's reactor in context.
-        let _ctx = rt.enter();
-        match &cfg.backend {
-            BackendConfig::Dev {
-                basedir,
-                wallet_listen,
-                network,
-            } => {
-                let (dev, listener) = dev::open(basedir, *wallet_listen, *network, events.clone())?;
-                let addr = listener
-                    .local_addr()
-                    .map_err(|e| BridgeError::WalletListen {
-                        addr: wallet_listen.to_string(),
-                        reason: e.to_string(),
-                    })?;
-                rt.spawn(dev::wallet::serve(listener, dev.clone()));
-                (Backend::Dev(dev), Some(addr))
-            }
-        }
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (backend, wallet_addr) = open_backend(&cfg.backend, &rt, &events)?;
     let handle = rt.handle().clone();
+    let (stop, runtime_thread) = spawn_runtime(rt)?;
+    let (jobs, rx) = crossbeam_channel::bounded(cfg.queue_capacity);
+    let shared = Arc::new(Shared {
+        rt: handle,
+        backend,
+        events,
+        jobs,
+        in_flight: AtomicUsize::new(0),
+        capacity: cfg.queue_capacity,
+        call_timeout: cfg.call_timeout,
+        closed: AtomicBool::new(false),
+    });
+    // Built before the pump so that a failed pump spawn still stops the runtime (Drop).
+    let mut bridge = Bridge {
+        shared: shared.clone(),
+        wallet_addr,
+        stop: Some(stop),
+        runtime_thread: Some(runtime_thread),
+        pump_thread: None,
+    };
+    let pump = std::thread::Builder::new()
+        .name("bridge-pump".into())
+        .spawn(move || pump(rx, shared))
+        .map_err(|e| BridgeError::Runtime(format!("spawn pump thread: {e}")))?;
+    bridge.pump_thread = Some(pump);
+    Ok(bridge)
+}
+
+/// Opens the configured backend; returns it with the wallet's bound address, if any.
+fn open_backend(
+    cfg: &BackendConfig,
+    rt: &tokio::runtime::Runtime,
+    events: &Arc<EventBus>,
+) -> Result<(Backend, Option<SocketAddr>), BridgeError> {
+    match cfg {
+        BackendConfig::Dev {
+            basedir,
+            wallet_listen,
+            network,
+        } => {
+            // Socket registration needs the runtime's reactor in context.
+            let _ctx = rt.enter();
+            let (dev, listener) = dev::open(basedir, *wallet_listen, *network, events.clone())?;
+            let addr = listener
+                .local_addr()
+                .map_err(|e| BridgeError::WalletListen {
+                    addr: wallet_listen.to_string(),
+                    reason: e.to_string(),
+                })?;
+            rt.spawn(dev::wallet::serve(listener, dev.clone()));
+            Ok((Backend::Dev(dev), Some(addr)))
+        }
+        BackendConfig::Disabled => Ok((Backend::Disabled, None)),
+    }
+}
+
+/// Runs `rt` on the `lnd-bridge` thread until the returned sender fires (or drops).
+fn spawn_runtime(
+    rt: tokio::runtime::Runtime,
+) -> Result<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>), BridgeError> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("lnd-bridge".into())
         .spawn(move || {
@@ -165,21 +241,57 @@ pub fn start(cfg: BridgeConfig) -> Result<Bridge, BridgeError> {
             drop(rt);
         })
         .map_err(|e| BridgeError::Runtime(format!("spawn thread: {e}")))?;
-    let shared = Arc::new(Shared {
-        rt: handle,
-        backend,
-        events,
-        in_flight: AtomicUsize::new(0),
-        capacity: cfg.queue_capacity,
-        call_timeout: cfg.call_timeout,
-        closed: AtomicBool::new(false),
-    });
-    Ok(Bridge {
-        shared,
-        wallet_addr,
-        stop: Some(stop),
-        thread: Some(thread),
-    })
+    Ok((stop, thread))
+}
+
+/// The pump: the one thread that moves calls from the crossbeam channel onto the tokio
+/// runtime. It only spawns, never awaits, so calls run concurrently and it never stalls.
+fn pump(rx: Receiver<Msg>, shared: Arc<Shared>) {
+    while let Ok(msg) = rx.recv() {
+        match msg {
+            Msg::Call(job) => {
+                shared.rt.spawn(run_call(shared.clone(), job));
+            }
+            Msg::Stop => break,
+        }
+    }
+    // Calls queued behind the sentinel are dropped unrun: their callers see Canceled and
+    // their permits are released. (Later `try_send`s see `Closed` via the closed flag, or
+    // are discarded with the channel once this receiver drops.)
+    rx.try_iter().for_each(drop);
+}
+
+/// Runs one call on the runtime under its deadline and answers the caller.
+async fn run_call(shared: Arc<Shared>, job: Job) {
+    let Job {
+        req,
+        reply,
+        enqueued,
+        permit,
+    } = job;
+    // The slot is freed before the reply is sent, so a caller holding its answer sees
+    // `in_flight` already lowered. (If the task is canceled, dropping `permit` frees it.)
+    if reply.is_canceled() {
+        return; // the caller gave up; skip the signing work
+    }
+    // A timeout too large for the clock (e.g. `Duration::MAX`) means "no deadline".
+    let deadline = enqueued.checked_add(shared.call_timeout);
+    if deadline.is_some_and(|d| Instant::now() >= d) {
+        // Expired while queued: answer at once instead of spending a signature on it
+        // (`timeout_at` would poll the work once before looking at the clock).
+        drop(permit);
+        let _ = reply.send(Err(BridgeError::Timeout));
+        return;
+    }
+    let work = shared.backend.create_invoice(&req);
+    let res = match deadline {
+        Some(d) => tokio::time::timeout_at(tokio::time::Instant::from_std(d), work)
+            .await
+            .unwrap_or(Err(BridgeError::Timeout)),
+        None => work.await,
+    };
+    drop(permit);
+    let _ = reply.send(res);
 }
 
 impl Bridge {
@@ -199,10 +311,11 @@ impl Bridge {
     pub fn dev_node_id(&self) -> Option<[u8; 33]> {
         match &self.shared.backend {
             Backend::Dev(dev) => Some(dev.node_id()),
+            Backend::Disabled => None,
         }
     }
 
-    /// Stops the runtime and joins the bridge thread.
+    /// Stops the pump and the runtime and joins their threads.
     pub fn shutdown(self) {
         drop(self);
     }
@@ -212,10 +325,18 @@ impl Drop for Bridge {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::SeqCst);
         self.shared.events.close();
+        // The pump must go first: after it exits nothing spawns onto the runtime. The send
+        // cannot stall for long (the pump only spawns) and fails at once if the pump is gone.
+        let _ = self.shared.jobs.send(Msg::Stop);
+        if let Some(pump) = self.pump_thread.take() {
+            if pump.join().is_err() {
+                tracing::error!("bridge-pump thread panicked");
+            }
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(thread) = self.thread.take() {
+        if let Some(thread) = self.runtime_thread.take() {
             if thread.join().is_err() {
                 tracing::error!("lnd-bridge thread panicked");
             }
@@ -235,7 +356,8 @@ const _: fn() = || {
     send_sync_clone::<BridgeHandle>();
 };
 
-/// One unit of the in-flight bound, released when the call's task finishes or is dropped.
+/// One unit of the in-flight bound, released when the call finishes or is dropped unrun
+/// (refused by the channel, left in it at shutdown, or canceled with the runtime).
 struct Permit(Arc<Shared>);
 
 impl Permit {
@@ -258,7 +380,8 @@ impl Drop for Permit {
 impl BridgeHandle {
     /// Queues an `L402`-memo invoice for `amount_sat`; never blocks. Fails at once with
     /// `QueueFull` at capacity, `Closed` after shutdown, `InvalidRequest` for a zero or
-    /// oversized amount. The reply carries `Timeout` if `call_timeout` passes first.
+    /// oversized amount, `Backend("authentication is disabled")` on a disabled bridge. The
+    /// reply carries `Timeout` if `call_timeout` passes first.
     pub fn try_create_invoice(&self, amount_sat: u64) -> Result<InvoiceReply, BridgeError> {
         self.try_create_invoice_with(InvoiceRequest::l402(amount_sat))
     }
@@ -272,23 +395,23 @@ impl BridgeHandle {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(BridgeError::Closed);
         }
+        if let Backend::Disabled = self.shared.backend {
+            return Err(BridgeError::Backend(DISABLED_REASON.into()));
+        }
         let permit = Permit::acquire(&self.shared)?;
-        let deadline = tokio::time::Instant::now() + self.shared.call_timeout;
-        let (tx, rx) = oneshot::channel();
-        let shared = self.shared.clone();
-        // If the runtime is already gone the task is dropped unrun: `rx` sees Canceled.
-        self.shared.rt.spawn(async move {
-            let _permit = permit;
-            if tx.is_canceled() {
-                return; // the caller gave up; skip the signing work
-            }
-            let work = shared.backend.create_invoice(&req);
-            let res = tokio::time::timeout_at(deadline, work)
-                .await
-                .unwrap_or(Err(BridgeError::Timeout));
-            let _ = tx.send(res);
-        });
-        Ok(rx)
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            req,
+            reply,
+            enqueued: Instant::now(),
+            permit,
+        };
+        // A refused job is dropped here, releasing its permit.
+        match self.shared.jobs.try_send(Msg::Call(job)) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => Err(BridgeError::QueueFull),
+            Err(TrySendError::Disconnected(_)) => Err(BridgeError::Closed),
+        }
     }
 
     /// Registers an event sink; it receives every event published from now on, and its
@@ -311,6 +434,7 @@ impl BridgeHandle {
     pub fn set_dev_delay(&self, delay: Duration) {
         match &self.shared.backend {
             Backend::Dev(dev) => dev.set_delay(delay),
+            Backend::Disabled => {}
         }
     }
 

@@ -337,3 +337,95 @@ fn invalid_requests_fail_synchronously_and_publish_fans_out() {
     assert_eq!(a.try_recv().ok(), Some(ev.clone()));
     assert_eq!(b.try_recv().ok(), Some(ev));
 }
+
+#[test]
+fn disabled_backend_has_no_wallet_and_refuses_invoices() {
+    let bridge = start(BridgeConfig::new(BackendConfig::Disabled)).unwrap();
+    assert_eq!(bridge.wallet_addr(), None);
+    assert_eq!(bridge.dev_node_id(), None);
+    let handle = bridge.handle();
+    handle.set_dev_delay(Duration::from_secs(3600)); // a no-op, not a hang
+    let want = Err(BridgeError::Backend("authentication is disabled".into()));
+    assert_eq!(handle.try_create_invoice(1).map(|_| ()), want);
+    let req = InvoiceRequest {
+        amount_sat: 5,
+        memo: "memo".into(),
+    };
+    assert_eq!(handle.try_create_invoice_with(req).map(|_| ()), want);
+    assert_eq!(handle.in_flight(), 0);
+    // Invalid requests are still reported as such, and events still fan out.
+    assert!(matches!(
+        handle.try_create_invoice(0),
+        Err(BridgeError::InvalidRequest(_))
+    ));
+    let mut sub = handle.subscribe();
+    let ev = Event::TokenRevoked { token_id: [1; 32] };
+    handle.publish(ev.clone());
+    assert_eq!(sub.try_recv().ok(), Some(ev));
+    bridge.shutdown();
+    assert_eq!(
+        handle.try_create_invoice(1).unwrap_err(),
+        BridgeError::Closed
+    );
+}
+
+#[test]
+fn shutdown_is_prompt_while_handles_and_queued_calls_remain() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = dev_cfg(dir.path());
+    cfg.call_timeout = Duration::from_secs(3600);
+    let bridge = start(cfg).unwrap();
+    let handle = bridge.handle();
+    handle.set_dev_delay(Duration::from_secs(3600));
+    let held: Vec<_> = (0..64)
+        .map(|_| handle.try_create_invoice(1).unwrap())
+        .collect();
+    let clone = handle.clone(); // a worker still holding a handle must not keep the pump alive
+    let t0 = Instant::now();
+    bridge.shutdown();
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "shutdown must not wait"
+    );
+    for reply in held {
+        assert!(block_on(reply).is_err(), "canceled by shutdown");
+    }
+    assert_eq!(clone.in_flight(), 0);
+    assert_eq!(
+        clone.try_create_invoice(1).unwrap_err(),
+        BridgeError::Closed
+    );
+}
+
+#[test]
+fn deadline_counts_from_enqueue() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = dev_cfg(dir.path());
+    cfg.call_timeout = Duration::from_secs(60);
+    let bridge = start(cfg).unwrap();
+    // A job that sat in the queue past its deadline times out even on an instant backend;
+    // a fresh one through the same path succeeds. Built by hand to fake the queueing time.
+    let send = |age: Duration| {
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            req: InvoiceRequest::l402(1),
+            reply,
+            enqueued: Instant::now() - age,
+            permit: Permit::acquire(&bridge.shared).unwrap(),
+        };
+        assert!(bridge.shared.jobs.try_send(Msg::Call(job)).is_ok());
+        wait(rx)
+    };
+    assert_eq!(send(Duration::from_secs(61)), Err(BridgeError::Timeout));
+    assert!(send(Duration::from_secs(59)).is_ok());
+    assert_eq!(bridge.handle().in_flight(), 0);
+}
+
+#[test]
+fn unbounded_call_timeout_does_not_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = dev_cfg(dir.path());
+    cfg.call_timeout = Duration::MAX;
+    let bridge = start(cfg).unwrap();
+    assert!(wait(bridge.handle().try_create_invoice(3).unwrap()).is_ok());
+}
