@@ -53,7 +53,7 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     pub basedir: Option<PathBuf>,
 
-    /// Worker threads, one pinned per core [default: all available cores].
+    /// Worker threads, one pinned per core (default: every available core).
     #[arg(long, value_name = "N", default_value_t = available_cores(), value_parser = clap::value_parser!(usize))]
     pub cores: usize,
 
@@ -148,10 +148,19 @@ fn available_cores() -> usize {
 }
 
 impl Cli {
-    /// Parses `std::env::args`; on a usage error clap prints it and exits with status 2, on
-    /// `--help`/`--version` with 0.
+    /// Parses `std::env::args`. `--help`/`--version` print and exit 0; a usage error prints and
+    /// exits 64 (the documented usage/config code, rather than clap's 2).
     pub fn parse_args() -> Cli {
-        Cli::parse()
+        Cli::try_parse().unwrap_or_else(|e| {
+            let code = if e.use_stderr() {
+                config::EXIT_CONFIG
+            } else {
+                0
+            };
+            // If printing fails there is nowhere left to report it; the exit code still tells.
+            let _ = e.print();
+            std::process::exit(code)
+        })
     }
 }
 
