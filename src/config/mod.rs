@@ -156,7 +156,8 @@ pub enum Db {
     },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `Debug` redacts the password, so a logged config never leaks it.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Postgres {
     pub host: String,
     pub port: u16,
@@ -166,6 +167,21 @@ pub struct Postgres {
     pub max_open_connections: u32,
     pub require_ssl: bool,
     pub skip_migrations: bool,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .field("dbname", &self.dbname)
+            .field("max_open_connections", &self.max_open_connections)
+            .field("require_ssl", &self.require_ssl)
+            .field("skip_migrations", &self.skip_migrations)
+            .finish()
+    }
 }
 
 impl Postgres {
@@ -362,6 +378,11 @@ mod tests {
             skip_migrations: false,
         };
         assert_eq!(p.dsn(), "postgres://u:p@h:5432/d?sslmode=require");
+        let shown = format!("{p:?}");
+        assert!(
+            shown.contains("<redacted>") && !shown.contains("\"p\""),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -93,6 +93,54 @@ fn service(i: usize, s: RawService, cx: &mut Ctx<'_>) -> Result<Service, ConfigE
             "must not contain ',', ':' or '=' (they delimit caveats)",
         ));
     }
+    let (host_regexp, path_regexp) = matchers(&at, &s, cx)?;
+    let address = nonempty(s.address.as_deref())
+        .ok_or_else(|| {
+            cx.invalid(
+                at.key("address"),
+                "is required: the backend host:port, e.g. \"127.0.0.1:8080\"",
+            )
+        })?
+        .to_owned();
+    check_backend_address(&address).map_err(|m| cx.invalid(at.key("address"), m))?;
+    let (protocol, tls_cert_path, tls_skip_verify) = transport(&at, &s, cx)?;
+    let auth = parse_auth(s.auth.as_deref()).map_err(|m| cx.invalid(at.key("auth"), m))?;
+    check_auth_scheme(&at, s.authscheme.as_deref(), cx)?;
+    let rewrite_prefix = rewrite_prefix(&at, &s, cx)?;
+    let dynamic_price = dynamic_price(&at, s.dynamicprice, cx)?;
+    Ok(Service {
+        host_regexp,
+        path_regexp,
+        address,
+        protocol,
+        tls_cert_path,
+        tls_skip_verify,
+        rewrite_prefix,
+        auth,
+        price: price(&at, s.price, auth, dynamic_price.is_some(), cx)?,
+        timeout: timeout(&at, s.timeout, cx)?,
+        capabilities: nonempty(s.capabilities.as_deref()).map(str::to_owned),
+        constraints: constraints(&at, s.constraints, cx)?,
+        auth_whitelist_paths: regex_list(cx, &at, "authwhitelistpaths", s.authwhitelistpaths)?,
+        auth_skip_invoice_creation_paths: regex_list(
+            cx,
+            &at,
+            "authskipinvoicecreationpaths",
+            s.authskipinvoicecreationpaths,
+        )?,
+        headers: headers(&at, s.headers, cx)?,
+        rate_limits: rate_limits(&at, s.ratelimits, cx)?,
+        dynamic_price,
+        name,
+    })
+}
+
+/// `hostregexp` (required; warns when unanchored) and the optional `pathregexp`.
+fn matchers(
+    at: &At,
+    s: &RawService,
+    cx: &mut Ctx<'_>,
+) -> Result<(Regex, Option<Regex>), ConfigError> {
     let host = nonempty(s.hostregexp.as_deref()).ok_or_else(|| {
         cx.invalid(
             at.key("hostregexp"),
@@ -107,60 +155,26 @@ fn service(i: usize, s: RawService, cx: &mut Ctx<'_>) -> Result<Service, ConfigE
         Some(p) => Some(regex(cx, at.key("pathregexp"), p)?),
         None => None,
     };
-    let address = nonempty(s.address.as_deref())
-        .ok_or_else(|| {
-            cx.invalid(
-                at.key("address"),
-                "is required: the backend host:port, e.g. \"127.0.0.1:8080\"",
-            )
-        })?
-        .to_owned();
-    check_backend_address(&address).map_err(|m| cx.invalid(at.key("address"), m))?;
-    let (protocol, tls_cert_path, tls_skip_verify) = transport(&at, &s, cx)?;
-    let auth = parse_auth(s.auth.as_deref()).map_err(|m| cx.invalid(at.key("auth"), m))?;
-    check_auth_scheme(&at, s.authscheme.as_deref(), cx)?;
-    let dynamic_price = dynamic_price(&at, s.dynamicprice, cx)?;
-    let price = price(&at, s.price, auth, dynamic_price.is_some(), cx)?;
-    let timeout = match s.timeout {
-        None | Some(0) => None,
-        Some(t) if t > 0 => Some(t as u64),
-        Some(t) => {
-            return Err(cx.invalid(
-                at.key("timeout"),
-                format!("{t} is negative; use seconds ≥ 0 (0: tokens never expire)"),
-            ))
-        }
-    };
-    let rewrite_prefix = match nonempty(s.rewrite.as_ref().and_then(|r| r.prefix.as_deref())) {
-        None => None,
-        Some(p) if p.starts_with('/') && !p.contains(['?', '#', ' ']) && !p.contains("://") => Some(p.to_owned()),
-        Some(p) => return Err(cx.invalid(at.key("rewrite.prefix"), format!("{p:?} must be an absolute path such as \"/openai\" (no scheme, host, query or fragment)"))),
-    };
-    Ok(Service {
-        host_regexp,
-        path_regexp,
-        address,
-        protocol,
-        tls_cert_path,
-        tls_skip_verify,
-        auth,
-        price,
-        timeout,
-        capabilities: nonempty(s.capabilities.as_deref()).map(str::to_owned),
-        constraints: constraints(&at, s.constraints, cx)?,
-        auth_whitelist_paths: regex_list(cx, &at, "authwhitelistpaths", s.authwhitelistpaths)?,
-        auth_skip_invoice_creation_paths: regex_list(
-            cx,
-            &at,
-            "authskipinvoicecreationpaths",
-            s.authskipinvoicecreationpaths,
-        )?,
-        headers: headers(&at, s.headers, cx)?,
-        rewrite_prefix,
-        rate_limits: rate_limits(&at, s.ratelimits, cx)?,
-        dynamic_price,
-        name,
-    })
+    Ok((host_regexp, path_regexp))
+}
+
+fn timeout(at: &At, v: Option<i64>, cx: &Ctx<'_>) -> Result<Option<u64>, ConfigError> {
+    match v {
+        None | Some(0) => Ok(None),
+        Some(t) if t > 0 => Ok(Some(t as u64)),
+        Some(t) => Err(cx.invalid(
+            at.key("timeout"),
+            format!("{t} is negative; use seconds ≥ 0 (0: tokens never expire)"),
+        )),
+    }
+}
+
+fn rewrite_prefix(at: &At, s: &RawService, cx: &Ctx<'_>) -> Result<Option<String>, ConfigError> {
+    match nonempty(s.rewrite.as_ref().and_then(|r| r.prefix.as_deref())) {
+        None => Ok(None),
+        Some(p) if p.starts_with('/') && !p.contains(['?', '#', ' ']) && !p.contains("://") => Ok(Some(p.to_owned())),
+        Some(p) => Err(cx.invalid(at.key("rewrite.prefix"), format!("{p:?} must be an absolute path such as \"/openai\" (no scheme, host, query or fragment)"))),
+    }
 }
 
 type Transport = (Protocol, Option<std::path::PathBuf>, bool);

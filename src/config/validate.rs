@@ -2,7 +2,6 @@
 //! checks of `config-reference.md` §3/§4. Services are validated in `service.rs`. Errors name the
 //! key and say how to fix it; warnings go into `Config::warnings`, never to stdout.
 
-#[cfg(test)]
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -62,65 +61,12 @@ pub(crate) fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigErr
         )),
         Some(s) => parse_listen_addr(s).map_err(|m| cx.invalid("listenaddr", m))?,
     };
-    let basedir_set = nonempty(raw.basedir.as_deref()).map(expand_tilde);
-    let basedir = basedir_set
-        .clone()
-        .unwrap_or_else(super::Config::default_basedir);
-    let idle_timeout = cx.duration(
-        "idletimeout",
-        raw.idletimeout.as_deref(),
-        Duration::from_secs(120),
-    )?;
-    let read_timeout = cx.duration(
-        "readtimeout",
-        raw.readtimeout.as_deref(),
-        Duration::from_secs(15),
-    )?;
-    let write_timeout = cx.duration(
-        "writetimeout",
-        raw.writetimeout.as_deref(),
-        Duration::from_secs(30),
-    )?;
     check_go_only(&raw, &mut cx)?;
-    let upstream_timeout = cx.duration(
-        "upstreamtimeout",
-        raw.upstreamtimeout.as_deref(),
-        Duration::from_secs(30),
-    )?;
-    if upstream_timeout.is_zero() {
-        return Err(cx.invalid("upstreamtimeout", "must be greater than 0 (e.g. 30s)"));
-    }
-    let max_header_bytes = match raw.maxheaderbytes {
-        None => 65536,
-        Some(n) if (1024..=u64::from(u32::MAX)).contains(&n) => n as usize,
-        Some(n) => {
-            return Err(cx.invalid(
-                "maxheaderbytes",
-                format!("{n} is out of range; use 1024 or more (default 65536)"),
-            ))
-        }
-    };
-    let max_body_bytes = raw.maxbodybytes.unwrap_or(67_108_864);
-    let challenge_shape = match nonempty(raw.challengeshape.as_deref()) {
-        None => ChallengeShape::default(),
-        Some(s) => s
-            .parse::<ChallengeShape>()
-            .map_err(|m| cx.invalid("challengeshape", m))?,
-    };
-    if challenge_shape == ChallengeShape::SpecStrict {
-        cx.warn("challengeshape: spec-strict sends no macaroon= parameter; most deployed L402 clients (lnget, Loop, the Go client, pyl402) cannot pay it");
-    }
-    let blocklist = raw
-        .blocklist
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            s.parse::<IpNet>()
-                .map_err(|m| cx.invalid(format!("blocklist[{i}]"), m))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let basedir_set = nonempty(raw.basedir.as_deref()).map(expand_tilde);
+    let [idle_timeout, read_timeout, write_timeout, upstream_timeout] = timeouts(&raw, &cx)?;
+    let (max_header_bytes, max_body_bytes) = limits(&raw, &cx)?;
+    let challenge_shape = challenge_shape(&raw, &mut cx)?;
+    let blocklist = blocklist(&raw, &cx)?;
     let autocert = raw.autocert.unwrap_or(false);
     let server_name = nonempty(raw.servername.as_deref()).map(str::to_owned);
     if autocert && server_name.is_none() {
@@ -130,18 +76,12 @@ pub(crate) fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigErr
         ));
     }
     let db = db(&raw, basedir_set.is_some(), &mut cx)?;
+    let prometheus = prometheus(&raw, &cx)?;
     let authenticator = authenticator(raw.authenticator.unwrap_or_default(), &mut cx)?;
-    let prometheus = match raw.prometheus {
-        Some(p) if p.enabled.unwrap_or(false) => {
-            let addr = nonempty(p.listenaddr.as_deref()).unwrap_or("localhost:9000");
-            Some(parse_listen_addr(addr).map_err(|m| cx.invalid("prometheus.listenaddr", m))?)
-        }
-        _ => None,
-    };
     let services = service::services(raw.services.unwrap_or_default(), &mut cx)?;
     Ok(Config {
         listen_addr,
-        basedir,
+        basedir: basedir_set.unwrap_or_else(Config::default_basedir),
         insecure: raw.insecure.unwrap_or(false),
         server_name,
         autocert,
@@ -163,6 +103,72 @@ pub(crate) fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigErr
         services,
         warnings: cx.warnings,
     })
+}
+
+/// idle, read, write (0 = none, as in Go) and upstream (> 0) timeouts.
+fn timeouts(raw: &RawConfig, cx: &Ctx<'_>) -> Result<[Duration; 4], ConfigError> {
+    let secs = Duration::from_secs;
+    let upstream = cx.duration("upstreamtimeout", raw.upstreamtimeout.as_deref(), secs(30))?;
+    if upstream.is_zero() {
+        return Err(cx.invalid("upstreamtimeout", "must be greater than 0 (e.g. 30s)"));
+    }
+    Ok([
+        cx.duration("idletimeout", raw.idletimeout.as_deref(), secs(120))?,
+        cx.duration("readtimeout", raw.readtimeout.as_deref(), secs(15))?,
+        cx.duration("writetimeout", raw.writetimeout.as_deref(), secs(30))?,
+        upstream,
+    ])
+}
+
+fn limits(raw: &RawConfig, cx: &Ctx<'_>) -> Result<(usize, u64), ConfigError> {
+    let header = match raw.maxheaderbytes {
+        None => 65536,
+        Some(n) if (1024..=u64::from(u32::MAX)).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(cx.invalid(
+                "maxheaderbytes",
+                format!("{n} is out of range; use 1024 or more (default 65536)"),
+            ))
+        }
+    };
+    Ok((header, raw.maxbodybytes.unwrap_or(67_108_864)))
+}
+
+fn challenge_shape(raw: &RawConfig, cx: &mut Ctx<'_>) -> Result<ChallengeShape, ConfigError> {
+    let shape = match nonempty(raw.challengeshape.as_deref()) {
+        None => ChallengeShape::default(),
+        Some(s) => s
+            .parse::<ChallengeShape>()
+            .map_err(|m| cx.invalid("challengeshape", m))?,
+    };
+    if shape == ChallengeShape::SpecStrict {
+        cx.warn("challengeshape: spec-strict sends no macaroon= parameter; most deployed L402 clients (lnget, Loop, the Go client, pyl402) cannot pay it");
+    }
+    Ok(shape)
+}
+
+fn blocklist(raw: &RawConfig, cx: &Ctx<'_>) -> Result<Vec<IpNet>, ConfigError> {
+    let entries = raw.blocklist.as_deref().unwrap_or_default();
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.parse::<IpNet>()
+                .map_err(|m| cx.invalid(format!("blocklist[{i}]"), m))
+        })
+        .collect()
+}
+
+fn prometheus(raw: &RawConfig, cx: &Ctx<'_>) -> Result<Option<SocketAddr>, ConfigError> {
+    match &raw.prometheus {
+        Some(p) if p.enabled.unwrap_or(false) => {
+            let addr = nonempty(p.listenaddr.as_deref()).unwrap_or("localhost:9000");
+            Ok(Some(
+                parse_listen_addr(addr).map_err(|m| cx.invalid("prometheus.listenaddr", m))?,
+            ))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Go aperture's own checks on keys we parse but do not use, and warnings for features we accept
@@ -279,28 +285,12 @@ fn authenticator(a: RawAuthenticator, cx: &mut Ctx<'_>) -> Result<Authenticator,
     }
     let backend = match set.as_slice() {
         [] => return Err(cx.invalid("authenticator", "no invoice backend: set authenticator.lndhost (with tlspath and macdir) for lnd, or `dev: {}` for the embedded dev backend, or `disable: true` to turn auth off")),
-        ["lndhost"] => {
-            let net_dir = format!("{network:?}").to_ascii_lowercase();
-            Backend::Lnd {
-                host: nonempty(a.lndhost.as_deref()).unwrap_or_default().to_owned(),
-                tls_path: expand_tilde(nonempty(a.tlspath.as_deref()).unwrap_or("~/.lnd/tls.cert")),
-                mac_dir: match nonempty(a.macdir.as_deref()) {
-                    Some(d) => expand_tilde(d),
-                    None => expand_tilde("~/.lnd/data/chain/bitcoin").join(net_dir),
-                },
-            }
-        }
+        ["lndhost"] => lnd(&a, network),
         ["dev"] => {
             let addr = nonempty(a.dev.as_ref().and_then(|d| d.listenaddr.as_deref())).unwrap_or("127.0.0.1:8089");
             Backend::Dev { listen_addr: parse_listen_addr(addr).map_err(|m| cx.invalid("authenticator.dev.listenaddr", m))? }
         }
-        [one @ ("passphrase" | "wavelengthgateway")] => {
-            return Err(ConfigError::Unsupported {
-                origin: cx.origin.to_owned(),
-                key: format!("authenticator.{one}"),
-                message: format!("{} is not supported yet; connect to lnd directly with authenticator.lndhost, tlspath and macdir", if *one == "passphrase" { "lnd over LNC (passphrase)" } else { "the Wavelength invoice gateway" }),
-            })
-        }
+        [one @ ("passphrase" | "wavelengthgateway")] => return Err(unsupported_backend(cx, one)),
         many => return Err(cx.invalid("authenticator", format!("exactly one invoice backend may be set, but found {}; keep one", many.join(", ")))),
     };
     Ok(Authenticator {
@@ -308,6 +298,34 @@ fn authenticator(a: RawAuthenticator, cx: &mut Ctx<'_>) -> Result<Authenticator,
         disable,
         backend,
     })
+}
+
+fn lnd(a: &RawAuthenticator, network: Network) -> Backend {
+    // lnd's own default locations, so a local lnd works with just `lndhost`.
+    let net_dir = format!("{network:?}").to_ascii_lowercase();
+    Backend::Lnd {
+        host: nonempty(a.lndhost.as_deref())
+            .unwrap_or_default()
+            .to_owned(),
+        tls_path: expand_tilde(nonempty(a.tlspath.as_deref()).unwrap_or("~/.lnd/tls.cert")),
+        mac_dir: match nonempty(a.macdir.as_deref()) {
+            Some(d) => expand_tilde(d),
+            None => expand_tilde("~/.lnd/data/chain/bitcoin").join(net_dir),
+        },
+    }
+}
+
+fn unsupported_backend(cx: &Ctx<'_>, key: &str) -> ConfigError {
+    let what = if key == "passphrase" {
+        "lnd over LNC (passphrase)"
+    } else {
+        "the Wavelength invoice gateway"
+    };
+    ConfigError::Unsupported {
+        origin: cx.origin.to_owned(),
+        key: format!("authenticator.{key}"),
+        message: format!("{what} is not supported yet; connect to lnd directly with authenticator.lndhost, tlspath and macdir"),
+    }
 }
 
 fn db(raw: &RawConfig, basedir_set: bool, cx: &mut Ctx<'_>) -> Result<Db, ConfigError> {
@@ -319,49 +337,8 @@ fn db(raw: &RawConfig, basedir_set: bool, cx: &mut Ctx<'_>) -> Result<Db, Config
         }
     };
     match backend.as_str() {
-        "sqlite" => {
-            let s = raw.sqlite.as_ref();
-            let path = match nonempty(s.and_then(|s| s.databasefilename.as_deref())) {
-                Some(p) => expand_tilde(p),
-                None => {
-                    if basedir_set {
-                        cx.warn("sqlite.databasefilename is not set: the database is ~/.aperture/aperture.db (Go aperture's default), not inside basedir; set it explicitly to move it");
-                    }
-                    expand_tilde("~/.aperture/aperture.db")
-                }
-            };
-            Ok(Db::Sqlite {
-                path,
-                skip_migrations: s.and_then(|s| s.skipmigrations).unwrap_or(false),
-            })
-        }
-        "postgres" => {
-            let p = raw.postgres.as_ref().ok_or_else(|| {
-                cx.invalid(
-                    "postgres",
-                    "dbbackend is postgres but the `postgres:` section is missing",
-                )
-            })?;
-            let max = p.maxopenconnections.unwrap_or(25);
-            let max = u32::try_from(max).ok().filter(|m| *m > 0).ok_or_else(|| {
-                cx.invalid(
-                    "postgres.maxopenconnections",
-                    format!("{max} must be at least 1 (default 25)"),
-                )
-            })?;
-            Ok(Db::Postgres(Postgres {
-                host: nonempty(p.host.as_deref())
-                    .unwrap_or("localhost")
-                    .to_owned(),
-                port: p.port.unwrap_or(5432),
-                user: p.user.clone().unwrap_or_default(),
-                password: p.password.clone().unwrap_or_default(),
-                dbname: p.dbname.clone().unwrap_or_default(),
-                max_open_connections: max,
-                require_ssl: p.requiressl.unwrap_or(false),
-                skip_migrations: p.skipmigrations.unwrap_or(false),
-            }))
-        }
+        "sqlite" => Ok(sqlite(raw, basedir_set, cx)),
+        "postgres" => postgres(raw, cx),
         "etcd" => {
             let e = raw.etcd.as_ref();
             let host = nonempty(e.and_then(|e| e.host.as_deref())).ok_or_else(|| {
@@ -381,6 +358,52 @@ fn db(raw: &RawConfig, basedir_set: bool, cx: &mut Ctx<'_>) -> Result<Db, Config
             format!("{other:?} is not a database backend; use sqlite, postgres or etcd"),
         )),
     }
+}
+
+fn sqlite(raw: &RawConfig, basedir_set: bool, cx: &mut Ctx<'_>) -> Db {
+    let s = raw.sqlite.as_ref();
+    let path = match nonempty(s.and_then(|s| s.databasefilename.as_deref())) {
+        Some(p) => expand_tilde(p),
+        None => {
+            if basedir_set {
+                cx.warn("sqlite.databasefilename is not set: the database is ~/.aperture/aperture.db (Go aperture's default), not inside basedir; set it explicitly to move it");
+            }
+            expand_tilde("~/.aperture/aperture.db")
+        }
+    };
+    let skip_migrations = s.and_then(|s| s.skipmigrations).unwrap_or(false);
+    Db::Sqlite {
+        path,
+        skip_migrations,
+    }
+}
+
+fn postgres(raw: &RawConfig, cx: &Ctx<'_>) -> Result<Db, ConfigError> {
+    let p = raw.postgres.as_ref().ok_or_else(|| {
+        cx.invalid(
+            "postgres",
+            "dbbackend is postgres but the `postgres:` section is missing",
+        )
+    })?;
+    let max = p.maxopenconnections.unwrap_or(25);
+    let max = u32::try_from(max).ok().filter(|m| *m > 0).ok_or_else(|| {
+        cx.invalid(
+            "postgres.maxopenconnections",
+            format!("{max} must be at least 1 (default 25)"),
+        )
+    })?;
+    Ok(Db::Postgres(Postgres {
+        host: nonempty(p.host.as_deref())
+            .unwrap_or("localhost")
+            .to_owned(),
+        port: p.port.unwrap_or(5432),
+        user: p.user.clone().unwrap_or_default(),
+        password: p.password.clone().unwrap_or_default(),
+        dbname: p.dbname.clone().unwrap_or_default(),
+        max_open_connections: max,
+        require_ssl: p.requiressl.unwrap_or(false),
+        skip_migrations: p.skipmigrations.unwrap_or(false),
+    }))
 }
 
 #[cfg(test)]
