@@ -304,6 +304,33 @@ impl<'a> Reader<'a> {
     }
 }
 
+impl Reader<'_> {
+    /// Validates the caveat sections up to their closing EOS; returns how many there were.
+    /// Only plain first-party caveats (an identifier, nothing else) are accepted.
+    fn caveat_sections(&mut self) -> Result<usize, MacaroonError> {
+        let mut count = 0usize;
+        loop {
+            let section = self.section()?;
+            if section.is_empty() {
+                return Ok(count);
+            }
+            if section.vid.is_some() {
+                return Err(MacaroonError::ThirdPartyCaveat);
+            }
+            if section.identifier.is_none() {
+                return Err(MacaroonError::MissingIdentifier);
+            }
+            if section.location.is_some() {
+                return Err(MacaroonError::CaveatLocation);
+            }
+            count += 1;
+            if count > MAX_CAVEATS {
+                return Err(MacaroonError::TooManyCaveats);
+            }
+        }
+    }
+}
+
 impl<'a> MacaroonRef<'a> {
     /// Strict V2 parse without copying. Rejects V1, out-of-order or unknown fields, third-party
     /// caveats, lengths past the end, oversized input and trailing bytes.
@@ -326,26 +353,7 @@ impl<'a> MacaroonRef<'a> {
             .map_err(|_| MacaroonError::LocationNotUtf8)?;
 
         let caveats_start = r.pos;
-        let mut caveat_count = 0usize;
-        loop {
-            let section = r.section()?;
-            if section.is_empty() {
-                break;
-            }
-            if section.vid.is_some() {
-                return Err(MacaroonError::ThirdPartyCaveat);
-            }
-            if section.identifier.is_none() {
-                return Err(MacaroonError::MissingIdentifier);
-            }
-            if section.location.is_some() {
-                return Err(MacaroonError::CaveatLocation);
-            }
-            caveat_count += 1;
-            if caveat_count > MAX_CAVEATS {
-                return Err(MacaroonError::TooManyCaveats);
-            }
-        }
+        let caveat_count = r.caveat_sections()?;
         // Excludes the closing EOS so the lazy iterator stops at the section's end.
         let caveat_section = &bytes[caveats_start..r.pos - 1];
 
