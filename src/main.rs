@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 
-use aperture::cli::{Cli, Command};
+use aperture::cli::{self, Cli, Command};
 use aperture::config::{self, Backend, Config, ConfigError, Network};
 use aperture::proxy::Routes;
 use aperture::runtime::{self, signal, Settings};
@@ -23,17 +23,11 @@ const GRACE: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
-    if let Some(Command::Fetch(opts)) = &cli.command {
-        return match client::fetch(opts) {
-            Ok(resp) => client::print_response(&resp),
-            Err(e) => {
-                eprintln!("aperture fetch: {e}");
-                ExitCode::from(1)
-            }
-        };
+    if let Some(Command::Fetch(args)) = &cli.command {
+        return fetch(args);
     }
     if cli.check_config {
-        return ExitCode::from(config::check_config(&config_path(&cli)) as u8);
+        return ExitCode::from(cli::check_config(&config_path(&cli)) as u8);
     }
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -48,21 +42,48 @@ fn main() -> ExitCode {
     }
 }
 
+fn fetch(args: &cli::FetchArgs) -> ExitCode {
+    use std::io::Write;
+    match client::fetch(&args.to_options()) {
+        Ok(resp) => {
+            if let Some(paid) = &resp.paid {
+                eprintln!("paid {} (preimage {})", paid.invoice, paid.preimage_hex);
+            }
+            eprintln!("HTTP {}", resp.status);
+            let _ = std::io::stdout().write_all(&resp.body);
+            if (200..300).contains(&resp.status) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("aperture fetch: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// A start-up problem the user fixes in the config or on the command line (exit 64).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct UsageError(String);
 
+/// Whether `--config` was left at its default (`~/.aperture/aperture.yaml`).
+fn default_config(cli: &Cli) -> bool {
+    cli.config == Config::default_path()
+}
+
 fn config_path(cli: &Cli) -> PathBuf {
-    match (&cli.config, &cli.basedir) {
-        (Some(path), _) => path.clone(),
-        (None, Some(basedir)) => basedir.join("aperture.yaml"),
-        (None, None) => Config::default_path(),
+    match &cli.basedir {
+        // As Go aperture: the config file lives in the basedir unless named explicitly.
+        Some(basedir) if default_config(cli) => basedir.join("aperture.yaml"),
+        _ => cli.config.clone(),
     }
 }
 
 fn load_config(cli: &Cli) -> Result<Config> {
-    let mut config = if cli.dev && cli.config.is_none() {
+    let mut config = if cli.dev && default_config(cli) {
         let basedir = cli.basedir.clone().unwrap_or_else(Config::default_basedir);
         let origin = origin::start(SocketAddr::from(([127, 0, 0, 1], 0)))
             .context("cannot start the demo origin")?;
@@ -153,7 +174,7 @@ fn run(cli: &Cli) -> Result<()> {
     }
     let server = runtime::start(Settings {
         cores: cli.cores,
-        pin: !cli.no_pin,
+        pin: true,
         listen: config.listen_addr,
         routes: Arc::new(routes),
         master_secret,
