@@ -28,7 +28,9 @@ impl Running {
              services:\n{services_yaml}"
         );
         std::fs::write(&config, yaml).unwrap();
-        let args = ["--config", config.to_str().unwrap(), "--basedir", dir.path().to_str().unwrap(), "--cores", "2"];
+        let base = dir.path().to_str().unwrap().to_owned();
+        let config = config.to_str().unwrap().to_owned();
+        let args = ["--config", &config, "--basedir", &base, "--cores", "2"];
         Self::spawn(&args, dir)
     }
 
@@ -170,7 +172,7 @@ fn fetch_subcommand_pays_and_prints_the_resource() {
 #[test]
 fn dev_mode_needs_nothing_and_serves_the_whole_flow() {
     let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().to_str().unwrap().to_string();
+    let base = dir.path().to_str().unwrap().to_owned();
     let mut proc = Running::spawn(&["--dev", "--basedir", &base, "--cores", "1"], dir);
     let wallet = proc.wallet.expect("the dev wallet address is logged");
     let out = Command::new(BIN)

@@ -120,7 +120,7 @@ fn expired_token_gets_a_fresh_402() {
     let (_, invoice) = challenge(&resp);
     let preimage_hex = pay(proxy.wallet, &invoice);
     let preimage: [u8; 32] = hex::decode(&preimage_hex).unwrap().try_into().unwrap();
-    let payment_hash: [u8; 32] = sha2::Digest::digest(&mut <sha2::Sha256 as sha2::Digest>::new(), preimage).into();
+    let payment_hash: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(preimage).into();
     // Mint, with the proxy's own master secret, a token whose validity ended in 2001.
     let verifier = aperture::l402::Verifier::new(proxy.master_secret());
     let caveats = aperture::l402::mint_caveats("svc", None, &[], Some(1_000_000_000));
