@@ -31,7 +31,10 @@ fn main() -> ExitCode {
     }
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.downcast_ref::<ConfigError>().is_some() || e.downcast_ref::<UsageError>().is_some() => {
+        Err(e)
+            if e.downcast_ref::<ConfigError>().is_some()
+                || e.downcast_ref::<UsageError>().is_some() =>
+        {
             eprintln!("aperture: {e:#}");
             ExitCode::from(EXIT_CONFIG)
         }
@@ -145,7 +148,8 @@ fn start_bridge(config: &Config) -> Result<lnd_bridge::Bridge> {
         }
         Backend::None => lnd_bridge::BackendConfig::Disabled,
     };
-    lnd_bridge::start(lnd_bridge::BridgeConfig::new(backend)).map_err(|e| anyhow!("cannot start the Lightning bridge: {e}"))
+    lnd_bridge::start(lnd_bridge::BridgeConfig::new(backend))
+        .map_err(|e| anyhow!("cannot start the Lightning bridge: {e}"))
 }
 
 fn bridge_network(network: Network) -> lnd_bridge::Network {

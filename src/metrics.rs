@@ -57,14 +57,20 @@ impl CoreCounters {
     #[inline]
     pub fn add(&self, c: Counter, n: u64) {
         let slot = &self.slots[c as usize];
-        slot.store(slot.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        slot.store(
+            slot.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
 
     /// Subtracts one (for gauges). Only the owning core may call this.
     #[inline]
     pub fn decr(&self, c: Counter) {
         let slot = &self.slots[c as usize];
-        slot.store(slot.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Relaxed);
+        slot.store(
+            slot.load(Ordering::Relaxed).wrapping_sub(1),
+            Ordering::Relaxed,
+        );
     }
 
     /// Reads a counter (any thread).

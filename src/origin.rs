@@ -51,7 +51,11 @@ async fn serve(stream: TcpStream) {
                 Ok(Parse::Partial) if conn.data().len() < 64 * 1024 => {}
                 _ => return,
             }
-            if conn.fill_within(64 * 1024, Duration::from_secs(120)).await.is_err() {
+            if conn
+                .fill_within(64 * 1024, Duration::from_secs(120))
+                .await
+                .is_err()
+            {
                 return;
             }
         };
@@ -89,7 +93,12 @@ async fn drain(conn: &mut BufStream, framing: Framing) -> bool {
         _ => u64::MAX,
     };
     while remaining > 0 && !scanner.done() {
-        if conn.data().is_empty() && conn.fill_within(64 * 1024, Duration::from_secs(30)).await.is_err() {
+        if conn.data().is_empty()
+            && conn
+                .fill_within(64 * 1024, Duration::from_secs(30))
+                .await
+                .is_err()
+        {
             return false;
         }
         let n = match framing {

@@ -33,10 +33,15 @@ pub fn now_unix() -> u64 {
 pub async fn authorize(core: &CoreCtx, route: &Route, head: &Head) -> Decision {
     let service = &route.service;
     let path = std::str::from_utf8(head.path()).unwrap_or("");
-    let whitelisted = service.auth_whitelist_paths.iter().any(|r| r.is_match(path));
+    let whitelisted = service
+        .auth_whitelist_paths
+        .iter()
+        .any(|r| r.is_match(path));
     if matches!(service.auth, Auth::Off) || whitelisted {
         // Go aperture rewrites a parseable credential whatever the auth level.
-        let first = l402::parse_credentials(head.fields()).into_iter().find_map(Result::ok);
+        let first = l402::parse_credentials(head.fields())
+            .into_iter()
+            .find_map(Result::ok);
         return Decision::Forward(first);
     }
     let now = now_unix();

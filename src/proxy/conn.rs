@@ -15,7 +15,7 @@ use super::forward::{self, ForwardError, Outbound};
 use super::h1::{FrameError, Framing, Head, Parse};
 use super::io::{BufStream, ReadError};
 use super::respond;
-use super::{CoreCtx, ShutdownWait};
+use super::{CoreCtx, Route, Routes, ShutdownWait};
 
 /// Largest body drained after a local answer so the connection can stay open.
 const DRAIN_LIMIT: u64 = 256 * 1024;
@@ -73,7 +73,11 @@ async fn read_head(
             }
         }
         let idle = client.data().is_empty();
-        let within = if idle { limits.idle_timeout } else { limits.read_timeout };
+        let within = if idle {
+            limits.idle_timeout
+        } else {
+            limits.read_timeout
+        };
         let limit = limits.max_header_bytes + 1;
         let read = if idle {
             monoio::select! {
@@ -92,6 +96,31 @@ async fn read_head(
     }
 }
 
+/// A request answered locally: the answer, the body framing left to drain, and whether the
+/// connection may stay open afterwards.
+struct Local(Synthetic, Framing, bool);
+
+/// The checks before routing: framing, size, blocklist, CORS preflight.
+fn admit(routes: &Routes, head: &Head, peer: SocketAddr) -> Result<Framing, Local> {
+    let framing = head.request_framing().map_err(|_| {
+        Local(
+            Synthetic::BadRequest("bad message framing"),
+            Framing::Length(0),
+            false,
+        )
+    })?;
+    if matches!(framing, Framing::Length(n) if n > routes.limits.max_body_bytes) {
+        return Err(Local(Synthetic::PayloadTooLarge, framing, false));
+    }
+    if routes.blocked(peer.ip()) {
+        return Err(Local(Synthetic::Forbidden, framing, false));
+    }
+    if head.method() == b"OPTIONS" {
+        return Err(Local(Synthetic::Options, framing, true));
+    }
+    Ok(framing)
+}
+
 /// Runs the request phases for one parsed head; returns whether the connection stays open.
 async fn handle(
     core: &CoreCtx,
@@ -102,38 +131,41 @@ async fn handle(
     out: &mut Vec<u8>,
 ) -> bool {
     let routes = core.routes();
-    let framing = match head.request_framing() {
-        Ok(f) => f,
-        Err(_) => return answer(core, client, head, Framing::Length(0), Synthetic::BadRequest("bad message framing"), out, false).await,
-    };
-    if let Framing::Length(n) = framing {
-        if n > routes.limits.max_body_bytes {
-            return answer(core, client, head, framing, Synthetic::PayloadTooLarge, out, false).await;
-        }
-    }
-    if routes.blocked(peer.ip()) {
-        return answer(core, client, head, framing, Synthetic::Forbidden, out, false).await;
-    }
-    if head.method() == b"OPTIONS" {
-        return answer(core, client, head, framing, Synthetic::Options, out, true).await;
-    }
-    let host = std::str::from_utf8(head.get("host").unwrap_or_default()).unwrap_or("");
-    let path = std::str::from_utf8(head.path()).unwrap_or("");
-    let Some(route) = routes.find(host, path) else {
-        return answer(core, client, head, framing, Synthetic::NotFound, out, true).await;
-    };
-    let credential = match auth::authorize(core, route, head).await {
-        Decision::Forward(c) => c,
-        Decision::Answer(synthetic) => {
-            return answer(core, client, head, framing, synthetic, out, true).await;
+    let local = match admit(&routes, head, peer) {
+        Err(local) => local,
+        Ok(framing) => {
+            let host = std::str::from_utf8(head.get("host").unwrap_or_default()).unwrap_or("");
+            let path = std::str::from_utf8(head.path()).unwrap_or("");
+            match routes.find(host, path) {
+                None => Local(Synthetic::NotFound, framing, true),
+                Some(route) => match auth::authorize(core, route, head).await {
+                    Decision::Answer(synthetic) => Local(synthetic, framing, true),
+                    Decision::Forward(credential) => {
+                        let req = Outbound {
+                            head,
+                            framing,
+                            peer: peer.ip(),
+                            credential: credential.as_ref(),
+                        };
+                        return forward_phase(core, route, req, client, resp, out).await;
+                    }
+                },
+            }
         }
     };
-    let req = Outbound {
-        head,
-        framing,
-        peer: peer.ip(),
-        credential: credential.as_ref(),
-    };
+    let Local(synthetic, framing, may_keep) = local;
+    answer(core, client, head, framing, synthetic, out, may_keep).await
+}
+
+async fn forward_phase(
+    core: &CoreCtx,
+    route: &Route,
+    req: Outbound<'_>,
+    client: &mut BufStream,
+    resp: &mut Head,
+    out: &mut Vec<u8>,
+) -> bool {
+    let head = req.head;
     match forward::forward(core, route, req, client, resp, out).await {
         Ok(done) => {
             core.counters().incr(Counter::Forwarded);
@@ -141,7 +173,8 @@ async fn handle(
             done.keep_alive
         }
         Err(ForwardError::Answer(synthetic)) => {
-            answer(core, client, head, Framing::Length(0), synthetic, out, false).await;
+            let framing = Framing::Length(0);
+            answer(core, client, head, framing, synthetic, out, false).await;
             false
         }
         Err(ForwardError::Abort) => false,
@@ -170,7 +203,10 @@ async fn answer(
     out.clear();
     respond::render_h1(&synthetic, head.method() == b"HEAD", !keep, out);
     let limits = core.routes().limits.clone();
-    match client.write_all_within(std::mem::take(out), limits.write_timeout).await {
+    match client
+        .write_all_within(std::mem::take(out), limits.write_timeout)
+        .await
+    {
         Ok(buf) => {
             *out = buf;
             out.clear();
@@ -180,7 +216,12 @@ async fn answer(
     }
 }
 
-async fn answer_and_close(core: &CoreCtx, client: &mut BufStream, synthetic: &Synthetic, mut out: Vec<u8>) {
+async fn answer_and_close(
+    core: &CoreCtx,
+    client: &mut BufStream,
+    synthetic: &Synthetic,
+    mut out: Vec<u8>,
+) {
     core.counters().status(synthetic.status());
     out.clear();
     respond::render_h1(synthetic, false, true, &mut out);

@@ -62,11 +62,7 @@ pub async fn forward(
     out: &mut Vec<u8>,
 ) -> Result<Forwarded, ForwardError> {
     let limits = core.routes().limits.clone();
-    let bad_gateway = |why: &dyn std::fmt::Display| {
-        core.counters().incr(Counter::UpstreamErrors);
-        tracing::debug!(core = core.id, service = %route.service.name, "upstream failed: {why}");
-        ForwardError::Answer(Synthetic::BadGateway)
-    };
+    let bad_gateway = |why: &dyn std::fmt::Display| upstream_failed(core, route, why);
     if req.framing != Framing::Length(0) && expects_continue(req.head) {
         let (res, _) = client
             .write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
@@ -75,40 +71,9 @@ pub async fn forward(
     }
     out.clear();
     write_request_head(route, &req, out);
-    let mut attempt = 0;
-    let mut up = loop {
-        attempt += 1;
-        let (mut up, reused) = match core.pool.take(route.upstream) {
-            Some(c) => (c, true),
-            None => (
-                pool::connect(route.upstream, limits.upstream_timeout)
-                    .await
-                    .map_err(|e| bad_gateway(&e))?,
-                false,
-            ),
-        };
-        // A pooled connection the upstream closed meanwhile fails before any response byte;
-        // a request without a body can then safely go again on a fresh connection.
-        let retryable = reused && req.framing == Framing::Length(0) && attempt == 1;
-        let (res, buf) = up.write_all(std::mem::take(out)).await;
-        *out = buf;
-        if let Err(e) = res {
-            if retryable {
-                continue;
-            }
-            return Err(bad_gateway(&e));
-        }
-        send_body(client, &mut up, req.framing, &limits).await?;
-        match read_response_head(&mut up, resp, &limits).await {
-            Ok(()) => break up,
-            Err(ReadError::Eof) if retryable => continue,
-            Err(e) => return Err(bad_gateway(&format!("{e:?}"))),
-        }
-    };
+    let mut up = exchange(core, route, &req, client, resp, out, &limits).await?;
     let method = req.head.method();
-    let framing = resp
-        .response_framing(method)
-        .map_err(|e| bad_gateway(&e))?;
+    let framing = resp.response_framing(method).map_err(|e| bad_gateway(&e))?;
     let keep_alive = req.head.keep_alive() && !core.shutdown.is_set();
     let encode = framing == Framing::Close && req.head.minor == 1;
     let keep_alive = keep_alive && (framing != Framing::Close || encode);
@@ -122,6 +87,56 @@ pub async fn forward(
         status: resp.status,
         keep_alive,
     })
+}
+
+/// Sends the request head in `out` and the body, then reads the response head into `resp`.
+/// Takes a pooled connection when there is one, retrying once on a fresh one when the pooled
+/// one turns out closed before any response byte and the request had no body.
+async fn exchange(
+    core: &CoreCtx,
+    route: &Route,
+    req: &Outbound<'_>,
+    client: &mut BufStream,
+    resp: &mut Head,
+    out: &mut Vec<u8>,
+    limits: &Limits,
+) -> Result<BufStream, ForwardError> {
+    let bad_gateway = |why: &dyn std::fmt::Display| upstream_failed(core, route, why);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (mut up, reused) = match core.pool.take(route.upstream) {
+            Some(c) => (c, true),
+            None => (
+                pool::connect(route.upstream, limits.upstream_timeout)
+                    .await
+                    .map_err(|e| bad_gateway(&e))?,
+                false,
+            ),
+        };
+        let retryable = reused && req.framing == Framing::Length(0) && attempt == 1;
+        let (res, buf) = up.write_all(std::mem::take(out)).await;
+        *out = buf;
+        if let Err(e) = res {
+            if retryable {
+                continue;
+            }
+            return Err(bad_gateway(&e));
+        }
+        send_body(client, &mut up, req.framing, limits).await?;
+        match read_response_head(&mut up, resp, limits).await {
+            Ok(()) => return Ok(up),
+            Err(ReadError::Eof) if retryable => continue,
+            Err(e) => return Err(bad_gateway(&format!("{e:?}"))),
+        }
+    }
+}
+
+/// Counts and logs an upstream failure; the client gets a 502.
+fn upstream_failed(core: &CoreCtx, route: &Route, why: &dyn std::fmt::Display) -> ForwardError {
+    core.counters().incr(Counter::UpstreamErrors);
+    tracing::debug!(core = core.id, service = %route.service.name, "upstream failed: {why}");
+    ForwardError::Answer(Synthetic::BadGateway)
 }
 
 fn expects_continue(head: &Head) -> bool {
@@ -178,8 +193,14 @@ fn write_request_head(route: &Route, req: &Outbound<'_>, out: &mut Vec<u8>) {
     for (name, value) in &route.service.headers {
         push_field(out, name.as_bytes(), value.as_bytes());
     }
+    finish_request_head(&forwarded_for, req, out);
+}
+
+/// Appends `X-Forwarded-For` (prior hops, then the peer), the body framing and the blank line.
+fn finish_request_head(forwarded_for: &[&[u8]], req: &Outbound<'_>, out: &mut Vec<u8>) {
+    let head = req.head;
     out.extend_from_slice(b"X-Forwarded-For: ");
-    for prior in forwarded_for {
+    for prior in forwarded_for.iter().copied() {
         out.extend_from_slice(prior);
         out.extend_from_slice(b", ");
     }
@@ -189,13 +210,21 @@ fn write_request_head(route: &Route, req: &Outbound<'_>, out: &mut Vec<u8>) {
         Framing::Length(n) => {
             let _ = write!(out, "Content-Length: {n}\r\n");
         }
-        Framing::Chunked | Framing::Close => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        Framing::Chunked | Framing::Close => {
+            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n")
+        }
     }
     out.extend_from_slice(b"\r\n");
 }
 
 /// Writes the response head for the client.
-fn write_response_head(resp: &Head, framing: Framing, encode: bool, close: bool, out: &mut Vec<u8>) {
+fn write_response_head(
+    resp: &Head,
+    framing: Framing,
+    encode: bool,
+    close: bool,
+    out: &mut Vec<u8>,
+) {
     let reason = match crate::error::reason_phrase(resp.status) {
         "" => resp.reason(),
         known => known.as_bytes(),
@@ -217,23 +246,19 @@ fn write_response_head(resp: &Head, framing: Framing, encode: bool, close: bool,
         {
             continue;
         }
-        let slot = ["access-control-allow-methods", "access-control-expose-headers", "access-control-allow-headers"]
-            .iter()
-            .position(|n| lower(n));
+        let slot = [
+            "access-control-allow-methods",
+            "access-control-expose-headers",
+            "access-control-allow-headers",
+        ]
+        .iter()
+        .position(|n| lower(n));
         match slot {
             Some(i) => cors[i].push(value),
             None => push_field(out, name.as_bytes(), value),
         }
     }
-    out.extend_from_slice(b"Access-Control-Allow-Origin: *\r\n");
-    let ours = [CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS, CORS_ALLOW_HEADERS];
-    let names = ["Access-Control-Allow-Methods", "Access-Control-Expose-Headers", "Access-Control-Allow-Headers"];
-    for i in 0..3 {
-        out.extend_from_slice(names[i].as_bytes());
-        out.extend_from_slice(b": ");
-        respond::merge_cors_list(&cors[i], ours[i], out);
-        out.extend_from_slice(b"\r\n");
-    }
+    write_cors(&cors, out);
     match framing {
         Framing::Length(n) if !bodyless => {
             let _ = write!(out, "Content-Length: {n}\r\n");
@@ -246,6 +271,24 @@ fn write_response_head(resp: &Head, framing: Framing, encode: bool, close: bool,
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Go aperture's CORS set on a proxied response: `Allow-Origin: *` replaces the upstream's, the
+/// three lists are merged with what the upstream sent.
+fn write_cors(cors: &[Vec<&[u8]>; 3], out: &mut Vec<u8>) {
+    out.extend_from_slice(b"Access-Control-Allow-Origin: *\r\n");
+    let ours = [CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS, CORS_ALLOW_HEADERS];
+    let names = [
+        "Access-Control-Allow-Methods",
+        "Access-Control-Expose-Headers",
+        "Access-Control-Allow-Headers",
+    ];
+    for i in 0..3 {
+        out.extend_from_slice(names[i].as_bytes());
+        out.extend_from_slice(b": ");
+        respond::merge_cors_list(&cors[i], ours[i], out);
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -277,9 +320,9 @@ async fn send_body(
         }
         let n = match framing {
             Framing::Length(_) => remaining.min(client.data().len() as u64) as usize,
-            _ => scanner
-                .feed(client.data())
-                .map_err(|_| ForwardError::Answer(Synthetic::BadRequest("malformed chunked body")))?,
+            _ => scanner.feed(client.data()).map_err(|_| {
+                ForwardError::Answer(Synthetic::BadRequest("malformed chunked body"))
+            })?,
         };
         sent += n as u64;
         if sent > limits.max_body_bytes {
@@ -297,7 +340,11 @@ async fn send_body(
 }
 
 /// Reads the final response head (skipping 1xx interim responses) within the upstream timeout.
-async fn read_response_head(up: &mut BufStream, resp: &mut Head, limits: &Limits) -> Result<(), ReadError> {
+async fn read_response_head(
+    up: &mut BufStream,
+    resp: &mut Head,
+    limits: &Limits,
+) -> Result<(), ReadError> {
     let deadline = monoio::time::Instant::now() + limits.upstream_timeout;
     loop {
         if !up.data().is_empty() {
@@ -336,25 +383,10 @@ async fn relay_response(
         _ => u64::MAX,
     };
     let mut scanner = ChunkScanner::default();
-    // Small bodies already read ride in the same write as the head.
     if !encode {
-        let n = match framing {
-            Framing::Length(_) => remaining.min(up.data().len() as u64) as usize,
-            Framing::Chunked => scanner.feed(up.data()).map_err(|_| ForwardError::Abort)?,
-            Framing::Close => up.data().len(),
-        };
-        if n <= COALESCE {
-            up.take_into(out, n);
-            remaining = remaining.saturating_sub(n as u64);
-            if framing == Framing::Chunked && !scanner.done() && n == 0 {
-                // nothing buffered yet; the loop below reads it
-            }
-        } else {
-            // Too much to copy: send the head now and relay the buffered bytes without copying.
-            write_out(client, out, window).await?;
-            up.relay_to(&mut client.stream, n, window).await.map_err(|_| ForwardError::Abort)?;
-            remaining = remaining.saturating_sub(n as u64);
-        }
+        let n = send_head_and_buffered(up, client, framing, remaining, &mut scanner, out, window)
+            .await?;
+        remaining = remaining.saturating_sub(n as u64);
     }
     write_out(client, out, window).await?;
     loop {
@@ -390,13 +422,47 @@ async fn relay_response(
             out.extend_from_slice(b"\r\n");
             write_out(client, out, window).await?;
         } else {
-            up.relay_to(&mut client.stream, n, window).await.map_err(|_| ForwardError::Abort)?;
+            up.relay_to(&mut client.stream, n, window)
+                .await
+                .map_err(|_| ForwardError::Abort)?;
         }
         remaining = remaining.saturating_sub(n as u64);
     }
 }
 
-async fn write_out(client: &mut BufStream, out: &mut Vec<u8>, within: Duration) -> Result<(), ForwardError> {
+/// Sends the response head together with the body bytes already buffered: small ones are
+/// copied behind the head (one write), larger ones relayed without copying. Returns how many body
+/// bytes went out (or were queued in `out`).
+async fn send_head_and_buffered(
+    up: &mut BufStream,
+    client: &mut BufStream,
+    framing: Framing,
+    remaining: u64,
+    scanner: &mut ChunkScanner,
+    out: &mut Vec<u8>,
+    window: Duration,
+) -> Result<usize, ForwardError> {
+    let n = match framing {
+        Framing::Length(_) => remaining.min(up.data().len() as u64) as usize,
+        Framing::Chunked => scanner.feed(up.data()).map_err(|_| ForwardError::Abort)?,
+        Framing::Close => up.data().len(),
+    };
+    if n <= COALESCE {
+        up.take_into(out, n);
+    } else {
+        write_out(client, out, window).await?;
+        up.relay_to(&mut client.stream, n, window)
+            .await
+            .map_err(|_| ForwardError::Abort)?;
+    }
+    Ok(n)
+}
+
+async fn write_out(
+    client: &mut BufStream,
+    out: &mut Vec<u8>,
+    within: Duration,
+) -> Result<(), ForwardError> {
     if out.is_empty() {
         return Ok(());
     }

@@ -117,10 +117,8 @@ impl Head {
     fn store(&mut self, data: &[u8], n: usize, headers: &[httparse::Header<'_>]) {
         self.fields.clear();
         for h in headers.iter() {
-            self.fields.push((
-                range_in(data, h.name.as_bytes()),
-                range_in(data, h.value),
-            ));
+            self.fields
+                .push((range_in(data, h.name.as_bytes()), range_in(data, h.value)));
         }
         self.bytes.clear();
         self.bytes.extend_from_slice(&data[..n]);
@@ -229,7 +227,9 @@ fn parse_content_length(v: &[u8]) -> Result<u64, FrameError> {
         return Err(FrameError::BadContentLength);
     }
     v.iter()
-        .try_fold(0u64, |acc, &d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+        .try_fold(0u64, |acc, &d| {
+            acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
         .ok_or(FrameError::BadContentLength)
 }
 
@@ -423,7 +423,12 @@ mod tests {
 
     #[test]
     fn chunk_scanner_rejects_garbage() {
-        for bad in [&b"zz\r\n"[..], b"5\r\nhelloXX", b"\r\n", b"fffffffffffffffff\r\n"] {
+        for bad in [
+            &b"zz\r\n"[..],
+            b"5\r\nhelloXX",
+            b"\r\n",
+            b"fffffffffffffffff\r\n",
+        ] {
             let mut s = ChunkScanner::default();
             assert!(s.feed(bad).is_err(), "{bad:?}");
         }

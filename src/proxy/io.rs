@@ -77,7 +77,8 @@ impl BufStream {
             if unread >= limit {
                 return Ok(0);
             }
-            self.buf.reserve(self.buf.capacity().min(limit - unread).max(1024));
+            self.buf
+                .reserve(self.buf.capacity().min(limit - unread).max(1024));
         }
         let buf = std::mem::take(&mut self.buf);
         let (len, cap) = (buf.len(), buf.capacity());
@@ -91,7 +92,11 @@ impl BufStream {
     }
 
     /// [`fill`](Self::fill) with a deadline.
-    pub async fn fill_within(&mut self, limit: usize, within: Duration) -> Result<usize, ReadError> {
+    pub async fn fill_within(
+        &mut self,
+        limit: usize,
+        within: Duration,
+    ) -> Result<usize, ReadError> {
         match monoio::time::timeout(within, self.fill(limit)).await {
             Ok(r) => r,
             Err(_) => Err(ReadError::Timeout),
@@ -106,7 +111,12 @@ impl BufStream {
 
     /// Writes the first `n` unread bytes of this stream's buffer to `dst` without copying them,
     /// then consumes them.
-    pub async fn relay_to(&mut self, dst: &mut TcpStream, n: usize, within: Duration) -> io::Result<()> {
+    pub async fn relay_to(
+        &mut self,
+        dst: &mut TcpStream,
+        n: usize,
+        within: Duration,
+    ) -> io::Result<()> {
         let n = n.min(self.data().len());
         if n == 0 {
             return Ok(());
@@ -124,7 +134,11 @@ impl BufStream {
     }
 
     /// [`write_all`](Self::write_all) with a deadline; on timeout the buffer is lost.
-    pub async fn write_all_within(&mut self, buf: Vec<u8>, within: Duration) -> io::Result<Vec<u8>> {
+    pub async fn write_all_within(
+        &mut self,
+        buf: Vec<u8>,
+        within: Duration,
+    ) -> io::Result<Vec<u8>> {
         match monoio::time::timeout(within, self.write_all(buf)).await {
             Ok((Ok(()), buf)) => Ok(buf),
             Ok((Err(e), _)) => Err(e),

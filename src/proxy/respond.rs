@@ -168,7 +168,10 @@ mod tests {
     fn dates_format_like_http() {
         assert_eq!(&imf_fixdate(0), b"Thu, 01 Jan 1970 00:00:00 GMT");
         assert_eq!(&imf_fixdate(784_111_777), b"Sun, 06 Nov 1994 08:49:37 GMT");
-        assert_eq!(&imf_fixdate(4_102_444_800), b"Fri, 01 Jan 2100 00:00:00 GMT");
+        assert_eq!(
+            &imf_fixdate(4_102_444_800),
+            b"Fri, 01 Jan 2100 00:00:00 GMT"
+        );
     }
 
     #[test]
@@ -212,7 +215,12 @@ mod tests {
         assert!(text.contains("Content-Length: 0\r\n") && text.ends_with("\r\n\r\n"));
         assert!(text.contains("Connection: close\r\n"));
         let mut out = Vec::new();
-        render_h1(&Synthetic::TooManyRequests { retry_after: 12 }, false, false, &mut out);
+        render_h1(
+            &Synthetic::TooManyRequests { retry_after: 12 },
+            false,
+            false,
+            &mut out,
+        );
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("Retry-After: 12\r\n") && text.ends_with("rate limit exceeded\n"));
     }

@@ -113,8 +113,7 @@ impl Routes {
     pub fn find(&self, host: &str, path: &str) -> Option<&Route> {
         self.routes.iter().find(|r| {
             r.service.host_regexp.is_match(host)
-                && r
-                    .service
+                && r.service
                     .path_regexp
                     .as_ref()
                     .is_none_or(|p| p.is_match(path))

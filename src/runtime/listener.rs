@@ -43,7 +43,13 @@ mod tests {
     #[test]
     fn group_shares_one_port() {
         let group = bind_group("127.0.0.1:0".parse().unwrap(), 3).unwrap();
-        let ports: Vec<u16> = group.iter().map(|l| l.local_addr().unwrap().port()).collect();
-        assert!(ports[0] != 0 && ports.iter().all(|p| *p == ports[0]), "{ports:?}");
+        let ports: Vec<u16> = group
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        assert!(
+            ports[0] != 0 && ports.iter().all(|p| *p == ports[0]),
+            "{ports:?}"
+        );
     }
 }

@@ -132,7 +132,11 @@ pub fn start(settings: Settings) -> Result<Server, RuntimeError> {
             source,
         })?;
     let metrics = Metrics::new(settings.cores);
-    let cpus = if settings.pin { worker::cpu_set() } else { Vec::new() };
+    let cpus = if settings.pin {
+        worker::cpu_set()
+    } else {
+        Vec::new()
+    };
     let mut workers = Vec::with_capacity(settings.cores);
     let mut drivers = Vec::with_capacity(settings.cores);
     for (id, std_listener) in listeners.into_iter().enumerate() {

@@ -118,7 +118,11 @@ fn run(
     });
 }
 
-async fn control_loop(ctx: Rc<CoreCtx>, mut inbox: UnboundedReceiver<Control>, grace: Rc<Cell<Duration>>) {
+async fn control_loop(
+    ctx: Rc<CoreCtx>,
+    mut inbox: UnboundedReceiver<Control>,
+    grace: Rc<Cell<Duration>>,
+) {
     loop {
         let msg = std::future::poll_fn(|cx| Pin::new(&mut inbox).poll_next_unpin(cx)).await;
         match msg {
@@ -166,7 +170,8 @@ async fn accept_loop(ctx: &Rc<CoreCtx>, listener: &TcpListener, active: &Rc<Cell
                 active.set(active.get() + 1);
                 let (ctx, active) = (ctx.clone(), active.clone());
                 monoio::spawn(async move {
-                    let served = CatchUnwind(Box::pin(conn::serve(ctx.clone(), stream, peer))).await;
+                    let served =
+                        CatchUnwind(Box::pin(conn::serve(ctx.clone(), stream, peer))).await;
                     if served.is_err() {
                         ctx.counters().incr(Counter::ConnectionPanics);
                         tracing::error!(core = ctx.id, %peer, "connection task panicked; closed it");
@@ -191,7 +196,11 @@ async fn drain(ctx: &CoreCtx, active: &Cell<usize>, grace: Duration) {
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
     if active.get() > 0 {
-        tracing::warn!(core = ctx.id, open = active.get(), "grace period over; closing connections");
+        tracing::warn!(
+            core = ctx.id,
+            open = active.get(),
+            "grace period over; closing connections"
+        );
     }
 }
 

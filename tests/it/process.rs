@@ -53,7 +53,9 @@ impl Running {
         let deadline = Instant::now() + Duration::from_secs(20);
         while addr.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).expect("aperture did not log its address");
+            let line = rx
+                .recv_timeout(left)
+                .expect("aperture did not log its address");
             if let Some(a) = after(&line, "listening on http://") {
                 addr = Some(a);
             }
@@ -61,7 +63,12 @@ impl Running {
                 wallet = Some(w);
             }
         }
-        Running { child, addr: addr.unwrap(), wallet, _dir: dir }
+        Running {
+            child,
+            addr: addr.unwrap(),
+            wallet,
+            _dir: dir,
+        }
     }
 
     fn pid(&self) -> i32 {
@@ -110,7 +117,11 @@ impl Drop for Running {
 
 fn after(line: &str, marker: &str) -> Option<SocketAddr> {
     let rest = &line[line.find(marker)? + marker.len()..];
-    let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == ':' || c == '[' || c == ']')).unwrap_or(rest.len());
+    let end = rest
+        .find(|c: char| {
+            !(c.is_ascii_alphanumeric() || c == '.' || c == ':' || c == '[' || c == ']')
+        })
+        .unwrap_or(rest.len());
     rest[..end].parse().ok()
 }
 
@@ -120,10 +131,16 @@ fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     let mut proc = Running::start(&service("free", origin.addr, "    auth: \"off\"\n"));
     let mut conn = Conn::open(proc.addr);
     conn.send(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
-    wait_until("the request to reach the origin", Duration::from_secs(10), || origin.holding() == 1);
+    wait_until(
+        "the request to reach the origin",
+        Duration::from_secs(10),
+        || origin.holding() == 1,
+    );
     proc.signal(libc::SIGTERM);
     let addr = proc.addr;
-    wait_until("the listeners to close", Duration::from_secs(10), || std::net::TcpStream::connect(addr).is_err());
+    wait_until("the listeners to close", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(addr).is_err()
+    });
     origin.release();
     let r = conn.read_response(false);
     assert_eq!((r.status, r.text().as_str()), (200, "released"));
@@ -140,20 +157,43 @@ fn a_50_mib_response_streams_in_bounded_memory() {
     let r = get(proc.addr, &format!("/big?n={n}"), "");
     assert_eq!((r.status, r.body.len()), (200, n));
     let (peak, _) = proc.memory_kib();
-    assert!(peak < before + 16 * 1024, "proxy peak RSS grew by {} KiB while streaming 50 MiB", peak - before);
+    assert!(
+        peak < before + 16 * 1024,
+        "proxy peak RSS grew by {} KiB while streaming 50 MiB",
+        peak - before
+    );
 }
 
 #[test]
 fn check_config_exit_codes() {
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/sample-conf.yaml");
-    let ok = Command::new(BIN).args(["--check-config", "--config", sample]).output().unwrap();
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    let ok = Command::new(BIN)
+        .args(["--check-config", "--config", sample])
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
-    std::fs::write(&bad, "listenaddr: \"127.0.0.1:8081\"\ninsecure: true\nsqlite:\n  dbfile: /tmp/x.db\n").unwrap();
-    let out = Command::new(BIN).args(["--check-config", "--config", bad.to_str().unwrap()]).output().unwrap();
+    std::fs::write(
+        &bad,
+        "listenaddr: \"127.0.0.1:8081\"\ninsecure: true\nsqlite:\n  dbfile: /tmp/x.db\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["--check-config", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("databasefilename"), "{text}");
 }
 
@@ -163,9 +203,16 @@ fn fetch_subcommand_pays_and_prints_the_resource() {
     let proxy = Proxy::start(&service("svc", origin.addr, ""), 1);
     let url = format!("http://{}/paid/thing", proxy.addr);
     let wallet = format!("http://{}", proxy.wallet);
-    let out = Command::new(BIN).args(["fetch", &url, "--wallet", &wallet]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["fetch", &url, "--wallet", &wallet])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("origin saw /paid/thing"), "{stdout}");
 }
 
@@ -176,11 +223,20 @@ fn dev_mode_needs_nothing_and_serves_the_whole_flow() {
     let mut proc = Running::spawn(&["--dev", "--basedir", &base, "--cores", "1"], dir);
     let wallet = proc.wallet.expect("the dev wallet address is logged");
     let out = Command::new(BIN)
-        .args(["fetch", &format!("http://{}/hello", proc.addr), "--wallet", &format!("http://{wallet}")])
+        .args([
+            "fetch",
+            &format!("http://{}/hello", proc.addr),
+            "--wallet",
+            &format!("http://{wallet}"),
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("demo origin"), "{stdout}");
     proc.signal(libc::SIGINT);
     assert_eq!(proc.wait_exit(Duration::from_secs(10)), 0);

@@ -29,7 +29,10 @@ fn unpaid_request_gets_go_aperture_402() {
     let fields = resp.all("www-authenticate");
     assert_eq!(fields.len(), 2, "{fields:?}");
     let (mac, invoice) = challenge(&resp);
-    assert_eq!(fields[0], format!("LSAT macaroon=\"{mac}\", invoice=\"{invoice}\""));
+    assert_eq!(
+        fields[0],
+        format!("LSAT macaroon=\"{mac}\", invoice=\"{invoice}\"")
+    );
     assert!(fields[1].starts_with(&format!("L402 macaroon=\"{mac}\", invoice=\"{invoice}\"")));
     assert!(invoice.starts_with("lnbcrt100n1"), "{invoice}");
     assert_eq!(origin.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
@@ -47,12 +50,17 @@ fn pay_then_retry_reaches_the_origin_on_any_path_and_connection() {
     let mut conn = Conn::open(proxy.addr);
     for i in 0..20 {
         let path = format!("/other/{i}");
-        let r = conn.request(format!("GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: {auth}\r\n\r\n").as_bytes());
+        let r = conn.request(
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: {auth}\r\n\r\n").as_bytes(),
+        );
         assert_eq!(r.status, 200);
         assert_eq!(r.text(), format!("origin saw {path}"));
     }
     for _ in 0..16 {
-        assert_eq!(get(proxy.addr, "/x", &format!("Authorization: {auth}\r\n")).status, 200);
+        assert_eq!(
+            get(proxy.addr, "/x", &format!("Authorization: {auth}\r\n")).status,
+            200
+        );
     }
 }
 
@@ -69,17 +77,35 @@ fn upstream_sees_rewritten_authorization_and_forwarded_for() {
     );
     assert_eq!(resp.status, 200);
     let seen = resp.text();
-    assert!(seen.contains(&format!("Authorization: LSAT {mac}:{preimage}\r\nAuthorization: L402 {mac}:{preimage}\r\n")), "{seen}");
-    assert!(seen.contains(&format!("Host: {}\r\n", origin.addr)), "{seen}");
-    assert!(seen.contains("X-Forwarded-For: 203.0.113.7, 127.0.0.1\r\n"), "{seen}");
+    assert!(
+        seen.contains(&format!(
+            "Authorization: LSAT {mac}:{preimage}\r\nAuthorization: L402 {mac}:{preimage}\r\n"
+        )),
+        "{seen}"
+    );
+    assert!(
+        seen.contains(&format!("Host: {}\r\n", origin.addr)),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("X-Forwarded-For: 203.0.113.7, 127.0.0.1\r\n"),
+        "{seen}"
+    );
     assert!(!seen.contains("X-Hop"), "hop-by-hop field leaked: {seen}");
 }
 
 #[test]
 fn bad_tokens_get_a_fresh_402_never_5xx() {
     let origin = Origin::start();
-    let services = format!("{}{}", service("svc", origin.addr, ""), service("other", origin.addr, "    pathregexp: '^/other'\n"))
-        .replace("hostregexp: \".*\"\n    address", "hostregexp: \".*\"\n    address");
+    let services = format!(
+        "{}{}",
+        service("svc", origin.addr, ""),
+        service("other", origin.addr, "    pathregexp: '^/other'\n")
+    )
+    .replace(
+        "hostregexp: \".*\"\n    address",
+        "hostregexp: \".*\"\n    address",
+    );
     let proxy = Proxy::start(&services, 1);
     let auth = buy_token(&proxy, "/a");
     let (mac, preimage) = auth["L402 ".len()..].split_once(':').unwrap();
@@ -104,12 +130,22 @@ fn bad_tokens_get_a_fresh_402_never_5xx() {
         assert_eq!(resp.all("www-authenticate").len(), 2);
     }
     // A token for one service is no good for another ("other" is matched first for /other).
-    let services = format!("{}{}", service("other", origin.addr, "    pathregexp: '^/other'\n"), service("svc", origin.addr, ""));
+    let services = format!(
+        "{}{}",
+        service("other", origin.addr, "    pathregexp: '^/other'\n"),
+        service("svc", origin.addr, "")
+    );
     drop(proxy);
     let proxy = Proxy::start(&services, 1);
     let auth = buy_token(&proxy, "/a");
-    assert_eq!(get(proxy.addr, "/a", &format!("Authorization: {auth}\r\n")).status, 200);
-    assert_eq!(get(proxy.addr, "/other", &format!("Authorization: {auth}\r\n")).status, 402);
+    assert_eq!(
+        get(proxy.addr, "/a", &format!("Authorization: {auth}\r\n")).status,
+        200
+    );
+    assert_eq!(
+        get(proxy.addr, "/other", &format!("Authorization: {auth}\r\n")).status,
+        402
+    );
 }
 
 #[test]
@@ -126,11 +162,17 @@ fn expired_token_gets_a_fresh_402() {
     let caveats = aperture::l402::mint_caveats("svc", None, &[], Some(1_000_000_000));
     let expired = verifier.mint(payment_hash, [9u8; 32], &caveats);
     let auth = format!("L402 {}:{preimage_hex}", expired.to_base64());
-    assert_eq!(get(proxy.addr, "/", &format!("Authorization: {auth}\r\n")).status, 402);
+    assert_eq!(
+        get(proxy.addr, "/", &format!("Authorization: {auth}\r\n")).status,
+        402
+    );
     let caveats = aperture::l402::mint_caveats("svc", None, &[], Some(4_102_444_800));
     let fresh = verifier.mint(payment_hash, [9u8; 32], &caveats);
     let auth = format!("L402 {}:{preimage_hex}", fresh.to_base64());
-    assert_eq!(get(proxy.addr, "/", &format!("Authorization: {auth}\r\n")).status, 200);
+    assert_eq!(
+        get(proxy.addr, "/", &format!("Authorization: {auth}\r\n")).status,
+        200
+    );
 }
 
 #[test]
@@ -140,20 +182,36 @@ fn post_bodies_pass_through_402_and_paid_paths() {
     let body = "x".repeat(1000);
     let mut conn = Conn::open(proxy.addr);
     // Go aperture issue #114: the 402 must not echo the request's Content-Length.
-    let r = conn.request(format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes());
+    let r = conn.request(
+        format!(
+            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
     assert_eq!(r.status, 402);
     assert_eq!(r.header("content-length"), Some("17"));
     // The connection survives the 402 (the small body was drained).
     let (mac, invoice) = challenge(&r);
     let preimage = pay(proxy.wallet, &invoice);
     let auth = format!("Authorization: L402 {mac}:{preimage}\r\n");
-    let r = conn.request(format!("POST /echo HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: {}\r\n\r\n{body}", body.len()).as_bytes());
+    let r = conn.request(
+        format!(
+            "POST /echo HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
     assert_eq!(r.status, 200);
     assert!(r.text().ends_with(&body));
     // Chunked upload passes through and ends where it should.
     let r = conn.request(format!("POST /echo HTTP/1.1\r\nHost: t\r\n{auth}Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").as_bytes());
     assert_eq!(r.status, 200);
-    assert!(r.text().contains("Transfer-Encoding: chunked"), "{}", r.text());
+    assert!(
+        r.text().contains("Transfer-Encoding: chunked"),
+        "{}",
+        r.text()
+    );
     assert!(r.text().ends_with("hello world"), "{}", r.text());
     // A chunked response passes through.
     let r = conn.request(format!("GET /chunked HTTP/1.1\r\nHost: t\r\n{auth}\r\n").as_bytes());
@@ -173,28 +231,41 @@ fn large_response_streams_through() {
 
 #[test]
 fn upstream_down_is_502_and_big_heads_are_431() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let proxy = Proxy::start(&service("free", closed, "    auth: \"off\"\n"), 1);
     let r = get(proxy.addr, "/", "");
     assert_eq!(r.status, 502);
-    let r = get(proxy.addr, "/", &format!("X-Big: {}\r\n", "a".repeat(70 * 1024)));
+    let r = get(
+        proxy.addr,
+        "/",
+        &format!("X-Big: {}\r\n", "a".repeat(70 * 1024)),
+    );
     assert_eq!(r.status, 431);
     let r = Conn::open(proxy.addr).request(b"GARBAGE\r\n\r\n");
     assert_eq!(r.status, 400);
-    let r = Conn::open(proxy.addr).request(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let r = Conn::open(proxy.addr).request(
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
     assert_eq!(r.status, 400);
 }
 
 #[test]
 fn unmatched_host_is_404_and_options_is_local() {
     let origin = Origin::start();
-    let svc = service("svc", origin.addr, "").replace("hostregexp: \".*\"", "hostregexp: '^api\\.example$'");
+    let svc = service("svc", origin.addr, "")
+        .replace("hostregexp: \".*\"", "hostregexp: '^api\\.example$'");
     let proxy = Proxy::start(&svc, 1);
     let r = get(proxy.addr, "/", "");
     assert_eq!((r.status, r.text().as_str()), (404, "404 page not found\n"));
     let r = Conn::open(proxy.addr).request(b"OPTIONS /x HTTP/1.1\r\nHost: api.example\r\n\r\n");
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("access-control-allow-methods"), Some("GET, POST, OPTIONS"));
+    assert_eq!(
+        r.header("access-control-allow-methods"),
+        Some("GET, POST, OPTIONS")
+    );
     let r = Conn::open(proxy.addr).request(b"GET / HTTP/1.1\r\nHost: api.example\r\n\r\n");
     assert_eq!(r.status, 402);
 }
@@ -212,11 +283,18 @@ fn backend_www_authenticate_is_stripped_outside_402() {
 fn saturated_bridge_gets_503_with_retry_after() {
     let origin = Origin::start();
     let proxy = Proxy::start_with(&service("svc", origin.addr, ""), 1, "", 1);
-    proxy.bridge().handle().set_dev_delay(Duration::from_secs(3));
+    proxy
+        .bridge()
+        .handle()
+        .set_dev_delay(Duration::from_secs(3));
     let mut slow = Conn::open(proxy.addr);
     slow.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n");
     let handle = proxy.bridge().handle();
-    wait_until("the first invoice to be in flight", Duration::from_secs(5), || handle.in_flight() == 1);
+    wait_until(
+        "the first invoice to be in flight",
+        Duration::from_secs(5),
+        || handle.in_flight() == 1,
+    );
     let r = get(proxy.addr, "/", "");
     assert_eq!(r.status, 503);
     assert_eq!(r.header("retry-after"), Some("1"));
@@ -233,7 +311,10 @@ fn both_cores_serve_under_many_connections() {
     }
     let per_core = proxy.server().metrics().per_core(Counter::Requests);
     assert_eq!(per_core.iter().sum::<u64>(), 64);
-    assert!(per_core.iter().all(|&n| n > 0), "one core served nothing: {per_core:?}");
+    assert!(
+        per_core.iter().all(|&n| n > 0),
+        "one core served nothing: {per_core:?}"
+    );
 }
 
 #[test]
@@ -242,23 +323,36 @@ fn graceful_shutdown_finishes_in_flight_requests() {
     let mut proxy = Proxy::start(&service("free", origin.addr, "    auth: \"off\"\n"), 2);
     let mut conn = Conn::open(proxy.addr);
     conn.send(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
-    wait_until("the request to reach the origin", Duration::from_secs(5), || origin.holding() == 1);
+    wait_until(
+        "the request to reach the origin",
+        Duration::from_secs(5),
+        || origin.holding() == 1,
+    );
     let server = proxy.server.take().unwrap();
     server.begin_shutdown(Duration::from_secs(10));
     let closed_addr = proxy.addr;
-    wait_until("the listeners to close", Duration::from_secs(5), || std::net::TcpStream::connect(closed_addr).is_err());
+    wait_until("the listeners to close", Duration::from_secs(5), || {
+        std::net::TcpStream::connect(closed_addr).is_err()
+    });
     origin.release();
     let r = conn.read_response(false);
     assert_eq!((r.status, r.text().as_str()), (200, "released"));
     assert_eq!(r.header("connection"), Some("close"));
-    wait_until("the workers to exit", Duration::from_secs(5), || server.finished());
+    wait_until("the workers to exit", Duration::from_secs(5), || {
+        server.finished()
+    });
     server.join();
 }
 
 #[test]
 fn blocked_peers_get_403() {
     let origin = Origin::start();
-    let proxy = Proxy::start_with(&service("svc", origin.addr, ""), 1, "blocklist:\n  - \"127.0.0.0/8\"", 16);
+    let proxy = Proxy::start_with(
+        &service("svc", origin.addr, ""),
+        1,
+        "blocklist:\n  - \"127.0.0.0/8\"",
+        16,
+    );
     let r = get(proxy.addr, "/", "");
     assert_eq!((r.status, r.text().as_str()), (403, "access denied\n"));
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));

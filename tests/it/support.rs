@@ -209,7 +209,11 @@ impl Origin {
     }
 }
 
-fn origin_conn(stream: TcpStream, hits: Arc<AtomicUsize>, held: Arc<(Mutex<(usize, bool)>, Condvar)>) {
+fn origin_conn(
+    stream: TcpStream,
+    hits: Arc<AtomicUsize>,
+    held: Arc<(Mutex<(usize, bool)>, Condvar)>,
+) {
     let mut reader = BufReader::new(stream);
     loop {
         let mut head = Vec::new();
