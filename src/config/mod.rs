@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use regex::Regex;
 
-use crate::l402::ChallengeShape;
+use crate::l402::{ChallengeShape, UpstreamAuthorization};
 
 pub use values::IpNet;
 
@@ -97,6 +97,8 @@ pub struct Config {
     pub max_body_bytes: u64,
     pub upstream_timeout: Duration,
     pub challenge_shape: ChallengeShape,
+    /// Which `Authorization` fields a paid request carries upstream.
+    pub upstream_authorization: UpstreamAuthorization,
     pub blocklist: Vec<IpNet>,
     pub authenticator: Authenticator,
     pub db: Db,

@@ -52,6 +52,7 @@ pub(crate) struct RawConfig {
     pub maxbodybytes: Option<u64>,
     pub upstreamtimeout: Option<String>,
     pub challengeshape: Option<String>,
+    pub upstreamauthorization: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::raw::{RawAuthenticator, RawConfig};
 use super::values::{expand_tilde, parse_duration, parse_go_duration, parse_listen_addr, IpNet};
 use super::{service, Authenticator, Backend, Config, ConfigError, Db, Network, Postgres};
-use crate::l402::ChallengeShape;
+use crate::l402::{ChallengeShape, UpstreamAuthorization};
 
 /// Validation context: where errors point, and the warnings collected so far.
 pub(crate) struct Ctx<'a> {
@@ -66,6 +66,12 @@ pub(crate) fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigErr
     let [idle_timeout, read_timeout, write_timeout, upstream_timeout] = timeouts(&raw, &cx)?;
     let (max_header_bytes, max_body_bytes) = limits(&raw, &cx)?;
     let challenge_shape = challenge_shape(&raw, &mut cx)?;
+    let upstream_authorization = match nonempty(raw.upstreamauthorization.as_deref()) {
+        None => UpstreamAuthorization::default(),
+        Some(s) => s
+            .parse()
+            .map_err(|m| cx.invalid("upstreamauthorization", m))?,
+    };
     let blocklist = blocklist(&raw, &cx)?;
     let autocert = raw.autocert.unwrap_or(false);
     let server_name = nonempty(raw.servername.as_deref()).map(str::to_owned);
@@ -96,6 +102,7 @@ pub(crate) fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigErr
         max_body_bytes,
         upstream_timeout,
         challenge_shape,
+        upstream_authorization,
         blocklist,
         authenticator,
         db,

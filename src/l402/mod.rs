@@ -61,3 +61,27 @@ impl fmt::Display for ChallengeShape {
         })
     }
 }
+
+/// Which `Authorization` fields go upstream for a request with a credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamAuthorization {
+    /// One field, `L402 <macaroon>:<preimage>` (default). `Authorization` is a singleton field
+    /// (RFC 9110 §11.6.2): nginx, for one, answers 400 to a request that carries two.
+    #[default]
+    L402,
+    /// Go aperture's two fields, `LSAT …` then `L402 …`, for backends that expect exactly that.
+    Aperture,
+}
+
+impl FromStr for UpstreamAuthorization {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "l402" => Ok(Self::L402),
+            "aperture" => Ok(Self::Aperture),
+            other => Err(format!(
+                "unknown upstream authorization form {other:?}: use l402 (one field) or aperture (Go aperture's LSAT + L402 pair)"
+            )),
+        }
+    }
+}

@@ -146,6 +146,7 @@ async fn handle(
                             framing,
                             peer: peer.ip(),
                             credential: credential.as_ref(),
+                            authorization: routes.upstream_authorization,
                         };
                         return forward_phase(core, route, req, client, resp, out).await;
                     }

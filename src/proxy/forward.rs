@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::error::Synthetic;
-use crate::l402::{self, Credential};
+use crate::l402::{self, Credential, UpstreamAuthorization};
 use crate::metrics::Counter;
 
 use super::h1::{self, ChunkScanner, Framing, Head, Parse};
@@ -50,6 +50,8 @@ pub struct Outbound<'a> {
     pub peer: IpAddr,
     /// The credential to rewrite `Authorization` from.
     pub credential: Option<&'a Credential>,
+    /// Which `Authorization` fields to send for it.
+    pub authorization: UpstreamAuthorization,
 }
 
 /// Forwards one request on `route` and relays the response.
@@ -186,9 +188,11 @@ fn write_request_head(route: &Route, req: &Outbound<'_>, out: &mut Vec<u8>) {
         push_field(out, name.as_bytes(), value);
     }
     if let Some(cred) = req.credential {
-        for value in l402::upstream_authorization(cred) {
-            push_field(out, b"Authorization", value.as_bytes());
+        let [lsat, l402] = l402::upstream_authorization(cred);
+        if req.authorization == UpstreamAuthorization::Aperture {
+            push_field(out, b"Authorization", lsat.as_bytes());
         }
+        push_field(out, b"Authorization", l402.as_bytes());
     }
     for (name, value) in &route.service.headers {
         push_field(out, name.as_bytes(), value.as_bytes());

@@ -6,7 +6,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use crate::config::{Config, IpNet, Service};
-use crate::l402::ChallengeShape;
+use crate::l402::{ChallengeShape, UpstreamAuthorization};
 
 /// Timeouts and size limits of the data path.
 #[derive(Debug, Clone)]
@@ -43,6 +43,8 @@ pub struct Routes {
     pub limits: Limits,
     /// Which `WWW-Authenticate` fields a 402 carries.
     pub challenge_shape: ChallengeShape,
+    /// Which `Authorization` fields a paid request carries upstream.
+    pub upstream_authorization: UpstreamAuthorization,
     /// Peers answered with 403 before anything else.
     pub blocklist: Vec<IpNet>,
 }
@@ -95,6 +97,7 @@ impl Routes {
                 upstream_timeout: config.upstream_timeout,
             },
             challenge_shape: config.challenge_shape,
+            upstream_authorization: config.upstream_authorization,
             blocklist: config.blocklist.clone(),
         })
     }

@@ -77,12 +77,12 @@ fn upstream_sees_rewritten_authorization_and_forwarded_for() {
     );
     assert_eq!(resp.status, 200);
     let seen = resp.text();
+    // One canonical field by default (nginx rejects two) ...
     assert!(
-        seen.contains(&format!(
-            "Authorization: LSAT {mac}:{preimage}\r\nAuthorization: L402 {mac}:{preimage}\r\n"
-        )),
+        seen.contains(&format!("\r\nAuthorization: L402 {mac}:{preimage}\r\n")),
         "{seen}"
     );
+    assert_eq!(seen.matches("Authorization:").count(), 1, "{seen}");
     assert!(
         seen.contains(&format!("Host: {}\r\n", origin.addr)),
         "{seen}"
@@ -92,6 +92,35 @@ fn upstream_sees_rewritten_authorization_and_forwarded_for() {
         "{seen}"
     );
     assert!(!seen.contains("X-Hop"), "hop-by-hop field leaked: {seen}");
+    // ... and Go aperture's LSAT + L402 pair when asked for.
+    let proxy = Proxy::start_with(
+        &service("svc", origin.addr, ""),
+        1,
+        "upstreamauthorization: aperture",
+        16,
+    );
+    let auth = buy_token(&proxy, "/echo");
+    let (mac, preimage) = auth["L402 ".len()..].split_once(':').unwrap();
+    let seen = get(proxy.addr, "/echo", &format!("Authorization: {auth}\r\n")).text();
+    assert!(
+        seen.contains(&format!(
+            "Authorization: LSAT {mac}:{preimage}\r\nAuthorization: L402 {mac}:{preimage}\r\n"
+        )),
+        "{seen}"
+    );
+    // ... and Go aperture's LSAT + L402 pair when asked for.
+    let proxy = Proxy::start_with(
+        &service("svc", origin.addr, ""),
+        1,
+        "upstreamauthorization: aperture",
+        16,
+    );
+    let auth = buy_token(&proxy, "/echo");
+    let (mac, preimage) = auth["L402 ".len()..].split_once(':').unwrap();
+    let seen = get(proxy.addr, "/echo", &format!("Authorization: {auth}\r\n")).text();
+    let pair =
+        format!("Authorization: LSAT {mac}:{preimage}\r\nAuthorization: L402 {mac}:{preimage}\r\n");
+    assert!(seen.contains(&pair), "{seen}");
 }
 
 #[test]
