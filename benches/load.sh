@@ -36,7 +36,7 @@ WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  for n in origin proxy; do [ -f "$WORK/$n.pid" ] && kill "$(cat "$WORK/$n.pid")" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$WORK"
 }
@@ -46,27 +46,24 @@ NCPU=$(nproc)
 # With more than one CPU, the load generator gets the last one and the proxies the rest.
 if [ "$NCPU" -gt 1 ]; then WRK_CPU=$((NCPU - 1)); else WRK_CPU=0; fi
 
-cat > "$WORK/nginx.conf" <<NGINX
+# Two nginx instances, so that the proxy's CPU time does not include the origin's.
+nginx_conf() { # name server-block
+  cat > "$WORK/$1.conf" <<NGINX
 worker_processes 1;
 daemon on;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
+pid $WORK/$1.pid;
+error_log $WORK/$1-error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
   upstream origin { server 127.0.0.1:18080; keepalive 64; }
-  server { listen 127.0.0.1:18080; location / { return 200 "hello origin\n"; } }
-  server {
-    listen 127.0.0.1:18081;
-    location / {
-      proxy_pass http://origin;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
+  $2
 }
 NGINX
-nginx -c "$WORK/nginx.conf" -p "$WORK"
+  nginx -c "$WORK/$1.conf" -p "$WORK"
+}
+nginx_conf origin 'server { listen 127.0.0.1:18080; location / { return 200 "hello origin\n"; } }'
+nginx_conf proxy 'server { listen 127.0.0.1:18081; location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; } }'
 
 cat > "$WORK/aperture.yaml" <<YAML
 listenaddr: "127.0.0.1:18082"
@@ -105,7 +102,7 @@ STATUS=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: $L402_AUTH" h
 [ "$STATUS" = 200 ] || { echo "paid request got $STATUS" >&2; exit 1; }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-nginx_worker() { pgrep -P "$(cat "$WORK/nginx.pid")" | head -1; }
+nginx_worker() { pgrep -P "$(cat "$WORK/proxy.pid")" | head -1; }
 TICK=$(getconf CLK_TCK)
 
 run() { # name url pid [lua]
