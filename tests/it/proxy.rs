@@ -386,3 +386,31 @@ fn blocked_peers_get_403() {
     assert_eq!((r.status, r.text().as_str()), (403, "access denied\n"));
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));
 }
+
+#[test]
+fn tokens_minted_before_a_restart_verify_after_it() {
+    let origin = Origin::start();
+    let svc = service("svc", origin.addr, "");
+    let proxy = Proxy::start(&svc, 1);
+    let auth = buy_token(&proxy, "/");
+    let basedir = proxy.stop();
+    let proxy = Proxy::start_in(basedir, &svc, 2, "", 16);
+    let r = get(proxy.addr, "/again", &format!("Authorization: {auth}\r\n"));
+    assert_eq!((r.status, r.text().as_str()), (200, "origin saw /again"));
+}
+
+#[test]
+fn a_stalled_request_head_gets_408() {
+    let origin = Origin::start();
+    let proxy = Proxy::start_with(
+        &service("svc", origin.addr, ""),
+        1,
+        "readtimeout: 200ms",
+        16,
+    );
+    let mut conn = Conn::open(proxy.addr);
+    conn.send(b"GET / HTTP/1.1\r\nHost: t\r\n");
+    let r = conn.read_response(false);
+    assert_eq!(r.status, 408);
+    assert!(conn.closed());
+}

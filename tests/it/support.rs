@@ -322,7 +322,23 @@ impl Proxy {
     }
 
     pub fn start_with(services_yaml: &str, cores: usize, top: &str, queue: usize) -> Proxy {
-        let basedir = tempfile::tempdir().unwrap();
+        Self::start_in(
+            tempfile::tempdir().unwrap(),
+            services_yaml,
+            cores,
+            top,
+            queue,
+        )
+    }
+
+    /// Starts a proxy on an existing basedir (to restart over the same state).
+    pub fn start_in(
+        basedir: tempfile::TempDir,
+        services_yaml: &str,
+        cores: usize,
+        top: &str,
+        queue: usize,
+    ) -> Proxy {
         let yaml = format!(
             "listenaddr: \"127.0.0.1:0\"\ninsecure: true\ndbbackend: sqlite\n{top}\n\
              authenticator:\n  network: regtest\n  dev:\n    listenaddr: \"127.0.0.1:0\"\n\
@@ -364,6 +380,18 @@ impl Proxy {
 
     pub fn bridge(&self) -> &lnd_bridge::Bridge {
         self.bridge.as_ref().unwrap()
+    }
+
+    /// Stops the proxy and hands back its basedir.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        if let Some(server) = self.server.take() {
+            server.shutdown(Duration::from_secs(2));
+        }
+        if let Some(bridge) = self.bridge.take() {
+            bridge.shutdown();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.basedir, dir)
     }
 
     pub fn master_secret(&self) -> [u8; 32] {
