@@ -18,4 +18,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== cargo test"
 mkdir -p target
-cargo test --workspace 2>&1 | tee target/test.log
+# Library, binary and integration tests of every crate (there are no doctests).
+cargo test --workspace --lib --bins --tests 2>&1 | tee target/test.log
+
+# One closing line for the whole run, in the plain "N passed, N failed" form.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "all suites: %d passed, %d failed\n", p, f; exit (f > 0) }' target/test.log

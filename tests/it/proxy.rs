@@ -414,3 +414,17 @@ fn a_stalled_request_head_gets_408() {
     assert_eq!(r.status, 408);
     assert!(conn.closed());
 }
+
+#[test]
+fn configured_headers_replace_client_values_and_prefix_rewrites_the_path() {
+    let origin = Origin::start();
+    let extra = "    auth: \"off\"\n    headers:\n      X-Api-Key: \"from-config\"\n";
+    let proxy = Proxy::start(&service("free", origin.addr, extra), 1);
+    let seen = get(proxy.addr, "/echo", "X-Api-Key: from-client\r\n").text();
+    assert!(seen.contains("X-Api-Key: from-config\r\n"), "{seen}");
+    assert!(!seen.contains("from-client"), "{seen}");
+    let extra = "    auth: \"off\"\n    rewrite:\n      prefix: \"/api/v2\"\n";
+    let proxy = Proxy::start(&service("free", origin.addr, extra), 1);
+    let r = get(proxy.addr, "/items?id=1", "");
+    assert_eq!(r.text(), "origin saw /api/v2/items?id=1");
+}
