@@ -7,16 +7,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Auth;
 use crate::error::{Challenge, Synthetic};
-use crate::l402::{self, AuthOutcome, Credential, VerifyRequest};
+use std::rc::Rc;
+
+use crate::l402::{self, AuthOutcome, CredentialSource, VerifyRequest};
 use crate::metrics::Counter;
 
 use super::h1::Head;
+use super::tokens::Upstream;
 use super::{CoreCtx, Route, BRIDGE_WAIT};
 
 /// What the authenticate phase decided.
 pub enum Decision {
-    /// Forward; rewrite `Authorization` upstream from this credential when there is one.
-    Forward(Option<Credential>),
+    /// Forward; replace `Authorization` upstream with these fields when there are some.
+    Forward(Option<Upstream>),
     /// Answer locally.
     Answer(Synthetic),
 }
@@ -42,7 +45,7 @@ pub async fn authorize(core: &CoreCtx, route: &Route, head: &Head) -> Decision {
         let first = l402::parse_credentials(head.fields())
             .into_iter()
             .find_map(Result::ok);
-        return Decision::Forward(first);
+        return Decision::Forward(first.map(|c| Rc::new(l402::upstream_authorization(&c))));
     }
     let now = now_unix();
     let req = VerifyRequest {
@@ -50,10 +53,23 @@ pub async fn authorize(core: &CoreCtx, route: &Route, head: &Head) -> Decision {
         capability: None,
         now_unix: now,
     };
+    let single = single_authorization(head);
+    if let Some(upstream) = single.and_then(|v| core.tokens.get(v, &service.name, now)) {
+        core.counters().incr(Counter::TokensAccepted);
+        return Decision::Forward(Some(upstream));
+    }
     match core.verifier.authenticate(head.fields(), &req) {
         AuthOutcome::Accepted { credential, .. } => {
             core.counters().incr(Counter::TokensAccepted);
-            return Decision::Forward(Some(credential));
+            // Only a credential that came from that one Authorization value may be cached
+            // under it (a valid Macaroon header next to a Bearer value must not be).
+            let upstream = match (single, credential.source) {
+                (Some(value), CredentialSource::Authorization(_)) => {
+                    core.tokens.insert(value, &service.name, &credential)
+                }
+                _ => Rc::new(l402::upstream_authorization(&credential)),
+            };
+            return Decision::Forward(Some(upstream));
         }
         AuthOutcome::Rejected(reason) => {
             core.counters().incr(Counter::TokensRejected);
@@ -69,6 +85,15 @@ pub async fn authorize(core: &CoreCtx, route: &Route, head: &Head) -> Decision {
         return Decision::Answer(Synthetic::Unauthorized);
     }
     Decision::Answer(challenge(core, route, now).await)
+}
+
+/// The value of the request's `Authorization` field when there is exactly one.
+fn single_authorization(head: &Head) -> Option<&[u8]> {
+    let mut fields = head
+        .fields()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("authorization"));
+    let first = fields.next()?.1;
+    fields.next().is_none().then_some(first)
 }
 
 /// Asks the bridge for an invoice and mints the macaroon bound to its payment hash.

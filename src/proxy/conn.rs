@@ -140,12 +140,12 @@ async fn handle(
                 None => Local(Synthetic::NotFound, framing, true),
                 Some(route) => match auth::authorize(core, route, head).await {
                     Decision::Answer(synthetic) => Local(synthetic, framing, true),
-                    Decision::Forward(credential) => {
+                    Decision::Forward(upstream_auth) => {
                         let req = Outbound {
                             head,
                             framing,
                             peer: peer.ip(),
-                            credential: credential.as_ref(),
+                            upstream_auth: upstream_auth.as_deref(),
                             authorization: routes.upstream_authorization,
                         };
                         return forward_phase(core, route, req, client, resp, out).await;

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::error::Synthetic;
-use crate::l402::{self, Credential, UpstreamAuthorization};
+use crate::l402::UpstreamAuthorization;
 use crate::metrics::Counter;
 
 use super::h1::{self, ChunkScanner, Framing, Head, Parse};
@@ -48,8 +48,8 @@ pub struct Outbound<'a> {
     pub framing: Framing,
     /// The TCP peer, for `X-Forwarded-For`.
     pub peer: IpAddr,
-    /// The credential to rewrite `Authorization` from.
-    pub credential: Option<&'a Credential>,
+    /// The `Authorization` fields (`LSAT …`, `L402 …`) that replace the client's.
+    pub upstream_auth: Option<&'a [String; 2]>,
     /// Which `Authorization` fields to send for it.
     pub authorization: UpstreamAuthorization,
 }
@@ -172,7 +172,7 @@ fn write_request_head(route: &Route, req: &Outbound<'_>, out: &mut Vec<u8>) {
             || name.eq_ignore_ascii_case("host")
             || name.eq_ignore_ascii_case("content-length")
             || name.eq_ignore_ascii_case("expect")
-            || (req.credential.is_some() && name.eq_ignore_ascii_case("authorization"))
+            || (req.upstream_auth.is_some() && name.eq_ignore_ascii_case("authorization"))
             || route
                 .service
                 .headers
@@ -187,8 +187,7 @@ fn write_request_head(route: &Route, req: &Outbound<'_>, out: &mut Vec<u8>) {
         }
         push_field(out, name.as_bytes(), value);
     }
-    if let Some(cred) = req.credential {
-        let [lsat, l402] = l402::upstream_authorization(cred);
+    if let Some([lsat, l402]) = req.upstream_auth {
         if req.authorization == UpstreamAuthorization::Aperture {
             push_field(out, b"Authorization", lsat.as_bytes());
         }

@@ -11,6 +11,7 @@ pub mod io;
 pub mod pool;
 pub mod respond;
 pub mod route;
+pub mod tokens;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -40,6 +41,8 @@ pub struct CoreCtx {
     pub metrics: Metrics,
     /// Idle upstream connections of this core.
     pub pool: pool::Pool,
+    /// Credentials this core verified recently.
+    pub tokens: tokens::TokenCache,
     /// Set once when the core drains for shutdown.
     pub shutdown: Rc<Shutdown>,
 }

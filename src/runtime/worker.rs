@@ -104,6 +104,7 @@ fn run(
             bridge: spec.bridge,
             metrics: spec.metrics,
             pool: Pool::new(POOL_IDLE),
+            tokens: Default::default(),
             shutdown: Rc::new(Shutdown::default()),
         });
         let grace = Rc::new(Cell::new(Duration::from_secs(10)));
@@ -134,6 +135,7 @@ async fn control_loop(
             Some(Control::Routes(routes)) => {
                 *ctx.routes.borrow_mut() = routes;
                 ctx.pool.clear();
+                ctx.tokens.clear();
             }
             // The server handle is gone: nobody can ask for a drain any more, so drain now.
             None => {

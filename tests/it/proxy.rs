@@ -428,3 +428,29 @@ fn configured_headers_replace_client_values_and_prefix_rewrites_the_path() {
     let r = get(proxy.addr, "/items?id=1", "");
     assert_eq!(r.text(), "origin saw /api/v2/items?id=1");
 }
+
+#[test]
+fn a_macaroon_header_beside_a_bearer_value_is_not_cached_under_it() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&service("svc", origin.addr, ""), 1);
+    let auth = buy_token(&proxy, "/");
+    let (mac, preimage) = auth["L402 ".len()..].split_once(':').unwrap();
+    // The Loop / Go-client form: hex macaroon with an appended preimage caveat.
+    let mut m = aperture::l402::macaroon_from_base64(mac).unwrap();
+    m.add_first_party_caveat(format!("preimage={preimage}"));
+    let hex_mac = hex::encode(m.encode_v2());
+    let both = format!("Authorization: Bearer abc\r\nMacaroon: {hex_mac}\r\n");
+    assert_eq!(get(proxy.addr, "/", &both).status, 200);
+    assert_eq!(get(proxy.addr, "/", &both).status, 200);
+    assert_eq!(
+        get(proxy.addr, "/", "Authorization: Bearer abc\r\n").status,
+        402
+    );
+    // A cached L402 value keeps working, and a tampered one does not ride on it.
+    let good = format!("Authorization: {auth}\r\n");
+    assert_eq!(get(proxy.addr, "/", &good).status, 200);
+    assert_eq!(get(proxy.addr, "/", &good).status, 200);
+    let flipped = if auth.ends_with('0') { '1' } else { '0' };
+    let bad = format!("Authorization: {}{flipped}\r\n", &auth[..auth.len() - 1]);
+    assert_eq!(get(proxy.addr, "/", &bad).status, 402);
+}

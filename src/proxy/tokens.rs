@@ -1,0 +1,141 @@
+//! Per-core cache of verified credentials, keyed by the exact `Authorization` field value and
+//! the service. A repeat request from a paying client then skips base64 decoding, the HMAC chain,
+//! the caveat checks and the re-serialisation of the upstream header: identical bytes are an
+//! identical credential, so the only things that can change the verdict are time (the expiry is
+//! kept and checked on every hit) and revocation (the cache is cleared when that arrives).
+//! Core-local (`RefCell`), bounded (cleared whole when full: cheap, and a cold miss only costs
+//! one ordinary verification).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use crate::l402::{self, Credential};
+
+/// Entries kept per core before the cache is cleared.
+pub const CAPACITY: usize = 4096;
+
+/// The `Authorization` fields rendered for the upstream (`LSAT …`, `L402 …`).
+pub type Upstream = Rc<[String; 2]>;
+
+struct Entry {
+    service: Rc<str>,
+    /// The token stops verifying at this Unix second (exclusive), if it expires.
+    expires: Option<u64>,
+    upstream: Upstream,
+}
+
+/// The cache of one core.
+#[derive(Default)]
+pub struct TokenCache {
+    map: RefCell<HashMap<Box<[u8]>, Entry>>,
+}
+
+impl TokenCache {
+    /// The upstream fields of a credential verified before for `service`, still valid at `now`.
+    pub fn get(&self, value: &[u8], service: &str, now: u64) -> Option<Upstream> {
+        let map = self.map.borrow();
+        let entry = map.get(value)?;
+        let fresh = entry.expires.is_none_or(|t| now < t);
+        (fresh && &*entry.service == service).then(|| entry.upstream.clone())
+    }
+
+    /// Remembers a credential that just verified for `service` from the field value `value`.
+    pub fn insert(&self, value: &[u8], service: &str, credential: &Credential) -> Upstream {
+        let upstream: Upstream = Rc::new(l402::upstream_authorization(credential));
+        let mut map = self.map.borrow_mut();
+        if map.len() >= CAPACITY {
+            map.clear();
+        }
+        map.insert(
+            value.into(),
+            Entry {
+                service: service.into(),
+                expires: expiry(credential, service),
+                upstream: upstream.clone(),
+            },
+        );
+        upstream
+    }
+
+    /// Forgets everything (revocation, reload).
+    pub fn clear(&self) {
+        self.map.borrow_mut().clear();
+    }
+
+    /// Entries now.
+    pub fn len(&self) -> usize {
+        self.map.borrow().len()
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The earliest `<service>_valid_until` or bare `valid_until` of a verified credential: verification
+/// already enforced that later values only tighten, so the minimum is the one in force.
+fn expiry(credential: &Credential, service: &str) -> Option<u64> {
+    credential
+        .macaroon
+        .caveat_slices()
+        .filter_map(l402::split_caveat)
+        .filter(|(cond, _)| {
+            *cond == b"valid_until"
+                || cond
+                    .strip_suffix(b"_valid_until")
+                    .is_some_and(|svc| svc == service.as_bytes())
+        })
+        .filter_map(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+        .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::l402::{CredentialSource, Macaroon, Scheme};
+
+    fn cred(caveats: &[&str]) -> Credential {
+        Credential {
+            macaroon: Macaroon::mint(&[1; 32], "lsat", &[0; 66], caveats),
+            preimage: [2; 32],
+            source: CredentialSource::Authorization(Scheme::L402),
+        }
+    }
+
+    #[test]
+    fn hits_only_for_the_same_service_and_before_expiry() {
+        let cache = TokenCache::default();
+        let c = cred(&[
+            "services=svc:0",
+            "svc_valid_until=100",
+            "valid_until=90",
+            "other_valid_until=5",
+        ]);
+        let up = cache.insert(b"L402 x:y", "svc", &c);
+        assert!(up[1].starts_with("L402 "));
+        assert!(cache.get(b"L402 x:y", "svc", 89).is_some());
+        assert!(
+            cache.get(b"L402 x:y", "svc", 90).is_none(),
+            "bare valid_until applies"
+        );
+        assert!(cache.get(b"L402 x:y", "other", 10).is_none());
+        assert!(cache.get(b"L402 x:z", "svc", 10).is_none());
+        cache.clear();
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn stays_bounded() {
+        let cache = TokenCache::default();
+        let c = cred(&[]);
+        for i in 0..CAPACITY + 10 {
+            cache.insert(format!("v{i}").as_bytes(), "svc", &c);
+        }
+        assert!(cache.len() <= CAPACITY);
+        assert!(cache
+            .get(format!("v{}", CAPACITY + 9).as_bytes(), "svc", 0)
+            .is_some());
+    }
+}
