@@ -2,7 +2,7 @@
 //!
 //! The crate is layered; a lower layer never imports a higher one:
 //! - layer 0, pure (no I/O, no threads, no clock reads): [`l402`], [`error`];
-//! - layer 1: [`config`], [`store`], [`metrics`];
+//! - layer 1: [`config`], [`store`], [`metrics`], [`admin`] (the std-only metrics listener);
 //! - layer 2, the data path on monoio: [`proxy`];
 //! - layer 3: [`runtime`] (pinned worker threads, listeners, control inboxes).
 //!
@@ -12,6 +12,7 @@
 pub mod error;
 pub mod l402;
 
+pub mod admin;
 pub mod config;
 pub mod metrics;
 pub mod store;

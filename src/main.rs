@@ -5,11 +5,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 
+use aperture::admin::Admin;
 use aperture::cli::{self, Cli, Command};
 use aperture::config::{self, Backend, Config, ConfigError, Network};
 use aperture::proxy::Routes;
@@ -190,15 +192,39 @@ fn run(cli: &Cli) -> Result<()> {
         drivers = ?server.drivers(),
         "aperture listening on http://{addr}"
     );
+    let ready = Arc::new(AtomicBool::new(true)); // the workers serve once `start` returns
+    let admin = start_admin(config.prometheus, &server, &ready)?;
     if cli.dev {
         print_dev_walkthrough(addr, bridge.wallet_addr());
     }
-    wait_and_drain(server);
+    wait_and_drain(server, &ready);
+    if let Some(admin) = admin {
+        admin.shutdown();
+    }
     bridge.shutdown();
     Ok(())
 }
 
-fn wait_and_drain(server: runtime::Server) {
+/// The metrics and health listener, when `prometheus` is enabled; `/readyz` follows `ready`.
+fn start_admin(
+    addr: Option<SocketAddr>,
+    server: &runtime::Server,
+    ready: &Arc<AtomicBool>,
+) -> Result<Option<Admin>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let ready = ready.clone();
+    let admin = Admin::start(
+        addr,
+        server.metrics().clone(),
+        Arc::new(move || ready.load(Ordering::Relaxed)),
+        Arc::new(|_: &mut String| {}),
+    )
+    .with_context(|| format!("cannot listen for metrics on {addr} (prometheus.listenaddr)"))?;
+    tracing::info!("admin listening on http://{}", admin.local_addr());
+    Ok(Some(admin))
+}
+
+fn wait_and_drain(server: runtime::Server, ready: &AtomicBool) {
     loop {
         match signal::wait(Duration::from_secs(3600)) {
             Some(signal::Signal::Terminate) => break,
@@ -209,6 +235,7 @@ fn wait_and_drain(server: runtime::Server) {
         }
     }
     tracing::info!("draining: finishing in-flight requests (a second signal exits at once)");
+    ready.store(false, Ordering::Relaxed); // load balancers stop sending while we drain
     server.begin_shutdown(GRACE);
     while !server.finished() {
         if signal::wait(Duration::from_millis(50)) == Some(signal::Signal::Terminate) {

@@ -1,0 +1,221 @@
+//! The admin listener: scraped after real traffic through the in-process proxy, and in the
+//! binary (`prometheus.enabled`), where `/readyz` turns 503 while draining.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aperture::admin::Admin;
+
+use crate::support::{buy_token, get, service, wait_until, Conn, Origin, Proxy};
+
+/// One request to the admin listener; returns (status, body).
+fn fetch(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect admin");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read admin answer");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a complete answer");
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap();
+    (status, body.to_string())
+}
+
+/// The value of the sample `series` (name plus labels, exactly as exposed).
+fn sample(text: &str, series: &str) -> Option<i64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn sum_of(text: &str, name: &str) -> i64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+        .sum()
+}
+
+#[test]
+fn metrics_count_real_traffic() {
+    let origin = Origin::start();
+    let free = service(
+        "free",
+        origin.addr,
+        "    pathregexp: \"^/free\"\n    auth: \"off\"\n",
+    );
+    let paid = service("paid", origin.addr, "");
+    let proxy = Proxy::start(&format!("{free}{paid}"), 2);
+
+    let auth = buy_token(&proxy, "/paid"); // one 402, one challenge
+    let r = get(proxy.addr, "/paid", &format!("Authorization: {auth}\r\n"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let free_requests = 4;
+    for i in 0..free_requests {
+        assert_eq!(get(proxy.addr, &format!("/free/{i}"), "").status, 200);
+    }
+    let sent = 2 + free_requests;
+
+    let admin = Admin::start(
+        "127.0.0.1:0".parse().unwrap(),
+        proxy.server().metrics().clone(),
+        Arc::new(|| true),
+        Arc::new(|s: &mut String| s.push_str("# TYPE extra_gauge gauge\nextra_gauge 42\n")),
+    )
+    .expect("admin");
+    let addr = admin.local_addr();
+    // A core counts a forwarded response and closes its connection after the client already
+    // has the answer: wait until every connection has ended, after which nothing moves.
+    wait_until(
+        "every proxy connection to close",
+        Duration::from_secs(10),
+        || {
+            let text = fetch(addr, "/metrics").1;
+            sample(&text, "aperture_connections_accepted_total") == Some(sent)
+                && sum_of(&text, "aperture_connections_active") == 0
+        },
+    );
+    let (status, text) = fetch(addr, "/metrics");
+    assert_eq!(status, 200);
+    for (series, want) in [
+        ("aperture_requests_total", sent),
+        ("aperture_challenges_minted_total", 1),
+        ("aperture_tokens_accepted_total", 1),
+        ("aperture_tokens_rejected_total", 0),
+        ("aperture_forwarded_total", 1 + free_requests),
+        ("aperture_responses_total{class=\"2xx\"}", 1 + free_requests),
+        ("aperture_responses_total{class=\"4xx\"}", 1),
+        ("aperture_responses_total{class=\"5xx\"}", 0),
+        ("aperture_upstream_errors_total", 0),
+        ("aperture_bridge_unavailable_total", 0),
+        ("aperture_connection_panics_total", 0),
+        ("aperture_connections_accepted_total", sent),
+        ("extra_gauge", 42),
+    ] {
+        assert_eq!(sample(&text, series), Some(want), "{series} in\n{text}");
+    }
+    assert_eq!(
+        sum_of(&text, "aperture_requests_core_total"),
+        sent,
+        "{text}"
+    );
+    assert!(sample(&text, "aperture_requests_core_total{core=\"1\"}").is_some());
+    assert_eq!(fetch(addr, "/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(fetch(addr, "/readyz"), (200, "ready\n".to_string()));
+    assert_eq!(fetch(addr, "/debug/pprof/").0, 404);
+    admin.shutdown();
+    assert!(TcpStream::connect(addr).is_err(), "admin still listening");
+}
+
+/// Kills the child if a test fails half-way.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the binary with `prometheus` on port 0; returns it with the proxy and admin addresses.
+fn spawn_with_admin(
+    dir: &tempfile::TempDir,
+    origin: SocketAddr,
+) -> (Child, SocketAddr, SocketAddr) {
+    let config = dir.path().join("aperture.yaml");
+    let yaml = format!(
+        "listenaddr: \"127.0.0.1:0\"\ninsecure: true\ndbbackend: sqlite\n\
+         prometheus:\n  enabled: true\n  listenaddr: \"127.0.0.1:0\"\n\
+         authenticator:\n  network: regtest\n  dev:\n    listenaddr: \"127.0.0.1:0\"\n\
+         services:\n{}",
+        service("free", origin, "    auth: \"off\"\n")
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_aperture"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--basedir")
+            .arg(dir.path())
+            .args(["--cores", "1"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn aperture"),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut proxy, mut admin) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while proxy.is_none() || admin.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("aperture did not log both addresses");
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok());
+        if line.contains("admin listening on http://") {
+            admin = addr;
+        } else if line.contains("aperture listening on http://") {
+            proxy = addr;
+        }
+    }
+    (child, proxy.unwrap(), admin.unwrap())
+}
+
+#[test]
+fn binary_serves_admin_and_turns_unready_while_draining() {
+    let origin = Origin::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, proxy, admin) = spawn_with_admin(&dir, origin.addr);
+    assert_eq!(fetch(admin, "/readyz"), (200, "ready\n".to_string()));
+    let mut conn = Conn::open(proxy);
+    conn.send(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
+    wait_until(
+        "the request to reach the origin",
+        Duration::from_secs(10),
+        || origin.holding() == 1,
+    );
+    let text = fetch(admin, "/metrics").1;
+    assert_eq!(sample(&text, "aperture_requests_total"), Some(1), "{text}");
+    assert_eq!(
+        sample(&text, "aperture_connections_active{core=\"0\"}"),
+        Some(1),
+        "{text}"
+    );
+    // SAFETY: kill(2) on our own child's pid with a valid signal number.
+    unsafe {
+        libc::kill(child.0.id() as i32, libc::SIGTERM);
+    }
+    wait_until(
+        "/readyz to turn 503 while draining",
+        Duration::from_secs(10),
+        || fetch(admin, "/readyz") == (503, "not ready\n".to_string()),
+    );
+    assert_eq!(fetch(admin, "/healthz").0, 200);
+    origin.release();
+    assert_eq!(conn.read_response(false).status, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "aperture did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        TcpStream::connect(admin).is_err(),
+        "admin outlived the process"
+    );
+}
