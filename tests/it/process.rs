@@ -56,7 +56,7 @@ impl Running {
             let line = rx
                 .recv_timeout(left)
                 .expect("aperture did not log its address");
-            if let Some(a) = after(&line, "listening on http://") {
+            if let Some(a) = after(&line, "aperture listening on http://") {
                 addr = Some(a);
             }
             if let Some(w) = after(&line, "wallet at http://") {

@@ -1,0 +1,151 @@
+//! The rate-limit phase. Every client key is owned by exactly one core
+//! (`ratelimit::owner_core`): its buckets live there and nowhere else, so a client gets exactly
+//! the configured rate and burst whatever `--cores` is and however many connections it opens.
+//! IP-keyed clients are steered to their owner core by the listener group's CBPF program, so
+//! their decisions are local; a decision for a key owned by another core (a token used from
+//! several addresses, or steering turned off behind a load balancer) is a message to the owner's
+//! peer inbox and a reply on a oneshot: no lock is shared between cores.
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+
+use crate::error::Synthetic;
+use crate::metrics::Counter;
+use crate::ratelimit::{self, ClientKey, Decision, Limiter, RuleSet};
+
+use super::{CoreCtx, Route, Routes};
+
+/// How long a core waits for the owner core's decision before it lets the request through.
+const PEER_WAIT: Duration = Duration::from_secs(1);
+
+/// A question from one core to the core that owns a key.
+pub struct PeerCheck {
+    /// Route index in the routing snapshot both cores share.
+    pub route: usize,
+    /// The client.
+    pub key: ClientKey,
+    /// Indices of the route's rules that match the request path.
+    pub rules: Vec<usize>,
+    /// When the request arrived (`now_ns`).
+    pub now_ns: u64,
+    /// Where the decision goes.
+    pub reply: oneshot::Sender<Decision>,
+}
+
+/// Messages between worker cores.
+pub enum PeerMsg {
+    /// Decide a rate limit for a key this core owns.
+    Check(PeerCheck),
+}
+
+/// The limiters of one core: one per route, holding the buckets of the keys this core owns.
+pub struct CoreLimits {
+    limiters: RefCell<Vec<Limiter>>,
+}
+
+impl CoreLimits {
+    /// Limiters for every route of `routes`.
+    pub fn new(routes: &Routes, seed: u64) -> Self {
+        let limiters = routes
+            .routes
+            .iter()
+            .map(|route| Limiter::new(rule_set(route), ratelimit::DEFAULT_CAPACITY, seed))
+            .collect();
+        Self {
+            limiters: RefCell::new(limiters),
+        }
+    }
+
+    /// Decides for a key this core owns.
+    pub fn check_local(&self, route: usize, key: &ClientKey, rules: &[usize], now_ns: u64) -> Decision {
+        match self.limiters.borrow_mut().get_mut(route) {
+            Some(limiter) => limiter.check(key, rules, now_ns),
+            None => Decision::Allow,
+        }
+    }
+}
+
+fn rule_set(route: &Route) -> RuleSet {
+    let mut set = RuleSet::new();
+    for rule in &route.service.rate_limits {
+        let regex = rule.path_regexp.as_ref().map_or("", |r| r.as_str());
+        let identity = format!("{regex}|{}|{:?}|{}", rule.requests, rule.per, rule.burst);
+        let per_ns = u64::try_from(rule.per.as_nanos()).unwrap_or(u64::MAX);
+        // Config validation already refused zero requests and periods.
+        let _ = set.push(identity, rule.requests, per_ns, rule.burst);
+    }
+    set
+}
+
+/// Nanoseconds on a process-wide monotonic clock shared by every core.
+pub fn now_ns() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Runs the rate-limit phase: `Some(429)` when any matching rule denies.
+pub async fn limit(core: &CoreCtx, route: &Route, key: ClientKey, path: &str) -> Option<Synthetic> {
+    let rules: Vec<usize> = route
+        .service
+        .rate_limits
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.path_regexp.as_ref().is_none_or(|re| re.is_match(path)))
+        .map(|(i, _)| i)
+        .collect();
+    if rules.is_empty() {
+        return None;
+    }
+    let now = now_ns();
+    let owner = ratelimit::owner_core(&key, core.peers.len());
+    let decision = if owner == core.id {
+        core.limits.check_local(route.index, &key, &rules, now)
+    } else {
+        ask_owner(core, owner, route.index, key, rules, now).await
+    };
+    match decision {
+        Decision::Allow => None,
+        Decision::Deny { retry_after_secs } => {
+            core.counters().incr(Counter::RateLimited);
+            Some(Synthetic::TooManyRequests {
+                retry_after: retry_after_secs,
+            })
+        }
+    }
+}
+
+async fn ask_owner(core: &CoreCtx, owner: usize, route: usize, key: ClientKey, rules: Vec<usize>, now_ns: u64) -> Decision {
+    let (reply, answer) = oneshot::channel();
+    let msg = PeerMsg::Check(PeerCheck {
+        route,
+        key,
+        rules,
+        now_ns,
+        reply,
+    });
+    let sent = core.peers.get(owner).is_some_and(|tx| tx.unbounded_send(msg).is_ok());
+    if sent {
+        if let Ok(Ok(decision)) = monoio::time::timeout(PEER_WAIT, answer).await {
+            return decision;
+        }
+    }
+    // The owner is draining or stuck: failing open keeps paid traffic flowing.
+    tracing::warn!(core = core.id, owner, "no rate-limit decision from the owner core; allowing");
+    Decision::Allow
+}
+
+/// Serves the decisions other cores ask this core for, until every sender is gone.
+pub async fn serve_peers(core: std::rc::Rc<CoreCtx>, mut inbox: futures_channel::mpsc::UnboundedReceiver<PeerMsg>) {
+    while let Some(msg) = std::future::poll_fn(|cx| futures_core::Stream::poll_next(std::pin::Pin::new(&mut inbox), cx)).await {
+        match msg {
+            PeerMsg::Check(c) => {
+                let decision = core.limits.check_local(c.route, &c.key, &c.rules, c.now_ns);
+                let _ = c.reply.send(decision);
+            }
+        }
+    }
+}
