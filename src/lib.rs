@@ -11,6 +11,7 @@
 
 pub mod error;
 pub mod l402;
+pub mod ratelimit;
 
 pub mod admin;
 pub mod config;

@@ -5,6 +5,7 @@
 
 pub mod listener;
 pub mod signal;
+pub mod steer;
 mod worker;
 
 use std::net::SocketAddr;
