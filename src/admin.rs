@@ -311,6 +311,16 @@ const TOTALS: &[(&str, &str, Counter)] = &[
         Counter::ConnectionsAccepted,
     ),
     (
+        "aperture_ratelimit_allowed_total",
+        "Requests to rate-limited services that every matching rule allowed.",
+        Counter::RateLimitAllowed,
+    ),
+    (
+        "aperture_ratelimit_denied_total",
+        "Requests denied by a rate limit (429).",
+        Counter::RateLimited,
+    ),
+    (
         "aperture_connection_panics_total",
         "Connection tasks that panicked (only that connection was closed).",
         Counter::ConnectionPanics,
@@ -429,7 +439,7 @@ mod tests {
                 assert!(types.contains(name), "sample before its TYPE: {l}");
             }
         }
-        assert_eq!(types.len(), 12);
+        assert_eq!(types.len(), 14);
         assert!(out.ends_with('\n'));
     }
 

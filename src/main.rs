@@ -185,6 +185,7 @@ fn run(cli: &Cli) -> Result<()> {
         routes: Arc::new(routes),
         master_secret,
         bridge: bridge.handle(),
+        steer: config.rate_limit_steering,
     })?;
     let addr = server.local_addr();
     tracing::info!(

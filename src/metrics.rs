@@ -33,6 +33,10 @@ pub enum Counter {
     Status3xx,
     Status4xx,
     Status5xx,
+    /// Requests a rate limit let through (services with rules only).
+    RateLimitAllowed,
+    /// Requests a rate limit denied (429).
+    RateLimited,
     /// Connection tasks that panicked (only that connection was closed).
     ConnectionPanics,
 }

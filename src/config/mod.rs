@@ -99,6 +99,9 @@ pub struct Config {
     pub challenge_shape: ChallengeShape,
     /// Which `Authorization` fields a paid request carries upstream.
     pub upstream_authorization: UpstreamAuthorization,
+    /// Steer connections to cores by client /24 (/48) so IP-keyed rate-limit decisions stay on
+    /// the accepting core (`ratelimitsteering: ip`, the default) or not (`off`).
+    pub rate_limit_steering: bool,
     pub blocklist: Vec<IpNet>,
     pub authenticator: Authenticator,
     pub db: Db,

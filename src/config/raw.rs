@@ -53,6 +53,7 @@ pub(crate) struct RawConfig {
     pub upstreamtimeout: Option<String>,
     pub challengeshape: Option<String>,
     pub upstreamauthorization: Option<String>,
+    pub ratelimitsteering: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -66,6 +66,16 @@ pub(crate) fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigErr
     let [idle_timeout, read_timeout, write_timeout, upstream_timeout] = timeouts(&raw, &cx)?;
     let (max_header_bytes, max_body_bytes) = limits(&raw, &cx)?;
     let challenge_shape = challenge_shape(&raw, &mut cx)?;
+    let rate_limit_steering = match nonempty(raw.ratelimitsteering.as_deref()) {
+        None | Some("ip") => true,
+        Some("off") => false,
+        Some(other) => {
+            return Err(cx.invalid(
+                "ratelimitsteering",
+                format!("unknown value {other:?}: use ip (steer connections to cores by client address, the default) or off (behind a load balancer that owns every connection)"),
+            ))
+        }
+    };
     let upstream_authorization = match nonempty(raw.upstreamauthorization.as_deref()) {
         None => UpstreamAuthorization::default(),
         Some(s) => s
@@ -103,6 +113,7 @@ pub(crate) fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigErr
         upstream_timeout,
         challenge_shape,
         upstream_authorization,
+        rate_limit_steering,
         blocklist,
         authenticator,
         db,

@@ -9,7 +9,7 @@ use crate::config::Auth;
 use crate::error::{Challenge, Synthetic};
 use std::rc::Rc;
 
-use crate::l402::{self, AuthOutcome, CredentialSource, VerifyRequest};
+use crate::l402::{self, AuthOutcome, CredentialSource, TokenId, VerifyRequest};
 use crate::metrics::Counter;
 
 use super::h1::Head;
@@ -18,8 +18,9 @@ use super::{CoreCtx, Route, BRIDGE_WAIT};
 
 /// What the authenticate phase decided.
 pub enum Decision {
-    /// Forward; replace `Authorization` upstream with these fields when there are some.
-    Forward(Option<Upstream>),
+    /// Forward; replace `Authorization` upstream with these fields when there are some. The
+    /// token id is set when a credential verified (the rate-limit key).
+    Forward(Option<Upstream>, Option<TokenId>),
     /// Answer locally.
     Answer(Synthetic),
 }
@@ -45,7 +46,8 @@ pub async fn authorize(core: &CoreCtx, route: &Route, head: &Head) -> Decision {
         let first = l402::parse_credentials(head.fields())
             .into_iter()
             .find_map(Result::ok);
-        return Decision::Forward(first.map(|c| Rc::new(l402::upstream_authorization(&c))));
+        let upstream = first.map(|c| Rc::new(l402::upstream_authorization(&c)));
+        return Decision::Forward(upstream, None);
     }
     let now = now_unix();
     let req = VerifyRequest {
@@ -54,22 +56,25 @@ pub async fn authorize(core: &CoreCtx, route: &Route, head: &Head) -> Decision {
         now_unix: now,
     };
     let single = single_authorization(head);
-    if let Some(upstream) = single.and_then(|v| core.tokens.get(v, &service.name, now)) {
+    if let Some((upstream, token_id)) = single.and_then(|v| core.tokens.get(v, &service.name, now)) {
         core.counters().incr(Counter::TokensAccepted);
-        return Decision::Forward(Some(upstream));
+        return Decision::Forward(Some(upstream), Some(token_id));
     }
     match core.verifier.authenticate(head.fields(), &req) {
-        AuthOutcome::Accepted { credential, .. } => {
+        AuthOutcome::Accepted {
+            credential,
+            token_id,
+        } => {
             core.counters().incr(Counter::TokensAccepted);
             // Only a credential that came from that one Authorization value may be cached
             // under it (a valid Macaroon header next to a Bearer value must not be).
             let upstream = match (single, credential.source) {
                 (Some(value), CredentialSource::Authorization(_)) => {
-                    core.tokens.insert(value, &service.name, &credential)
+                    core.tokens.insert(value, &service.name, token_id, &credential)
                 }
                 _ => Rc::new(l402::upstream_authorization(&credential)),
             };
-            return Decision::Forward(Some(upstream));
+            return Decision::Forward(Some(upstream), Some(token_id));
         }
         AuthOutcome::Rejected(reason) => {
             core.counters().incr(Counter::TokensRejected);

@@ -11,6 +11,8 @@ use crate::error::Synthetic;
 use crate::metrics::Counter;
 
 use super::auth::{self, Decision};
+use super::limit;
+use crate::ratelimit::ClientKey;
 use super::forward::{self, ForwardError, Outbound};
 use super::h1::{FrameError, Framing, Head, Parse};
 use super::io::{BufStream, ReadError};
@@ -140,7 +142,14 @@ async fn handle(
                 None => Local(Synthetic::NotFound, framing, true),
                 Some(route) => match auth::authorize(core, route, head).await {
                     Decision::Answer(synthetic) => Local(synthetic, framing, true),
-                    Decision::Forward(upstream_auth) => {
+                    Decision::Forward(upstream_auth, token) => {
+                        let key = match token {
+                            Some(id) => ClientKey::Token(id),
+                            None => ClientKey::ip(peer.ip()),
+                        };
+                        if let Some(denied) = limit::limit(core, route, key, path).await {
+                            return answer(core, client, head, framing, denied, out, true).await;
+                        }
                         let req = Outbound {
                             head,
                             framing,

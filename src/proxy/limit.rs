@@ -108,7 +108,10 @@ pub async fn limit(core: &CoreCtx, route: &Route, key: ClientKey, path: &str) ->
         ask_owner(core, owner, route.index, key, rules, now).await
     };
     match decision {
-        Decision::Allow => None,
+        Decision::Allow => {
+            core.counters().incr(Counter::RateLimitAllowed);
+            None
+        }
         Decision::Deny { retry_after_secs } => {
             core.counters().incr(Counter::RateLimited);
             Some(Synthetic::TooManyRequests {

@@ -8,6 +8,7 @@ pub mod conn;
 pub mod forward;
 pub mod h1;
 pub mod io;
+pub mod limit;
 pub mod pool;
 pub mod respond;
 pub mod route;
@@ -43,6 +44,10 @@ pub struct CoreCtx {
     pub pool: pool::Pool,
     /// Credentials this core verified recently.
     pub tokens: tokens::TokenCache,
+    /// Rate-limit buckets of the client keys this core owns.
+    pub limits: limit::CoreLimits,
+    /// Every core's peer inbox, by core index (this core's own included).
+    pub peers: Rc<[futures_channel::mpsc::UnboundedSender<limit::PeerMsg>]>,
     /// Set once when the core drains for shutdown.
     pub shutdown: Rc<Shutdown>,
 }

@@ -28,6 +28,8 @@ pub struct Limits {
 /// One service and where its upstream is.
 #[derive(Debug, Clone)]
 pub struct Route {
+    /// Position in the routing table (identifies the service's limiter on every core).
+    pub index: usize,
     /// The service as configured.
     pub service: Service,
     /// The resolved upstream address.
@@ -68,7 +70,8 @@ impl Routes {
         let routes = config
             .services
             .iter()
-            .map(|service| {
+            .enumerate()
+            .map(|(index, service)| {
                 let fail = |reason: String| ResolveError {
                     service: service.name.clone(),
                     address: service.address.clone(),
@@ -81,6 +84,7 @@ impl Routes {
                     .next()
                     .ok_or_else(|| fail("no address".into()))?;
                 Ok(Route {
+                    index,
                     service: service.clone(),
                     upstream,
                 })

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::l402::{self, Credential};
+use crate::l402::{self, Credential, TokenId};
 
 /// Entries kept per core before the cache is cleared.
 pub const CAPACITY: usize = 4096;
@@ -20,6 +20,7 @@ pub type Upstream = Rc<[String; 2]>;
 
 struct Entry {
     service: Rc<str>,
+    token_id: TokenId,
     /// The token stops verifying at this Unix second (exclusive), if it expires.
     expires: Option<u64>,
     upstream: Upstream,
@@ -33,15 +34,21 @@ pub struct TokenCache {
 
 impl TokenCache {
     /// The upstream fields of a credential verified before for `service`, still valid at `now`.
-    pub fn get(&self, value: &[u8], service: &str, now: u64) -> Option<Upstream> {
+    pub fn get(&self, value: &[u8], service: &str, now: u64) -> Option<(Upstream, TokenId)> {
         let map = self.map.borrow();
         let entry = map.get(value)?;
         let fresh = entry.expires.is_none_or(|t| now < t);
-        (fresh && &*entry.service == service).then(|| entry.upstream.clone())
+        (fresh && &*entry.service == service).then(|| (entry.upstream.clone(), entry.token_id))
     }
 
     /// Remembers a credential that just verified for `service` from the field value `value`.
-    pub fn insert(&self, value: &[u8], service: &str, credential: &Credential) -> Upstream {
+    pub fn insert(
+        &self,
+        value: &[u8],
+        service: &str,
+        token_id: TokenId,
+        credential: &Credential,
+    ) -> Upstream {
         let upstream: Upstream = Rc::new(l402::upstream_authorization(credential));
         let mut map = self.map.borrow_mut();
         if map.len() >= CAPACITY {
@@ -51,6 +58,7 @@ impl TokenCache {
             value.into(),
             Entry {
                 service: service.into(),
+                token_id,
                 expires: expiry(credential, service),
                 upstream: upstream.clone(),
             },
@@ -113,7 +121,7 @@ mod tests {
             "valid_until=90",
             "other_valid_until=5",
         ]);
-        let up = cache.insert(b"L402 x:y", "svc", &c);
+        let up = cache.insert(b"L402 x:y", "svc", [7; 32], &c);
         assert!(up[1].starts_with("L402 "));
         assert!(cache.get(b"L402 x:y", "svc", 89).is_some());
         assert!(
@@ -131,7 +139,7 @@ mod tests {
         let cache = TokenCache::default();
         let c = cred(&[]);
         for i in 0..CAPACITY + 10 {
-            cache.insert(format!("v{i}").as_bytes(), "svc", &c);
+            cache.insert(format!("v{i}").as_bytes(), "svc", [7; 32], &c);
         }
         assert!(cache.len() <= CAPACITY);
         assert!(cache

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use futures_channel::mpsc::UnboundedSender;
+use futures_channel::mpsc::{self, UnboundedSender};
 
 use crate::metrics::Metrics;
 use crate::proxy::Routes;
@@ -58,6 +58,8 @@ pub struct Settings {
     pub master_secret: [u8; 32],
     /// The bridge.
     pub bridge: lnd_bridge::BridgeHandle,
+    /// Steer connections to cores by client address (CBPF) when any service rate-limits.
+    pub steer: bool,
 }
 
 /// The running workers.
@@ -132,7 +134,15 @@ pub fn start(settings: Settings) -> Result<Server, RuntimeError> {
             addr: settings.listen,
             source,
         })?;
+    if settings.steer && settings.routes.routes.iter().any(|r| !r.service.rate_limits.is_empty()) {
+        // Every connection of one client /24 (/48) lands on the core that owns its buckets.
+        if let Err(e) = steer::attach_ip_steering(&listeners[0], settings.cores, addr.is_ipv6()) {
+            tracing::warn!("cannot steer connections by client address ({e}); rate-limit decisions for IP keys will hop between cores");
+        }
+    }
     let metrics = Metrics::new(settings.cores);
+    let (peer_txs, mut peer_rxs): (Vec<_>, Vec<_>) = (0..settings.cores).map(|_| mpsc::unbounded()).unzip();
+    let peers: Arc<[_]> = peer_txs.into();
     let cpus = if settings.pin {
         worker::cpu_set()
     } else {
@@ -149,6 +159,8 @@ pub fn start(settings: Settings) -> Result<Server, RuntimeError> {
             master_secret: settings.master_secret,
             bridge: settings.bridge.clone(),
             metrics: metrics.clone(),
+            peers: peers.clone(),
+            peer_inbox: peer_rxs.remove(0),
         };
         let (handle, tx, driver) = worker::spawn(spec)?;
         workers.push((handle, tx));

@@ -19,6 +19,7 @@ use monoio::net::TcpListener;
 use super::{Control, RuntimeError};
 use crate::l402::Verifier;
 use crate::metrics::{Counter, Metrics};
+use crate::proxy::limit::{self, CoreLimits, PeerMsg};
 use crate::proxy::{conn, pool::Pool, CoreCtx, Routes, Shutdown};
 
 /// Idle upstream connections kept per upstream and core.
@@ -33,6 +34,8 @@ pub struct Spec {
     pub master_secret: [u8; 32],
     pub bridge: lnd_bridge::BridgeHandle,
     pub metrics: Metrics,
+    pub peers: Arc<[UnboundedSender<PeerMsg>]>,
+    pub peer_inbox: UnboundedReceiver<PeerMsg>,
 }
 
 /// The CPUs this process may run on (its inherited affinity set).
@@ -97,6 +100,7 @@ fn run(
                 return;
             }
         };
+        let routes_for_limits = spec.routes.clone();
         let ctx = Rc::new(CoreCtx {
             id: spec.id,
             routes: RefCell::new(spec.routes),
@@ -105,10 +109,13 @@ fn run(
             metrics: spec.metrics,
             pool: Pool::new(POOL_IDLE),
             tokens: Default::default(),
+            limits: CoreLimits::new(&routes_for_limits, spec.id as u64),
+            peers: spec.peers.iter().cloned().collect(),
             shutdown: Rc::new(Shutdown::default()),
         });
         let grace = Rc::new(Cell::new(Duration::from_secs(10)));
         monoio::spawn(control_loop(ctx.clone(), inbox, grace.clone()));
+        monoio::spawn(limit::serve_peers(ctx.clone(), spec.peer_inbox));
         let _ = ready.send(Ok(driver));
         tracing::info!(core = ctx.id, driver, cpu = ?spec.cpu.map(|c| c.id), "worker serving");
         let active = Rc::new(Cell::new(0usize));

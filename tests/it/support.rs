@@ -363,6 +363,7 @@ impl Proxy {
             routes: Arc::new(routes),
             master_secret: master,
             bridge: bridge.handle(),
+            steer: config.rate_limit_steering,
         })
         .expect("workers");
         Proxy {
