@@ -56,7 +56,8 @@ pub async fn authorize(core: &CoreCtx, route: &Route, head: &Head) -> Decision {
         now_unix: now,
     };
     let single = single_authorization(head);
-    if let Some((upstream, token_id)) = single.and_then(|v| core.tokens.get(v, &service.name, now)) {
+    if let Some((upstream, token_id)) = single.and_then(|v| core.tokens.get(v, &service.name, now))
+    {
         core.counters().incr(Counter::TokensAccepted);
         return Decision::Forward(Some(upstream), Some(token_id));
     }
@@ -70,7 +71,8 @@ pub async fn authorize(core: &CoreCtx, route: &Route, head: &Head) -> Decision {
             // under it (a valid Macaroon header next to a Bearer value must not be).
             let upstream = match (single, credential.source) {
                 (Some(value), CredentialSource::Authorization(_)) => {
-                    core.tokens.insert(value, &service.name, token_id, &credential)
+                    core.tokens
+                        .insert(value, &service.name, token_id, &credential)
                 }
                 _ => Rc::new(l402::upstream_authorization(&credential)),
             };

@@ -11,13 +11,13 @@ use crate::error::Synthetic;
 use crate::metrics::Counter;
 
 use super::auth::{self, Decision};
-use super::limit;
-use crate::ratelimit::ClientKey;
 use super::forward::{self, ForwardError, Outbound};
 use super::h1::{FrameError, Framing, Head, Parse};
 use super::io::{BufStream, ReadError};
+use super::limit;
 use super::respond;
 use super::{CoreCtx, Route, Routes, ShutdownWait};
+use crate::ratelimit::ClientKey;
 
 /// Largest body drained after a local answer so the connection can stay open.
 const DRAIN_LIMIT: u64 = 256 * 1024;

@@ -60,7 +60,13 @@ impl CoreLimits {
     }
 
     /// Decides for a key this core owns.
-    pub fn check_local(&self, route: usize, key: &ClientKey, rules: &[usize], now_ns: u64) -> Decision {
+    pub fn check_local(
+        &self,
+        route: usize,
+        key: &ClientKey,
+        rules: &[usize],
+        now_ns: u64,
+    ) -> Decision {
         match self.limiters.borrow_mut().get_mut(route) {
             Some(limiter) => limiter.check(key, rules, now_ns),
             None => Decision::Allow,
@@ -121,7 +127,14 @@ pub async fn limit(core: &CoreCtx, route: &Route, key: ClientKey, path: &str) ->
     }
 }
 
-async fn ask_owner(core: &CoreCtx, owner: usize, route: usize, key: ClientKey, rules: Vec<usize>, now_ns: u64) -> Decision {
+async fn ask_owner(
+    core: &CoreCtx,
+    owner: usize,
+    route: usize,
+    key: ClientKey,
+    rules: Vec<usize>,
+    now_ns: u64,
+) -> Decision {
     let (reply, answer) = oneshot::channel();
     let msg = PeerMsg::Check(PeerCheck {
         route,
@@ -130,20 +143,34 @@ async fn ask_owner(core: &CoreCtx, owner: usize, route: usize, key: ClientKey, r
         now_ns,
         reply,
     });
-    let sent = core.peers.get(owner).is_some_and(|tx| tx.unbounded_send(msg).is_ok());
+    let sent = core
+        .peers
+        .get(owner)
+        .is_some_and(|tx| tx.unbounded_send(msg).is_ok());
     if sent {
         if let Ok(Ok(decision)) = monoio::time::timeout(PEER_WAIT, answer).await {
             return decision;
         }
     }
     // The owner is draining or stuck: failing open keeps paid traffic flowing.
-    tracing::warn!(core = core.id, owner, "no rate-limit decision from the owner core; allowing");
+    tracing::warn!(
+        core = core.id,
+        owner,
+        "no rate-limit decision from the owner core; allowing"
+    );
     Decision::Allow
 }
 
 /// Serves the decisions other cores ask this core for, until every sender is gone.
-pub async fn serve_peers(core: std::rc::Rc<CoreCtx>, mut inbox: futures_channel::mpsc::UnboundedReceiver<PeerMsg>) {
-    while let Some(msg) = std::future::poll_fn(|cx| futures_core::Stream::poll_next(std::pin::Pin::new(&mut inbox), cx)).await {
+pub async fn serve_peers(
+    core: std::rc::Rc<CoreCtx>,
+    mut inbox: futures_channel::mpsc::UnboundedReceiver<PeerMsg>,
+) {
+    while let Some(msg) = std::future::poll_fn(|cx| {
+        futures_core::Stream::poll_next(std::pin::Pin::new(&mut inbox), cx)
+    })
+    .await
+    {
         match msg {
             PeerMsg::Check(c) => {
                 let decision = core.limits.check_local(c.route, &c.key, &c.rules, c.now_ns);

@@ -134,14 +134,21 @@ pub fn start(settings: Settings) -> Result<Server, RuntimeError> {
             addr: settings.listen,
             source,
         })?;
-    if settings.steer && settings.routes.routes.iter().any(|r| !r.service.rate_limits.is_empty()) {
+    if settings.steer
+        && settings
+            .routes
+            .routes
+            .iter()
+            .any(|r| !r.service.rate_limits.is_empty())
+    {
         // Every connection of one client /24 (/48) lands on the core that owns its buckets.
         if let Err(e) = steer::attach_ip_steering(&listeners[0], settings.cores, addr.is_ipv6()) {
             tracing::warn!("cannot steer connections by client address ({e}); rate-limit decisions for IP keys will hop between cores");
         }
     }
     let metrics = Metrics::new(settings.cores);
-    let (peer_txs, mut peer_rxs): (Vec<_>, Vec<_>) = (0..settings.cores).map(|_| mpsc::unbounded()).unzip();
+    let (peer_txs, mut peer_rxs): (Vec<_>, Vec<_>) =
+        (0..settings.cores).map(|_| mpsc::unbounded()).unzip();
     let peers: Arc<[_]> = peer_txs.into();
     let cpus = if settings.pin {
         worker::cpu_set()

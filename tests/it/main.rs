@@ -5,4 +5,5 @@ mod config;
 mod l402;
 mod process;
 mod proxy;
+mod ratelimit;
 mod support;
