@@ -24,6 +24,11 @@
 
 mod dev;
 mod events;
+#[cfg(feature = "fake")]
+pub mod fake;
+mod lnd;
+#[allow(clippy::all, clippy::pedantic, dead_code, missing_docs)]
+mod lnrpc;
 pub mod protocol;
 
 use std::net::SocketAddr;
@@ -38,11 +43,13 @@ use futures_channel::{mpsc, oneshot};
 
 pub use dev::key::NODE_KEY_FILE;
 pub use protocol::{
-    BridgeError, Event, Invoice, InvoiceRequest, DEFAULT_MEMO, MAX_INVOICE_SAT, MAX_MEMO_BYTES,
+    BackendStats, BridgeError, Event, Invoice, InvoiceRequest, InvoiceState, DEFAULT_MEMO,
+    MAX_INVOICE_SAT, MAX_MEMO_BYTES,
 };
 
 use dev::DevBackend;
 use events::EventBus;
+use lnd::LndBackend;
 
 /// Default bound on calls in flight.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
@@ -55,6 +62,9 @@ const DISABLED_REASON: &str = "authentication is disabled";
 /// shut down before answering; treat that as [`BridgeError::Closed`].
 pub type InvoiceReply = oneshot::Receiver<Result<Invoice, BridgeError>>;
 
+/// The reply to one invoice lookup; `Err(Canceled)` means the bridge shut down first.
+pub type LookupReply = oneshot::Receiver<Result<InvoiceState, BridgeError>>;
+
 /// Bitcoin network; decides the BOLT11 prefix (`lnbc`, `lntb`, `lnbcrt`, `lnsb`, `lntbs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Network {
@@ -65,7 +75,7 @@ pub enum Network {
     Signet,
 }
 
-/// Which Lightning backend the bridge drives. (lnd is added by a later change.)
+/// Which Lightning backend the bridge drives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendConfig {
     /// The embedded dev backend: payments are SIMULATED through its wallet endpoint.
@@ -74,6 +84,18 @@ pub enum BackendConfig {
         basedir: PathBuf,
         /// Where the simulated wallet listens; port 0 picks a free port.
         wallet_listen: SocketAddr,
+        network: Network,
+    },
+    /// A real lnd over gRPC. Start-up reads and checks both files (a missing macaroon or
+    /// an unusable certificate is a [`BridgeError::is_config_error`] error) but does not
+    /// dial: an unreachable lnd is retried in the background with backoff.
+    Lnd {
+        /// lnd's gRPC `host:port` (`authenticator.lndhost`).
+        host: String,
+        /// lnd's `tls.cert`; pinned exactly, re-read on every reconnect.
+        tls_path: PathBuf,
+        /// The macaroon sent with every call (`macdir/invoice.macaroon`).
+        macaroon_path: PathBuf,
         network: Network,
     },
     /// No backend (`authenticator.disable: true`): no wallet, and every invoice call fails
@@ -102,9 +124,10 @@ impl BridgeConfig {
     }
 }
 
-/// The backend the runtime drives; an enum so lnd can join without dynamic dispatch.
+/// The backend the runtime drives; an enum rather than dynamic dispatch.
 enum Backend {
     Dev(Arc<DevBackend>),
+    Lnd(Arc<LndBackend>),
     Disabled,
 }
 
@@ -112,15 +135,46 @@ impl Backend {
     async fn create_invoice(&self, req: &InvoiceRequest) -> Result<Invoice, BridgeError> {
         match self {
             Backend::Dev(dev) => dev.create_invoice(req).await,
+            Backend::Lnd(lnd) => lnd.create_invoice(req).await,
             Backend::Disabled => Err(BridgeError::Backend(DISABLED_REASON.into())),
+        }
+    }
+
+    async fn lookup_invoice(&self, payment_hash: [u8; 32]) -> Result<InvoiceState, BridgeError> {
+        match self {
+            Backend::Dev(dev) => Ok(dev.lookup(&payment_hash)),
+            Backend::Lnd(lnd) => lnd.lookup_invoice(payment_hash).await,
+            Backend::Disabled => Err(BridgeError::Backend(DISABLED_REASON.into())),
+        }
+    }
+
+    fn stats(&self) -> BackendStats {
+        match self {
+            Backend::Lnd(lnd) => lnd.stats(),
+            // Nothing to reach: the dev backend is in-process, and a disabled one is absent.
+            Backend::Dev(_) | Backend::Disabled => BackendStats {
+                connected: true,
+                ..BackendStats::default()
+            },
         }
     }
 }
 
-/// One queued invoice call, as it travels from a worker core to the pump.
+/// What a queued call asks for, with the oneshot its answer goes to.
+enum Call {
+    Create {
+        req: InvoiceRequest,
+        reply: oneshot::Sender<Result<Invoice, BridgeError>>,
+    },
+    Lookup {
+        payment_hash: [u8; 32],
+        reply: oneshot::Sender<Result<InvoiceState, BridgeError>>,
+    },
+}
+
+/// One queued call, as it travels from a worker core to the pump.
 struct Job {
-    req: InvoiceRequest,
-    reply: oneshot::Sender<Result<Invoice, BridgeError>>,
+    call: Call,
     /// The deadline counts from here, so time spent queued is part of `call_timeout`.
     enqueued: Instant,
     /// Held until the call finishes or is dropped unrun; that is what `in_flight` counts.
@@ -222,6 +276,21 @@ fn open_backend(
             rt.spawn(dev::wallet::serve(listener, dev.clone()));
             Ok((Backend::Dev(dev), Some(addr)))
         }
+        BackendConfig::Lnd {
+            host,
+            tls_path,
+            macaroon_path,
+            network,
+        } => {
+            let settings = lnd::LndSettings {
+                host,
+                tls_path,
+                macaroon_path,
+                network: *network,
+            };
+            let lnd = lnd::open(&settings, events.clone(), rt)?;
+            Ok((Backend::Lnd(lnd), None))
+        }
         BackendConfig::Disabled => Ok((Backend::Disabled, None)),
     }
 }
@@ -264,26 +333,48 @@ fn pump(rx: Receiver<Msg>, shared: Arc<Shared>) {
 /// Runs one call on the runtime under its deadline and answers the caller.
 async fn run_call(shared: Arc<Shared>, job: Job) {
     let Job {
-        req,
-        reply,
+        call,
         enqueued,
         permit,
     } = job;
+    let backend = &shared.backend;
+    match call {
+        Call::Create { req, reply } => {
+            let work = backend.create_invoice(&req);
+            answer(&shared, enqueued, permit, reply, work).await;
+        }
+        Call::Lookup {
+            payment_hash,
+            reply,
+        } => {
+            let work = backend.lookup_invoice(payment_hash);
+            answer(&shared, enqueued, permit, reply, work).await;
+        }
+    }
+}
+
+/// Awaits `work` (lazy until polled) under the call's deadline and sends the result.
+async fn answer<T>(
+    shared: &Shared,
+    enqueued: Instant,
+    permit: Permit,
+    reply: oneshot::Sender<Result<T, BridgeError>>,
+    work: impl std::future::Future<Output = Result<T, BridgeError>>,
+) {
     // The slot is freed before the reply is sent, so a caller holding its answer sees
     // `in_flight` already lowered. (If the task is canceled, dropping `permit` frees it.)
     if reply.is_canceled() {
-        return; // the caller gave up; skip the signing work
+        return; // the caller gave up; skip the backend work
     }
     // A timeout too large for the clock (e.g. `Duration::MAX`) means "no deadline".
     let deadline = enqueued.checked_add(shared.call_timeout);
     if deadline.is_some_and(|d| Instant::now() >= d) {
-        // Expired while queued: answer at once instead of spending a signature on it
+        // Expired while queued: answer at once instead of spending backend work on it
         // (`timeout_at` would poll the work once before looking at the clock).
         drop(permit);
         let _ = reply.send(Err(BridgeError::Timeout));
         return;
     }
-    let work = shared.backend.create_invoice(&req);
     let res = match deadline {
         Some(d) => tokio::time::timeout_at(tokio::time::Instant::from_std(d), work)
             .await
@@ -311,8 +402,14 @@ impl Bridge {
     pub fn dev_node_id(&self) -> Option<[u8; 33]> {
         match &self.shared.backend {
             Backend::Dev(dev) => Some(dev.node_id()),
-            Backend::Disabled => None,
+            Backend::Lnd(_) | Backend::Disabled => None,
         }
+    }
+
+    /// Whether the backend is reachable (readiness). Only lnd can be down: false until
+    /// the first connection succeeds and after a connection failure, until one succeeds.
+    pub fn backend_connected(&self) -> bool {
+        self.shared.backend.stats().connected
     }
 
     /// Stops the pump and the runtime and joins their threads.
@@ -392,6 +489,27 @@ impl BridgeHandle {
         req: InvoiceRequest,
     ) -> Result<InvoiceReply, BridgeError> {
         req.validate()?;
+        let (reply, rx) = oneshot::channel();
+        self.enqueue(Call::Create { req, reply })?;
+        Ok(rx)
+    }
+
+    /// Queues a lookup of `payment_hash`'s state; never blocks. A hash the backend does
+    /// not know answers `Ok(InvoiceState::Unknown)`. Fails at once like
+    /// [`Self::try_create_invoice`] (`QueueFull`, `Closed`, disabled backend); the reply
+    /// carries `Timeout` or `Backend` errors.
+    pub fn try_lookup_invoice(&self, payment_hash: [u8; 32]) -> Result<LookupReply, BridgeError> {
+        let (reply, rx) = oneshot::channel();
+        self.enqueue(Call::Lookup {
+            payment_hash,
+            reply,
+        })?;
+        Ok(rx)
+    }
+
+    /// The shared admission path: closed and disabled checks, the in-flight bound, the
+    /// channel.
+    fn enqueue(&self, call: Call) -> Result<(), BridgeError> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(BridgeError::Closed);
         }
@@ -399,19 +517,27 @@ impl BridgeHandle {
             return Err(BridgeError::Backend(DISABLED_REASON.into()));
         }
         let permit = Permit::acquire(&self.shared)?;
-        let (reply, rx) = oneshot::channel();
         let job = Job {
-            req,
-            reply,
+            call,
             enqueued: Instant::now(),
             permit,
         };
         // A refused job is dropped here, releasing its permit.
         match self.shared.jobs.try_send(Msg::Call(job)) {
-            Ok(()) => Ok(rx),
+            Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(BridgeError::QueueFull),
             Err(TrySendError::Disconnected(_)) => Err(BridgeError::Closed),
         }
+    }
+
+    /// Whether the backend is reachable; see [`Bridge::backend_connected`].
+    pub fn backend_connected(&self) -> bool {
+        self.shared.backend.stats().connected
+    }
+
+    /// Connection state and subscription counters, for readiness and metrics.
+    pub fn backend_stats(&self) -> BackendStats {
+        self.shared.backend.stats()
     }
 
     /// Registers an event sink; it receives every event published from now on, and its
@@ -434,7 +560,7 @@ impl BridgeHandle {
     pub fn set_dev_delay(&self, delay: Duration) {
         match &self.shared.backend {
             Backend::Dev(dev) => dev.set_delay(delay),
-            Backend::Disabled => {}
+            Backend::Lnd(_) | Backend::Disabled => {}
         }
     }
 
