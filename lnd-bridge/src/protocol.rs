@@ -153,7 +153,9 @@ impl BridgeError {
     pub fn is_config_error(&self) -> bool {
         matches!(
             self,
-            BridgeError::LndHost { .. } | BridgeError::TlsCert { .. } | BridgeError::Macaroon { .. }
+            BridgeError::LndHost { .. }
+                | BridgeError::TlsCert { .. }
+                | BridgeError::Macaroon { .. }
         )
     }
 }

@@ -21,7 +21,7 @@ use super::*;
 
 /// Minimal executor: polls on this thread, parks until woken (wakes may come from the
 /// bridge thread, as they would for a monoio core).
-fn block_on<F: Future>(fut: F) -> F::Output {
+pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
     struct Unpark(Thread);
     impl Wake for Unpark {
         fn wake(self: Arc<Self>) {
@@ -408,8 +408,10 @@ fn deadline_counts_from_enqueue() {
     let send = |age: Duration| {
         let (reply, rx) = oneshot::channel();
         let job = Job {
-            req: InvoiceRequest::l402(1),
-            reply,
+            call: Call::Create {
+                req: InvoiceRequest::l402(1),
+                reply,
+            },
             enqueued: Instant::now() - age,
             permit: Permit::acquire(&bridge.shared).unwrap(),
         };

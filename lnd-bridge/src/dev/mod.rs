@@ -57,8 +57,10 @@ pub(crate) struct Signed {
     pub payment_request: String,
     pub preimage: [u8; 32],
     /// The BOLT11 payment secret (lnd's `payment_addr`).
+    #[cfg_attr(not(feature = "fake"), allow(dead_code))]
     pub payment_addr: [u8; 32],
     /// Creation time, seconds since the Unix epoch.
+    #[cfg_attr(not(feature = "fake"), allow(dead_code))]
     pub created: u64,
 }
 

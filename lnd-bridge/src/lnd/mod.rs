@@ -8,9 +8,9 @@
 //! rather than failing the proxy's start. Must not block the bridge thread.
 
 mod subscribe;
-pub(crate) mod tls;
 #[cfg(all(test, feature = "fake"))]
 mod tests;
+pub(crate) mod tls;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -121,7 +121,10 @@ fn parse_host(host: &str) -> Result<(Endpoint, ServerName<'static>), BridgeError
     if authority.as_str() != host || authority.port_u16().is_none() {
         return Err(err("expected host:port (with a port, nothing else)"));
     }
-    let name = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let name = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     let server_name = ServerName::try_from(name.to_owned()).map_err(|_| err("bad host name"))?;
     let endpoint = Endpoint::from(uri);
     Ok((endpoint, server_name))

@@ -127,10 +127,15 @@ fn observe(cursor: &Cursor, events: &EventBus, inv: &RpcInvoice) {
         return; // adds (OPEN) only move the cursor
     }
     let Ok(payment_hash) = <[u8; 32]>::try_from(inv.r_hash.as_slice()) else {
-        tracing::warn!(len = inv.r_hash.len(), "lnd settle update with a bad r_hash");
+        tracing::warn!(
+            len = inv.r_hash.len(),
+            "lnd settle update with a bad r_hash"
+        );
         return;
     };
-    let prev = cursor.settle_index.fetch_max(inv.settle_index, Ordering::AcqRel);
+    let prev = cursor
+        .settle_index
+        .fetch_max(inv.settle_index, Ordering::AcqRel);
     if inv.settle_index != 0 && inv.settle_index <= prev {
         return; // already published (a replay overlapping what we saw)
     }
