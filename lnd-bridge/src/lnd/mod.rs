@@ -34,9 +34,12 @@ pub(crate) use subscribe::Cursor;
 /// How long one TCP+TLS connect may take before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 pings find a dead connection (and so a dead subscription) within about
-/// interval + timeout, instead of waiting for the kernel's TCP timeout.
+/// interval + timeout, instead of waiting for the kernel's TCP timeout. lnd accepts client
+/// pings every 5 s or slower (`grpc.client-ping-min-wait`) but, by default, only while a
+/// stream is open (`grpc.client-allow-ping-without-stream`), hence no idle pings; the
+/// subscription keeps a stream open anyway.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What `BackendConfig::Lnd` carries, borrowed.
 pub(crate) struct LndSettings<'a> {
@@ -73,6 +76,7 @@ pub(crate) fn open(
         tls_path: s.tls_path.to_path_buf(),
         provider: tls::provider(),
         connected: connected.clone(),
+        dial: Default::default(),
     };
     // The channel spawns its worker task, which needs the runtime in context.
     let _ctx = rt.enter();
@@ -81,7 +85,7 @@ pub(crate) fn open(
         .tcp_nodelay(true)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true)
+        .keep_alive_while_idle(false)
         .connect_with_connector_lazy(connector);
     let backend = Arc::new(LndBackend {
         client: LightningClient::new(channel),

@@ -12,8 +12,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -126,14 +127,56 @@ pub(crate) struct Connector {
     pub(crate) provider: Arc<CryptoProvider>,
     /// Set on every handshake outcome; read by readiness.
     pub(crate) connected: Arc<AtomicBool>,
+    pub(crate) dial: Arc<Mutex<DialBackoff>>,
+}
+
+/// Spaces out dials to an lnd that keeps failing: every call made while lnd is down would
+/// otherwise start its own connect attempt (and log line). Calls in the wait fail at once.
+#[derive(Default)]
+pub(crate) struct DialBackoff {
+    failures: u32,
+    next_try: Option<Instant>,
+}
+
+/// First wait after a failed dial; doubles per failure up to [`DIAL_BACKOFF_CAP`].
+const DIAL_BACKOFF_BASE: Duration = Duration::from_millis(100);
+const DIAL_BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+impl DialBackoff {
+    /// `Err(wait)` while the previous failure's backoff runs.
+    fn check(&self, now: Instant) -> Result<(), Duration> {
+        match self.next_try {
+            Some(t) if now < t => Err(t - now),
+            _ => Ok(()),
+        }
+    }
+
+    fn record(&mut self, ok: bool, now: Instant) {
+        if ok {
+            *self = DialBackoff::default();
+            return;
+        }
+        let exp = DIAL_BACKOFF_BASE.saturating_mul(1u32 << self.failures.min(16));
+        self.failures = self.failures.saturating_add(1);
+        self.next_try = Some(now + exp.min(DIAL_BACKOFF_CAP));
+    }
 }
 
 impl Connector {
     async fn connect(self) -> io::Result<TokioIo<TlsStream<TcpStream>>> {
+        let waiting = lock(&self.dial).check(Instant::now());
+        if let Err(wait) = waiting {
+            return Err(io::Error::other(format!(
+                "lnd unreachable; next connect attempt in {} ms",
+                wait.as_millis()
+            )));
+        }
         let result = self.handshake().await;
+        lock(&self.dial).record(result.is_ok(), Instant::now());
         self.connected.store(result.is_ok(), Ordering::Release);
-        if let Err(e) = &result {
-            tracing::warn!(lnd = %self.addr, error = %e, "lnd connect failed");
+        match &result {
+            Ok(_) => tracing::info!(lnd = %self.addr, "connected to lnd"),
+            Err(e) => tracing::warn!(lnd = %self.addr, error = %e, "lnd connect failed"),
         }
         result
     }
@@ -158,6 +201,11 @@ impl Connector {
     }
 }
 
+fn lock(m: &Mutex<DialBackoff>) -> MutexGuard<'_, DialBackoff> {
+    // Two plain fields assigned together; a poisoned value is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl tower_service::Service<http::Uri> for Connector {
     type Response = TokioIo<TlsStream<TcpStream>>;
     type Error = io::Error;
@@ -170,5 +218,26 @@ impl tower_service::Service<http::Uri> for Connector {
     fn call(&mut self, _uri: http::Uri) -> Self::Future {
         // The URI is the one we built from `addr`; dial `addr` itself.
         Box::pin(self.clone().connect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dial_backoff_grows_caps_and_resets() {
+        let mut b = DialBackoff::default();
+        let t0 = Instant::now();
+        assert!(b.check(t0).is_ok());
+        b.record(false, t0);
+        assert_eq!(b.check(t0), Err(DIAL_BACKOFF_BASE));
+        assert!(b.check(t0 + DIAL_BACKOFF_BASE).is_ok());
+        for _ in 0..40 {
+            b.record(false, t0);
+        }
+        assert_eq!(b.check(t0), Err(DIAL_BACKOFF_CAP));
+        b.record(true, t0);
+        assert!(b.check(t0).is_ok());
     }
 }
