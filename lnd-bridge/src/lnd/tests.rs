@@ -332,7 +332,6 @@ fn host_parsing_and_network_prefix() {
     assert!(super::parse_host("lnd.example").is_err());
     let dir = tempfile::tempdir().unwrap();
     let lnd = fake(dir.path());
-    let _ = lnd; // files only
     let bridge = bridge_for(&lnd);
     let Backend::Lnd(b) = &bridge.shared.backend else {
         unreachable!("an lnd bridge")
