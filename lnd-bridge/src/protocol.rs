@@ -70,6 +70,32 @@ pub struct Invoice {
     pub add_index: u64,
 }
 
+/// An invoice's state as the backend reports it (lnd's `Invoice.InvoiceState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InvoiceState {
+    Open,
+    Settled,
+    Canceled,
+    /// HTLCs are held but not yet settled (hold invoices); not paid yet.
+    Accepted,
+    /// The backend does not know the hash (lnd's `NOT_FOUND`), or reported a state this
+    /// version does not know.
+    Unknown,
+}
+
+/// A snapshot of the backend's health, for readiness probes and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BackendStats {
+    /// Whether the backend is reachable as far as the last attempt knows (dev: always).
+    pub connected: bool,
+    /// How many times the invoice subscription was (re)started after failing (lnd only).
+    pub subscription_restarts: u64,
+    /// Highest `settle_index` seen on the subscription; it resumes from here (lnd only).
+    pub settle_index: u64,
+    /// Highest `add_index` seen on the subscription (lnd only).
+    pub add_index: u64,
+}
+
 /// Something the bridge tells every subscriber.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -106,9 +132,32 @@ pub enum BridgeError {
     /// The dev wallet endpoint could not be bound.
     #[error("dev wallet listener {addr}: {reason}")]
     WalletListen { addr: String, reason: String },
+    /// lnd's `host:port` is malformed (a configuration error).
+    #[error("lnd host {host:?}: {reason}")]
+    LndHost { host: String, reason: String },
+    /// lnd's TLS certificate (`tlspath`) is missing, unreadable or not a certificate.
+    #[error("lnd TLS certificate {path}: {reason}")]
+    TlsCert { path: PathBuf, reason: String },
+    /// The macaroon file is missing or unreadable.
+    #[error("lnd macaroon {path}: {reason}")]
+    Macaroon { path: PathBuf, reason: String },
     /// The bridge runtime or its thread could not be started.
     #[error("lightning bridge runtime: {0}")]
     Runtime(String),
+}
+
+impl BridgeError {
+    /// True for start-up errors caused by the configuration (lnd host, certificate or
+    /// macaroon file), which the binary reports as a usage error (exit 64). An
+    /// unreachable lnd is not one: the bridge starts and keeps reconnecting.
+    pub fn is_config_error(&self) -> bool {
+        matches!(
+            self,
+            BridgeError::LndHost { .. }
+                | BridgeError::TlsCert { .. }
+                | BridgeError::Macaroon { .. }
+        )
+    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use super::*;
 
 /// Minimal executor: polls on this thread, parks until woken (wakes may come from the
 /// bridge thread, as they would for a monoio core).
-fn block_on<F: Future>(fut: F) -> F::Output {
+pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
     struct Unpark(Thread);
     impl Wake for Unpark {
         fn wake(self: Arc<Self>) {
@@ -339,6 +339,24 @@ fn invalid_requests_fail_synchronously_and_publish_fans_out() {
 }
 
 #[test]
+fn dev_lookup_follows_the_settled_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = start(dev_cfg(dir.path())).unwrap();
+    let handle = bridge.handle();
+    assert!(bridge.backend_connected());
+    assert_eq!(handle.backend_stats().subscription_restarts, 0);
+    let lookup = |hash| block_on(handle.try_lookup_invoice(hash).unwrap()).unwrap();
+    let inv = wait(handle.try_create_invoice(3).unwrap()).unwrap();
+    assert_eq!(lookup(inv.payment_hash), Ok(InvoiceState::Open));
+    assert_eq!(lookup([0; 32]), Ok(InvoiceState::Unknown));
+    let body = format!(r#"{{"invoice":"{}"}}"#, inv.payment_request);
+    let (status, _) = http(bridge.wallet_addr().unwrap(), "POST", "/pay", &body);
+    assert_eq!(status, 200);
+    assert_eq!(lookup(inv.payment_hash), Ok(InvoiceState::Settled));
+    assert_eq!(handle.in_flight(), 0);
+}
+
+#[test]
 fn disabled_backend_has_no_wallet_and_refuses_invoices() {
     let bridge = start(BridgeConfig::new(BackendConfig::Disabled)).unwrap();
     assert_eq!(bridge.wallet_addr(), None);
@@ -352,7 +370,9 @@ fn disabled_backend_has_no_wallet_and_refuses_invoices() {
         memo: "memo".into(),
     };
     assert_eq!(handle.try_create_invoice_with(req).map(|_| ()), want);
+    assert_eq!(handle.try_lookup_invoice([1; 32]).map(|_| ()), want);
     assert_eq!(handle.in_flight(), 0);
+    assert!(handle.backend_connected(), "nothing to wait for");
     // Invalid requests are still reported as such, and events still fan out.
     assert!(matches!(
         handle.try_create_invoice(0),
@@ -408,8 +428,10 @@ fn deadline_counts_from_enqueue() {
     let send = |age: Duration| {
         let (reply, rx) = oneshot::channel();
         let job = Job {
-            req: InvoiceRequest::l402(1),
-            reply,
+            call: Call::Create {
+                req: InvoiceRequest::l402(1),
+                reply,
+            },
             enqueued: Instant::now() - age,
             permit: Permit::acquire(&bridge.shared).unwrap(),
         };

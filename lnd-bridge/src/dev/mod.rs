@@ -22,7 +22,7 @@ use lightning_invoice::{Currency, InvoiceBuilder, PaymentSecret, SignedRawBolt11
 use rand::RngCore;
 
 use crate::events::EventBus;
-use crate::protocol::{BridgeError, Event, Invoice, InvoiceRequest};
+use crate::protocol::{BridgeError, Event, Invoice, InvoiceRequest, InvoiceState};
 use crate::Network;
 use store::InvoiceStore;
 
@@ -51,6 +51,19 @@ pub(crate) enum PayError {
     Unknown { payment_hash: [u8; 32] },
 }
 
+/// A freshly signed invoice and the secrets behind it.
+pub(crate) struct Signed {
+    pub payment_hash: [u8; 32],
+    pub payment_request: String,
+    pub preimage: [u8; 32],
+    /// The BOLT11 payment secret (lnd's `payment_addr`).
+    #[cfg_attr(not(feature = "fake"), allow(dead_code))]
+    pub payment_addr: [u8; 32],
+    /// Creation time, seconds since the Unix epoch.
+    #[cfg_attr(not(feature = "fake"), allow(dead_code))]
+    pub created: u64,
+}
+
 struct Book {
     store: InvoiceStore,
     last_add: u64,
@@ -70,7 +83,7 @@ pub(crate) struct DevBackend {
 }
 
 /// Maps our network onto the BOLT11 currency prefix.
-fn currency(network: Network) -> Currency {
+pub(crate) fn currency(network: Network) -> Currency {
     match network {
         Network::Mainnet => Currency::Bitcoin,
         Network::Testnet => Currency::BitcoinTestnet,
@@ -94,6 +107,13 @@ impl DevBackend {
             events,
             MAX_REMEMBERED_INVOICES,
         ))
+    }
+
+    /// A backend with a fresh random key and no persistence (the fake lnd's signer).
+    #[cfg(feature = "fake")]
+    pub(crate) fn ephemeral(network: Network) -> Self {
+        let key = SecretKey::new(&mut rand::thread_rng());
+        Self::with_key(key, network, Arc::new(EventBus::default()), 1)
     }
 
     fn with_key(key: SecretKey, network: Network, events: Arc<EventBus>, cap: usize) -> Self {
@@ -140,6 +160,23 @@ impl DevBackend {
 
     /// Signs a fresh invoice and remembers its preimage. CPU-bound (one ECDSA signature).
     pub(crate) fn mint(&self, req: &InvoiceRequest) -> Result<Invoice, BridgeError> {
+        let signed = self.sign(req)?;
+        let add_index = {
+            let mut book = self.book();
+            book.last_add += 1;
+            book.store.insert(signed.payment_hash, signed.preimage);
+            book.last_add
+        };
+        Ok(Invoice {
+            payment_hash: signed.payment_hash,
+            payment_request: signed.payment_request,
+            add_index,
+        })
+    }
+
+    /// Signs a fresh invoice with a random preimage without booking it (the fake lnd keeps
+    /// its own book). CPU-bound (one ECDSA signature).
+    pub(crate) fn sign(&self, req: &InvoiceRequest) -> Result<Signed, BridgeError> {
         req.validate()?;
         let mut rng = rand::thread_rng();
         let mut preimage = [0u8; 32];
@@ -161,18 +198,22 @@ impl DevBackend {
             .min_final_cltv_expiry_delta(MIN_FINAL_CLTV)
             .build_signed(|msg| self.secp.sign_ecdsa_recoverable(msg, &self.key))
             .map_err(|e| BridgeError::Backend(format!("build invoice: {e}")))?;
-        let payment_hash = hash.to_byte_array();
-        let add_index = {
-            let mut book = self.book();
-            book.last_add += 1;
-            book.store.insert(payment_hash, preimage);
-            book.last_add
-        };
-        Ok(Invoice {
-            payment_hash,
+        Ok(Signed {
+            payment_hash: hash.to_byte_array(),
             payment_request: invoice.to_string(),
-            add_index,
+            preimage,
+            payment_addr: secret,
+            created: now.as_secs(),
         })
+    }
+
+    /// The state of an invoice this backend issued (`Unknown` if never issued or forgotten).
+    pub(crate) fn lookup(&self, payment_hash: &[u8; 32]) -> InvoiceState {
+        match self.book().store.settle_index(payment_hash) {
+            None => InvoiceState::Unknown,
+            Some(0) => InvoiceState::Open,
+            Some(_) => InvoiceState::Settled,
+        }
     }
 
     /// Simulates paying `bolt11`: marks it settled (once) and reveals its preimage.

@@ -70,6 +70,11 @@ impl InvoiceStore {
         })
     }
 
+    /// 0 while open, the settle index once paid; `None` if unknown.
+    pub(super) fn settle_index(&self, hash: &[u8; 32]) -> Option<u64> {
+        self.map.get(hash).map(|e| e.settle_index)
+    }
+
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.map.len()
