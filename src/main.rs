@@ -140,18 +140,28 @@ fn start_bridge(config: &Config) -> Result<lnd_bridge::Bridge> {
             wallet_listen: *listen_addr,
             network: bridge_network(config.authenticator.network),
         },
-        Backend::Lnd { .. } => {
-            return Err(UsageError(
-                "authenticator.lndhost: the LND backend is not implemented yet; use \
-                 `authenticator.dev` (simulated payments) or `--dev`"
-                    .into(),
-            )
-            .into())
-        }
+        Backend::Lnd {
+            host,
+            tls_path,
+            mac_dir,
+        } => lnd_bridge::BackendConfig::Lnd {
+            host: host.clone(),
+            tls_path: tls_path.clone(),
+            // Go aperture uses the invoice macaroon from macdir: enough for AddInvoice,
+            // LookupInvoice and SubscribeInvoices, nothing more.
+            macaroon_path: mac_dir.join("invoice.macaroon"),
+            network: bridge_network(config.authenticator.network),
+        },
         Backend::None => lnd_bridge::BackendConfig::Disabled,
     };
-    lnd_bridge::start(lnd_bridge::BridgeConfig::new(backend))
-        .map_err(|e| anyhow!("cannot start the Lightning bridge: {e}"))
+    lnd_bridge::start(lnd_bridge::BridgeConfig::new(backend)).map_err(|e| {
+        let message = format!("cannot start the Lightning bridge: {e}");
+        if e.is_config_error() {
+            UsageError(message).into()
+        } else {
+            anyhow!(message)
+        }
+    })
 }
 
 fn bridge_network(network: Network) -> lnd_bridge::Network {

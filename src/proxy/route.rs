@@ -83,9 +83,14 @@ impl Routes {
                     .map_err(|e| fail(e.to_string()))?
                     .next()
                     .ok_or_else(|| fail("no address".into()))?;
+                let mut service = service.clone();
+                if config.authenticator.disable {
+                    // `authenticator.disable` turns auth off everywhere, as in Go aperture.
+                    service.auth = crate::config::Auth::Off;
+                }
                 Ok(Route {
                     index,
-                    service: service.clone(),
+                    service,
                     upstream,
                 })
             })

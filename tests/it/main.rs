@@ -3,6 +3,7 @@
 mod admin;
 mod config;
 mod l402;
+mod lnd;
 mod process;
 mod proxy;
 mod ratelimit;

@@ -241,3 +241,33 @@ fn dev_mode_needs_nothing_and_serves_the_whole_flow() {
     proc.signal(libc::SIGINT);
     assert_eq!(proc.wait_exit(Duration::from_secs(10)), 0);
 }
+
+#[test]
+fn bad_lnd_files_are_a_config_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("aperture.yaml");
+    let missing = dir.path().join("nope/tls.cert");
+    let yaml = format!(
+        "listenaddr: \"127.0.0.1:0\"\ninsecure: true\ndbbackend: sqlite\nauthenticator:\n  network: regtest\n  lndhost: \"127.0.0.1:10009\"\n  tlspath: \"{}\"\n  macdir: \"{}\"\nservices: []\n",
+        missing.display(),
+        dir.path().display()
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--basedir",
+            dir.path().to_str().unwrap(),
+            "--cores",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("tls.cert") || stderr.contains("invoice.macaroon"),
+        "{stderr}"
+    );
+}

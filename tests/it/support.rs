@@ -342,6 +342,23 @@ impl Proxy {
         top: &str,
         queue: usize,
     ) -> Proxy {
+        let backend = lnd_bridge::BackendConfig::Dev {
+            basedir: basedir.path().to_path_buf(),
+            wallet_listen: "127.0.0.1:0".parse().unwrap(),
+            network: lnd_bridge::Network::Regtest,
+        };
+        Self::start_on(basedir, backend, services_yaml, cores, top, queue)
+    }
+
+    /// Starts a proxy whose bridge drives `backend` (e.g. a fake LND).
+    pub fn start_on(
+        basedir: tempfile::TempDir,
+        backend: lnd_bridge::BackendConfig,
+        services_yaml: &str,
+        cores: usize,
+        top: &str,
+        queue: usize,
+    ) -> Proxy {
         let yaml = format!(
             "listenaddr: \"127.0.0.1:0\"\ninsecure: true\ndbbackend: sqlite\n{top}\n\
              authenticator:\n  network: regtest\n  dev:\n    listenaddr: \"127.0.0.1:0\"\n\
@@ -352,11 +369,7 @@ impl Proxy {
         let master = aperture::store::load_or_create_master_secret(basedir.path()).unwrap();
         let bridge_cfg = lnd_bridge::BridgeConfig {
             queue_capacity: queue,
-            ..lnd_bridge::BridgeConfig::new(lnd_bridge::BackendConfig::Dev {
-                basedir: basedir.path().to_path_buf(),
-                wallet_listen: "127.0.0.1:0".parse().unwrap(),
-                network: lnd_bridge::Network::Regtest,
-            })
+            ..lnd_bridge::BridgeConfig::new(backend)
         };
         let bridge = lnd_bridge::start(bridge_cfg).expect("bridge");
         let server = runtime::start(Settings {
@@ -371,7 +384,10 @@ impl Proxy {
         .expect("workers");
         Proxy {
             addr: server.local_addr(),
-            wallet: bridge.wallet_addr().expect("wallet"),
+            // A non-dev backend has no wallet; tests that need one use the dev backend.
+            wallet: bridge
+                .wallet_addr()
+                .unwrap_or_else(|| "127.0.0.1:9".parse().unwrap()),
             server: Some(server),
             bridge: Some(bridge),
             basedir,
