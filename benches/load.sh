@@ -81,6 +81,18 @@ services:
     address: "127.0.0.1:18080"
     protocol: http
     auth: "off"
+  - name: limited
+    hostregexp: ".*"
+    pathregexp: "^/limited"
+    address: "127.0.0.1:18080"
+    protocol: http
+    price: 10
+    ratelimits:
+      - requests: 100000000
+        per: 1s
+      - pathregexp: "^/limited/expensive"
+        requests: 5
+        per: 1m
   - name: paid
     hostregexp: ".*"
     address: "127.0.0.1:18080"
@@ -92,14 +104,21 @@ APID=$!
 PIDS+=("$APID")
 for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:18082/free && break; sleep 0.1; done
 
-# Buy a token the way a client does: 402 -> pay the invoice at the dev wallet -> retry.
-CHALLENGE=$(curl -s -D - -o /dev/null http://127.0.0.1:18082/paid | tr -d '\r' | grep '^Www-Authenticate: L402')
-MAC=$(sed -E 's/.*macaroon="([^"]+)".*/\1/' <<<"$CHALLENGE")
-INVOICE=$(sed -E 's/.*invoice="([^"]+)".*/\1/' <<<"$CHALLENGE")
-PREIMAGE=$(curl -s -X POST http://127.0.0.1:18089/pay -d "{\"invoice\":\"$INVOICE\"}" | sed -E 's/.*"preimage":"([0-9a-f]+)".*/\1/')
-export L402_AUTH="L402 $MAC:$PREIMAGE"
-STATUS=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: $L402_AUTH" http://127.0.0.1:18082/paid)
-[ "$STATUS" = 200 ] || { echo "paid request got $STATUS" >&2; exit 1; }
+# Buy tokens the way a client does: 402 -> pay the invoice at the dev wallet -> retry.
+buy() { # path
+  local challenge mac invoice preimage
+  challenge=$(curl -s -D - -o /dev/null "http://127.0.0.1:18082$1" | tr -d '\r' | grep '^Www-Authenticate: L402')
+  mac=$(sed -E 's/.*macaroon="([^"]+)".*/\1/' <<<"$challenge")
+  invoice=$(sed -E 's/.*invoice="([^"]+)".*/\1/' <<<"$challenge")
+  preimage=$(curl -s -X POST http://127.0.0.1:18089/pay -d "{\"invoice\":\"$invoice\"}" | sed -E 's/.*"preimage":"([0-9a-f]+)".*/\1/')
+  echo "L402 $mac:$preimage"
+}
+PAID_AUTH=$(buy /paid)
+LIMITED_AUTH=$(buy /limited)
+for pair in "/paid|$PAID_AUTH" "/limited|$LIMITED_AUTH"; do
+  STATUS=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: ${pair#*|}" "http://127.0.0.1:18082${pair%%|*}")
+  [ "$STATUS" = 200 ] || { echo "paid request to ${pair%%|*} got $STATUS" >&2; exit 1; }
+done
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 nginx_worker() { pgrep -P "$(cat "$WORK/proxy.pid")" | head -1; }
@@ -127,7 +146,8 @@ echo "| target                 |      req/s |      p99 | CPU us / req | non-2xx 
 echo "|------------------------|-----------:|---------:|-------------:|---------:|"
 run "nginx proxy_pass" http://127.0.0.1:18081/ "$(nginx_worker)"
 run "aperture free" http://127.0.0.1:18082/free "$APID"
-run "aperture paid (L402)" http://127.0.0.1:18082/paid "$APID" benches/wrk/paid.lua
+export L402_AUTH=$PAID_AUTH; run "aperture paid (L402)" http://127.0.0.1:18082/paid "$APID" benches/wrk/paid.lua
+export L402_AUTH=$LIMITED_AUTH; run "aperture paid + ratelimits" http://127.0.0.1:18082/limited "$APID" benches/wrk/paid.lua
 run "aperture 402 challenge" http://127.0.0.1:18082/paid "$APID"
 echo
 echo "(the 402 row counts challenges as non-2xx: every one of them is a fresh invoice + macaroon)"
