@@ -3,9 +3,11 @@
 //! lazily stamped LRU queue), single thread, same rules, same key stream, same clock.
 //! Run: `cargo bench --bench ratelimit -- --warm-up-time 1 --measurement-time 3`.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::{HashMap, VecDeque};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use aperture::ratelimit::{
@@ -14,6 +16,27 @@ use aperture::ratelimit::{
 use criterion::{criterion_group, criterion_main, Criterion};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+/// Counts allocations, to show that checks on known keys allocate nothing.
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call unchanged to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 const SEC: u64 = 1_000_000_000;
 /// The sample config: global 100/s burst 100, and a 5/min rule for an expensive path.
@@ -105,6 +128,21 @@ fn benches(c: &mut Criterion) {
         ("zipf_100k", stream(100_000, true)),
     ];
     let matching: [&[usize]; 2] = [&[0], &[0, 1]];
+    for (name, keys) in &cases {
+        let mut limiter = Limiter::new(rule_set(), DEFAULT_CAPACITY, 0x5eed);
+        // Warm up (fills the limiter and grows its storage), then count.
+        for (i, k) in keys.iter().enumerate() {
+            limiter.check(k, matching[i & 1], i as u64 * 1_000);
+        }
+        let before = ALLOCS.load(Ordering::Relaxed);
+        for (i, k) in keys.iter().enumerate() {
+            limiter.check(k, matching[i & 1], (STREAM + i) as u64 * 1_000);
+        }
+        let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+        println!(
+            "ratelimit/per_core/{name}: {allocs} allocations in {STREAM} checks after warm-up"
+        );
+    }
     let mut g = c.benchmark_group("ratelimit");
     for (name, keys) in &cases {
         let mut limiter = Limiter::new(rule_set(), DEFAULT_CAPACITY, 0x5eed);

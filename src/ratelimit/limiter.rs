@@ -2,6 +2,12 @@
 //! Storage is a slab of nodes (intrusive doubly linked recency list) plus one flat bucket array
 //! (`slot * rules + rule`), so a check on a known key hashes once and allocates nothing, and a
 //! new key reuses an evicted slot once the limiter is full.
+//!
+//! Eviction (when full and a new key arrives): among the [`EVICT_SCAN`] least recently used
+//! keys, the least recent one whose buckets are all full at `now` (indistinguishable from a new
+//! client, so forgetting it changes no decision); if none is, the least recently used key. Each
+//! slot carries the instant its buckets are all full again, refreshed on every check, so the
+//! scan reads one 16-byte record per candidate rather than the buckets.
 
 use std::collections::HashMap;
 
