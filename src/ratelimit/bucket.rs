@@ -12,6 +12,8 @@ pub struct Rule {
     rate: f64,
     /// Bucket capacity.
     burst: f64,
+    /// Nanoseconds per token (`1e9 / rate`), for the full-at time.
+    ns_per_token: f64,
 }
 
 impl Rule {
@@ -25,9 +27,11 @@ impl Rule {
         if per_ns == 0 {
             return Err(RateLimitError::ZeroPeriod);
         }
+        let rate = f64::from(requests) / (per_ns as f64 / NS_PER_SEC);
         Ok(Self {
-            rate: f64::from(requests) / (per_ns as f64 / NS_PER_SEC),
+            rate,
             burst: f64::from(burst),
+            ns_per_token: NS_PER_SEC / rate,
         })
     }
 
@@ -97,12 +101,17 @@ impl Bucket {
         self.tokens -= 1.0;
     }
 
-    /// Whether the bucket is full once refilled to `now_ns`, i.e. indistinguishable from a new one.
+    /// The instant (ns, as f64) from which the bucket is full again, i.e. indistinguishable
+    /// from a new one: `last + (burst - tokens) * 1e9 / rate`, or `last` when already full.
+    #[inline]
+    pub fn full_at(&self, rule: &Rule) -> f64 {
+        self.last_ns as f64 + (rule.burst - self.tokens).max(0.0) * rule.ns_per_token
+    }
+
+    /// Whether the bucket is full at `now_ns` ([`Bucket::full_at`] has passed).
     #[inline]
     pub fn is_full_at(&self, rule: &Rule, now_ns: u64) -> bool {
-        let mut b = *self;
-        b.refill(rule, now_ns);
-        b.tokens >= rule.burst
+        now_ns as f64 >= self.full_at(rule)
     }
 }
 
@@ -128,6 +137,9 @@ mod tests {
         assert_eq!(b.wait_ns(&rule), SEC / 10);
         b.refill(&rule, SEC / 10);
         assert_eq!(b.wait_ns(&rule), 0);
+        assert_eq!(b.full_at(&rule), (SEC / 10 + 4 * SEC / 10) as f64);
+        assert!(!b.is_full_at(&rule, SEC / 10 + 4 * SEC / 10 - 1));
+        assert!(b.is_full_at(&rule, SEC / 10 + 4 * SEC / 10));
         b.refill(&rule, 100 * SEC);
         assert_eq!(b.tokens(), 5.0);
         assert!(b.is_full_at(&rule, 100 * SEC));

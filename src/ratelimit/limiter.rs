@@ -2,6 +2,12 @@
 //! Storage is a slab of nodes (intrusive doubly linked recency list) plus one flat bucket array
 //! (`slot * rules + rule`), so a check on a known key hashes once and allocates nothing, and a
 //! new key reuses an evicted slot once the limiter is full.
+//!
+//! Eviction (when full and a new key arrives): among the [`EVICT_SCAN`] least recently used
+//! keys, the least recent one whose buckets are all full at `now` (indistinguishable from a new
+//! client, so forgetting it changes no decision); if none is, the least recently used key. Each
+//! slot carries the instant its buckets are all full again, refreshed on every check, so the
+//! scan reads one 16-byte record per candidate rather than the buckets.
 
 use std::collections::HashMap;
 
@@ -67,13 +73,16 @@ impl RuleSet {
     }
 }
 
+/// Recency links and the eviction hint of one slot, kept apart from the key and buckets so the
+/// eviction scan reads one small record per candidate.
 #[derive(Clone, Copy, Debug)]
 struct Node {
-    key: ClientKey,
     /// Towards the most recently used end.
     prev: u32,
     /// Towards the least recently used end.
     next: u32,
+    /// When every bucket of this slot is full again (max of [`Bucket::full_at`]).
+    full_at: f64,
 }
 
 /// One service's buckets on one core. Not `Sync` by design: each core owns its own.
@@ -81,6 +90,8 @@ struct Node {
 pub struct Limiter {
     rules: RuleSet,
     map: HashMap<ClientKey, u32, SeededState>,
+    /// The key of each slot.
+    keys: Vec<ClientKey>,
     nodes: Vec<Node>,
     /// `nodes.len() * rules.len()` buckets; node `s` owns `s * rules.len()..`.
     buckets: Vec<Bucket>,
@@ -99,6 +110,7 @@ impl Limiter {
         Self {
             rules,
             map: HashMap::with_hasher(SeededState::new(seed)),
+            keys: Vec::new(),
             nodes: Vec::new(),
             buckets: Vec::new(),
             head: NIL,
@@ -145,8 +157,8 @@ impl Limiter {
         if !matching_rules.iter().any(|&r| r < n) {
             return Decision::Allow;
         }
-        let base = self.slot_for(key, now_ns) as usize * n;
-        let buckets = &mut self.buckets[base..base + n];
+        let slot = self.slot_for(key, now_ns) as usize;
+        let buckets = &mut self.buckets[slot * n..(slot + 1) * n];
         let mut wait = 0u64;
         for &r in matching_rules {
             if let (Some(b), Some(rule)) = (buckets.get_mut(r), self.rules.rules.get(r)) {
@@ -154,15 +166,19 @@ impl Limiter {
                 wait = wait.max(b.wait_ns(rule));
             }
         }
+        if wait == 0 {
+            for &r in matching_rules {
+                if let Some(b) = buckets.get_mut(r) {
+                    b.take();
+                }
+            }
+        }
+        // Refills and takes move the full-again time; keep the eviction hint exact.
+        self.nodes[slot].full_at = full_at(buckets, &self.rules.rules);
         if wait > 0 {
             return Decision::Deny {
                 retry_after_secs: retry_after_secs(wait),
             };
-        }
-        for &r in matching_rules {
-            if let Some(b) = buckets.get_mut(r) {
-                b.take();
-            }
         }
         Decision::Allow
     }
@@ -179,8 +195,9 @@ impl Limiter {
         let mut at = self.head;
         std::iter::from_fn(move || {
             let node = self.nodes.get(at as usize)?;
+            let key = &self.keys[at as usize];
             at = node.next;
-            Some(&node.key)
+            Some(key)
         })
     }
 
@@ -210,6 +227,10 @@ impl Limiter {
         }
         self.buckets = buckets;
         self.rules = rules;
+        let n = self.rules.len();
+        for (s, node) in self.nodes.iter_mut().enumerate() {
+            node.full_at = full_at(&self.buckets[s * n..(s + 1) * n], &self.rules.rules);
+        }
     }
 
     /// The slot of `key`, now the most recently used; created (full buckets) when absent.
@@ -225,10 +246,11 @@ impl Limiter {
         let n = self.rules.len();
         let s = if self.nodes.len() < self.capacity {
             let s = self.nodes.len() as u32;
+            self.keys.push(*key);
             self.nodes.push(Node {
-                key: *key,
                 prev: NIL,
                 next: NIL,
+                full_at: now_ns as f64,
             });
             self.buckets
                 .extend(self.rules.rules.iter().map(|r| Bucket::full(r, now_ns)));
@@ -236,9 +258,10 @@ impl Limiter {
         } else {
             let s = self.victim(now_ns);
             self.unlink(s);
-            self.map.remove(&self.nodes[s as usize].key);
+            self.map.remove(&self.keys[s as usize]);
             self.evictions += 1;
-            self.nodes[s as usize].key = *key;
+            self.keys[s as usize] = *key;
+            self.nodes[s as usize].full_at = now_ns as f64;
             let base = s as usize * n;
             for (b, r) in self.buckets[base..base + n]
                 .iter_mut()
@@ -256,18 +279,12 @@ impl Limiter {
     /// The slot to evict: the least recently used of the last [`EVICT_SCAN`] keys whose buckets
     /// are all full at `now_ns`, else the least recently used key. Only called when full.
     fn victim(&self, now_ns: u64) -> u32 {
-        let n = self.rules.len();
         let mut at = self.tail;
         for _ in 0..EVICT_SCAN {
             let Some(node) = self.nodes.get(at as usize) else {
                 break;
             };
-            let base = at as usize * n;
-            let all_full = self.buckets[base..base + n]
-                .iter()
-                .zip(&self.rules.rules)
-                .all(|(b, r)| b.is_full_at(r, now_ns));
-            if all_full {
+            if now_ns as f64 >= node.full_at {
                 return at;
             }
             at = node.prev;
@@ -297,6 +314,16 @@ impl Limiter {
         }
         self.head = s;
     }
+}
+
+/// When every one of a slot's buckets is full again.
+#[inline]
+fn full_at(buckets: &[Bucket], rules: &[Rule]) -> f64 {
+    buckets
+        .iter()
+        .zip(rules)
+        .map(|(b, r)| b.full_at(r))
+        .fold(0.0, f64::max)
 }
 
 #[cfg(test)]
