@@ -109,7 +109,8 @@ fn run(
             metrics: spec.metrics,
             pool: Pool::new(POOL_IDLE),
             tokens: Default::default(),
-            limits: CoreLimits::new(&routes_for_limits, spec.id as u64),
+            // A random hasher seed per core: clients cannot precompute colliding keys.
+            limits: CoreLimits::new(&routes_for_limits, rand::random()),
             peers: spec.peers.iter().cloned().collect(),
             shutdown: Rc::new(Shutdown::default()),
         });
