@@ -102,6 +102,8 @@ pub struct Config {
     /// Steer connections to cores by client /24 (/48) so IP-keyed rate-limit decisions stay on
     /// the accepting core (`ratelimitsteering: ip`, the default) or not (`off`).
     pub rate_limit_steering: bool,
+    /// Rules on minting 402 challenges, keyed by client IP (empty: unlimited, as Go aperture).
+    pub challenge_rate_limits: Vec<RateLimitRule>,
     pub blocklist: Vec<IpNet>,
     pub authenticator: Authenticator,
     pub db: Db,

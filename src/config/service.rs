@@ -47,7 +47,11 @@ struct At {
 
 impl At {
     fn key(&self, field: &str) -> String {
-        format!("{}.{field}", self.prefix)
+        if self.prefix.is_empty() {
+            field.to_owned()
+        } else {
+            format!("{}.{field}", self.prefix)
+        }
     }
 }
 
@@ -373,14 +377,34 @@ fn file_value(key: &str, value: &str, cx: &Ctx<'_>) -> Result<String, ConfigErro
     })
 }
 
+/// The top-level `challengeratelimits` (ours): rules on minting 402 challenges, per client IP.
+pub(super) fn challenge_rate_limits(
+    v: Option<Vec<RawRateLimit>>,
+    cx: &mut Ctx<'_>,
+) -> Result<Vec<RateLimitRule>, ConfigError> {
+    let at = At {
+        prefix: String::new(),
+    };
+    rate_limits_at(&at, "challengeratelimits", v, cx)
+}
+
 fn rate_limits(
     at: &At,
     v: Option<Vec<RawRateLimit>>,
     cx: &mut Ctx<'_>,
 ) -> Result<Vec<RateLimitRule>, ConfigError> {
+    rate_limits_at(at, "ratelimits", v, cx)
+}
+
+fn rate_limits_at(
+    at: &At,
+    list: &str,
+    v: Option<Vec<RawRateLimit>>,
+    cx: &mut Ctx<'_>,
+) -> Result<Vec<RateLimitRule>, ConfigError> {
     let mut out: Vec<RateLimitRule> = Vec::new();
     for (j, r) in v.unwrap_or_default().into_iter().enumerate() {
-        let key = |f: &str| at.key(&format!("ratelimits[{j}].{f}"));
+        let key = |f: &str| at.key(&format!("{list}[{j}].{f}"));
         let path_regexp = match nonempty(r.pathregexp.as_deref()) {
             Some(p) => Some(regex(cx, key("pathregexp"), p)?),
             None => None,

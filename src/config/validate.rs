@@ -49,7 +49,7 @@ pub(crate) fn nonempty(v: Option<&str>) -> Option<&str> {
     v.map(str::trim).filter(|s| !s.is_empty())
 }
 
-pub(crate) fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
+pub(crate) fn validate(mut raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
     let mut cx = Ctx {
         origin,
         warnings: Vec::new(),
@@ -94,6 +94,8 @@ pub(crate) fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigErr
     let db = db(&raw, basedir_set.is_some(), &mut cx)?;
     let prometheus = prometheus(&raw, &cx)?;
     let authenticator = authenticator(raw.authenticator.unwrap_or_default(), &mut cx)?;
+    let challenge_rate_limits =
+        service::challenge_rate_limits(raw.challengeratelimits.take(), &mut cx)?;
     let services = service::services(raw.services.unwrap_or_default(), &mut cx)?;
     Ok(Config {
         listen_addr,
@@ -114,6 +116,7 @@ pub(crate) fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigErr
         challenge_shape,
         upstream_authorization,
         rate_limit_steering,
+        challenge_rate_limits,
         blocklist,
         authenticator,
         db,

@@ -7,12 +7,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Auth;
 use crate::error::{Challenge, Synthetic};
+use std::net::IpAddr;
 use std::rc::Rc;
 
 use crate::l402::{self, AuthOutcome, CredentialSource, TokenId, VerifyRequest};
 use crate::metrics::Counter;
 
 use super::h1::Head;
+use super::limit;
 use super::tokens::Upstream;
 use super::{CoreCtx, Route, BRIDGE_WAIT};
 
@@ -34,7 +36,7 @@ pub fn now_unix() -> u64 {
 }
 
 /// Runs the authenticate phase for `head` on `route`.
-pub async fn authorize(core: &CoreCtx, route: &Route, head: &Head) -> Decision {
+pub async fn authorize(core: &CoreCtx, route: &Route, head: &Head, peer: IpAddr) -> Decision {
     let service = &route.service;
     let path = std::str::from_utf8(head.path()).unwrap_or("");
     let whitelisted = service
@@ -90,6 +92,9 @@ pub async fn authorize(core: &CoreCtx, route: &Route, head: &Head) -> Decision {
         .any(|r| r.is_match(path))
     {
         return Decision::Answer(Synthetic::Unauthorized);
+    }
+    if let Some(denied) = limit::limit_challenge(core, peer, path).await {
+        return Decision::Answer(denied);
     }
     Decision::Answer(challenge(core, route, now).await)
 }

@@ -140,7 +140,7 @@ async fn handle(
             let path = std::str::from_utf8(head.path()).unwrap_or("");
             match routes.find(host, path) {
                 None => Local(Synthetic::NotFound, framing, true),
-                Some(route) => match auth::authorize(core, route, head).await {
+                Some(route) => match auth::authorize(core, route, head, peer.ip()).await {
                     Decision::Answer(synthetic) => Local(synthetic, framing, true),
                     Decision::Forward(upstream_auth, token) => {
                         let key = match token {

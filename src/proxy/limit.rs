@@ -12,11 +12,15 @@ use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 
+use crate::config::RateLimitRule;
 use crate::error::Synthetic;
 use crate::metrics::Counter;
 use crate::ratelimit::{self, ClientKey, Decision, Limiter, RuleSet};
 
 use super::{CoreCtx, Route, Routes};
+
+/// The limiter index of challenge minting (services use their route index).
+pub const CHALLENGES: usize = usize::MAX;
 
 /// How long a core waits for the owner core's decision before it lets the request through.
 const PEER_WAIT: Duration = Duration::from_secs(1);
@@ -41,9 +45,11 @@ pub enum PeerMsg {
     Check(PeerCheck),
 }
 
-/// The limiters of one core: one per route, holding the buckets of the keys this core owns.
+/// The limiters of one core: one per route and one for challenge minting, holding the buckets
+/// of the keys this core owns.
 pub struct CoreLimits {
     limiters: RefCell<Vec<Limiter>>,
+    challenges: RefCell<Limiter>,
 }
 
 impl CoreLimits {
@@ -52,10 +58,22 @@ impl CoreLimits {
         let limiters = routes
             .routes
             .iter()
-            .map(|route| Limiter::new(rule_set(route), ratelimit::DEFAULT_CAPACITY, seed))
+            .map(|route| {
+                Limiter::new(
+                    rule_set(&route.service.rate_limits),
+                    ratelimit::DEFAULT_CAPACITY,
+                    seed,
+                )
+            })
             .collect();
+        let challenges = Limiter::new(
+            rule_set(&routes.challenge_rate_limits),
+            ratelimit::DEFAULT_CAPACITY,
+            seed,
+        );
         Self {
             limiters: RefCell::new(limiters),
+            challenges: RefCell::new(challenges),
         }
     }
 
@@ -67,6 +85,9 @@ impl CoreLimits {
         rules: &[usize],
         now_ns: u64,
     ) -> Decision {
+        if route == CHALLENGES {
+            return self.challenges.borrow_mut().check(key, rules, now_ns);
+        }
         match self.limiters.borrow_mut().get_mut(route) {
             Some(limiter) => limiter.check(key, rules, now_ns),
             None => Decision::Allow,
@@ -74,9 +95,9 @@ impl CoreLimits {
     }
 }
 
-fn rule_set(route: &Route) -> RuleSet {
+fn rule_set(rules: &[RateLimitRule]) -> RuleSet {
     let mut set = RuleSet::new();
-    for rule in &route.service.rate_limits {
+    for rule in rules {
         let regex = rule.path_regexp.as_ref().map_or("", |r| r.as_str());
         let identity = format!("{regex}|{}|{:?}|{}", rule.requests, rule.per, rule.burst);
         let per_ns = u64::try_from(rule.per.as_nanos()).unwrap_or(u64::MAX);
@@ -95,9 +116,37 @@ pub fn now_ns() -> u64 {
 
 /// Runs the rate-limit phase: `Some(429)` when any matching rule denies.
 pub async fn limit(core: &CoreCtx, route: &Route, key: ClientKey, path: &str) -> Option<Synthetic> {
-    let rules: Vec<usize> = route
-        .service
-        .rate_limits
+    decide(core, route.index, &route.service.rate_limits, key, path).await
+}
+
+/// Limits minting challenges per client IP (`challengeratelimits`): `Some(429)` when denied.
+pub async fn limit_challenge(
+    core: &CoreCtx,
+    peer: std::net::IpAddr,
+    path: &str,
+) -> Option<Synthetic> {
+    let routes = core.routes();
+    if routes.challenge_rate_limits.is_empty() {
+        return None;
+    }
+    decide(
+        core,
+        CHALLENGES,
+        &routes.challenge_rate_limits,
+        ClientKey::ip(peer),
+        path,
+    )
+    .await
+}
+
+async fn decide(
+    core: &CoreCtx,
+    limiter: usize,
+    rule_cfg: &[RateLimitRule],
+    key: ClientKey,
+    path: &str,
+) -> Option<Synthetic> {
+    let rules: Vec<usize> = rule_cfg
         .iter()
         .enumerate()
         .filter(|(_, r)| r.path_regexp.as_ref().is_none_or(|re| re.is_match(path)))
@@ -109,9 +158,9 @@ pub async fn limit(core: &CoreCtx, route: &Route, key: ClientKey, path: &str) ->
     let now = now_ns();
     let owner = ratelimit::owner_core(&key, core.peers.len());
     let decision = if owner == core.id {
-        core.limits.check_local(route.index, &key, &rules, now)
+        core.limits.check_local(limiter, &key, &rules, now)
     } else {
-        ask_owner(core, owner, route.index, key, rules, now).await
+        ask_owner(core, owner, limiter, key, rules, now).await
     };
     match decision {
         Decision::Allow => {

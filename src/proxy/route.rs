@@ -5,7 +5,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::config::{Config, IpNet, Service};
+use crate::config::{Config, IpNet, RateLimitRule, Service};
 use crate::l402::{ChallengeShape, UpstreamAuthorization};
 
 /// Timeouts and size limits of the data path.
@@ -47,6 +47,8 @@ pub struct Routes {
     pub challenge_shape: ChallengeShape,
     /// Which `Authorization` fields a paid request carries upstream.
     pub upstream_authorization: UpstreamAuthorization,
+    /// Rules on minting challenges, per client IP.
+    pub challenge_rate_limits: Vec<RateLimitRule>,
     /// Peers answered with 403 before anything else.
     pub blocklist: Vec<IpNet>,
 }
@@ -107,6 +109,7 @@ impl Routes {
             },
             challenge_shape: config.challenge_shape,
             upstream_authorization: config.upstream_authorization,
+            challenge_rate_limits: config.challenge_rate_limits.clone(),
             blocklist: config.blocklist.clone(),
         })
     }

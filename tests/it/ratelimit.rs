@@ -123,3 +123,52 @@ fn the_sample_configs_two_rules_behave_as_documented() {
     let resps = burst(std::slice::from_mut(&mut conn), 94, "/cheap", "");
     assert_eq!(count(&resps, 200), 94);
 }
+
+#[test]
+fn minting_challenges_is_rate_limited_per_client_when_configured() {
+    let origin = Origin::start();
+    let top = "challengeratelimits:\n  - requests: 3\n    per: 1m\n    burst: 3";
+    let proxy = Proxy::start_with(&service("svc", origin.addr, ""), 2, top, 4096);
+    let first = crate::support::get(proxy.addr, "/", "");
+    assert_eq!(first.status, 402);
+    let mut conn = Conn::open(proxy.addr);
+    let resps = burst(std::slice::from_mut(&mut conn), 3, "/", "");
+    assert_eq!((count(&resps, 402), count(&resps, 429)), (2, 1));
+    let retry: u64 = resps[2].header("retry-after").unwrap().parse().unwrap();
+    assert!((19..=20).contains(&retry), "Retry-After {retry}");
+    // Paying the first challenge still works: paid requests mint nothing.
+    let (mac, invoice) = crate::support::challenge(&first);
+    let preimage = crate::support::pay(proxy.wallet, &invoice);
+    let paid = format!("Authorization: L402 {mac}:{preimage}\r\n");
+    assert_eq!(crate::support::get(proxy.addr, "/", &paid).status, 200);
+}
+
+#[test]
+fn behind_a_load_balancer_steering_off_spreads_one_address_and_stays_exact() {
+    use aperture::metrics::Counter;
+    let origin = Origin::start();
+    let extra = format!("    auth: \"off\"\n{TEN_PER_SECOND}");
+    // Steering on: every connection of one client address lands on the core owning its bucket.
+    let proxy = Proxy::start(&service("free", origin.addr, &extra), 2);
+    let mut conns: Vec<Conn> = (0..32).map(|_| Conn::open(proxy.addr)).collect();
+    burst(&mut conns, 1, "/", "");
+    let per_core = proxy.server().metrics().per_core(Counter::Requests);
+    assert!(per_core.contains(&0), "steered to one core: {per_core:?}");
+    // Steering off (a load balancer's one address): both cores serve, and the limit stays exact.
+    let proxy = Proxy::start_with(
+        &service("free", origin.addr, &extra),
+        2,
+        "ratelimitsteering: off",
+        4096,
+    );
+    let mut conns: Vec<Conn> = (0..32).map(|_| Conn::open(proxy.addr)).collect();
+    let start = std::time::Instant::now();
+    let resps = burst(&mut conns, 1, "/", "");
+    let per_core = proxy.server().metrics().per_core(Counter::Requests);
+    assert!(
+        per_core.iter().all(|&n| n > 0),
+        "one core idle: {per_core:?}"
+    );
+    let earned = (start.elapsed().as_millis() / 100) as usize;
+    assert!((10..=10 + earned).contains(&count(&resps, 200)));
+}
