@@ -15,7 +15,8 @@ use crate::metrics::Counter;
 
 use super::h1::Head;
 use super::limit;
-use super::tokens::Upstream;
+use super::settled;
+use super::tokens::{Hit, Upstream};
 use super::{CoreCtx, Route, BRIDGE_WAIT};
 
 /// What the authenticate phase decided.
@@ -52,39 +53,15 @@ pub async fn authorize(core: &CoreCtx, route: &Route, head: &Head, peer: IpAddr)
         return Decision::Forward(upstream, None);
     }
     let now = now_unix();
-    let req = VerifyRequest {
-        service: &service.name,
-        capability: None,
-        now_unix: now,
-    };
-    let single = single_authorization(head);
-    if let Some((upstream, token_id)) = single.and_then(|v| core.tokens.get(v, &service.name, now))
-    {
-        core.counters().incr(Counter::TokensAccepted);
-        return Decision::Forward(Some(upstream), Some(token_id));
-    }
-    match core.verifier.authenticate(head.fields(), &req) {
-        AuthOutcome::Accepted {
-            credential,
-            token_id,
-        } => {
+    if let Some(hit) = verified(core, route, head, now) {
+        let settled =
+            !core.routes().strict_verify || settled::require_settled(core, hit.payment_hash).await;
+        if settled {
             core.counters().incr(Counter::TokensAccepted);
-            // Only a credential that came from that one Authorization value may be cached
-            // under it (a valid Macaroon header next to a Bearer value must not be).
-            let upstream = match (single, credential.source) {
-                (Some(value), CredentialSource::Authorization(_)) => {
-                    core.tokens
-                        .insert(value, &service.name, token_id, &credential)
-                }
-                _ => Rc::new(l402::upstream_authorization(&credential)),
-            };
-            return Decision::Forward(Some(upstream), Some(token_id));
+            return Decision::Forward(Some(hit.upstream), Some(hit.token_id));
         }
-        AuthOutcome::Rejected(reason) => {
-            core.counters().incr(Counter::TokensRejected);
-            tracing::debug!(core = core.id, service = %service.name, reason = reason.reason(), "token rejected");
-        }
-        AuthOutcome::Missing => {}
+        core.counters().incr(Counter::TokensRejected);
+        tracing::debug!(core = core.id, service = %service.name, "token rejected: invoice not settled (strictverify)");
     }
     if service
         .auth_skip_invoice_creation_paths
@@ -97,6 +74,44 @@ pub async fn authorize(core: &CoreCtx, route: &Route, head: &Head, peer: IpAddr)
         return Decision::Answer(denied);
     }
     Decision::Answer(challenge(core, route, now).await)
+}
+
+/// Finds a credential that verifies for `route`: from the per-core cache when the request's one
+/// `Authorization` value verified before, else by full verification (then cached).
+fn verified(core: &CoreCtx, route: &Route, head: &Head, now: u64) -> Option<Hit> {
+    let service = &route.service;
+    let single = single_authorization(head);
+    if let Some(hit) = single.and_then(|v| core.tokens.get(v, &service.name, now)) {
+        return Some(hit);
+    }
+    let req = VerifyRequest {
+        service: &service.name,
+        capability: None,
+        now_unix: now,
+    };
+    match core.verifier.authenticate(head.fields(), &req) {
+        AuthOutcome::Accepted {
+            credential,
+            token_id,
+        } => {
+            // Only a credential that came from that one Authorization value may be cached
+            // under it (a valid Macaroon header next to a Bearer value must not be).
+            let hit = match (single, credential.source) {
+                (Some(value), CredentialSource::Authorization(_)) => {
+                    core.tokens
+                        .insert(value, &service.name, token_id, &credential)
+                }
+                _ => Hit::new(&credential, token_id),
+            };
+            Some(hit)
+        }
+        AuthOutcome::Rejected(reason) => {
+            core.counters().incr(Counter::TokensRejected);
+            tracing::debug!(core = core.id, service = %service.name, reason = reason.reason(), "token rejected");
+            None
+        }
+        AuthOutcome::Missing => None,
+    }
 }
 
 /// The value of the request's `Authorization` field when there is exactly one.

@@ -12,6 +12,7 @@ pub mod limit;
 pub mod pool;
 pub mod respond;
 pub mod route;
+pub mod settled;
 pub mod tokens;
 
 use std::cell::{Cell, RefCell};
@@ -44,6 +45,8 @@ pub struct CoreCtx {
     pub pool: pool::Pool,
     /// Credentials this core verified recently.
     pub tokens: tokens::TokenCache,
+    /// Invoices this core knows settled (`strictverify`).
+    pub settled: settled::Settled,
     /// Rate-limit buckets of the client keys this core owns.
     pub limits: limit::CoreLimits,
     /// Every core's peer inbox, by core index (this core's own included).

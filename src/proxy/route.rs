@@ -47,6 +47,8 @@ pub struct Routes {
     pub challenge_shape: ChallengeShape,
     /// Which `Authorization` fields a paid request carries upstream.
     pub upstream_authorization: UpstreamAuthorization,
+    /// Accept a token only when its invoice is known settled.
+    pub strict_verify: bool,
     /// Rules on minting challenges, per client IP.
     pub challenge_rate_limits: Vec<RateLimitRule>,
     /// Peers answered with 403 before anything else.
@@ -110,6 +112,7 @@ impl Routes {
             challenge_shape: config.challenge_shape,
             upstream_authorization: config.upstream_authorization,
             challenge_rate_limits: config.challenge_rate_limits.clone(),
+            strict_verify: config.strict_verify,
             blocklist: config.blocklist.clone(),
         })
     }

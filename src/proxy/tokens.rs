@@ -18,12 +18,37 @@ pub const CAPACITY: usize = 4096;
 /// The `Authorization` fields rendered for the upstream (`LSAT …`, `L402 …`).
 pub type Upstream = Rc<[String; 2]>;
 
+/// A verified credential: what goes upstream, the token (the rate-limit key) and the payment
+/// hash (for `strictverify`).
+#[derive(Clone)]
+pub struct Hit {
+    /// The `Authorization` fields for the upstream.
+    pub upstream: Upstream,
+    /// The token id.
+    pub token_id: TokenId,
+    /// The payment hash from the identifier.
+    pub payment_hash: [u8; 32],
+}
+
+impl Hit {
+    /// Renders the upstream fields of a credential that verified (its identifier parsed then).
+    pub fn new(credential: &Credential, token_id: TokenId) -> Hit {
+        let payment_hash = l402::Identifier::decode(&credential.macaroon.identifier)
+            .map(|id| id.payment_hash)
+            .unwrap_or_default();
+        Hit {
+            upstream: Rc::new(l402::upstream_authorization(credential)),
+            token_id,
+            payment_hash,
+        }
+    }
+}
+
 struct Entry {
     service: Rc<str>,
-    token_id: TokenId,
+    hit: Hit,
     /// The token stops verifying at this Unix second (exclusive), if it expires.
     expires: Option<u64>,
-    upstream: Upstream,
 }
 
 /// The cache of one core.
@@ -34,11 +59,11 @@ pub struct TokenCache {
 
 impl TokenCache {
     /// The upstream fields of a credential verified before for `service`, still valid at `now`.
-    pub fn get(&self, value: &[u8], service: &str, now: u64) -> Option<(Upstream, TokenId)> {
+    pub fn get(&self, value: &[u8], service: &str, now: u64) -> Option<Hit> {
         let map = self.map.borrow();
         let entry = map.get(value)?;
         let fresh = entry.expires.is_none_or(|t| now < t);
-        (fresh && &*entry.service == service).then(|| (entry.upstream.clone(), entry.token_id))
+        (fresh && &*entry.service == service).then(|| entry.hit.clone())
     }
 
     /// Remembers a credential that just verified for `service` from the field value `value`.
@@ -48,8 +73,8 @@ impl TokenCache {
         service: &str,
         token_id: TokenId,
         credential: &Credential,
-    ) -> Upstream {
-        let upstream: Upstream = Rc::new(l402::upstream_authorization(credential));
+    ) -> Hit {
+        let hit = Hit::new(credential, token_id);
         let mut map = self.map.borrow_mut();
         if map.len() >= CAPACITY {
             map.clear();
@@ -58,12 +83,11 @@ impl TokenCache {
             value.into(),
             Entry {
                 service: service.into(),
-                token_id,
+                hit: hit.clone(),
                 expires: expiry(credential, service),
-                upstream: upstream.clone(),
             },
         );
-        upstream
+        hit
     }
 
     /// Forgets everything (revocation, reload).
@@ -121,8 +145,9 @@ mod tests {
             "valid_until=90",
             "other_valid_until=5",
         ]);
-        let up = cache.insert(b"L402 x:y", "svc", [7; 32], &c);
-        assert!(up[1].starts_with("L402 "));
+        let hit = cache.insert(b"L402 x:y", "svc", [7; 32], &c);
+        assert!(hit.upstream[1].starts_with("L402 "));
+        assert_eq!(hit.token_id, [7; 32]);
         assert!(cache.get(b"L402 x:y", "svc", 89).is_some());
         assert!(
             cache.get(b"L402 x:y", "svc", 90).is_none(),

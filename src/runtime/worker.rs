@@ -20,7 +20,7 @@ use super::{Control, RuntimeError};
 use crate::l402::Verifier;
 use crate::metrics::{Counter, Metrics};
 use crate::proxy::limit::{self, CoreLimits, PeerMsg};
-use crate::proxy::{conn, pool::Pool, CoreCtx, Routes, Shutdown};
+use crate::proxy::{conn, pool::Pool, settled, CoreCtx, Routes, Shutdown};
 
 /// Idle upstream connections kept per upstream and core.
 const POOL_IDLE: usize = 256;
@@ -109,6 +109,7 @@ fn run(
             metrics: spec.metrics,
             pool: Pool::new(POOL_IDLE),
             tokens: Default::default(),
+            settled: Default::default(),
             // A random hasher seed per core: clients cannot precompute colliding keys.
             limits: CoreLimits::new(&routes_for_limits, rand::random()),
             peers: spec.peers.iter().cloned().collect(),
@@ -117,6 +118,7 @@ fn run(
         let grace = Rc::new(Cell::new(Duration::from_secs(10)));
         monoio::spawn(control_loop(ctx.clone(), inbox, grace.clone()));
         monoio::spawn(limit::serve_peers(ctx.clone(), spec.peer_inbox));
+        monoio::spawn(settled::consume_events(ctx.clone(), ctx.bridge.subscribe()));
         let _ = ready.send(Ok(driver));
         tracing::info!(core = ctx.id, driver, cpu = ?spec.cpu.map(|c| c.id), "worker serving");
         let active = Rc::new(Cell::new(0usize));

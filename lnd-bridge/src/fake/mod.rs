@@ -183,6 +183,16 @@ impl FakeLnd {
         self.state.settle(payment_hash)
     }
 
+    /// The preimage of an invoice this fake created, without settling it (a test can then hold
+    /// a token whose invoice is still OPEN, as a client does between paying and settlement).
+    pub fn preimage_of(&self, payment_hash: &[u8; 32]) -> Option<[u8; 32]> {
+        self.state
+            .book()
+            .invoices
+            .get(payment_hash)
+            .map(|e| e.preimage)
+    }
+
     /// "Pays" `payment_request`: settles the invoice it names and returns the preimage.
     pub fn pay(&self, payment_request: &str) -> Result<[u8; 32], FakeError> {
         let signed = SignedRawBolt11Invoice::from_str(payment_request.trim())
