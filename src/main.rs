@@ -133,6 +133,25 @@ fn init_logging(level: &str) {
         .try_init();
 }
 
+/// Refuses to start when lnd cannot be reached at all: a typo in `lndhost` should fail loudly at
+/// start-up. Once running, the bridge rides out lnd restarts on its own.
+fn probe_lnd(host: &str) -> Result<()> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<SocketAddr> = host
+        .to_socket_addrs()
+        .with_context(|| format!("authenticator.lndhost: cannot resolve {host:?}"))?
+        .collect();
+    let reachable = addrs
+        .iter()
+        .any(|a| std::net::TcpStream::connect_timeout(a, Duration::from_secs(3)).is_ok());
+    if !reachable {
+        return Err(anyhow!(
+            "authenticator.lndhost: cannot reach lnd at {host} ({addrs:?}); is lnd running and is its gRPC port open?"
+        ));
+    }
+    Ok(())
+}
+
 fn start_bridge(config: &Config) -> Result<lnd_bridge::Bridge> {
     let backend = match &config.authenticator.backend {
         Backend::Dev { listen_addr } => lnd_bridge::BackendConfig::Dev {
@@ -185,6 +204,9 @@ fn run(cli: &Cli) -> Result<()> {
     let routes = Routes::resolve(&config).map_err(|e| UsageError(e.to_string()))?;
     let master_secret = store::load_or_create_master_secret(&config.basedir)?;
     let bridge = start_bridge(&config)?;
+    if let Backend::Lnd { host, .. } = &config.authenticator.backend {
+        probe_lnd(host)?;
+    }
     if let Some(wallet) = bridge.wallet_addr() {
         tracing::warn!("DEV LIGHTNING BACKEND: payments are SIMULATED; wallet at http://{wallet}");
     }

@@ -271,3 +271,37 @@ fn bad_lnd_files_are_a_config_error_naming_the_file() {
         "{stderr}"
     );
 }
+
+#[test]
+fn unreachable_lnd_is_a_startup_error_naming_the_address() {
+    let lnd_dir = tempfile::tempdir().unwrap();
+    let fake =
+        lnd_bridge::fake::FakeLnd::start(lnd_dir.path(), lnd_bridge::Network::Regtest).unwrap();
+    let (cert, macdir) = (fake.tls_cert_path(), lnd_dir.path().to_path_buf());
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("aperture.yaml");
+    let yaml = format!(
+        "listenaddr: \"127.0.0.1:0\"\ninsecure: true\ndbbackend: sqlite\nauthenticator:\n  network: regtest\n  lndhost: \"{closed}\"\n  tlspath: \"{}\"\n  macdir: \"{}\"\nservices: []\n",
+        cert.display(),
+        macdir.display()
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--basedir",
+            dir.path().to_str().unwrap(),
+            "--cores",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&closed.to_string()), "{stderr}");
+}
