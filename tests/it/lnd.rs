@@ -146,3 +146,18 @@ fn strictverify_refuses_unsettled_and_unknown_invoices_with_a_fresh_402() {
     );
     assert_eq!(get(proxy.addr, "/", &auth).status, 402);
 }
+
+#[test]
+fn authenticator_disable_turns_auth_off_everywhere() {
+    let origin = Origin::start();
+    let proxy = Proxy::start_on(
+        tempfile::tempdir().unwrap(),
+        lnd_bridge::BackendConfig::Disabled,
+        &service("svc", origin.addr, ""),
+        1,
+        "authenticator:\n  disable: true",
+        16,
+    );
+    let r = get(proxy.addr, "/free", "");
+    assert_eq!((r.status, r.text().as_str()), (200, "origin saw /free"));
+}

@@ -359,10 +359,15 @@ impl Proxy {
         top: &str,
         queue: usize,
     ) -> Proxy {
+        // `top` may bring its own authenticator block; otherwise the dev backend is configured.
+        let authenticator = if top.contains("authenticator:") {
+            ""
+        } else {
+            "authenticator:\n  network: regtest\n  dev:\n    listenaddr: \"127.0.0.1:0\"\n"
+        };
         let yaml = format!(
             "listenaddr: \"127.0.0.1:0\"\ninsecure: true\ndbbackend: sqlite\n{top}\n\
-             authenticator:\n  network: regtest\n  dev:\n    listenaddr: \"127.0.0.1:0\"\n\
-             services:\n{services_yaml}"
+             {authenticator}services:\n{services_yaml}"
         );
         let config = aperture::config::parse(&yaml, "test.yaml").expect("config");
         let routes = Routes::resolve(&config).expect("routes");
