@@ -311,6 +311,11 @@ const TOTALS: &[(&str, &str, Counter)] = &[
         Counter::ConnectionsAccepted,
     ),
     (
+        "aperture_token_cache_hits_total",
+        "Credentials accepted from the per-core verification cache (no HMAC work).",
+        Counter::TokenCacheHits,
+    ),
+    (
         "aperture_ratelimit_allowed_total",
         "Requests to rate-limited services that every matching rule allowed.",
         Counter::RateLimitAllowed,
@@ -439,7 +444,7 @@ mod tests {
                 assert!(types.contains(name), "sample before its TYPE: {l}");
             }
         }
-        assert_eq!(types.len(), 14);
+        assert_eq!(types.len(), 15);
         assert!(out.ends_with('\n'));
     }
 

@@ -33,6 +33,8 @@ pub enum Counter {
     Status3xx,
     Status4xx,
     Status5xx,
+    /// Credentials accepted from the per-core verification cache.
+    TokenCacheHits,
     /// Requests a rate limit let through (services with rules only).
     RateLimitAllowed,
     /// Requests a rate limit denied (429).

@@ -82,6 +82,7 @@ fn verified(core: &CoreCtx, route: &Route, head: &Head, now: u64) -> Option<Hit>
     let service = &route.service;
     let single = single_authorization(head);
     if let Some(hit) = single.and_then(|v| core.tokens.get(v, &service.name, now)) {
+        core.counters().incr(Counter::TokenCacheHits);
         return Some(hit);
     }
     let req = VerifyRequest {
