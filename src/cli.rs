@@ -57,6 +57,10 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = available_cores(), value_parser = clap::value_parser!(usize))]
     pub cores: usize,
 
+    /// Do not pin worker threads to CPUs (they still honour the inherited CPU set, e.g. taskset).
+    #[arg(long)]
+    pub no_pin: bool,
+
     /// Load and validate the config, print warnings, and exit (0: valid, 64: invalid). Binds nothing.
     #[arg(long)]
     pub check_config: bool,

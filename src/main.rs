@@ -212,7 +212,7 @@ fn run(cli: &Cli) -> Result<()> {
     }
     let server = runtime::start(Settings {
         cores: cli.cores,
-        pin: true,
+        pin: !cli.no_pin,
         listen: config.listen_addr,
         routes: Arc::new(routes),
         master_secret,
