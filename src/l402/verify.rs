@@ -2,7 +2,9 @@
 //! chain → caveats, plus `authenticate`, which tries every candidate in a request's headers.
 //! Owns the order of checks and the failure reasons; it does no I/O and reads no clock.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use hmac::Hmac;
 use sha2::{Digest, Sha256};
@@ -183,6 +185,9 @@ where
 pub struct Verifier {
     /// The master secret, kept only as a pre-keyed HMAC state (saves two compressions per key).
     master: Hmac<Sha256>,
+    /// Root keys of tokens minted by Go aperture (random per token, imported from its `secrets`
+    /// table), by sha256(identifier). Empty unless an import was done.
+    legacy: Option<Arc<HashMap<[u8; 32], [u8; 32]>>>,
 }
 
 impl fmt::Debug for Verifier {
@@ -195,11 +200,26 @@ impl Verifier {
     pub fn new(master_secret: [u8; 32]) -> Verifier {
         Verifier {
             master: prekey(&master_secret),
+            legacy: None,
         }
     }
 
-    /// The root key of the token with this (encoded) identifier.
+    /// Also verifies tokens minted by Go aperture, whose root keys were imported (keyed by
+    /// sha256(identifier), as in Go aperture's `secrets` table).
+    pub fn with_legacy_keys(mut self, keys: Arc<HashMap<[u8; 32], [u8; 32]>>) -> Verifier {
+        self.legacy = (!keys.is_empty()).then_some(keys);
+        self
+    }
+
+    /// The root key of the token with this (encoded) identifier: an imported Go aperture key
+    /// when there is one, else derived from the master secret.
     pub fn root_key(&self, identifier: &[u8]) -> [u8; 32] {
+        if let Some(legacy) = &self.legacy {
+            let hash: [u8; 32] = Sha256::digest(identifier).into();
+            if let Some(key) = legacy.get(&hash) {
+                return *key;
+            }
+        }
         hmac_prekeyed(&self.master, identifier)
     }
 

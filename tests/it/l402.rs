@@ -472,3 +472,35 @@ fn fuzz_parsers_never_panic() {
     ));
     assert!(accepted < 20_000, "mutations must mostly break tokens");
 }
+
+#[test]
+fn go_aperture_tokens_verify_once_their_root_keys_are_imported() {
+    // Vector 2 was minted the Go way: a random per-token root key (32 x 01), stored under
+    // sha256(identifier) = 002b30…2559 in Go aperture's `secrets` table.
+    let header = format!("L402 {V2_B64}:{}", "02".repeat(32));
+    let headers = [("Authorization", header.as_bytes())];
+    let request = req("service1", 1_699_999_999);
+    let ours = aperture::l402::Verifier::new([9u8; 32]);
+    assert!(matches!(
+        ours.authenticate(headers, &request),
+        aperture::l402::AuthOutcome::Rejected(VerifyError::BadSignature)
+    ));
+    let mut keys = std::collections::HashMap::new();
+    let hash: [u8; 32] =
+        hex::decode("002b3039613d2b94bb1a864563058d8521305f8b73c986ef1d100c9914a72559")
+            .unwrap()
+            .try_into()
+            .unwrap();
+    keys.insert(hash, [1u8; 32]);
+    let with_legacy = ours.clone().with_legacy_keys(std::sync::Arc::new(keys));
+    assert!(matches!(
+        with_legacy.authenticate(headers, &request),
+        aperture::l402::AuthOutcome::Accepted { .. }
+    ));
+    // Our own tokens still verify with the derived key.
+    let own = with_legacy.mint(sha(&[6u8; 32]), [5; 32], &[]);
+    let value = format!("L402 {}:{}", own.to_base64(), "06".repeat(32));
+    assert!(with_legacy
+        .verify(&credential_from_header(&value), &request)
+        .is_ok());
+}
