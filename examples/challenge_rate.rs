@@ -41,6 +41,8 @@ fn main() {
         master_secret: aperture::store::load_or_create_master_secret(basedir.path()).unwrap(),
         bridge: bridge.handle(),
         steer: false,
+        legacy_keys: Default::default(),
+        revoked: Arc::from(Vec::new()),
     })
     .unwrap();
     let addr = server.local_addr();

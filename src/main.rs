@@ -218,6 +218,8 @@ fn run(cli: &Cli) -> Result<()> {
         master_secret,
         bridge: bridge.handle(),
         steer: config.rate_limit_steering,
+        legacy_keys: Default::default(),
+        revoked: Arc::from(Vec::new()),
     })?;
     let addr = server.local_addr();
     tracing::info!(

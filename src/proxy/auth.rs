@@ -53,7 +53,15 @@ pub async fn authorize(core: &CoreCtx, route: &Route, head: &Head, peer: IpAddr)
         return Decision::Forward(upstream, None);
     }
     let now = now_unix();
-    if let Some(hit) = verified(core, route, head, now) {
+    let hit = verified(core, route, head, now).filter(|hit| {
+        let revoked = core.revoked.borrow().contains(&hit.token_id);
+        if revoked {
+            core.counters().incr(Counter::TokensRejected);
+            tracing::debug!(core = core.id, service = %service.name, "token rejected: revoked");
+        }
+        !revoked
+    });
+    if let Some(hit) = hit {
         let settled =
             !core.routes().strict_verify || settled::require_settled(core, hit.payment_hash).await;
         if settled {

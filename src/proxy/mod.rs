@@ -45,6 +45,8 @@ pub struct CoreCtx {
     pub pool: pool::Pool,
     /// Credentials this core verified recently.
     pub tokens: tokens::TokenCache,
+    /// Revoked token ids (loaded at start, then fed by the bridge's revocation events).
+    pub revoked: RefCell<std::collections::HashSet<[u8; 32]>>,
     /// Invoices this core knows settled (`strictverify`).
     pub settled: settled::Settled,
     /// Rate-limit buckets of the client keys this core owns.

@@ -151,8 +151,11 @@ pub async fn consume_events(
                 .await;
         match next {
             Some(Event::InvoiceSettled { payment_hash, .. }) => core.settled.insert(payment_hash),
-            // No revocation set yet: forgetting cached verifications is the safe reaction.
-            Some(Event::TokenRevoked { .. }) => core.tokens.clear(),
+            Some(Event::TokenRevoked { token_id }) => {
+                core.revoked.borrow_mut().insert(token_id);
+                // Cached verifications predate the revocation.
+                core.tokens.clear();
+            }
             None => return,
         }
     }

@@ -8,6 +8,7 @@ pub mod signal;
 pub mod steer;
 mod worker;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -60,6 +61,10 @@ pub struct Settings {
     pub bridge: lnd_bridge::BridgeHandle,
     /// Steer connections to cores by client address (CBPF) when any service rate-limits.
     pub steer: bool,
+    /// Root keys of imported Go aperture tokens, by sha256(identifier).
+    pub legacy_keys: Arc<HashMap<[u8; 32], [u8; 32]>>,
+    /// Token ids revoked before start-up.
+    pub revoked: Arc<[[u8; 32]]>,
 }
 
 /// The running workers.
@@ -166,6 +171,8 @@ pub fn start(settings: Settings) -> Result<Server, RuntimeError> {
             master_secret: settings.master_secret,
             bridge: settings.bridge.clone(),
             metrics: metrics.clone(),
+            legacy_keys: settings.legacy_keys.clone(),
+            revoked: settings.revoked.clone(),
             peers: peers.clone(),
             peer_inbox: peer_rxs.remove(0),
         };

@@ -34,6 +34,8 @@ pub struct Spec {
     pub master_secret: [u8; 32],
     pub bridge: lnd_bridge::BridgeHandle,
     pub metrics: Metrics,
+    pub legacy_keys: Arc<std::collections::HashMap<[u8; 32], [u8; 32]>>,
+    pub revoked: Arc<[[u8; 32]]>,
     pub peers: Arc<[UnboundedSender<PeerMsg>]>,
     pub peer_inbox: UnboundedReceiver<PeerMsg>,
 }
@@ -104,7 +106,8 @@ fn run(
         let ctx = Rc::new(CoreCtx {
             id: spec.id,
             routes: RefCell::new(spec.routes),
-            verifier: Verifier::new(spec.master_secret),
+            verifier: Verifier::new(spec.master_secret).with_legacy_keys(spec.legacy_keys),
+            revoked: RefCell::new(spec.revoked.iter().copied().collect()),
             bridge: spec.bridge,
             metrics: spec.metrics,
             pool: Pool::new(POOL_IDLE),

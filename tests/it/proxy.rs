@@ -454,3 +454,28 @@ fn a_macaroon_header_beside_a_bearer_value_is_not_cached_under_it() {
     let bad = format!("Authorization: {}{flipped}\r\n", &auth[..auth.len() - 1]);
     assert_eq!(get(proxy.addr, "/", &bad).status, 402);
 }
+
+#[test]
+fn a_revoked_token_is_rejected_on_every_core() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&service("svc", origin.addr, ""), 2);
+    let auth = buy_token(&proxy, "/");
+    let header = format!("Authorization: {auth}\r\n");
+    for _ in 0..8 {
+        assert_eq!(get(proxy.addr, "/", &header).status, 200);
+    }
+    let mac = auth["L402 ".len()..].split_once(':').unwrap().0;
+    let m = aperture::l402::macaroon_from_base64(mac).unwrap();
+    let token_id = aperture::l402::Identifier::decode(&m.identifier)
+        .unwrap()
+        .token_id;
+    proxy
+        .bridge()
+        .handle()
+        .publish(lnd_bridge::Event::TokenRevoked { token_id });
+    wait_until(
+        "the revocation to reach the cores",
+        Duration::from_secs(1),
+        || (0..16).all(|_| get(proxy.addr, "/", &header).status == 402),
+    );
+}

@@ -385,6 +385,8 @@ impl Proxy {
             master_secret: master,
             bridge: bridge.handle(),
             steer: config.rate_limit_steering,
+            legacy_keys: Default::default(),
+            revoked: Arc::from(Vec::new()),
         })
         .expect("workers");
         Proxy {
