@@ -232,7 +232,7 @@ fn run(cli: &Cli) -> Result<()> {
     if cli.dev {
         print_dev_walkthrough(addr, bridge.wallet_addr());
     }
-    wait_and_drain(server, &ready);
+    wait_and_drain(server, &ready, cli, &config);
     if let Some(admin) = admin {
         admin.shutdown();
     }
@@ -259,13 +259,46 @@ fn start_admin(
     Ok(Some(admin))
 }
 
-fn wait_and_drain(server: runtime::Server, ready: &AtomicBool) {
+/// SIGHUP: re-reads and validates the config here, off the data path, then hands every core the
+/// new routing snapshot. A file that fails validation leaves the running config in place.
+fn reload(server: &runtime::Server, cli: &Cli, running: &Config) {
+    if cli.dev && default_config(cli) {
+        tracing::warn!("SIGHUP: --dev has no config file to reload");
+        return;
+    }
+    let path = config_path(cli);
+    let loaded = config::load(&path)
+        .map_err(anyhow::Error::from)
+        .and_then(|c| Ok((Routes::resolve(&c)?, c)));
+    let (routes, new) = match loaded {
+        Ok(ok) => ok,
+        Err(e) => {
+            tracing::error!(
+                "SIGHUP: reload of {} failed, keeping the running config: {e:#}",
+                path.display()
+            );
+            return;
+        }
+    };
+    for warning in &new.warnings {
+        tracing::warn!("config: {warning}");
+    }
+    if new.listen_addr != running.listen_addr || new.insecure != running.insecure {
+        tracing::warn!("SIGHUP: listenaddr and insecure take effect only after a restart");
+    }
+    let routes = Arc::new(routes);
+    server.broadcast(|| runtime::Control::Routes(routes.clone()));
+    tracing::info!(
+        services = routes.routes.len(),
+        "SIGHUP: configuration reloaded"
+    );
+}
+
+fn wait_and_drain(server: runtime::Server, ready: &AtomicBool, cli: &Cli, running: &Config) {
     loop {
         match signal::wait(Duration::from_secs(3600)) {
             Some(signal::Signal::Terminate) => break,
-            Some(signal::Signal::Reload) => {
-                tracing::warn!("SIGHUP: configuration reload is not implemented yet; ignoring")
-            }
+            Some(signal::Signal::Reload) => reload(&server, cli, running),
             None => {}
         }
     }

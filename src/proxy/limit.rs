@@ -49,6 +49,8 @@ pub enum PeerMsg {
 /// of the keys this core owns.
 pub struct CoreLimits {
     limiters: RefCell<Vec<Limiter>>,
+    /// The service name of each limiter (to carry buckets across reloads).
+    names: RefCell<Vec<String>>,
     challenges: RefCell<Limiter>,
 }
 
@@ -73,8 +75,47 @@ impl CoreLimits {
         );
         Self {
             limiters: RefCell::new(limiters),
+            names: RefCell::new(
+                routes
+                    .routes
+                    .iter()
+                    .map(|r| r.service.name.clone())
+                    .collect(),
+            ),
             challenges: RefCell::new(challenges),
         }
+    }
+
+    /// Takes a new routing snapshot: a service's limiter (found by service name) keeps the
+    /// buckets of its unchanged rules; new services start empty.
+    pub fn reload(&self, routes: &Routes) {
+        let mut old: Vec<Option<Limiter>> =
+            self.limiters.borrow_mut().drain(..).map(Some).collect();
+        let names = self.names.borrow().clone();
+        let mut limiters = Vec::with_capacity(routes.routes.len());
+        for route in &routes.routes {
+            let rules = rule_set(&route.service.rate_limits);
+            let reused = names
+                .iter()
+                .position(|n| *n == route.service.name)
+                .and_then(|i| old.get_mut(i).and_then(Option::take));
+            limiters.push(match reused {
+                Some(mut limiter) => {
+                    limiter.reconfigure(rules);
+                    limiter
+                }
+                None => Limiter::new(rules, ratelimit::DEFAULT_CAPACITY, rand::random()),
+            });
+        }
+        *self.limiters.borrow_mut() = limiters;
+        *self.names.borrow_mut() = routes
+            .routes
+            .iter()
+            .map(|r| r.service.name.clone())
+            .collect();
+        self.challenges
+            .borrow_mut()
+            .reconfigure(rule_set(&routes.challenge_rate_limits));
     }
 
     /// Decides for a key this core owns.

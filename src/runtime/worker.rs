@@ -146,6 +146,8 @@ async fn control_loop(
                 return;
             }
             Some(Control::Routes(routes)) => {
+                // Requests in flight keep the snapshot they started with; new ones use this.
+                ctx.limits.reload(&routes);
                 *ctx.routes.borrow_mut() = routes;
                 ctx.pool.clear();
                 ctx.tokens.clear();

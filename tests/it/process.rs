@@ -16,6 +16,7 @@ struct Running {
     addr: SocketAddr,
     wallet: Option<SocketAddr>,
     _dir: tempfile::TempDir,
+    logs: mpsc::Receiver<String>,
 }
 
 impl Running {
@@ -68,6 +69,22 @@ impl Running {
             addr: addr.unwrap(),
             wallet,
             _dir: dir,
+            logs: rx,
+        }
+    }
+
+    /// Waits for a log line containing every one of `parts`.
+    fn wait_log(&self, parts: &[&str], within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .logs
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no log line with {parts:?}"));
+            if parts.iter().all(|p| line.contains(p)) {
+                return line;
+            }
         }
     }
 
@@ -304,4 +321,29 @@ fn unreachable_lnd_is_a_startup_error_naming_the_address() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(&closed.to_string()), "{stderr}");
+}
+
+#[test]
+fn sighup_reloads_the_config_and_a_bad_file_keeps_the_running_one() {
+    let origin = Origin::start();
+    let proc = Running::start(&service("svc", origin.addr, ""));
+    let invoice = |addr| crate::support::challenge(&get(addr, "/", "")).1;
+    assert!(invoice(proc.addr).starts_with("lnbcrt100n1"));
+    let path = proc._dir.path().join("aperture.yaml");
+    let yaml = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, yaml.replace("price: 10", "price: 20")).unwrap();
+    proc.signal(libc::SIGHUP);
+    let addr = proc.addr;
+    wait_until("the new price", Duration::from_secs(10), || {
+        (0..4).all(|_| invoice(addr).starts_with("lnbcrt200n1"))
+    });
+    proc.wait_log(&["configuration reloaded"], Duration::from_secs(10));
+    std::fs::write(&path, "listenaddr: [broken\n").unwrap();
+    proc.signal(libc::SIGHUP);
+    proc.wait_log(
+        &["reload of", "failed, keeping the running config"],
+        Duration::from_secs(10),
+    );
+    // The broken file was refused: still the price-20 service, still serving.
+    assert!(invoice(addr).starts_with("lnbcrt200n1"));
 }
