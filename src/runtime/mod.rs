@@ -160,6 +160,13 @@ pub fn start(settings: Settings) -> Result<Server, RuntimeError> {
     } else {
         Vec::new()
     };
+    if settings.pin && settings.cores > cpus.len() {
+        tracing::warn!(
+            cores = settings.cores,
+            cpus = cpus.len(),
+            "more workers than CPUs this process may run on: some workers share a CPU"
+        );
+    }
     let mut workers = Vec::with_capacity(settings.cores);
     let mut drivers = Vec::with_capacity(settings.cores);
     for (id, std_listener) in listeners.into_iter().enumerate() {
