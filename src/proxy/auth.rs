@@ -71,7 +71,14 @@ pub async fn authorize(core: &CoreCtx, route: &Route, head: &Head, peer: IpAddr)
         core.counters().incr(Counter::TokensRejected);
         tracing::debug!(core = core.id, service = %service.name, "token rejected: invoice not settled (strictverify)");
     }
-    if service
+    if let Auth::Freebie(allowance) = service.auth {
+        // Go aperture: a client without a valid token gets N free requests per /24 (/48),
+        // rate-limited by IP; once they are used up it pays (the skip-invoice list does not
+        // apply on this path).
+        if limit::take_freebie(core, route, peer, allowance).await {
+            return Decision::Forward(None, None);
+        }
+    } else if service
         .auth_skip_invoice_creation_paths
         .iter()
         .any(|r| r.is_match(path))

@@ -7,6 +7,7 @@
 //! peer inbox and a reply on a oneshot: no lock is shared between cores.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -43,7 +44,22 @@ pub struct PeerCheck {
 pub enum PeerMsg {
     /// Decide a rate limit for a key this core owns.
     Check(PeerCheck),
+    /// Take one of a client's free requests (`auth: freebie N`); the reply says whether one
+    /// was left.
+    Freebie {
+        /// The service's name (tallies are per service).
+        service: String,
+        /// The client (masked IP).
+        key: ClientKey,
+        /// N.
+        allowance: u16,
+        /// Whether a free request was taken.
+        reply: oneshot::Sender<bool>,
+    },
 }
+
+/// Free requests tallied per core (for the clients it owns), at most this many clients.
+pub const FREEBIE_CAPACITY: usize = 100_000;
 
 /// The limiters of one core: one per route and one for challenge minting, holding the buckets
 /// of the keys this core owns.
@@ -52,6 +68,9 @@ pub struct CoreLimits {
     /// The service name of each limiter (to carry buckets across reloads).
     names: RefCell<Vec<String>>,
     challenges: RefCell<Limiter>,
+    /// Free requests used, per (service, client). Bounded; like Go aperture's, tallies never
+    /// expire, but they survive reloads here.
+    freebies: RefCell<HashMap<(String, ClientKey), u16>>,
 }
 
 impl CoreLimits {
@@ -83,6 +102,7 @@ impl CoreLimits {
                     .collect(),
             ),
             challenges: RefCell::new(challenges),
+            freebies: RefCell::new(HashMap::new()),
         }
     }
 
@@ -116,6 +136,25 @@ impl CoreLimits {
         self.challenges
             .borrow_mut()
             .reconfigure(rule_set(&routes.challenge_rate_limits));
+    }
+
+    /// Takes one free request for a client this core owns; false when none is left.
+    pub fn take_freebie(&self, service: &str, key: ClientKey, allowance: u16) -> bool {
+        let mut tallies = self.freebies.borrow_mut();
+        let id = (service.to_owned(), key);
+        let used = tallies.get(&id).copied().unwrap_or(0);
+        if used >= allowance {
+            return false;
+        }
+        if used == 0 && tallies.len() >= FREEBIE_CAPACITY {
+            // Forgetting an arbitrary tally hands that client its free requests again: a
+            // bounded gift, where an unbounded map would be a memory leak under attack.
+            if let Some(victim) = tallies.keys().next().cloned() {
+                tallies.remove(&victim);
+            }
+        }
+        tallies.insert(id, used + 1);
+        true
     }
 
     /// Decides for a key this core owns.
@@ -251,6 +290,39 @@ async fn ask_owner(
     Decision::Allow
 }
 
+/// Takes one of the client's `allowance` free requests on `route` from the core that owns it.
+pub async fn take_freebie(
+    core: &CoreCtx,
+    route: &Route,
+    peer: std::net::IpAddr,
+    allowance: u16,
+) -> bool {
+    let key = ClientKey::ip(peer);
+    let owner = ratelimit::owner_core(&key, core.peers.len());
+    let service = &route.service.name;
+    if owner == core.id {
+        return core.limits.take_freebie(service, key, allowance);
+    }
+    let (reply, answer) = oneshot::channel();
+    let msg = PeerMsg::Freebie {
+        service: service.clone(),
+        key,
+        allowance,
+        reply,
+    };
+    if core
+        .peers
+        .get(owner)
+        .is_some_and(|tx| tx.unbounded_send(msg).is_ok())
+    {
+        if let Ok(Ok(taken)) = monoio::time::timeout(PEER_WAIT, answer).await {
+            return taken;
+        }
+    }
+    // No answer: the client pays rather than getting something for free by accident.
+    false
+}
+
 /// Serves the decisions other cores ask this core for, until every sender is gone.
 pub async fn serve_peers(
     core: std::rc::Rc<CoreCtx>,
@@ -265,6 +337,14 @@ pub async fn serve_peers(
             PeerMsg::Check(c) => {
                 let decision = core.limits.check_local(c.route, &c.key, &c.rules, c.now_ns);
                 let _ = c.reply.send(decision);
+            }
+            PeerMsg::Freebie {
+                service,
+                key,
+                allowance,
+                reply,
+            } => {
+                let _ = reply.send(core.limits.take_freebie(&service, key, allowance));
             }
         }
     }

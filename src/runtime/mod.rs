@@ -139,13 +139,11 @@ pub fn start(settings: Settings) -> Result<Server, RuntimeError> {
             addr: settings.listen,
             source,
         })?;
-    if settings.steer
-        && settings
-            .routes
-            .routes
-            .iter()
-            .any(|r| !r.service.rate_limits.is_empty())
-    {
+    let per_client_state = settings.routes.routes.iter().any(|r| {
+        !r.service.rate_limits.is_empty()
+            || matches!(r.service.auth, crate::config::Auth::Freebie(_))
+    }) || !settings.routes.challenge_rate_limits.is_empty();
+    if settings.steer && per_client_state {
         // Every connection of one client /24 (/48) lands on the core that owns its buckets.
         if let Err(e) = steer::attach_ip_steering(&listeners[0], settings.cores, addr.is_ipv6()) {
             tracing::warn!("cannot steer connections by client address ({e}); rate-limit decisions for IP keys will hop between cores");

@@ -172,3 +172,34 @@ fn behind_a_load_balancer_steering_off_spreads_one_address_and_stays_exact() {
     let earned = (start.elapsed().as_millis() / 100) as usize;
     assert!((10..=10 + earned).contains(&count(&resps, 200)));
 }
+
+#[test]
+fn freebies_are_counted_per_client_prefix_across_cores() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&service("svc", origin.addr, "    auth: \"freebie 3\"\n"), 2);
+    // Two addresses of one /24, several connections each: three free requests in all.
+    let mut conns: Vec<Conn> = (0..4)
+        .map(|i| {
+            conn_from(
+                if i % 2 == 0 {
+                    [127, 0, 0, 1]
+                } else {
+                    [127, 0, 0, 77]
+                },
+                proxy.addr,
+            )
+        })
+        .collect();
+    let resps = burst(&mut conns, 2, "/", "");
+    assert_eq!((count(&resps, 200), count(&resps, 402)), (3, 5));
+    // Another /24 has its own three.
+    let mut other = conn_from([127, 0, 5, 1], proxy.addr);
+    let resps = burst(std::slice::from_mut(&mut other), 4, "/", "");
+    assert_eq!((count(&resps, 200), count(&resps, 402)), (3, 1));
+    // Paying still works once the free ones are gone.
+    let auth = buy_token(&proxy, "/");
+    assert_eq!(
+        crate::support::get(proxy.addr, "/", &format!("Authorization: {auth}\r\n")).status,
+        200
+    );
+}
