@@ -149,8 +149,12 @@ impl Head {
     /// All header fields, in order, as (name, value).
     pub fn fields(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
         self.fields.iter().map(|(n, v)| {
-            // httparse only accepts token characters in names, which are ASCII.
-            let name = std::str::from_utf8(&self.bytes[n.clone()]).unwrap_or("");
+            let name = &self.bytes[n.clone()];
+            debug_assert!(name.is_ascii());
+            // SAFETY: httparse accepts only RFC 9110 token characters in field names (all ASCII,
+            // so valid UTF-8), and these bytes are a copy of what it parsed. Re-validating every
+            // name on every scan was the largest single cost per request (callgrind).
+            let name = unsafe { std::str::from_utf8_unchecked(name) };
             (name, &self.bytes[v.clone()])
         })
     }
@@ -167,6 +171,20 @@ impl Head {
         self.fields()
             .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
             .any(|(_, v)| list_contains(v, token))
+    }
+
+    /// Whether a `Connection` field names other fields to drop (anything but `keep-alive` and
+    /// `close`): the usual answer is no, which spares a scan per forwarded field.
+    pub fn connection_names_fields(&self) -> bool {
+        self.fields()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+            .flat_map(|(_, v)| v.split(|&b| b == b','))
+            .map(trim)
+            .any(|t| {
+                !t.is_empty()
+                    && !t.eq_ignore_ascii_case(b"keep-alive")
+                    && !t.eq_ignore_ascii_case(b"close")
+            })
     }
 
     /// Whether the connection stays open after this message (RFC 9112 §9.3).

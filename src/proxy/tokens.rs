@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::l402::{self, Credential, TokenId};
+use crate::ratelimit::SeededState;
 
 /// Entries kept per core before the cache is cleared.
 pub const CAPACITY: usize = 4096;
@@ -52,9 +53,18 @@ struct Entry {
 }
 
 /// The cache of one core.
-#[derive(Default)]
 pub struct TokenCache {
-    map: RefCell<HashMap<Box<[u8]>, Entry>>,
+    // A keyed fast hash instead of SipHash: keys are ~250-byte header values hashed on every
+    // paid request; the random per-core seed keeps clients from crafting collisions.
+    map: RefCell<HashMap<Box<[u8]>, Entry, SeededState>>,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        Self {
+            map: RefCell::new(HashMap::with_hasher(SeededState::new(rand::random()))),
+        }
+    }
 }
 
 impl TokenCache {
