@@ -7,4 +7,5 @@ mod lnd;
 mod process;
 mod proxy;
 mod ratelimit;
+mod store;
 mod support;
