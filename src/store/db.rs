@@ -37,8 +37,12 @@ pub enum DbError {
          ({supported}); upgrade aperture"
     )]
     TooNew { found: i64, supported: i64 },
+    /// Reading Go aperture's database for an import failed.
     #[error("{0}")]
     Import(String),
+    /// The database cannot be used: an unsupported connection setting, no thread.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl DbError {

@@ -54,7 +54,7 @@ fn pg_err(context: &str) -> impl FnOnce(postgres::Error) -> DbError + '_ {
 /// Connects with `dsn` (`postgres://user:pass@host:port/db?sslmode=disable`).
 pub(crate) fn connect(dsn: &str) -> Result<Client, DbError> {
     if dsn.contains("sslmode=require") || dsn.contains("sslmode=verify") {
-        return Err(DbError::Import(
+        return Err(DbError::Unavailable(
             "postgres: requiressl (sslmode=require) is not supported yet; connect over a \
              private network or a local TLS tunnel with requiressl: false"
                 .into(),
@@ -85,7 +85,7 @@ impl PgStore {
         // Just set above when it was missing.
         self.client
             .as_mut()
-            .ok_or_else(|| DbError::Import("postgres: no connection".into()))
+            .ok_or_else(|| DbError::Unavailable("postgres: no connection".into()))
     }
 
     fn migrate(&mut self) -> Result<(), DbError> {

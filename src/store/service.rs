@@ -235,7 +235,7 @@ pub fn start_with(
     let thread = std::thread::Builder::new()
         .name("aperture-store".into())
         .spawn(move || worker.run())
-        .map_err(|e| DbError::Import(format!("cannot spawn the store thread: {e}")))?;
+        .map_err(|e| DbError::Unavailable(format!("cannot spawn the store thread: {e}")))?;
     Ok(StoreService {
         handle,
         stop,
