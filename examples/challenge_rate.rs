@@ -43,6 +43,7 @@ fn main() {
         steer: false,
         legacy_keys: Default::default(),
         revoked: Arc::from(Vec::new()),
+        store: None,
     })
     .unwrap();
     let addr = server.local_addr();

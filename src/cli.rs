@@ -1,12 +1,14 @@
-//! Command line (clap derive) and the `--check-config` action. Parses arguments only: it binds no
-//! ports and starts no threads. `main.rs` wires [`Cli`] to the runtime and to [`crate::client`].
+//! Command line (clap derive), the `--check-config` action and the `token`/`import` actions on
+//! the token database. It binds no ports and starts no threads. `main.rs` wires [`Cli`] to the
+//! runtime and to [`crate::client`].
 
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::client::FetchOptions;
-use crate::config::{self, Config};
+use crate::config::{self, Config, Db};
+use crate::store::{self, DbError, ImportSource, Store, TokenQuery};
 
 const LONG_ABOUT: &str = "\
 aperture is an L402 reverse proxy: it puts a Lightning paywall in front of HTTP and gRPC \
@@ -28,7 +30,15 @@ FILES
   Basedir: ~/.aperture (or `basedir:` / --basedir): tls.cert and tls.key (a
            self-signed certificate is created when neither autocert nor
            insecure is set) and the autocert cache.
-  Tokens:  sqlite.databasefilename, default ~/.aperture/aperture.db.
+  Tokens:  sqlite.databasefilename, default ~/.aperture/aperture.db, or a
+           shared PostgreSQL (dbbackend: postgres): the ledger of minted
+           challenges, revoked tokens and keys imported from Go aperture.
+
+TOKENS
+  aperture token list                   minted challenges, newest first
+  aperture token show <TOKEN_ID>        one token: settlement, revocation
+  aperture token revoke <TOKEN_ID>      every instance rejects it within 1 s
+  aperture import --from-sqlite PATH    keep Go aperture's tokens valid
 
 TRY IT
   aperture --dev                        proxy a demo origin on 127.0.0.1:8081,
@@ -46,11 +56,11 @@ EXIT CODES
 #[command(name = "aperture", version, about = "L402 (Lightning HTTP 402) reverse proxy", long_about = LONG_ABOUT)]
 pub struct Cli {
     /// Config file (YAML).
-    #[arg(long, value_name = "PATH", default_value_os_t = Config::default_path())]
+    #[arg(long, global = true, value_name = "PATH", default_value_os_t = Config::default_path())]
     pub config: PathBuf,
 
     /// Base directory for TLS files and the default database; overrides `basedir` in the config.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR")]
     pub basedir: Option<PathBuf>,
 
     /// Worker threads, one pinned per core (default: every available core).
@@ -82,6 +92,60 @@ pub enum Command {
     /// with `Authorization: L402 <macaroon>:<preimage>` and prints the response body.
     /// Only http:// URLs are supported.
     Fetch(FetchArgs),
+
+    /// Inspect and revoke tokens in the token database (no running proxy needed).
+    ///
+    /// Opens the database named by the config (`dbbackend`, `sqlite.databasefilename` or
+    /// `postgres`). A revocation reaches every core of every running instance sharing that
+    /// database within a second.
+    #[command(subcommand)]
+    Token(TokenCommand),
+
+    /// Import Go aperture's token root keys so the tokens it sold keep verifying here.
+    ///
+    /// Reads the `secrets` table of Go aperture's database and stores the keys in this
+    /// aperture's database (the one the config names). Run it once before switching over.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum TokenCommand {
+    /// Revoke a token: every instance sharing the database rejects it within 1 s.
+    Revoke {
+        /// The token ID: 64 hex characters (the last 32 bytes of the macaroon identifier).
+        #[arg(value_name = "TOKEN_ID", value_parser = parse_token_id)]
+        token_id: [u8; 32],
+    },
+    /// List minted challenges, newest first.
+    List {
+        /// At most this many rows (0: all).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show one token's challenges, settlement and revocation.
+    Show {
+        #[arg(value_name = "TOKEN_ID", value_parser = parse_token_id)]
+        token_id: [u8; 32],
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct ImportArgs {
+    /// Go aperture's SQLite file (its `sqlite.databasefilename`, default ~/.aperture/aperture.db).
+    #[arg(long, value_name = "PATH")]
+    pub from_sqlite: Option<PathBuf>,
+
+    /// Go aperture's PostgreSQL database, as `postgres://user:pass@host:port/dbname?sslmode=disable`.
+    #[arg(long, value_name = "DSN")]
+    pub from_postgres: Option<String>,
+}
+
+fn parse_token_id(s: &str) -> Result<[u8; 32], String> {
+    let mut id = [0u8; 32];
+    hex::decode_to_slice(s.trim(), &mut id)
+        .map_err(|_| format!("{s:?} is not a token ID: expected 64 hex characters"))?;
+    Ok(id)
 }
 
 #[derive(Debug, Clone, Args)]
@@ -184,6 +248,118 @@ pub fn check_config(path: &Path) -> i32 {
             e.exit_code()
         }
     }
+}
+
+/// Runs a `token` or `import` subcommand against `db`; prints to stdout, errors to stderr.
+/// Returns the exit code (0 done, 1 database failure, 64 unsupported backend).
+pub fn store_command(db: &Db, command: &Command) -> i32 {
+    let result = store::open(db).and_then(|mut s| match command {
+        Command::Token(t) => token_command(s.as_mut(), t),
+        Command::Import(args) => import_command(s.as_mut(), args),
+        Command::Fetch(_) => Ok(()),
+    });
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if e.is_config_error() {
+                config::EXIT_CONFIG
+            } else {
+                1
+            }
+        }
+    }
+}
+
+fn token_command(s: &mut dyn Store, command: &TokenCommand) -> Result<(), DbError> {
+    match command {
+        TokenCommand::Revoke { token_id } => {
+            let new = s.revoke(*token_id)?;
+            let known = !s
+                .list_tokens(&TokenQuery {
+                    token_id: Some(*token_id),
+                    limit: 1,
+                })?
+                .is_empty();
+            let id = hex::encode(token_id);
+            println!(
+                "{}",
+                if new {
+                    format!("revoked {id}")
+                } else {
+                    format!("{id} was already revoked")
+                }
+            );
+            if !known {
+                println!("note: this database's ledger has no challenge for {id} (minted elsewhere or mistyped?); it is revoked anyway");
+            }
+        }
+        TokenCommand::List { limit } => {
+            let rows = s.list_tokens(&TokenQuery {
+                token_id: None,
+                limit: *limit,
+            })?;
+            println!(
+                "{:<64}  {:<16} {:>10}  {:<20}  {:<20}  REVOKED",
+                "TOKEN ID", "SERVICE", "SATS", "CREATED", "SETTLED"
+            );
+            for r in &rows {
+                println!(
+                    "{:<64}  {:<16} {:>10}  {:<20}  {:<20}  {}",
+                    hex::encode(r.token_id),
+                    r.service,
+                    r.price_sat,
+                    r.created_at,
+                    r.settled_at
+                        .map_or_else(|| "-".to_owned(), |t| t.to_string()),
+                    r.revoked_at
+                        .map_or_else(|| "-".to_owned(), |t| t.to_string()),
+                );
+            }
+        }
+        TokenCommand::Show { token_id } => {
+            let rows = s.list_tokens(&TokenQuery {
+                token_id: Some(*token_id),
+                limit: 0,
+            })?;
+            println!("token id:     {}", hex::encode(token_id));
+            match s.revoked_at(*token_id)? {
+                Some(at) => println!("revoked at:   {at} (unix)"),
+                None => println!("revoked:      no"),
+            }
+            if rows.is_empty() {
+                println!("challenges:   none in this database's ledger");
+            }
+            for r in &rows {
+                println!("challenge:    payment hash {}", hex::encode(r.payment_hash));
+                println!("  service:    {} ({} sats)", r.service, r.price_sat);
+                println!("  created at: {} (unix)", r.created_at);
+                match r.settled_at {
+                    Some(at) => println!("  settled at: {at} (unix)"),
+                    None => println!("  settled:    no"),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn import_command(s: &mut dyn Store, args: &ImportArgs) -> Result<(), DbError> {
+    let source = match (&args.from_sqlite, &args.from_postgres) {
+        (Some(path), _) => ImportSource::Sqlite(path),
+        (None, Some(dsn)) => ImportSource::Postgres(dsn),
+        (None, None) => {
+            return Err(DbError::Import(
+                "pass --from-sqlite PATH or --from-postgres DSN".into(),
+            ))
+        }
+    };
+    let report = store::import(s, source)?;
+    println!(
+        "read {} row(s) from Go aperture's secrets table: imported {} new root key(s), skipped {} (not token keys)",
+        report.read, report.imported, report.skipped
+    );
+    Ok(())
 }
 
 #[cfg(test)]

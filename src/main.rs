@@ -28,6 +28,9 @@ fn main() -> ExitCode {
     if let Some(Command::Fetch(args)) = &cli.command {
         return fetch(args);
     }
+    if let Some(command @ (Command::Token(_) | Command::Import(_))) = &cli.command {
+        return store_command(&cli, command);
+    }
     if cli.check_config {
         return ExitCode::from(cli::check_config(&config_path(&cli)) as u8);
     }
@@ -66,6 +69,71 @@ fn fetch(args: &cli::FetchArgs) -> ExitCode {
             eprintln!("aperture fetch: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// `aperture token …` / `aperture import …`: opens the database the config names, directly (no
+/// running proxy needed). Without a config file at the default path (e.g. after `--dev`), the
+/// database is `<basedir>/aperture.db`.
+fn store_command(cli: &Cli, command: &Command) -> ExitCode {
+    let basedir_db = || config::Db::Sqlite {
+        path: cli
+            .basedir
+            .clone()
+            .unwrap_or_else(Config::default_basedir)
+            .join("aperture.db"),
+        skip_migrations: false,
+    };
+    let db = if cli.dev && default_config(cli) {
+        basedir_db()
+    } else {
+        match config::load(&config_path(cli)) {
+            Ok(config) => config.db,
+            Err(ConfigError::Read { source, .. })
+                if default_config(cli) && source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                basedir_db()
+            }
+            Err(e) => {
+                eprintln!("aperture: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    };
+    ExitCode::from(cli::store_command(&db, command) as u8)
+}
+
+/// Opens the token database and starts the `aperture-store` thread (ledger, revocation polling),
+/// and loads Go aperture's imported root keys for the cores.
+fn start_store(
+    config: &Config,
+    bridge: &lnd_bridge::Bridge,
+) -> Result<(store::StoreService, store::LegacyKeys)> {
+    let db_error = |e: store::DbError| -> anyhow::Error {
+        let message = format!("token database: {e}");
+        if e.is_config_error() {
+            UsageError(message).into()
+        } else {
+            anyhow!(message)
+        }
+    };
+    let service = store::start(&config.db, &bridge.handle()).map_err(db_error)?;
+    let legacy = store::load_legacy_keys(config).map_err(db_error)?;
+    let revoked = service.handle().revoked_snapshot().len();
+    tracing::info!(
+        revoked,
+        legacy_keys = legacy.len(),
+        "token database open: {}",
+        describe_db(&config.db)
+    );
+    Ok((service, legacy))
+}
+
+fn describe_db(db: &config::Db) -> String {
+    match db {
+        config::Db::Sqlite { path, .. } => format!("sqlite {}", path.display()),
+        config::Db::Postgres(pg) => format!("postgres {}:{}/{}", pg.host, pg.port, pg.dbname),
+        config::Db::Etcd { host, .. } => format!("etcd {host}"),
     }
 }
 
@@ -204,6 +272,7 @@ fn run(cli: &Cli) -> Result<()> {
     let routes = Routes::resolve(&config).map_err(|e| UsageError(e.to_string()))?;
     let master_secret = store::load_or_create_master_secret(&config.basedir)?;
     let bridge = start_bridge(&config)?;
+    let (store, legacy_keys) = start_store(&config, &bridge)?;
     if let Backend::Lnd { host, .. } = &config.authenticator.backend {
         probe_lnd(host)?;
     }
@@ -218,8 +287,9 @@ fn run(cli: &Cli) -> Result<()> {
         master_secret,
         bridge: bridge.handle(),
         steer: config.rate_limit_steering,
-        legacy_keys: Default::default(),
-        revoked: Arc::from(Vec::new()),
+        legacy_keys: Arc::new(legacy_keys),
+        revoked: store.handle().revoked_snapshot().into(),
+        store: Some(store.handle()),
     })?;
     let addr = server.local_addr();
     tracing::info!(
@@ -228,7 +298,7 @@ fn run(cli: &Cli) -> Result<()> {
         "aperture listening on http://{addr}"
     );
     let ready = Arc::new(AtomicBool::new(true)); // the workers serve once `start` returns
-    let admin = start_admin(config.prometheus, &server, &ready)?;
+    let admin = start_admin(config.prometheus, &server, &ready, store.handle())?;
     if cli.dev {
         print_dev_walkthrough(addr, bridge.wallet_addr());
     }
@@ -236,6 +306,7 @@ fn run(cli: &Cli) -> Result<()> {
     if let Some(admin) = admin {
         admin.shutdown();
     }
+    store.shutdown(); // commits pending ledger writes; before the bridge ends its event stream
     bridge.shutdown();
     Ok(())
 }
@@ -245,6 +316,7 @@ fn start_admin(
     addr: Option<SocketAddr>,
     server: &runtime::Server,
     ready: &Arc<AtomicBool>,
+    store: store::StoreHandle,
 ) -> Result<Option<Admin>> {
     let Some(addr) = addr else { return Ok(None) };
     let ready = ready.clone();
@@ -252,7 +324,7 @@ fn start_admin(
         addr,
         server.metrics().clone(),
         Arc::new(move || ready.load(Ordering::Relaxed)),
-        Arc::new(|_: &mut String| {}),
+        Arc::new(move |out: &mut String| store.render_metrics(out)),
     )
     .with_context(|| format!("cannot listen for metrics on {addr} (prometheus.listenaddr)"))?;
     tracing::info!("admin listening on http://{}", admin.local_addr());

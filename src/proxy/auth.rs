@@ -172,6 +172,16 @@ pub async fn challenge(core: &CoreCtx, route: &Route, now: u64) -> Synthetic {
         &invoice.payment_request,
     );
     core.counters().incr(Counter::ChallengesMinted);
+    if let Some(store) = &core.store {
+        // Non-blocking: a full store queue drops the ledger row (counted), never the request.
+        store.try_record_challenge(
+            token_id,
+            invoice.payment_hash,
+            &service.name,
+            service.price,
+            now,
+        );
+    }
     Synthetic::PaymentRequired(Challenge {
         www_authenticate: values,
     })

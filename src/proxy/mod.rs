@@ -47,6 +47,8 @@ pub struct CoreCtx {
     pub tokens: tokens::TokenCache,
     /// Revoked token ids (loaded at start, then fed by the bridge's revocation events).
     pub revoked: RefCell<std::collections::HashSet<[u8; 32]>>,
+    /// The ledger: minted challenges are handed to the store thread (never blocks).
+    pub store: Option<crate::store::StoreHandle>,
     /// Invoices this core knows settled (`strictverify`).
     pub settled: settled::Settled,
     /// Rate-limit buckets of the client keys this core owns.

@@ -65,6 +65,8 @@ pub struct Settings {
     pub legacy_keys: Arc<HashMap<[u8; 32], [u8; 32]>>,
     /// Token ids revoked before start-up.
     pub revoked: Arc<[[u8; 32]]>,
+    /// The ledger (minted challenges are recorded there, off the data path).
+    pub store: Option<crate::store::StoreHandle>,
 }
 
 /// The running workers.
@@ -178,6 +180,7 @@ pub fn start(settings: Settings) -> Result<Server, RuntimeError> {
             metrics: metrics.clone(),
             legacy_keys: settings.legacy_keys.clone(),
             revoked: settings.revoked.clone(),
+            store: settings.store.clone(),
             peers: peers.clone(),
             peer_inbox: peer_rxs.remove(0),
         };

@@ -36,6 +36,7 @@ pub struct Spec {
     pub metrics: Metrics,
     pub legacy_keys: Arc<std::collections::HashMap<[u8; 32], [u8; 32]>>,
     pub revoked: Arc<[[u8; 32]]>,
+    pub store: Option<crate::store::StoreHandle>,
     pub peers: Arc<[UnboundedSender<PeerMsg>]>,
     pub peer_inbox: UnboundedReceiver<PeerMsg>,
 }
@@ -108,6 +109,7 @@ fn run(
             routes: RefCell::new(spec.routes),
             verifier: Verifier::new(spec.master_secret).with_legacy_keys(spec.legacy_keys),
             revoked: RefCell::new(spec.revoked.iter().copied().collect()),
+            store: spec.store,
             bridge: spec.bridge,
             metrics: spec.metrics,
             pool: Pool::new(POOL_IDLE),

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -134,7 +134,7 @@ fn spawn_with_admin(
     );
     std::fs::write(&config, yaml).unwrap();
     let mut child = Child(
-        Command::new(env!("CARGO_BIN_EXE_aperture"))
+        crate::support::aperture_command()
             .arg("--config")
             .arg(&config)
             .arg("--basedir")

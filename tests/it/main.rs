@@ -8,4 +8,5 @@ mod process;
 mod proxy;
 mod ratelimit;
 mod reload;
+mod store;
 mod support;

@@ -2,13 +2,11 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::support::{get, service, wait_until, Conn, Origin, Proxy};
-
-const BIN: &str = env!("CARGO_BIN_EXE_aperture");
 
 /// A running `aperture` process and the addresses it logged.
 struct Running {
@@ -36,7 +34,7 @@ impl Running {
     }
 
     fn spawn(args: &[&str], dir: tempfile::TempDir) -> Running {
-        let mut child = Command::new(BIN)
+        let mut child = crate::support::aperture_command()
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -184,7 +182,7 @@ fn a_50_mib_response_streams_in_bounded_memory() {
 #[test]
 fn check_config_exit_codes() {
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/sample-conf.yaml");
-    let ok = Command::new(BIN)
+    let ok = crate::support::aperture_command()
         .args(["--check-config", "--config", sample])
         .output()
         .unwrap();
@@ -201,7 +199,7 @@ fn check_config_exit_codes() {
         "listenaddr: \"127.0.0.1:8081\"\ninsecure: true\nsqlite:\n  dbfile: /tmp/x.db\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
+    let out = crate::support::aperture_command()
         .args(["--check-config", "--config", bad.to_str().unwrap()])
         .output()
         .unwrap();
@@ -220,7 +218,7 @@ fn fetch_subcommand_pays_and_prints_the_resource() {
     let proxy = Proxy::start(&service("svc", origin.addr, ""), 1);
     let url = format!("http://{}/paid/thing", proxy.addr);
     let wallet = format!("http://{}", proxy.wallet);
-    let out = Command::new(BIN)
+    let out = crate::support::aperture_command()
         .args(["fetch", &url, "--wallet", &wallet])
         .output()
         .unwrap();
@@ -239,7 +237,7 @@ fn dev_mode_needs_nothing_and_serves_the_whole_flow() {
     let base = dir.path().to_str().unwrap().to_owned();
     let mut proc = Running::spawn(&["--dev", "--basedir", &base, "--cores", "1"], dir);
     let wallet = proc.wallet.expect("the dev wallet address is logged");
-    let out = Command::new(BIN)
+    let out = crate::support::aperture_command()
         .args([
             "fetch",
             &format!("http://{}/hello", proc.addr),
@@ -270,7 +268,7 @@ fn bad_lnd_files_are_a_config_error_naming_the_file() {
         dir.path().display()
     );
     std::fs::write(&config, yaml).unwrap();
-    let out = Command::new(BIN)
+    let out = crate::support::aperture_command()
         .args([
             "--config",
             config.to_str().unwrap(),
@@ -307,7 +305,7 @@ fn unreachable_lnd_is_a_startup_error_naming_the_address() {
         macdir.display()
     );
     std::fs::write(&config, yaml).unwrap();
-    let out = Command::new(BIN)
+    let out = crate::support::aperture_command()
         .args([
             "--config",
             config.to_str().unwrap(),

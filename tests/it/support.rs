@@ -387,6 +387,7 @@ impl Proxy {
             steer: config.rate_limit_steering,
             legacy_keys: Default::default(),
             revoked: Arc::from(Vec::new()),
+            store: None,
         })
         .expect("workers");
         Proxy {
@@ -479,4 +480,13 @@ pub fn buy_token(proxy: &Proxy, path: &str) -> String {
     let (mac, invoice) = challenge(&resp);
     let preimage = pay(proxy.wallet, &invoice);
     format!("L402 {mac}:{preimage}")
+}
+
+/// The `aperture` binary with `HOME` in a fresh temporary directory, so that nothing a test
+/// starts reads or writes the real `~/.aperture` (the default database lives there).
+pub fn aperture_command() -> std::process::Command {
+    let home = tempfile::tempdir().expect("temp home").keep();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_aperture"));
+    cmd.env("HOME", home);
+    cmd
 }

@@ -1,10 +1,23 @@
-//! Durable state in the basedir (layer 1): the master secret that every token's root key is
-//! derived from. Runs on the main thread at start-up only, never on a worker core.
+//! Durable state (layer 1): the master secret in the basedir that every token's root key is
+//! derived from (this file; main thread, start-up only), and the token database behind the
+//! [`Store`] trait: the ledger, revocations and Go aperture's imported root keys ([`db`],
+//! [`sqlite`], [`postgres`], [`legacy`]), driven at run time only by the `aperture-store` thread
+//! ([`service`]), never by a worker core.
 //!
 //! The secret is written once, atomically (temp file, fsync, rename, fsync of the directory), with
 //! mode 0600, before the first challenge is ever minted: a token that was handed out must verify
 //! after any crash or restart. A present but malformed file is an error, never silently replaced,
 //! because replacing it would invalidate every token already sold.
+
+pub mod db;
+pub mod legacy;
+pub mod postgres;
+pub mod service;
+pub mod sqlite;
+
+pub use db::{open, unix_now, Challenge, DbError, Key32, LedgerRow, Op, Store, TokenQuery};
+pub use legacy::{import, load_legacy_keys, ImportReport, ImportSource, LegacyKeys};
+pub use service::{start, start_with, StoreHandle, StoreService, StoreStats};
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};

@@ -1,0 +1,182 @@
+//! The token database behind one trait ([`Store`]): the ledger of minted challenges, revoked
+//! token IDs and imported legacy root keys, with schema migrations for SQLite and PostgreSQL.
+//! Every call blocks on disk or network I/O, so a [`Store`] lives on the `aperture-store` thread
+//! (or in a short-lived CLI command), never on a worker core.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::Db;
+
+/// 32 bytes: a token ID, a payment hash, a root key or a `sha256(identifier)`.
+pub type Key32 = [u8; 32];
+
+/// Errors from the token database.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("etcd is not supported; use sqlite (default) or postgres (`dbbackend: sqlite` or `dbbackend: postgres`)")]
+    EtcdUnsupported,
+    #[error("cannot create the directory of the database {path}: {source}")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("sqlite {context}: {source}")]
+    Sqlite {
+        context: String,
+        source: rusqlite::Error,
+    },
+    #[error("postgres {context}: {source}")]
+    Postgres {
+        context: String,
+        source: postgres::Error,
+    },
+    #[error("the database holds a malformed {what} ({len} bytes, expected 32)")]
+    Corrupt { what: &'static str, len: usize },
+    #[error(
+        "the database schema is at version {found}, newer than this aperture understands \
+         ({supported}); upgrade aperture"
+    )]
+    TooNew { found: i64, supported: i64 },
+    /// Reading Go aperture's database for an import failed.
+    #[error("{0}")]
+    Import(String),
+    /// The database cannot be used: an unsupported connection setting, no thread.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl DbError {
+    /// Whether the operator fixes this in the config (exit 64) rather than it being an outage.
+    pub fn is_config_error(&self) -> bool {
+        matches!(self, DbError::EtcdUnsupported)
+    }
+}
+
+/// One minted challenge, as a worker core reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub token_id: Key32,
+    pub payment_hash: Key32,
+    pub service: String,
+    pub price_sat: u64,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+/// One write. A batch of them commits in a single transaction ([`Store::apply`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Insert a ledger row (a duplicate payment hash is ignored).
+    Challenge(Challenge),
+    /// Set `settled_at` on the row with this payment hash, if it is not settled yet.
+    Settle {
+        payment_hash: Key32,
+        settled_at: u64,
+    },
+}
+
+/// One ledger row, joined with the token's revocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerRow {
+    pub token_id: Key32,
+    pub payment_hash: Key32,
+    pub service: String,
+    pub price_sat: u64,
+    pub created_at: u64,
+    pub settled_at: Option<u64>,
+    pub revoked_at: Option<u64>,
+}
+
+/// Which ledger rows [`Store::list_tokens`] returns, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenQuery {
+    /// Only this token's rows.
+    pub token_id: Option<Key32>,
+    /// At most this many rows (0: no limit).
+    pub limit: u32,
+}
+
+/// The token database. Implementations: SQLite (embedded default) and PostgreSQL (shared by a
+/// fleet). Methods take `&mut self` because a database connection is used by one thread at once.
+pub trait Store: Send {
+    /// Applies `ops` in one transaction: all or nothing.
+    fn apply(&mut self, ops: &[Op]) -> Result<(), DbError>;
+
+    /// Records one minted challenge.
+    fn record_challenge(&mut self, challenge: &Challenge) -> Result<(), DbError> {
+        self.apply(&[Op::Challenge(challenge.clone())])
+    }
+
+    /// Marks the challenge with `payment_hash` settled at `settled_at` (unix seconds).
+    fn mark_settled(&mut self, payment_hash: Key32, settled_at: u64) -> Result<(), DbError> {
+        self.apply(&[Op::Settle {
+            payment_hash,
+            settled_at,
+        }])
+    }
+
+    /// Revokes `token_id` now. Returns false when it was already revoked. Unknown token IDs are
+    /// accepted: the token may have been minted by another instance or by Go aperture.
+    fn revoke(&mut self, token_id: Key32) -> Result<bool, DbError>;
+
+    /// Token IDs revoked after `cursor` (0: all), and the cursor to pass next time.
+    fn revoked_since(&mut self, cursor: i64) -> Result<(Vec<Key32>, i64), DbError>;
+
+    /// When `token_id` was revoked, if it was.
+    fn revoked_at(&mut self, token_id: Key32) -> Result<Option<u64>, DbError>;
+
+    /// Ledger rows, newest first.
+    fn list_tokens(&mut self, query: &TokenQuery) -> Result<Vec<LedgerRow>, DbError>;
+
+    /// Stores `(sha256(identifier), root key)` pairs; returns how many were new.
+    fn import_legacy_keys(&mut self, keys: &[(Key32, Key32)]) -> Result<usize, DbError>;
+
+    /// The imported root key for `sha256(identifier)`.
+    fn legacy_root_key(&mut self, identifier_hash: &Key32) -> Result<Option<Key32>, DbError>;
+
+    /// Every imported `(sha256(identifier), root key)` pair.
+    fn legacy_keys(&mut self) -> Result<Vec<(Key32, Key32)>, DbError>;
+}
+
+/// Opens (and unless `skipmigrations`, migrates) the configured database.
+pub fn open(db: &Db) -> Result<Box<dyn Store>, DbError> {
+    match db {
+        Db::Sqlite {
+            path,
+            skip_migrations,
+        } => Ok(Box::new(super::sqlite::SqliteStore::open(
+            path,
+            !skip_migrations,
+        )?)),
+        Db::Postgres(pg) => Ok(Box::new(super::postgres::PgStore::connect(
+            &pg.dsn(),
+            !pg.skip_migrations,
+        )?)),
+        Db::Etcd { .. } => Err(DbError::EtcdUnsupported),
+    }
+}
+
+/// The current time in unix seconds (0 if the clock is before 1970).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A 32-byte column value, or [`DbError::Corrupt`].
+pub(crate) fn key32(bytes: &[u8], what: &'static str) -> Result<Key32, DbError> {
+    Key32::try_from(bytes).map_err(|_| DbError::Corrupt {
+        what,
+        len: bytes.len(),
+    })
+}
+
+/// Unix seconds as stored (BIGINT); saturates instead of wrapping.
+pub(crate) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A stored BIGINT back to unix seconds / sats; negative values (never written) read as 0.
+pub(crate) fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}

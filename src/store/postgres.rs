@@ -1,0 +1,289 @@
+//! PostgreSQL implementation of [`Store`] (`dbbackend: postgres`), for a fleet of proxies that
+//! must act as one: they share revocations and the ledger through it. Uses the synchronous
+//! `postgres` client (it drives a private tokio runtime inside the calling thread), so it must
+//! only run on the store thread or in a CLI command. A dropped connection is reopened on the
+//! next call, so an outage heals once the server is back.
+
+use postgres::{Client, NoTls};
+
+use super::db::{
+    key32, to_i64, to_u64, unix_now, DbError, Key32, LedgerRow, Op, Store, TokenQuery,
+};
+use super::sqlite::LedgerRaw;
+
+/// Schema migrations, in order; the same tables as SQLite in PostgreSQL's dialect.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE ledger (
+        payment_hash BYTEA PRIMARY KEY,
+        token_id BYTEA NOT NULL,
+        service TEXT NOT NULL,
+        price_sat BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        settled_at BIGINT
+    );
+    CREATE INDEX ledger_token_id ON ledger (token_id);
+    CREATE INDEX ledger_created_at ON ledger (created_at);
+    CREATE TABLE revoked_tokens (
+        seq BIGSERIAL PRIMARY KEY,
+        token_id BYTEA NOT NULL UNIQUE,
+        revoked_at BIGINT NOT NULL
+    );
+    CREATE TABLE legacy_keys (
+        hash BYTEA PRIMARY KEY,
+        root_key BYTEA NOT NULL,
+        imported_at BIGINT NOT NULL
+    );
+"];
+
+/// Arbitrary constant for `pg_advisory_xact_lock`: instances starting together migrate in turn.
+const MIGRATION_LOCK: i64 = 0x6170_6572_7475_7265; // "aperture"
+
+/// The store in a PostgreSQL database.
+pub struct PgStore {
+    dsn: String,
+    client: Option<Client>,
+}
+
+fn pg_err(context: &str) -> impl FnOnce(postgres::Error) -> DbError + '_ {
+    move |source| DbError::Postgres {
+        context: context.to_owned(),
+        source,
+    }
+}
+
+/// Connects with `dsn` (`postgres://user:pass@host:port/db?sslmode=disable`).
+pub(crate) fn connect(dsn: &str) -> Result<Client, DbError> {
+    if dsn.contains("sslmode=require") || dsn.contains("sslmode=verify") {
+        return Err(DbError::Unavailable(
+            "postgres: requiressl (sslmode=require) is not supported yet; connect over a \
+             private network or a local TLS tunnel with requiressl: false"
+                .into(),
+        ));
+    }
+    Client::connect(dsn, NoTls).map_err(pg_err("connect"))
+}
+
+impl PgStore {
+    /// Connects and (when `migrate`) brings the schema up to date.
+    pub fn connect(dsn: &str, migrate: bool) -> Result<PgStore, DbError> {
+        let mut store = PgStore {
+            dsn: dsn.to_owned(),
+            client: Some(connect(dsn)?),
+        };
+        if migrate {
+            store.migrate()?;
+        }
+        Ok(store)
+    }
+
+    /// The live connection, reconnecting after an outage closed the previous one.
+    fn client(&mut self) -> Result<&mut Client, DbError> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.client = None;
+            self.client = Some(connect(&self.dsn)?);
+        }
+        // Just set above when it was missing.
+        self.client
+            .as_mut()
+            .ok_or_else(|| DbError::Unavailable("postgres: no connection".into()))
+    }
+
+    fn migrate(&mut self) -> Result<(), DbError> {
+        let mut tx = self
+            .client()?
+            .transaction()
+            .map_err(pg_err("migrate: begin"))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .map_err(pg_err("migrate: lock"))?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS aperture_schema (version BIGINT NOT NULL)")
+            .map_err(pg_err("migrate: schema table"))?;
+        let found: Option<i64> = tx
+            .query_one("SELECT max(version) FROM aperture_schema", &[])
+            .map_err(pg_err("migrate: read version"))?
+            .get(0);
+        let found = found.unwrap_or(0);
+        let supported = MIGRATIONS.len() as i64;
+        if found > supported {
+            return Err(DbError::TooNew { found, supported });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            tx.batch_execute(sql).map_err(pg_err("migrate: apply"))?;
+            tx.execute(
+                "INSERT INTO aperture_schema (version) VALUES ($1)",
+                &[&(i as i64 + 1)],
+            )
+            .map_err(pg_err("migrate: record version"))?;
+        }
+        tx.commit().map_err(pg_err("migrate: commit"))
+    }
+
+    fn apply_inner(&mut self, ops: &[Op]) -> Result<(), DbError> {
+        let mut tx = self
+            .client()?
+            .transaction()
+            .map_err(pg_err("write batch"))?;
+        let insert = tx
+            .prepare(
+                "INSERT INTO ledger (payment_hash, token_id, service, price_sat, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (payment_hash) DO NOTHING",
+            )
+            .map_err(pg_err("write batch"))?;
+        let settle = tx
+            .prepare(
+                "UPDATE ledger SET settled_at = $2 WHERE payment_hash = $1 AND settled_at IS NULL",
+            )
+            .map_err(pg_err("write batch"))?;
+        for op in ops {
+            match op {
+                Op::Challenge(c) => tx.execute(
+                    &insert,
+                    &[
+                        &&c.payment_hash[..],
+                        &&c.token_id[..],
+                        &c.service,
+                        &to_i64(c.price_sat),
+                        &to_i64(c.created_at),
+                    ],
+                ),
+                Op::Settle {
+                    payment_hash,
+                    settled_at,
+                } => tx.execute(&settle, &[&&payment_hash[..], &to_i64(*settled_at)]),
+            }
+            .map_err(pg_err("write batch"))?;
+        }
+        tx.commit().map_err(pg_err("write batch: commit"))
+    }
+}
+
+const LEDGER_SELECT: &str = "SELECT l.token_id, l.payment_hash, l.service, l.price_sat, \
+    l.created_at, l.settled_at, r.revoked_at FROM ledger l \
+    LEFT JOIN revoked_tokens r ON r.token_id = l.token_id";
+
+impl Store for PgStore {
+    fn apply(&mut self, ops: &[Op]) -> Result<(), DbError> {
+        let result = self.apply_inner(ops);
+        if result.is_err() {
+            // A broken connection is replaced on the next call; a healthy one is kept.
+            self.client = self.client.take().filter(|c| !c.is_closed());
+        }
+        result
+    }
+
+    fn revoke(&mut self, token_id: Key32) -> Result<bool, DbError> {
+        let n = self
+            .client()?
+            .execute(
+                "INSERT INTO revoked_tokens (token_id, revoked_at) VALUES ($1, $2) \
+                 ON CONFLICT (token_id) DO NOTHING",
+                &[&&token_id[..], &to_i64(unix_now())],
+            )
+            .map_err(pg_err("revoke"))?;
+        Ok(n == 1)
+    }
+
+    fn revoked_since(&mut self, cursor: i64) -> Result<(Vec<Key32>, i64), DbError> {
+        let rows = self
+            .client()?
+            .query(
+                "SELECT seq, token_id FROM revoked_tokens WHERE seq > $1 ORDER BY seq",
+                &[&cursor],
+            )
+            .map_err(pg_err("read revocations"))?;
+        let (mut ids, mut next) = (Vec::with_capacity(rows.len()), cursor);
+        for row in rows {
+            let seq: i64 = row.get(0);
+            let id: &[u8] = row.get(1);
+            ids.push(key32(id, "revoked token id")?);
+            next = next.max(seq);
+        }
+        Ok((ids, next))
+    }
+
+    fn revoked_at(&mut self, token_id: Key32) -> Result<Option<u64>, DbError> {
+        let row = self
+            .client()?
+            .query_opt(
+                "SELECT revoked_at FROM revoked_tokens WHERE token_id = $1",
+                &[&&token_id[..]],
+            )
+            .map_err(pg_err("read revocation"))?;
+        Ok(row.map(|r| to_u64(r.get(0))))
+    }
+
+    fn list_tokens(&mut self, query: &TokenQuery) -> Result<Vec<LedgerRow>, DbError> {
+        let limit: Option<i64> = (query.limit > 0).then_some(i64::from(query.limit));
+        let client = self.client()?;
+        let rows = match &query.token_id {
+            Some(id) => client.query(
+                &format!("{LEDGER_SELECT} WHERE l.token_id = $1 ORDER BY l.created_at DESC, l.payment_hash LIMIT $2"),
+                &[&&id[..], &limit],
+            ),
+            None => client.query(
+                &format!("{LEDGER_SELECT} ORDER BY l.created_at DESC, l.payment_hash LIMIT $1"),
+                &[&limit],
+            ),
+        }
+        .map_err(pg_err("list tokens"))?;
+        rows.iter()
+            .map(|r| {
+                let raw = LedgerRaw {
+                    service: r.get(2),
+                    price_sat: r.get(3),
+                    created_at: r.get(4),
+                    settled_at: r.get(5),
+                    revoked_at: r.get(6),
+                };
+                raw.into_row(r.get(0), r.get(1))
+            })
+            .collect()
+    }
+
+    fn import_legacy_keys(&mut self, keys: &[(Key32, Key32)]) -> Result<usize, DbError> {
+        let mut tx = self
+            .client()?
+            .transaction()
+            .map_err(pg_err("import legacy keys"))?;
+        let stmt = tx
+            .prepare(
+                "INSERT INTO legacy_keys (hash, root_key, imported_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (hash) DO NOTHING",
+            )
+            .map_err(pg_err("import legacy keys"))?;
+        let now = to_i64(unix_now());
+        let mut added = 0;
+        for (hash, key) in keys {
+            added += tx
+                .execute(&stmt, &[&&hash[..], &&key[..], &now])
+                .map_err(pg_err("import legacy keys"))?;
+        }
+        tx.commit().map_err(pg_err("import legacy keys: commit"))?;
+        Ok(usize::try_from(added).unwrap_or(usize::MAX))
+    }
+
+    fn legacy_root_key(&mut self, identifier_hash: &Key32) -> Result<Option<Key32>, DbError> {
+        let row = self
+            .client()?
+            .query_opt(
+                "SELECT root_key FROM legacy_keys WHERE hash = $1",
+                &[&&identifier_hash[..]],
+            )
+            .map_err(pg_err("read legacy key"))?;
+        row.map(|r| key32(r.get(0), "legacy root key")).transpose()
+    }
+
+    fn legacy_keys(&mut self) -> Result<Vec<(Key32, Key32)>, DbError> {
+        let rows = self
+            .client()?
+            .query("SELECT hash, root_key FROM legacy_keys", &[])
+            .map_err(pg_err("read legacy keys"))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    key32(r.get(0), "legacy key hash")?,
+                    key32(r.get(1), "legacy root key")?,
+                ))
+            })
+            .collect()
+    }
+}

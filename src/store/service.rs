@@ -1,0 +1,475 @@
+//! The `aperture-store` thread: the only place a running proxy touches its database. Worker cores
+//! hand it minted challenges through [`StoreHandle::try_record_challenge`] (a non-blocking
+//! `try_send` into a bounded crossbeam channel: when full, the record is dropped and counted,
+//! never waited for). The thread also reads the bridge's settlement events, commits writes in
+//! batches (one transaction per batch of up to [`MAX_BATCH`] ops or [`BATCH_WINDOW`]), and polls
+//! the revocations table every [`REVOCATION_POLL`], publishing each new one to every worker core
+//! as `Event::TokenRevoked`. A database outage is logged and counted and retried with backoff;
+//! paid requests never wait on it (they need no store).
+
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use futures_channel::mpsc::UnboundedReceiver;
+use futures_core::Stream;
+use lnd_bridge::{BridgeHandle, Event};
+
+use super::db::{unix_now, Challenge, DbError, Key32, Op, Store};
+
+/// Most ops committed in one transaction.
+pub const MAX_BATCH: usize = 256;
+/// How long the first op of a batch waits for company before the batch commits.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(10);
+/// How often the revocations table is read (so every core learns a revocation within 1 s).
+pub const REVOCATION_POLL: Duration = Duration::from_millis(250);
+/// Challenge records that may wait in the channel for the store thread.
+pub const CHANNEL_CAPACITY: usize = 16 * 1024;
+/// Ops held in memory while the database is down; beyond this they are dropped and counted.
+const MAX_PENDING: usize = 64 * 1024;
+/// Revocations re-read behind the cursor: PostgreSQL sequence values can commit out of order.
+const CURSOR_LOOKBACK: i64 = 64;
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What travels to the store thread.
+enum Msg {
+    Challenge(Challenge),
+    /// Something else needs a look (bridge event, stop flag); carries nothing.
+    Wake,
+}
+
+/// Counters for logs, metrics and tests; every field only grows except `up` and `pending`.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    pub challenges_recorded: AtomicU64,
+    /// Challenge records dropped because the channel was full or the store stayed down.
+    pub dropped: AtomicU64,
+    pub settlements_recorded: AtomicU64,
+    pub batches_committed: AtomicU64,
+    pub write_errors: AtomicU64,
+    pub poll_errors: AtomicU64,
+    pub revocations_published: AtomicU64,
+    /// 1 while the last database call succeeded.
+    pub up: AtomicU64,
+}
+
+/// What worker cores (and main) hold: cheap to clone, `Send + Sync`, never blocks.
+#[derive(Clone)]
+pub struct StoreHandle {
+    tx: Sender<Msg>,
+    stats: Arc<StoreStats>,
+    revoked: Arc<Mutex<HashSet<Key32>>>,
+}
+
+const _: fn() = || {
+    fn send_sync_clone<T: Send + Sync + Clone>() {}
+    send_sync_clone::<StoreHandle>();
+};
+
+impl StoreHandle {
+    /// Records a minted challenge in the ledger, later; never blocks. Returns false (and counts
+    /// `dropped`) when the store thread is behind or gone: the challenge is still valid, only
+    /// its ledger row is lost. `created_at` is unix seconds.
+    pub fn try_record_challenge(
+        &self,
+        token_id: Key32,
+        payment_hash: Key32,
+        service: &str,
+        price_sat: u64,
+        created_at: u64,
+    ) -> bool {
+        let c = Challenge {
+            token_id,
+            payment_hash,
+            service: service.to_owned(),
+            price_sat,
+            created_at,
+        };
+        match self.tx.try_send(Msg::Challenge(c)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Every revoked token ID known to this instance: complete at start-up (loaded before
+    /// [`start`] returns), then kept current by the poll. For seeding per-core revoked sets.
+    pub fn revoked_snapshot(&self) -> Vec<Key32> {
+        lock(&self.revoked).iter().copied().collect()
+    }
+
+    /// The store's counters.
+    pub fn stats(&self) -> &StoreStats {
+        &self.stats
+    }
+
+    /// Appends the store's Prometheus metrics (text format) to `out`.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let s = &self.stats;
+        let rows: [(&str, &str, &AtomicU64, &str); 8] = [
+            (
+                "aperture_store_up",
+                "gauge",
+                &s.up,
+                "1 while the token database answers",
+            ),
+            (
+                "aperture_store_challenges_recorded_total",
+                "counter",
+                &s.challenges_recorded,
+                "Minted challenges written to the ledger",
+            ),
+            (
+                "aperture_store_records_dropped_total",
+                "counter",
+                &s.dropped,
+                "Ledger writes dropped (store behind or down)",
+            ),
+            (
+                "aperture_store_settlements_recorded_total",
+                "counter",
+                &s.settlements_recorded,
+                "Settlement events written to the ledger",
+            ),
+            (
+                "aperture_store_batches_total",
+                "counter",
+                &s.batches_committed,
+                "Write transactions committed",
+            ),
+            (
+                "aperture_store_write_errors_total",
+                "counter",
+                &s.write_errors,
+                "Failed write transactions",
+            ),
+            (
+                "aperture_store_poll_errors_total",
+                "counter",
+                &s.poll_errors,
+                "Failed reads of the revocations table",
+            ),
+            (
+                "aperture_store_revocations_published_total",
+                "counter",
+                &s.revocations_published,
+                "Revocations sent to the worker cores",
+            ),
+        ];
+        for (name, kind, v, help) in rows {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}\n",
+                v.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Only whole inserts happen under this lock; a poisoned set is still consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The running store thread. Dropping it (or [`StoreService::shutdown`]) commits what is
+/// pending and joins the thread.
+pub struct StoreService {
+    handle: StoreHandle,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Opens the configured database on the caller's thread (so errors surface at start-up), loads
+/// the revoked set, and starts the store thread fed by `bridge`'s events, publishing revocations
+/// through `bridge`.
+pub fn start(db: &crate::config::Db, bridge: &BridgeHandle) -> Result<StoreService, DbError> {
+    let store = super::db::open(db)?;
+    let publisher = bridge.clone();
+    start_with(
+        store,
+        Some(bridge.subscribe()),
+        Box::new(move |token_id| publisher.publish(Event::TokenRevoked { token_id })),
+    )
+}
+
+/// [`start`] with the pieces injected: any [`Store`], any event stream, any revocation sink.
+pub fn start_with(
+    mut store: Box<dyn Store>,
+    events: Option<UnboundedReceiver<Event>>,
+    publish: Box<dyn Fn(Key32) + Send>,
+) -> Result<StoreService, DbError> {
+    let (initial, cursor) = store.revoked_since(0)?;
+    let (tx, rx) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
+    let handle = StoreHandle {
+        tx: tx.clone(),
+        stats: Arc::new(StoreStats {
+            up: AtomicU64::new(1),
+            ..StoreStats::default()
+        }),
+        revoked: Arc::new(Mutex::new(initial.into_iter().collect())),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = Worker {
+        store,
+        rx,
+        waker: Waker::from(Arc::new(ChannelWaker(tx))),
+        events,
+        publish,
+        handle: handle.clone(),
+        stop: stop.clone(),
+        pending: Vec::new(),
+        batch_since: None,
+        cursor,
+        next_poll: Instant::now() + REVOCATION_POLL,
+        retry_at: None,
+        backoff: Duration::from_millis(50),
+    };
+    let thread = std::thread::Builder::new()
+        .name("aperture-store".into())
+        .spawn(move || worker.run())
+        .map_err(|e| DbError::Unavailable(format!("cannot spawn the store thread: {e}")))?;
+    Ok(StoreService {
+        handle,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+impl StoreService {
+    /// A handle for the worker cores.
+    pub fn handle(&self) -> StoreHandle {
+        self.handle.clone()
+    }
+
+    /// Commits what is pending and stops the thread.
+    pub fn shutdown(self) {
+        drop(self);
+    }
+}
+
+impl Drop for StoreService {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // If the channel is full the thread is busy and sees the flag on its next turn.
+        let _ = self.handle.tx.try_send(Msg::Wake);
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("aperture-store thread panicked");
+            }
+        }
+    }
+}
+
+/// Wakes the store thread when the bridge's event stream has something.
+struct ChannelWaker(Sender<Msg>);
+
+impl Wake for ChannelWaker {
+    fn wake(self: Arc<Self>) {
+        // Full means the thread is busy and will poll the stream on its next turn anyway.
+        let _ = self.0.try_send(Msg::Wake);
+    }
+}
+
+/// The store thread's state.
+struct Worker {
+    store: Box<dyn Store>,
+    rx: Receiver<Msg>,
+    waker: Waker,
+    events: Option<UnboundedReceiver<Event>>,
+    publish: Box<dyn Fn(Key32) + Send>,
+    handle: StoreHandle,
+    stop: Arc<AtomicBool>,
+    pending: Vec<Op>,
+    /// When the oldest uncommitted op arrived.
+    batch_since: Option<Instant>,
+    cursor: i64,
+    next_poll: Instant,
+    /// After a failed write: not before this.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Worker {
+    fn run(mut self) {
+        loop {
+            let deadline = self.deadline();
+            if self.pending.len() < MAX_PENDING {
+                if let Ok(msg) = self.rx.recv_deadline(deadline) {
+                    self.take(msg);
+                }
+                while self.pending.len() < MAX_PENDING {
+                    match self.rx.try_recv() {
+                        Ok(msg) => self.take(msg),
+                        Err(_) => break,
+                    }
+                }
+            } else {
+                // Backed up behind an outage: leave the channel to fill (cores then drop).
+                std::thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
+            }
+            self.drain_events();
+            let stopping = self.stop.load(Ordering::SeqCst);
+            let now = Instant::now();
+            if stopping || self.batch_due(now) {
+                self.flush(now, stopping);
+            }
+            if stopping {
+                break;
+            }
+            if now >= self.next_poll {
+                self.poll_revocations();
+                self.next_poll = now + REVOCATION_POLL;
+            }
+        }
+        if !self.pending.is_empty() {
+            tracing::error!(
+                lost = self.pending.len(),
+                "store: ledger writes lost at shutdown (database unavailable)"
+            );
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        let mut d = self.next_poll;
+        if let Some(since) = self.batch_since {
+            let due = since + BATCH_WINDOW;
+            d = d.min(self.retry_at.map_or(due, |r| r.max(due)));
+        }
+        d
+    }
+
+    fn batch_due(&self, now: Instant) -> bool {
+        let Some(since) = self.batch_since else {
+            return false;
+        };
+        if self.retry_at.is_some_and(|r| now < r) {
+            return false;
+        }
+        self.pending.len() >= MAX_BATCH || now >= since + BATCH_WINDOW
+    }
+
+    fn take(&mut self, msg: Msg) {
+        if let Msg::Challenge(c) = msg {
+            self.push(Op::Challenge(c));
+        }
+    }
+
+    fn push(&mut self, op: Op) {
+        if self.pending.len() >= MAX_PENDING {
+            self.handle.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.batch_since.get_or_insert_with(Instant::now);
+        self.pending.push(op);
+    }
+
+    /// Takes every event the bridge has queued; settlements become ledger updates.
+    fn drain_events(&mut self) {
+        let Some(events) = self.events.as_mut() else {
+            return;
+        };
+        let mut cx = Context::from_waker(&self.waker);
+        let mut settled = Vec::new();
+        let ended = loop {
+            match Pin::new(&mut *events).poll_next(&mut cx) {
+                Poll::Ready(Some(Event::InvoiceSettled { payment_hash, .. })) => {
+                    settled.push(payment_hash)
+                }
+                Poll::Ready(Some(_)) => {} // our own TokenRevoked echoes, among others
+                Poll::Ready(None) => break true,
+                Poll::Pending => break false,
+            }
+        };
+        if ended {
+            self.events = None;
+        }
+        let now = unix_now();
+        for payment_hash in settled {
+            self.push(Op::Settle {
+                payment_hash,
+                settled_at: now,
+            });
+        }
+    }
+
+    /// Commits pending ops in batches of at most [`MAX_BATCH`]. On failure keeps them for a
+    /// retry with backoff (a final flush at shutdown tries once).
+    fn flush(&mut self, now: Instant, stopping: bool) {
+        while !self.pending.is_empty() {
+            let n = self.pending.len().min(MAX_BATCH);
+            match self.store.apply(&self.pending[..n]) {
+                Ok(()) => {
+                    let stats = &self.handle.stats;
+                    for op in self.pending.drain(..n) {
+                        match op {
+                            Op::Challenge(_) => &stats.challenges_recorded,
+                            Op::Settle { .. } => &stats.settlements_recorded,
+                        }
+                        .fetch_add(1, Ordering::Relaxed);
+                    }
+                    stats.batches_committed.fetch_add(1, Ordering::Relaxed);
+                    self.mark_up(true);
+                    self.retry_at = None;
+                    self.backoff = Duration::from_millis(50);
+                }
+                Err(e) => {
+                    self.handle
+                        .stats
+                        .write_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.mark_up(false);
+                    tracing::warn!(pending = self.pending.len(), retry_in = ?self.backoff, "store: write failed: {e}");
+                    self.retry_at = Some(now + self.backoff);
+                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                    if stopping {
+                        return;
+                    }
+                    break;
+                }
+            }
+        }
+        self.batch_since = (!self.pending.is_empty()).then_some(now);
+    }
+
+    fn mark_up(&self, up: bool) {
+        self.handle.stats.up.store(u64::from(up), Ordering::Relaxed);
+    }
+
+    /// Publishes revocations this instance has not seen yet.
+    fn poll_revocations(&mut self) {
+        match self
+            .store
+            .revoked_since((self.cursor - CURSOR_LOOKBACK).max(0))
+        {
+            Ok((ids, cursor)) => {
+                self.cursor = self.cursor.max(cursor);
+                for id in ids {
+                    if lock(&self.handle.revoked).insert(id) {
+                        (self.publish)(id);
+                        self.handle
+                            .stats
+                            .revocations_published
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(token_id = %hex::encode(id), "token revoked");
+                    }
+                }
+            }
+            Err(e) => {
+                self.handle
+                    .stats
+                    .poll_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                self.mark_up(false);
+                tracing::warn!("store: cannot read revocations: {e}");
+            }
+        }
+    }
+}
