@@ -41,6 +41,7 @@ fn main() {
         master_secret: aperture::store::load_or_create_master_secret(basedir.path()).unwrap(),
         bridge: bridge.handle(),
         steer: false,
+        tls: None,
     })
     .unwrap();
     let addr = server.local_addr();

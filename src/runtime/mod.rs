@@ -60,6 +60,8 @@ pub struct Settings {
     pub bridge: lnd_bridge::BridgeHandle,
     /// Steer connections to cores by client address (CBPF) when any service rate-limits.
     pub steer: bool,
+    /// TLS termination (`insecure: false`); `None` serves plaintext HTTP/1.1 and h2c.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The running workers.
@@ -168,6 +170,7 @@ pub fn start(settings: Settings) -> Result<Server, RuntimeError> {
             metrics: metrics.clone(),
             peers: peers.clone(),
             peer_inbox: peer_rxs.remove(0),
+            tls: settings.tls.clone(),
         };
         let (handle, tx, driver) = worker::spawn(spec)?;
         workers.push((handle, tx));

@@ -8,3 +8,4 @@ mod process;
 mod proxy;
 mod ratelimit;
 mod support;
+mod tls;
