@@ -343,7 +343,7 @@ async fn send_body<C: Io>(
 }
 
 /// Reads the final response head (skipping 1xx interim responses) within the upstream timeout.
-async fn read_response_head(
+pub(crate) async fn read_response_head(
     up: &mut BufStream,
     resp: &mut Head,
     limits: &Limits,

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod conn;
 pub mod forward;
+pub mod grpc;
 pub mod h1;
 pub mod h2;
 pub mod io;

@@ -2,6 +2,7 @@
 
 mod admin;
 mod config;
+mod grpc;
 mod l402;
 mod lnd;
 mod process;
