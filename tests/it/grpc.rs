@@ -114,3 +114,32 @@ async fn rest_over_h2_through_tls_alpn() {
     tokio::spawn(conn);
     pay_and_get(send, proxy.wallet, "https://localhost").await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn unpaid_grpc_call_gets_a_trailers_only_challenge() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&service("svc", origin.addr, ""), 1);
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut send, conn) = h2::client::handshake(tcp).await.expect("h2c handshake");
+    tokio::spawn(conn);
+    let req = http::Request::post("http://test/pkg.Svc/Call")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (resp, _) = send.send_request(req, true).expect("send");
+    let resp = resp.await.expect("response");
+    assert!(
+        resp.body().is_end_stream(),
+        "one HEADERS frame with END_STREAM"
+    );
+    let h = resp.headers();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(h["content-type"], "application/grpc");
+    assert_eq!(h["grpc-status"], "13");
+    assert_eq!(h["grpc-message"], "payment required");
+    assert_eq!(h.get_all("www-authenticate").iter().count(), 2);
+    assert_eq!(h["cache-control"], "no-store");
+    assert_eq!(h["access-control-allow-origin"], "*");
+    assert_eq!(origin.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
