@@ -44,6 +44,7 @@ fn main() {
         legacy_keys: Default::default(),
         revoked: Arc::from(Vec::new()),
         store: None,
+        tls: None,
     })
     .unwrap();
     let addr = server.local_addr();

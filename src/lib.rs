@@ -17,6 +17,7 @@ pub mod admin;
 pub mod config;
 pub mod metrics;
 pub mod store;
+pub mod tls;
 
 pub mod proxy;
 

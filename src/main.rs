@@ -173,15 +173,28 @@ fn load_config(cli: &Cli) -> Result<Config> {
     if let Some(basedir) = &cli.basedir {
         config.basedir = basedir.clone();
     }
-    if !config.insecure {
-        return Err(UsageError(
-            "TLS termination is not implemented yet: set `insecure: true` to serve plaintext \
-             HTTP (behind a TLS-terminating load balancer), or run `aperture --dev`"
-                .into(),
-        )
-        .into());
-    }
     Ok(config)
+}
+
+/// The TLS identity for `insecure: false`: `<basedir>/tls.cert` + `tls.key`, generated
+/// self-signed on first start. A broken or half pair is a configuration error (exit 64).
+fn load_tls(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>> {
+    if config.insecure {
+        return Ok(None);
+    }
+    let identity = aperture::tls::load_or_create(&config.basedir, config.server_name.as_deref())
+        .map_err(|e| UsageError(format!("TLS: {e}")))?;
+    let verb = if identity.generated {
+        "generated a self-signed"
+    } else {
+        "loaded the"
+    };
+    tracing::info!(
+        fingerprint = %identity.fingerprint,
+        "TLS: {verb} certificate {}",
+        config.basedir.join(aperture::tls::CERT_FILE).display()
+    );
+    Ok(Some(identity.config))
 }
 
 fn init_logging(level: &str) {
@@ -271,6 +284,7 @@ fn run(cli: &Cli) -> Result<()> {
     }
     let routes = Routes::resolve(&config).map_err(|e| UsageError(e.to_string()))?;
     let master_secret = store::load_or_create_master_secret(&config.basedir)?;
+    let tls = load_tls(&config)?;
     let bridge = start_bridge(&config)?;
     let (store, legacy_keys) = start_store(&config, &bridge)?;
     if let Backend::Lnd { host, .. } = &config.authenticator.backend {
@@ -290,12 +304,14 @@ fn run(cli: &Cli) -> Result<()> {
         legacy_keys: Arc::new(legacy_keys),
         revoked: store.handle().revoked_snapshot().into(),
         store: Some(store.handle()),
+        tls,
     })?;
     let addr = server.local_addr();
+    let scheme = if config.insecure { "http" } else { "https" };
     tracing::info!(
         cores = cli.cores,
         drivers = ?server.drivers(),
-        "aperture listening on http://{addr}"
+        "aperture listening on {scheme}://{addr}"
     );
     let ready = Arc::new(AtomicBool::new(true)); // the workers serve once `start` returns
     let admin = start_admin(config.prometheus, &server, &ready, store.handle())?;

@@ -39,6 +39,8 @@ pub enum Counter {
     RateLimitAllowed,
     /// Requests a rate limit denied (429).
     RateLimited,
+    /// TLS handshakes that failed or timed out (the connection was closed).
+    TlsHandshakeFailures,
     /// Connection tasks that panicked (only that connection was closed).
     ConnectionPanics,
 }

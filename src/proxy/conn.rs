@@ -1,6 +1,8 @@
-//! One downstream HTTP/1.1 connection: read a head, run the request phases (route →
-//! authenticate → forward), answer, repeat while keep-alive holds. Every failure becomes either a
-//! synthetic answer or a closed connection; nothing here panics on network input.
+//! One downstream connection: TLS termination (on the accepting core) and protocol selection
+//! (ALPN on TLS, the HTTP/2 preface on plaintext), then HTTP/1.1 here: read a head, run the
+//! request phases (route → authenticate → forward), answer, repeat while keep-alive holds. HTTP/2
+//! connections go to [`super::h2`]. Every failure becomes either a synthetic answer or a closed
+//! connection; nothing here panics on network input.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -13,7 +15,7 @@ use crate::metrics::Counter;
 use super::auth::{self, Decision};
 use super::forward::{self, ForwardError, Outbound};
 use super::h1::{FrameError, Framing, Head, Parse};
-use super::io::{BufStream, ReadError};
+use super::io::{BufStream, Io, ReadError};
 use super::limit;
 use super::respond;
 use super::{CoreCtx, Route, Routes, ShutdownWait};
@@ -22,10 +24,81 @@ use crate::ratelimit::ClientKey;
 /// Largest body drained after a local answer so the connection can stay open.
 const DRAIN_LIMIT: u64 = 256 * 1024;
 
-/// Serves a connection until it closes.
+/// The HTTP/2 connection preface (RFC 9113 §3.4); a cleartext connection that opens with it is
+/// h2c with prior knowledge.
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Serves a plaintext connection until it closes: HTTP/1.1, or h2c when it opens with the
+/// HTTP/2 preface (both on the same port, as behind a TLS-terminating load balancer).
 pub async fn serve(core: Rc<CoreCtx>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let mut client = BufStream::new(stream);
+    match sniff_preface(&core, &mut client).await {
+        Some(true) => {
+            let buffered = client.take_buffered();
+            super::h2::serve(core, client.stream, buffered, peer).await
+        }
+        Some(false) => serve_h1(core, client, peer).await,
+        None => {}
+    }
+}
+
+/// Reads until the first bytes tell HTTP/1.1 from the HTTP/2 preface. `None`: the peer left, was
+/// idle too long, or the core is draining.
+async fn sniff_preface<C: Io>(core: &CoreCtx, client: &mut BufStream<C>) -> Option<bool> {
+    let limits = core.routes().limits.clone();
+    let mut stop = core.shutdown.wait();
+    loop {
+        let data = client.data();
+        if data.len() >= H2_PREFACE.len() || !H2_PREFACE.starts_with(data) {
+            return Some(data.starts_with(H2_PREFACE));
+        }
+        let within = if data.is_empty() {
+            limits.idle_timeout
+        } else {
+            limits.read_timeout
+        };
+        let read = monoio::select! {
+            r = client.fill_within(limits.max_header_bytes + 1, within) => r,
+            _ = &mut stop => return None,
+        };
+        read.ok()?;
+    }
+}
+
+/// Terminates TLS on this core, then serves the protocol ALPN picked (`h2` or HTTP/1.1).
+/// Handshake failures and timeouts are counted and logged at debug level.
+pub async fn serve_tls(
+    core: Rc<CoreCtx>,
+    acceptor: monoio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let _ = stream.set_nodelay(true);
+    let within = core.routes().limits.read_timeout.min(HANDSHAKE_TIMEOUT);
+    let tls = match monoio::time::timeout(within, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => return handshake_failed(&core, peer, &e),
+        Err(_) => return handshake_failed(&core, peer, &"timed out"),
+    };
+    let h2 = tls.alpn_protocol().as_deref() == Some(crate::tls::ALPN_H2);
+    if h2 {
+        super::h2::serve(core, tls, Vec::new(), peer).await
+    } else {
+        serve_h1(core, BufStream::new(tls), peer).await
+    }
+}
+
+/// Longest a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn handshake_failed(core: &CoreCtx, peer: SocketAddr, why: &dyn std::fmt::Display) {
+    core.counters().incr(Counter::TlsHandshakeFailures);
+    tracing::debug!(core = core.id, %peer, "TLS handshake failed: {why}");
+}
+
+/// Serves HTTP/1.1 on a connection until it closes.
+pub async fn serve_h1<C: Io>(core: Rc<CoreCtx>, mut client: BufStream<C>, peer: SocketAddr) {
     let mut head = Head::default();
     let mut resp = Head::default();
     let mut out = Vec::with_capacity(4096);
@@ -49,9 +122,9 @@ pub async fn serve(core: Rc<CoreCtx>, stream: TcpStream, peer: SocketAddr) {
 }
 
 /// Reads the next request head. `Err(None)`: close quietly; `Err(Some(answer))`: answer, close.
-async fn read_head(
+async fn read_head<C: Io>(
     core: &CoreCtx,
-    client: &mut BufStream,
+    client: &mut BufStream<C>,
     head: &mut Head,
     stop: &mut ShutdownWait<'_>,
 ) -> Result<(), Option<Synthetic>> {
@@ -124,9 +197,9 @@ fn admit(routes: &Routes, head: &Head, peer: SocketAddr) -> Result<Framing, Loca
 }
 
 /// Runs the request phases for one parsed head; returns whether the connection stays open.
-async fn handle(
+async fn handle<C: Io>(
     core: &CoreCtx,
-    client: &mut BufStream,
+    client: &mut BufStream<C>,
     head: &Head,
     resp: &mut Head,
     peer: SocketAddr,
@@ -167,11 +240,11 @@ async fn handle(
     answer(core, client, head, framing, synthetic, out, may_keep).await
 }
 
-async fn forward_phase(
+async fn forward_phase<C: Io>(
     core: &CoreCtx,
     route: &Route,
     req: Outbound<'_>,
-    client: &mut BufStream,
+    client: &mut BufStream<C>,
     resp: &mut Head,
     out: &mut Vec<u8>,
 ) -> bool {
@@ -194,9 +267,9 @@ async fn forward_phase(
 /// Writes a synthetic answer. When the request body was not read, it is drained (small) or the
 /// connection is closed, so the next request is never parsed out of a body.
 #[allow(clippy::too_many_arguments)]
-async fn answer(
+async fn answer<C: Io>(
     core: &CoreCtx,
-    client: &mut BufStream,
+    client: &mut BufStream<C>,
     head: &Head,
     framing: Framing,
     synthetic: Synthetic,
@@ -226,9 +299,9 @@ async fn answer(
     }
 }
 
-async fn answer_and_close(
+async fn answer_and_close<C: Io>(
     core: &CoreCtx,
-    client: &mut BufStream,
+    client: &mut BufStream<C>,
     synthetic: &Synthetic,
     mut out: Vec<u8>,
 ) {
@@ -240,7 +313,7 @@ async fn answer_and_close(
 }
 
 /// Reads and discards a request body of known small length; false when the connection must close.
-async fn drain_body(core: &CoreCtx, client: &mut BufStream, framing: Framing) -> bool {
+async fn drain_body<C: Io>(core: &CoreCtx, client: &mut BufStream<C>, framing: Framing) -> bool {
     let Framing::Length(mut remaining) = framing else {
         return false;
     };

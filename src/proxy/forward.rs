@@ -14,7 +14,7 @@ use crate::l402::UpstreamAuthorization;
 use crate::metrics::Counter;
 
 use super::h1::{self, ChunkScanner, Framing, Head, Parse};
-use super::io::{BufStream, ReadError};
+use super::io::{BufStream, Io, ReadError};
 use super::respond::{self, CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS};
 use super::{pool, CoreCtx, Limits, Route};
 
@@ -55,11 +55,11 @@ pub struct Outbound<'a> {
 }
 
 /// Forwards one request on `route` and relays the response.
-pub async fn forward(
+pub async fn forward<C: Io>(
     core: &CoreCtx,
     route: &Route,
     req: Outbound<'_>,
-    client: &mut BufStream,
+    client: &mut BufStream<C>,
     resp: &mut Head,
     out: &mut Vec<u8>,
 ) -> Result<Forwarded, ForwardError> {
@@ -94,11 +94,11 @@ pub async fn forward(
 /// Sends the request head in `out` and the body, then reads the response head into `resp`.
 /// Takes a pooled connection when there is one, retrying once on a fresh one when the pooled
 /// one turns out closed before any response byte and the request had no body.
-async fn exchange(
+async fn exchange<C: Io>(
     core: &CoreCtx,
     route: &Route,
     req: &Outbound<'_>,
-    client: &mut BufStream,
+    client: &mut BufStream<C>,
     resp: &mut Head,
     out: &mut Vec<u8>,
     limits: &Limits,
@@ -314,8 +314,8 @@ fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// Relays the request body from the client to the upstream.
-async fn send_body(
-    client: &mut BufStream,
+async fn send_body<C: Io>(
+    client: &mut BufStream<C>,
     up: &mut BufStream,
     framing: Framing,
     limits: &Limits,
@@ -355,7 +355,7 @@ async fn send_body(
 }
 
 /// Reads the final response head (skipping 1xx interim responses) within the upstream timeout.
-async fn read_response_head(
+pub(crate) async fn read_response_head(
     up: &mut BufStream,
     resp: &mut Head,
     limits: &Limits,
@@ -384,9 +384,9 @@ async fn read_response_head(
 }
 
 /// Relays the response body from the upstream to the client, after the head in `out`.
-async fn relay_response(
+async fn relay_response<C: Io>(
     up: &mut BufStream,
-    client: &mut BufStream,
+    client: &mut BufStream<C>,
     framing: Framing,
     encode: bool,
     out: &mut Vec<u8>,
@@ -448,9 +448,9 @@ async fn relay_response(
 /// Sends the response head together with the body bytes already buffered: small ones are
 /// copied behind the head (one write), larger ones relayed without copying. Returns how many body
 /// bytes went out (or were queued in `out`).
-async fn send_head_and_buffered(
+async fn send_head_and_buffered<C: Io>(
     up: &mut BufStream,
-    client: &mut BufStream,
+    client: &mut BufStream<C>,
     framing: Framing,
     remaining: u64,
     scanner: &mut ChunkScanner,
@@ -473,8 +473,8 @@ async fn send_head_and_buffered(
     Ok(n)
 }
 
-async fn write_out(
-    client: &mut BufStream,
+async fn write_out<C: Io>(
+    client: &mut BufStream<C>,
     out: &mut Vec<u8>,
     within: Duration,
 ) -> Result<(), ForwardError> {

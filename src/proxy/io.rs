@@ -1,21 +1,28 @@
-//! A TCP stream with an owned read buffer, in the shape io_uring wants: buffers are handed to the
-//! kernel by value and come back with the result. Reads append to the unread window; writes take
-//! a buffer and give it back so callers can reuse one allocation per connection.
+//! A byte stream (plain TCP or TLS) with an owned read buffer, in the shape io_uring wants:
+//! buffers are handed to the kernel by value and come back with the result. Reads append to the
+//! unread window; writes take a buffer and give it back so callers can reuse one allocation per
+//! connection. Generic over the stream so HTTP/1.1 runs unchanged over TLS; on plain TCP the
+//! relay still hands the buffer's slice straight to the kernel (no copy).
 
 use std::io;
 use std::time::Duration;
 
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 /// Initial read buffer size: one typical request head plus a small body in one read.
 pub const READ_BUF: usize = 16 * 1024;
 
+/// What a connection runs on: anything monoio can read and write by ownership.
+pub trait Io: AsyncReadRent + AsyncWriteRent + 'static {}
+
+impl<T: AsyncReadRent + AsyncWriteRent + 'static> Io for T {}
+
 /// A stream and the bytes read from it that nobody consumed yet.
-pub struct BufStream {
-    /// The socket.
-    pub stream: TcpStream,
+pub struct BufStream<S = TcpStream> {
+    /// The socket (or TLS stream).
+    pub stream: S,
     buf: Vec<u8>,
     pos: usize,
 }
@@ -31,9 +38,9 @@ pub enum ReadError {
     Io(io::Error),
 }
 
-impl BufStream {
+impl<S: Io> BufStream<S> {
     /// Wraps a stream with an empty buffer.
-    pub fn new(stream: TcpStream) -> Self {
+    pub fn new(stream: S) -> Self {
         Self {
             stream,
             buf: Vec::with_capacity(READ_BUF),
@@ -111,9 +118,9 @@ impl BufStream {
 
     /// Writes the first `n` unread bytes of this stream's buffer to `dst` without copying them,
     /// then consumes them.
-    pub async fn relay_to(
+    pub async fn relay_to<D: Io>(
         &mut self,
-        dst: &mut TcpStream,
+        dst: &mut D,
         n: usize,
         within: Duration,
     ) -> io::Result<()> {
@@ -144,6 +151,14 @@ impl BufStream {
             Ok((Err(e), _)) => Err(e),
             Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
         }
+    }
+
+    /// Takes the unread bytes out (to hand a connection to another protocol).
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        let rest = self.data().to_vec();
+        self.buf.clear();
+        self.pos = 0;
+        rest
     }
 
     /// Whether the read buffer is empty (the connection can be pooled without leftovers).

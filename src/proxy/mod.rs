@@ -6,7 +6,9 @@
 pub mod auth;
 pub mod conn;
 pub mod forward;
+pub mod grpc;
 pub mod h1;
+pub mod h2;
 pub mod io;
 pub mod limit;
 pub mod pool;

@@ -1,6 +1,6 @@
-//! The one place that turns a [`Synthetic`] answer into bytes. HTTP/1.1 here; the gRPC
-//! Trailers-Only form (same statuses, `grpc-status`/`grpc-message`) will live beside it so that
-//! every answer keeps one definition. Also owns the CORS set Go aperture adds to answers and to
+//! The one place that turns a [`Synthetic`] answer into bytes: HTTP/1.1, HTTP/2 and the gRPC
+//! Trailers-Only form (`wire-format.md` §3.2, §4: `:status 200`, `grpc-status`/`grpc-message`, the
+//! challenges, in one HEADERS frame with END_STREAM), so every answer keeps one definition. Also owns the CORS set Go aperture adds to answers and to
 //! proxied responses, and the per-core `Date` header cache.
 
 use std::cell::RefCell;
@@ -61,6 +61,79 @@ pub fn render_h1(answer: &Synthetic, head_only: bool, close: bool, out: &mut Vec
         out.extend_from_slice(answer.message().as_bytes());
         out.push(b'\n');
     }
+}
+
+/// Renders `answer` as an HTTP/2 response head and body (the HTTP/1.1 fields minus the
+/// connection-specific ones).
+pub fn render_h2(answer: &Synthetic, head_only: bool) -> (http::Response<()>, bytes::Bytes) {
+    let mut resp = http::Response::new(());
+    *resp.status_mut() =
+        http::StatusCode::from_u16(answer.status()).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    let headers = resp.headers_mut();
+    common_fields(answer, headers);
+    let body = match answer {
+        Synthetic::BadGateway => bytes::Bytes::new(),
+        other => bytes::Bytes::from(format!("{}\n", other.message())),
+    };
+    headers.insert(http::header::CONTENT_LENGTH, body.len().into());
+    if !body.is_empty() {
+        let text = http::HeaderValue::from_static("text/plain; charset=utf-8");
+        headers.insert(http::header::CONTENT_TYPE, text);
+        let nosniff = http::HeaderValue::from_static("nosniff");
+        headers.insert("x-content-type-options", nosniff);
+    }
+    (resp, if head_only { bytes::Bytes::new() } else { body })
+}
+
+/// Renders `answer` as a gRPC Trailers-Only response: HTTP 200, `content-type:
+/// application/grpc`, `grpc-status` and `grpc-message`, plus the challenges, `cache-control`,
+/// `retry-after` and the CORS set where the HTTP form has them. Sent with END_STREAM.
+pub fn render_grpc(answer: &Synthetic) -> http::Response<()> {
+    let mut resp = http::Response::new(());
+    let headers = resp.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert("grpc-status", u16::from(answer.grpc_status()).into());
+    if let Ok(message) = http::HeaderValue::from_str(answer.message()) {
+        headers.insert("grpc-message", message);
+    }
+    common_fields(answer, headers);
+    resp
+}
+
+/// The fields an answer carries in every HTTP/2 form: CORS, `cache-control`, `retry-after`,
+/// `www-authenticate`, `date`.
+fn common_fields(answer: &Synthetic, headers: &mut http::HeaderMap) {
+    use http::HeaderValue as V;
+    if answer.cors() {
+        let cors = [
+            ("access-control-allow-headers", CORS_ALLOW_HEADERS),
+            ("access-control-allow-methods", CORS_ALLOW_METHODS),
+            ("access-control-allow-origin", "*"),
+            ("access-control-expose-headers", CORS_EXPOSE_HEADERS),
+        ];
+        for (name, value) in cors {
+            headers.insert(name, V::from_static(value));
+        }
+    }
+    if let Synthetic::PaymentRequired(challenge) = answer {
+        headers.insert(http::header::CACHE_CONTROL, V::from_static("no-store"));
+        for value in &challenge.www_authenticate {
+            if let Ok(v) = V::from_str(value) {
+                headers.append(http::header::WWW_AUTHENTICATE, v);
+            }
+        }
+    }
+    if let Some(secs) = answer.retry_after() {
+        headers.insert(http::header::RETRY_AFTER, secs.into());
+    }
+    with_date(|d| {
+        if let Ok(v) = V::from_bytes(d) {
+            headers.insert(http::header::DATE, v);
+        }
+    });
 }
 
 fn push_field(out: &mut Vec<u8>, name: &str, value: &str) {
@@ -223,6 +296,29 @@ mod tests {
         );
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("Retry-After: 12\r\n") && text.ends_with("rate limit exceeded\n"));
+    }
+
+    #[test]
+    fn grpc_answers_are_trailers_only() {
+        let answer = Synthetic::PaymentRequired(Challenge {
+            www_authenticate: vec!["LSAT a".into(), "L402 b".into()],
+        });
+        let resp = render_grpc(&answer);
+        let h = resp.headers();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(h["content-type"], "application/grpc");
+        assert_eq!(h["grpc-status"], "13");
+        assert_eq!(h["grpc-message"], "payment required");
+        let challenges: Vec<_> = h.get_all("www-authenticate").iter().collect();
+        assert_eq!(challenges, ["LSAT a", "L402 b"]);
+        assert_eq!(h["cache-control"], "no-store");
+        assert_eq!(h["access-control-allow-origin"], "*");
+        let limited = render_grpc(&Synthetic::TooManyRequests { retry_after: 3 });
+        let h = limited.headers();
+        assert_eq!(
+            (h["grpc-status"].as_bytes(), h["retry-after"].as_bytes()),
+            (&b"8"[..], &b"3"[..])
+        );
     }
 
     #[test]

@@ -67,6 +67,8 @@ pub struct Settings {
     pub revoked: Arc<[[u8; 32]]>,
     /// The ledger (minted challenges are recorded there, off the data path).
     pub store: Option<crate::store::StoreHandle>,
+    /// TLS termination (`insecure: false`); `None` serves plaintext HTTP/1.1 and h2c.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The running workers.
@@ -183,6 +185,7 @@ pub fn start(settings: Settings) -> Result<Server, RuntimeError> {
             store: settings.store.clone(),
             peers: peers.clone(),
             peer_inbox: peer_rxs.remove(0),
+            tls: settings.tls.clone(),
         };
         let (handle, tx, driver) = worker::spawn(spec)?;
         workers.push((handle, tx));

@@ -39,6 +39,8 @@ pub struct Spec {
     pub store: Option<crate::store::StoreHandle>,
     pub peers: Arc<[UnboundedSender<PeerMsg>]>,
     pub peer_inbox: UnboundedReceiver<PeerMsg>,
+    /// TLS termination config; `None` serves plaintext (HTTP/1.1 and h2c).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The CPUs this process may run on (its inherited affinity set).
@@ -127,7 +129,8 @@ fn run(
         let _ = ready.send(Ok(driver));
         tracing::info!(core = ctx.id, driver, cpu = ?spec.cpu.map(|c| c.id), "worker serving");
         let active = Rc::new(Cell::new(0usize));
-        accept_loop(&ctx, &listener, &active).await;
+        let acceptor = spec.tls.map(monoio_rustls::TlsAcceptor::from);
+        accept_loop(&ctx, &listener, acceptor, &active).await;
         drop(listener);
         drain(&ctx, &active, grace.get()).await;
         ctx.pool.clear();
@@ -173,7 +176,12 @@ impl PollNextUnpin for UnboundedReceiver<Control> {
     }
 }
 
-async fn accept_loop(ctx: &Rc<CoreCtx>, listener: &TcpListener, active: &Rc<Cell<usize>>) {
+async fn accept_loop(
+    ctx: &Rc<CoreCtx>,
+    listener: &TcpListener,
+    acceptor: Option<monoio_rustls::TlsAcceptor>,
+    active: &Rc<Cell<usize>>,
+) {
     let shutdown = ctx.shutdown.clone();
     let mut stop = shutdown.wait();
     loop {
@@ -187,10 +195,16 @@ async fn accept_loop(ctx: &Rc<CoreCtx>, listener: &TcpListener, active: &Rc<Cell
                 counters.incr(Counter::ConnectionsAccepted);
                 counters.incr(Counter::ConnectionsActive);
                 active.set(active.get() + 1);
-                let (ctx, active) = (ctx.clone(), active.clone());
+                let (ctx, active, acceptor) = (ctx.clone(), active.clone(), acceptor.clone());
                 monoio::spawn(async move {
-                    let served =
-                        CatchUnwind(Box::pin(conn::serve(ctx.clone(), stream, peer))).await;
+                    // The TLS handshake runs here, on the accepting core, inside the guard.
+                    let served = match acceptor {
+                        Some(tls) => {
+                            let serve = conn::serve_tls(ctx.clone(), tls, stream, peer);
+                            CatchUnwind(Box::pin(serve)).await
+                        }
+                        None => CatchUnwind(Box::pin(conn::serve(ctx.clone(), stream, peer))).await,
+                    };
                     if served.is_err() {
                         ctx.counters().incr(Counter::ConnectionPanics);
                         tracing::error!(core = ctx.id, %peer, "connection task panicked; closed it");

@@ -2,6 +2,7 @@
 
 mod admin;
 mod config;
+mod grpc;
 mod l402;
 mod lnd;
 mod process;
@@ -10,3 +11,4 @@ mod ratelimit;
 mod reload;
 mod store;
 mod support;
+mod tls;

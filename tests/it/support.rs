@@ -365,13 +365,25 @@ impl Proxy {
         } else {
             "authenticator:\n  network: regtest\n  dev:\n    listenaddr: \"127.0.0.1:0\"\n"
         };
+        // `top` may choose TLS (`insecure: false`); plaintext otherwise.
+        let insecure = if top.contains("insecure:") {
+            ""
+        } else {
+            "insecure: true\n"
+        };
         let yaml = format!(
-            "listenaddr: \"127.0.0.1:0\"\ninsecure: true\ndbbackend: sqlite\n{top}\n\
+            "listenaddr: \"127.0.0.1:0\"\n{insecure}dbbackend: sqlite\n{top}\n\
              {authenticator}services:\n{services_yaml}"
         );
         let config = aperture::config::parse(&yaml, "test.yaml").expect("config");
         let routes = Routes::resolve(&config).expect("routes");
         let master = aperture::store::load_or_create_master_secret(basedir.path()).unwrap();
+        let tls = (!config.insecure).then(|| {
+            let server_name = config.server_name.as_deref();
+            aperture::tls::load_or_create(basedir.path(), server_name)
+                .expect("tls")
+                .config
+        });
         let bridge_cfg = lnd_bridge::BridgeConfig {
             queue_capacity: queue,
             ..lnd_bridge::BridgeConfig::new(backend)
@@ -388,6 +400,7 @@ impl Proxy {
             legacy_keys: Default::default(),
             revoked: Arc::from(Vec::new()),
             store: None,
+            tls,
         })
         .expect("workers");
         Proxy {

@@ -1,0 +1,267 @@
+//! HTTP/2 downstream: one connection served by upstream hyperium `h2` 0.4 (its rapid-reset and
+//! local-error-reset protections on) over monoio through `monoio-compat`'s stream adapter. Each
+//! stream runs the same phases as HTTP/1.1 (route → authorize → rate limit → forward) in its own
+//! task on this core. gRPC requests get every synthetic answer in the Trailers-Only form. Nothing
+//! here panics on network input; a broken stream is reset, a broken connection closed.
+
+mod upstream;
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::RecvStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::auth::{self, Decision};
+use super::h1::{Head, Parse};
+use super::io::Io;
+use super::{grpc, limit, respond, CoreCtx};
+use crate::error::Synthetic;
+use crate::metrics::Counter;
+use crate::ratelimit::ClientKey;
+
+/// Streams one connection may have open at once.
+pub const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Largest header list a client may send (431-equivalent: the stream is refused).
+pub const MAX_HEADER_LIST: u32 = 64 * 1024;
+/// Per-stream receive window.
+pub const STREAM_WINDOW: u32 = 1 << 20;
+/// Per-connection receive window.
+pub const CONNECTION_WINDOW: u32 = 4 << 20;
+
+/// Serves one HTTP/2 connection; `buffered` are bytes already read from it (the h2c preface).
+pub async fn serve<S: Io + Unpin>(
+    core: Rc<CoreCtx>,
+    stream: S,
+    buffered: Vec<u8>,
+    peer: SocketAddr,
+) {
+    let io = Rewind {
+        pre: buffered,
+        pos: 0,
+        inner: monoio_compat::StreamWrapper::new_with_buffer_size(stream, 16 * 1024, 16 * 1024),
+    };
+    let mut builder = h2::server::Builder::new();
+    builder
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(MAX_HEADER_LIST)
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_pending_accept_reset_streams(64)
+        .max_local_error_reset_streams(Some(1024))
+        .max_send_buffer_size(1 << 20);
+    let within = core.routes().limits.read_timeout;
+    let mut conn = match monoio::time::timeout(within, builder.handshake::<_, Bytes>(io)).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return tracing::debug!(core = core.id, %peer, "h2 handshake failed: {e}"),
+        Err(_) => return tracing::debug!(core = core.id, %peer, "h2 handshake timed out"),
+    };
+    let shutdown = core.shutdown.clone();
+    let mut stop = shutdown.wait();
+    let mut draining = false;
+    loop {
+        let next = if draining {
+            conn.accept().await
+        } else {
+            monoio::select! {
+                r = conn.accept() => r,
+                _ = &mut stop => {
+                    // GOAWAY: in-flight streams finish, new ones are refused.
+                    conn.graceful_shutdown();
+                    draining = true;
+                    continue;
+                }
+            }
+        };
+        match next {
+            Some(Ok((req, respond))) => {
+                monoio::spawn(serve_stream(core.clone(), req, respond, peer));
+            }
+            Some(Err(e)) => {
+                tracing::debug!(core = core.id, %peer, "h2 connection error: {e}");
+                return;
+            }
+            None => return,
+        }
+    }
+}
+
+/// One request stream: the request phases, then the answer or the forwarded response.
+async fn serve_stream(
+    core: Rc<CoreCtx>,
+    req: http::Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    peer: SocketAddr,
+) {
+    core.counters().incr(Counter::Requests);
+    let is_grpc = grpc::is_grpc(req.headers());
+    let head_only = req.method() == http::Method::HEAD;
+    match phases(&core, req, &mut respond, peer, is_grpc).await {
+        Ok(()) => {}
+        Err(answer) => {
+            core.counters().status(answer.status());
+            send_answer(&mut respond, &answer, is_grpc, head_only);
+        }
+    }
+}
+
+/// Writes a synthetic answer on a stream (Trailers-Only for gRPC).
+pub fn send_answer(
+    respond: &mut SendResponse<Bytes>,
+    answer: &Synthetic,
+    is_grpc: bool,
+    head_only: bool,
+) {
+    if is_grpc {
+        let _ = respond.send_response(respond::render_grpc(answer), true);
+        return;
+    }
+    let (resp, body) = respond::render_h2(answer, head_only);
+    let empty = body.is_empty();
+    if let Ok(mut send) = respond.send_response(resp, empty) {
+        if !empty {
+            let _ = send.send_data(body, true);
+        }
+    }
+}
+
+/// Route → authorize → rate limit → forward. `Err`: answer locally.
+async fn phases(
+    core: &CoreCtx,
+    req: http::Request<RecvStream>,
+    respond: &mut SendResponse<Bytes>,
+    peer: SocketAddr,
+    is_grpc: bool,
+) -> Result<(), Synthetic> {
+    let routes = core.routes();
+    if routes.blocked(peer.ip()) {
+        return Err(Synthetic::Forbidden);
+    }
+    if req.method() == http::Method::OPTIONS {
+        return Err(Synthetic::Options);
+    }
+    let host = authority(&req);
+    let path = req.uri().path().to_string();
+    let route = routes.find(&host, &path).ok_or(Synthetic::NotFound)?;
+    let head = h1_head(&req, &host)?;
+    let (upstream_auth, token) = match auth::authorize(core, route, &head, peer.ip()).await {
+        Decision::Answer(answer) => return Err(answer),
+        Decision::Forward(upstream_auth, token) => (upstream_auth, token),
+    };
+    let key = match token {
+        Some(id) => ClientKey::Token(id),
+        None => ClientKey::ip(peer.ip()),
+    };
+    if let Some(denied) = limit::limit(core, route, key, &path).await {
+        return Err(denied);
+    }
+    let out = upstream::Outbound {
+        route,
+        peer: peer.ip(),
+        upstream_auth: upstream_auth.as_deref(),
+        authorization: routes.upstream_authorization,
+        is_grpc,
+    };
+    let status = upstream::forward(core, out, req, respond).await?;
+    core.counters().incr(Counter::Forwarded);
+    core.counters().status(status);
+    Ok(())
+}
+
+/// `:authority`, else `host`, without surprises for the host regexp.
+fn authority(req: &http::Request<RecvStream>) -> String {
+    match req.uri().authority() {
+        Some(a) => a.as_str().to_string(),
+        None => req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string(),
+    }
+}
+
+/// The request as an HTTP/1.1 head, for the phases written against [`Head`] (authorization
+/// reads credentials from it): a minimal head serialised and parsed back.
+fn h1_head(req: &http::Request<RecvStream>, host: &str) -> Result<Head, Synthetic> {
+    let mut raw = Vec::with_capacity(512);
+    raw.extend_from_slice(req.method().as_str().as_bytes());
+    raw.push(b' ');
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    raw.extend_from_slice(target.as_bytes());
+    raw.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    raw.extend_from_slice(host.as_bytes());
+    raw.extend_from_slice(b"\r\n");
+    for (name, value) in req.headers() {
+        if name == http::header::HOST {
+            continue;
+        }
+        raw.extend_from_slice(name.as_str().as_bytes());
+        raw.extend_from_slice(b": ");
+        raw.extend_from_slice(value.as_bytes());
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"\r\n");
+    let mut head = Head::default();
+    match head.parse_request(&raw) {
+        Ok(Parse::Complete(_)) => Ok(head),
+        Err(super::h1::FrameError::TooManyHeaders) => Err(Synthetic::HeaderTooLarge),
+        _ => Err(Synthetic::BadRequest("malformed request")),
+    }
+}
+
+/// How long an idle upstream read may stall before the stream is reset (long-lived gRPC
+/// streams are not cut by a request deadline, only by silence).
+pub fn idle_window(core: &CoreCtx) -> Duration {
+    let limits = core.routes().limits.clone();
+    limits.idle_timeout.max(limits.write_timeout)
+}
+
+/// A tokio stream that first replays bytes already read (the h2c preface sniffed off the
+/// socket), then reads from the inner stream.
+struct Rewind<T> {
+    pre: Vec<u8>,
+    pos: usize,
+    inner: T,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.pos < self.pre.len() {
+            let n = (self.pre.len() - self.pos).min(buf.remaining());
+            let start = self.pos;
+            buf.put_slice(&self.pre[start..start + n]);
+            self.pos += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

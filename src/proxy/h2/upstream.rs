@@ -1,0 +1,500 @@
+//! Forwarding one HTTP/2 stream upstream, by the service's `protocol`:
+//! - `h2c`: HTTP/2 over plaintext on one multiplexed client connection per core and upstream
+//!   (reused), bodies and trailers streamed both ways with flow control;
+//! - `http`: HTTP/1.1 on the core's pooled connections, bodies buffered (bounded) for now;
+//! - `https`: not yet (502, logged).
+//!
+//! Header rewriting follows the HTTP/1.1 path (Go aperture's director): hop-by-hop fields
+//! dropped (`te: trailers` kept for gRPC), `Authorization` replaced by the credential,
+//! `X-Forwarded-For` appended, the CORS set merged into the response.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+use bytes::{Bytes, BytesMut};
+use h2::client::SendRequest;
+use h2::server::SendResponse;
+use h2::{RecvStream, SendStream};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::Protocol;
+use crate::error::Synthetic;
+use crate::l402::UpstreamAuthorization;
+use crate::metrics::Counter;
+
+use super::super::h1::{self, ChunkScanner, Framing, Head};
+use super::super::io::ReadError;
+use super::super::respond::{self, CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS};
+use super::super::{forward, grpc, pool, CoreCtx, Route};
+
+/// Largest response body buffered from an HTTP/1.1 upstream for an HTTP/2 client.
+const MAX_BUFFERED_RESPONSE: usize = 64 << 20;
+
+/// The request side of one forward.
+pub struct Outbound<'a> {
+    pub route: &'a Route,
+    pub peer: IpAddr,
+    pub upstream_auth: Option<&'a [String; 2]>,
+    pub authorization: UpstreamAuthorization,
+    pub is_grpc: bool,
+}
+
+thread_local! {
+    // One multiplexed h2c connection per upstream on this core (workers are one thread each).
+    static H2C: RefCell<HashMap<SocketAddr, SendRequest<Bytes>>> = RefCell::new(HashMap::new());
+}
+
+/// Forwards `req` and relays the response; `Err` only while nothing was sent downstream.
+pub async fn forward(
+    core: &CoreCtx,
+    out: Outbound<'_>,
+    req: http::Request<RecvStream>,
+    respond: &mut SendResponse<Bytes>,
+) -> Result<u16, Synthetic> {
+    match out.route.service.protocol {
+        Protocol::H2c => forward_h2c(core, &out, req, respond).await,
+        Protocol::Http => forward_h1(core, &out, req, respond).await,
+        Protocol::Https => Err(failed(
+            core,
+            out.route,
+            &"protocol https is not implemented yet",
+        )),
+    }
+}
+
+fn failed(core: &CoreCtx, route: &Route, why: &dyn std::fmt::Display) -> Synthetic {
+    core.counters().incr(Counter::UpstreamErrors);
+    tracing::debug!(core = core.id, service = %route.service.name, "upstream failed: {why}");
+    Synthetic::BadGateway
+}
+
+/// The upstream request target: the path and query, behind `rewrite.prefix` when set.
+fn target(route: &Route, uri: &http::Uri) -> String {
+    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+    match &route.service.rewrite_prefix {
+        Some(prefix) => format!("{}{}", prefix.trim_end_matches('/'), pq),
+        None => pq.to_string(),
+    }
+}
+
+/// The request fields for the upstream (Go aperture's director).
+fn request_headers(out: &Outbound<'_>, incoming: &HeaderMap) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(incoming.len() + 4);
+    let mut forwarded_for = String::new();
+    for (name, value) in incoming {
+        let n = name.as_str();
+        let te_trailers = n == "te" && value.as_bytes().eq_ignore_ascii_case(b"trailers");
+        if (h1::is_hop_by_hop(n) && !te_trailers)
+            || name == http::header::HOST
+            || name == http::header::CONTENT_LENGTH
+            || (out.upstream_auth.is_some() && name == http::header::AUTHORIZATION)
+            || out
+                .route
+                .service
+                .headers
+                .iter()
+                .any(|(h, _)| h.eq_ignore_ascii_case(n))
+        {
+            continue;
+        }
+        if name == "x-forwarded-for" {
+            forwarded_for.push_str(value.to_str().unwrap_or(""));
+            forwarded_for.push_str(", ");
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    if let Some([lsat, l402]) = out.upstream_auth {
+        let auth = http::header::AUTHORIZATION;
+        if out.authorization == UpstreamAuthorization::Aperture {
+            if let Ok(v) = HeaderValue::from_str(lsat) {
+                headers.append(auth.clone(), v);
+            }
+        }
+        if let Ok(v) = HeaderValue::from_str(l402) {
+            headers.append(auth, v);
+        }
+    }
+    for (name, value) in &out.route.service.headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    forwarded_for.push_str(&out.peer.to_string());
+    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers
+}
+
+/// The response fields for the client: connection-specific ones dropped, `WWW-Authenticate`
+/// kept only on a 402, the CORS set merged.
+fn response_headers(status: u16, incoming: &HeaderMap) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(incoming.len() + 4);
+    for (name, value) in incoming {
+        let n = name.as_str();
+        if h1::is_hop_by_hop(n)
+            || n == "proxy-authenticate"
+            || (name == http::header::WWW_AUTHENTICATE && status != 402)
+            || n.starts_with("access-control-")
+        {
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    headers.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    let lists = [
+        ("access-control-allow-methods", CORS_ALLOW_METHODS),
+        ("access-control-expose-headers", CORS_EXPOSE_HEADERS),
+        ("access-control-allow-headers", CORS_ALLOW_HEADERS),
+    ];
+    for (name, ours) in lists {
+        let theirs: Vec<&[u8]> = incoming
+            .get_all(name)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        let mut merged = Vec::new();
+        respond::merge_cors_list(&theirs, ours, &mut merged);
+        if let Ok(v) = HeaderValue::from_bytes(&merged) {
+            headers.insert(name, v);
+        }
+    }
+    headers
+}
+
+async fn h2c_sender(core: &CoreCtx, route: &Route) -> Result<SendRequest<Bytes>, Synthetic> {
+    let addr = route.upstream;
+    if let Some(send) = H2C.with(|m| m.borrow().get(&addr).cloned()) {
+        if let Ok(send) = send.ready().await {
+            return Ok(send);
+        }
+        H2C.with(|m| m.borrow_mut().remove(&addr));
+    }
+    let within = core.routes().limits.upstream_timeout;
+    let tcp = match monoio::time::timeout(within, monoio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => return Err(failed(core, route, &e)),
+        Err(_) => return Err(failed(core, route, &"connect timed out")),
+    };
+    let _ = tcp.set_nodelay(true);
+    let io = monoio_compat::StreamWrapper::new_with_buffer_size(tcp, 16 * 1024, 16 * 1024);
+    let (send, conn) = h2::client::Builder::new()
+        .initial_window_size(super::STREAM_WINDOW)
+        .initial_connection_window_size(super::CONNECTION_WINDOW)
+        .handshake::<_, Bytes>(io)
+        .await
+        .map_err(|e| failed(core, route, &e))?;
+    monoio::spawn(async move {
+        let _ = conn.await;
+        H2C.with(|m| m.borrow_mut().remove(&addr));
+    });
+    H2C.with(|m| m.borrow_mut().insert(addr, send.clone()));
+    send.ready().await.map_err(|e| failed(core, route, &e))
+}
+
+async fn forward_h2c(
+    core: &CoreCtx,
+    out: &Outbound<'_>,
+    req: http::Request<RecvStream>,
+    respond: &mut SendResponse<Bytes>,
+) -> Result<u16, Synthetic> {
+    let route = out.route;
+    let mut send = h2c_sender(core, route).await?;
+    let uri = format!(
+        "http://{}{}",
+        route.service.address,
+        target(route, req.uri())
+    );
+    let (parts, body) = req.into_parts();
+    let mut upreq = http::Request::new(());
+    *upreq.method_mut() = parts.method;
+    *upreq.uri_mut() = uri.parse().map_err(|e| failed(core, route, &e))?;
+    *upreq.headers_mut() = request_headers(out, &parts.headers);
+    let end = body.is_end_stream();
+    let (response, up_send) = send
+        .send_request(upreq, end)
+        .map_err(|e| failed(core, route, &e))?;
+    if !end {
+        monoio::spawn(pump(body, up_send, core.routes().limits.read_timeout));
+    }
+    let within = core.routes().limits.upstream_timeout;
+    let resp = match monoio::time::timeout(within, response).await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => return Err(failed(core, route, &e)),
+        Err(_) => return Err(failed(core, route, &"no response head in time")),
+    };
+    let (parts, body) = resp.into_parts();
+    let status = parts.status.as_u16();
+    let mut head = http::Response::new(());
+    *head.status_mut() = parts.status;
+    *head.headers_mut() = response_headers(status, &parts.headers);
+    if body.is_end_stream() {
+        let _ = respond.send_response(head, true);
+        return Ok(status);
+    }
+    let Ok(mut down) = respond.send_response(head, false) else {
+        return Ok(status);
+    };
+    let idle = super::idle_window(core);
+    let fallback = out
+        .is_grpc
+        .then(|| grpc::status_trailers(&parts.headers))
+        .flatten();
+    pump_response(body, &mut down, idle, fallback).await;
+    Ok(status)
+}
+
+/// Copies the client's request body and trailers to the upstream stream.
+async fn pump(mut from: RecvStream, mut to: SendStream<Bytes>, idle: std::time::Duration) {
+    loop {
+        match monoio::time::timeout(idle, from.data()).await {
+            Ok(Some(Ok(chunk))) => {
+                let n = chunk.len();
+                if send_all(&mut to, chunk).await.is_err() {
+                    return;
+                }
+                let _ = from.flow_control().release_capacity(n);
+            }
+            Ok(None) => break,
+            _ => return to.send_reset(h2::Reason::CANCEL),
+        }
+    }
+    match from.trailers().await {
+        Ok(Some(trailers)) => {
+            let _ = to.send_trailers(trailers);
+        }
+        Ok(None) => {
+            let _ = to.send_data(Bytes::new(), true);
+        }
+        Err(_) => to.send_reset(h2::Reason::CANCEL),
+    }
+}
+
+/// Copies an upstream response body and trailers to the client; `fallback` trailers end a
+/// gRPC response whose upstream sent none.
+async fn pump_response(
+    mut from: RecvStream,
+    to: &mut SendStream<Bytes>,
+    idle: std::time::Duration,
+    fallback: Option<HeaderMap>,
+) {
+    loop {
+        match monoio::time::timeout(idle, from.data()).await {
+            Ok(Some(Ok(chunk))) => {
+                let n = chunk.len();
+                if send_all(to, chunk).await.is_err() {
+                    return;
+                }
+                let _ = from.flow_control().release_capacity(n);
+            }
+            Ok(None) => break,
+            _ => return to.send_reset(h2::Reason::INTERNAL_ERROR),
+        }
+    }
+    match (from.trailers().await, fallback) {
+        (Ok(Some(trailers)), _) | (Ok(None), Some(trailers)) => {
+            let _ = to.send_trailers(trailers);
+        }
+        (Ok(None), None) => {
+            let _ = to.send_data(Bytes::new(), true);
+        }
+        (Err(_), _) => to.send_reset(h2::Reason::INTERNAL_ERROR),
+    }
+}
+
+/// Sends `data` as the peer's flow-control window allows (never buffering past it).
+async fn send_all(to: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), h2::Error> {
+    while !data.is_empty() {
+        to.reserve_capacity(data.len());
+        let granted = std::future::poll_fn(|cx| to.poll_capacity(cx)).await;
+        let n = match granted {
+            Some(Ok(n)) => n,
+            Some(Err(e)) => return Err(e),
+            None => return Err(h2::Error::from(h2::Reason::CANCEL)),
+        };
+        if n == 0 {
+            continue;
+        }
+        let chunk = data.split_to(n.min(data.len()));
+        to.send_data(chunk, false)?;
+    }
+    Ok(())
+}
+
+async fn forward_h1(
+    core: &CoreCtx,
+    out: &Outbound<'_>,
+    req: http::Request<RecvStream>,
+    respond: &mut SendResponse<Bytes>,
+) -> Result<u16, Synthetic> {
+    let route = out.route;
+    let limits = core.routes().limits.clone();
+    let (parts, body) = req.into_parts();
+    let body = read_request_body(body, limits.max_body_bytes, limits.read_timeout).await?;
+    let mut raw = Vec::with_capacity(1024 + body.len());
+    raw.extend_from_slice(parts.method.as_str().as_bytes());
+    raw.push(b' ');
+    raw.extend_from_slice(target(route, &parts.uri).as_bytes());
+    raw.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    raw.extend_from_slice(route.service.address.as_bytes());
+    raw.extend_from_slice(b"\r\n");
+    for (name, value) in &request_headers(out, &parts.headers) {
+        if name == "te" {
+            continue;
+        }
+        raw.extend_from_slice(name.as_str().as_bytes());
+        raw.extend_from_slice(b": ");
+        raw.extend_from_slice(value.as_bytes());
+        raw.extend_from_slice(b"\r\n");
+    }
+    if !body.is_empty() || parts.method == http::Method::POST || parts.method == http::Method::PUT {
+        raw.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    }
+    raw.extend_from_slice(b"\r\n");
+    raw.extend_from_slice(&body);
+    let (resp, payload) = exchange_h1(core, route, raw, parts.method.as_str()).await?;
+    let status = resp.status;
+    let mut incoming = HeaderMap::new();
+    for (name, value) in resp.fields() {
+        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::from_bytes(value)) {
+            if n != http::header::CONTENT_LENGTH && n != http::header::TRANSFER_ENCODING {
+                incoming.append(n, v);
+            }
+        }
+    }
+    let mut head = http::Response::new(());
+    *head.status_mut() = http::StatusCode::from_u16(status).map_err(|e| failed(core, route, &e))?;
+    *head.headers_mut() = response_headers(status, &incoming);
+    head.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, payload.len().into());
+    if payload.is_empty() {
+        let _ = respond.send_response(head, true);
+    } else if let Ok(mut down) = respond.send_response(head, false) {
+        if send_all(&mut down, payload).await.is_ok() {
+            let _ = down.send_data(Bytes::new(), true);
+        }
+    }
+    Ok(status)
+}
+
+async fn read_request_body(
+    mut body: RecvStream,
+    max: u64,
+    within: std::time::Duration,
+) -> Result<Bytes, Synthetic> {
+    let mut buf = BytesMut::new();
+    loop {
+        match monoio::time::timeout(within, body.data()).await {
+            Ok(Some(Ok(chunk))) => {
+                let _ = body.flow_control().release_capacity(chunk.len());
+                if (buf.len() + chunk.len()) as u64 > max {
+                    return Err(Synthetic::PayloadTooLarge);
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(_))) => return Err(Synthetic::BadRequest("request stream failed")),
+            Err(_) => return Err(Synthetic::RequestTimeout),
+        }
+    }
+}
+
+/// Sends a whole HTTP/1.1 request on a pooled (or new) connection and reads the whole response.
+async fn exchange_h1(
+    core: &CoreCtx,
+    route: &Route,
+    raw: Vec<u8>,
+    method: &str,
+) -> Result<(Head, Bytes), Synthetic> {
+    let limits = core.routes().limits.clone();
+    let mut up = match core.pool.take(route.upstream) {
+        Some(c) => c,
+        None => pool::connect(route.upstream, limits.upstream_timeout)
+            .await
+            .map_err(|e| failed(core, route, &e))?,
+    };
+    let (res, _) = up.write_all(raw).await;
+    res.map_err(|e| failed(core, route, &e))?;
+    let mut resp = Head::default();
+    forward::read_response_head(&mut up, &mut resp, &limits)
+        .await
+        .map_err(|e| failed(core, route, &format!("{e:?}")))?;
+    let framing = resp
+        .response_framing(method.as_bytes())
+        .map_err(|e| failed(core, route, &e))?;
+    let mut body = Vec::new();
+    let mut scanner = ChunkScanner::default();
+    loop {
+        let done = match framing {
+            Framing::Length(n) => body.len() as u64 >= n,
+            Framing::Chunked => scanner.done(),
+            Framing::Close => false,
+        };
+        if done {
+            break;
+        }
+        if up.data().is_empty() {
+            match up.fill_within(64 * 1024, limits.write_timeout).await {
+                Ok(_) => {}
+                Err(ReadError::Eof) if framing == Framing::Close => break,
+                Err(e) => return Err(failed(core, route, &format!("{e:?}"))),
+            }
+        }
+        let n = match framing {
+            Framing::Length(n) => (n - body.len() as u64).min(up.data().len() as u64) as usize,
+            Framing::Chunked => scanner
+                .feed(up.data())
+                .map_err(|e| failed(core, route, &e))?,
+            Framing::Close => up.data().len(),
+        };
+        up.take_into(&mut body, n);
+        if body.len() > MAX_BUFFERED_RESPONSE {
+            return Err(failed(
+                core,
+                route,
+                &"response too large to buffer for HTTP/2",
+            ));
+        }
+    }
+    if framing != Framing::Close && resp.keep_alive() && up.is_drained() {
+        core.pool.put(route.upstream, up);
+    }
+    let body = match framing {
+        Framing::Chunked => dechunk(&body).ok_or_else(|| failed(core, route, &"bad chunk"))?,
+        _ => body,
+    };
+    Ok((resp, Bytes::from(body)))
+}
+
+/// Decodes a complete chunked body (already delimited by the scanner); trailers are dropped.
+fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(raw.len());
+    loop {
+        let eol = raw.windows(2).position(|w| w == b"\r\n")?;
+        let size_field = std::str::from_utf8(&raw[..eol]).ok()?;
+        let size = usize::from_str_radix(size_field.split(';').next()?.trim(), 16).ok()?;
+        raw = &raw[eol + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(raw.get(..size)?);
+        raw = raw.get(size + 2..)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_bodies_decode() {
+        let raw = b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nT: v\r\n\r\n";
+        assert_eq!(dechunk(raw).unwrap(), b"hello world");
+        assert!(dechunk(b"5\r\nhel").is_none());
+    }
+}
