@@ -311,6 +311,11 @@ const TOTALS: &[(&str, &str, Counter)] = &[
         Counter::ConnectionsAccepted,
     ),
     (
+        "aperture_tls_handshake_failures_total",
+        "TLS handshakes that failed or timed out (the connection was closed).",
+        Counter::TlsHandshakeFailures,
+    ),
+    (
         "aperture_token_cache_hits_total",
         "Credentials accepted from the per-core verification cache (no HMAC work).",
         Counter::TokenCacheHits,
@@ -444,7 +449,7 @@ mod tests {
                 assert!(types.contains(name), "sample before its TYPE: {l}");
             }
         }
-        assert_eq!(types.len(), 15);
+        assert_eq!(types.len(), 16);
         assert!(out.ends_with('\n'));
     }
 

@@ -2,6 +2,7 @@
 
 mod admin;
 mod config;
+mod fleet;
 mod grpc;
 mod l402;
 mod lnd;

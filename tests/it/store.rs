@@ -398,7 +398,7 @@ fn token_commands_revoke_list_and_show() {
 }
 
 /// `APERTURE_TEST_PG`, or a printed skip outside CI; in CI its absence fails the test.
-fn pg_url() -> Option<String> {
+pub(crate) fn pg_url() -> Option<String> {
     match std::env::var("APERTURE_TEST_PG") {
         Ok(url) if !url.is_empty() => Some(url),
         _ if std::env::var_os("CI").is_some() => {
