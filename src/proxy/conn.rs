@@ -18,6 +18,7 @@ use super::h1::{FrameError, Framing, Head, Parse};
 use super::io::{BufStream, Io, ReadError};
 use super::limit;
 use super::respond;
+use super::route::DISCOVERY_PATH;
 use super::{CoreCtx, Route, Routes, ShutdownWait};
 use crate::ratelimit::ClientKey;
 
@@ -208,6 +209,9 @@ async fn handle<C: Io>(
     let routes = core.routes();
     let local = match admit(&routes, head, peer) {
         Err(local) => local,
+        Ok(_) if head.path() == DISCOVERY_PATH && matches!(head.method(), b"GET" | b"HEAD") => {
+            return discovery(core, client, head, &routes, out).await;
+        }
         Ok(framing) => {
             let host = std::str::from_utf8(head.get("host").unwrap_or_default()).unwrap_or("");
             let path = std::str::from_utf8(head.path()).unwrap_or("");
@@ -238,6 +242,29 @@ async fn handle<C: Io>(
     };
     let Local(synthetic, framing, may_keep) = local;
     answer(core, client, head, framing, synthetic, out, may_keep).await
+}
+
+/// Serves the discovery document (never payment-gated).
+async fn discovery<C: Io>(
+    core: &CoreCtx,
+    client: &mut BufStream<C>,
+    head: &Head,
+    routes: &Routes,
+    out: &mut Vec<u8>,
+) -> bool {
+    let keep = head.keep_alive() && !core.shutdown.is_set();
+    core.counters().status(200);
+    out.clear();
+    respond::render_json_h1(&routes.discovery, head.method() == b"HEAD", !keep, out);
+    let within = routes.limits.write_timeout;
+    match client.write_all_within(std::mem::take(out), within).await {
+        Ok(buf) => {
+            *out = buf;
+            out.clear();
+            keep
+        }
+        Err(_) => false,
+    }
 }
 
 async fn forward_phase<C: Io>(

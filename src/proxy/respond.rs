@@ -136,6 +136,24 @@ fn common_fields(answer: &Synthetic, headers: &mut http::HeaderMap) {
     });
 }
 
+/// Renders the discovery document (200, JSON, CORS, never cached stale for long).
+pub fn render_json_h1(json: &str, head_only: bool, close: bool, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    push_field(out, "Access-Control-Allow-Origin", "*");
+    push_field(out, "Cache-Control", "max-age=60");
+    if close {
+        push_field(out, "Connection", "close");
+    }
+    let _ = write!(out, "Content-Length: {}\r\n", json.len());
+    push_field(out, "Content-Type", "application/json");
+    out.extend_from_slice(b"Date: ");
+    with_date(|d| out.extend_from_slice(d));
+    out.extend_from_slice(b"\r\n\r\n");
+    if !head_only {
+        out.extend_from_slice(json.as_bytes());
+    }
+}
+
 fn push_field(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");

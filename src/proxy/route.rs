@@ -3,6 +3,7 @@
 //! its whole `Arc<Routes>` on reload, so requests in flight keep the snapshot they started with.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, IpNet, RateLimitRule, Service};
@@ -51,6 +52,9 @@ pub struct Routes {
     pub strict_verify: bool,
     /// Rules on minting challenges, per client IP.
     pub challenge_rate_limits: Vec<RateLimitRule>,
+    /// The `/.well-known/l402.json` discovery document (services, prices, caveats), rendered once
+    /// per snapshot.
+    pub discovery: Arc<str>,
     /// Peers answered with 403 before anything else.
     pub blocklist: Vec<IpNet>,
 }
@@ -65,6 +69,44 @@ pub struct ResolveError {
     pub address: String,
     /// Why.
     pub reason: String,
+}
+
+/// The path of the discovery document.
+pub const DISCOVERY_PATH: &[u8] = b"/.well-known/l402.json";
+
+/// The L402 discovery document: what each service costs and which caveats its tokens carry, so
+/// a client can see the price before it asks for a challenge. Never payment-gated.
+fn discovery_document(routes: &[Route]) -> String {
+    let services: Vec<serde_json::Value> = routes
+        .iter()
+        .map(|r| {
+            let s = &r.service;
+            let auth = match s.auth {
+                crate::config::Auth::On => "l402".to_string(),
+                crate::config::Auth::Off => "off".to_string(),
+                crate::config::Auth::Freebie(n) => format!("freebie {n}"),
+            };
+            serde_json::json!({
+                "name": s.name,
+                "host_pattern": s.host_regexp.as_str(),
+                "path_pattern": s.path_regexp.as_ref().map(|p| p.as_str()),
+                "auth": auth,
+                "price_sats": s.price,
+                "timeout_seconds": s.timeout,
+                "caveats": {
+                    "services": format!("{}:0", s.name),
+                    "capabilities": s.capabilities,
+                    "constraints": s.constraints.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                },
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "version": "0",
+        "schemes": ["L402", "LSAT"],
+        "services": services,
+    })
+    .to_string()
 }
 
 impl Routes {
@@ -99,6 +141,7 @@ impl Routes {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let discovery = discovery_document(&routes).into();
         Ok(Self {
             routes,
             limits: Limits {
@@ -114,6 +157,7 @@ impl Routes {
             challenge_rate_limits: config.challenge_rate_limits.clone(),
             strict_verify: config.strict_verify,
             blocklist: config.blocklist.clone(),
+            discovery,
         })
     }
 

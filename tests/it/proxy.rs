@@ -479,3 +479,22 @@ fn a_revoked_token_is_rejected_on_every_core() {
         || (0..16).all(|_| get(proxy.addr, "/", &header).status == 402),
     );
 }
+
+#[test]
+fn discovery_document_lists_services_and_is_never_payment_gated() {
+    let origin = Origin::start();
+    let extra = "    timeout: 3600\n    capabilities: \"read,write\"\n    constraints:\n      zeta: \"1\"\n      alpha: \"2\"\n";
+    let proxy = Proxy::start(&service("svc", origin.addr, extra), 1);
+    let r = get(proxy.addr, "/.well-known/l402.json", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let doc: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let svc = &doc["services"][0];
+    assert_eq!(svc["name"], "svc");
+    assert_eq!(svc["price_sats"], 10);
+    assert_eq!(svc["timeout_seconds"], 3600);
+    assert_eq!(svc["caveats"]["services"], "svc:0");
+    assert_eq!(svc["caveats"]["capabilities"], "read,write");
+    assert_eq!(svc["caveats"]["constraints"]["alpha"], "2");
+    assert_eq!(origin.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
