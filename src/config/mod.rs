@@ -105,6 +105,8 @@ pub struct Config {
     /// Rules on minting 402 challenges, keyed by client IP (empty: unlimited, as Go aperture).
     pub challenge_rate_limits: Vec<RateLimitRule>,
     pub blocklist: Vec<IpNet>,
+    /// Peers (load balancers) whose `X-Forwarded-For` names the real client (ours).
+    pub trusted_proxies: Vec<IpNet>,
     pub authenticator: Authenticator,
     pub db: Db,
     /// Metrics listener, when `prometheus.enabled`.

@@ -54,6 +54,7 @@ pub(crate) struct RawConfig {
     pub challengeshape: Option<String>,
     pub upstreamauthorization: Option<String>,
     pub ratelimitsteering: Option<String>,
+    pub trustedproxies: Option<Vec<String>>,
     pub challengeratelimits: Option<Vec<RawRateLimit>>,
 }
 

@@ -83,6 +83,11 @@ pub(crate) fn validate(mut raw: RawConfig, origin: &str) -> Result<Config, Confi
             .map_err(|m| cx.invalid("upstreamauthorization", m))?,
     };
     let blocklist = blocklist(&raw, &cx)?;
+    let trusted_proxies = nets(
+        "trustedproxies",
+        raw.trustedproxies.as_deref().unwrap_or_default(),
+        &cx,
+    )?;
     let autocert = raw.autocert.unwrap_or(false);
     let server_name = nonempty(raw.servername.as_deref()).map(str::to_owned);
     if autocert && server_name.is_none() {
@@ -118,6 +123,7 @@ pub(crate) fn validate(mut raw: RawConfig, origin: &str) -> Result<Config, Confi
         rate_limit_steering,
         challenge_rate_limits,
         blocklist,
+        trusted_proxies,
         authenticator,
         db,
         prometheus,
@@ -169,13 +175,20 @@ fn challenge_shape(raw: &RawConfig, cx: &mut Ctx<'_>) -> Result<ChallengeShape, 
 }
 
 fn blocklist(raw: &RawConfig, cx: &Ctx<'_>) -> Result<Vec<IpNet>, ConfigError> {
-    let entries = raw.blocklist.as_deref().unwrap_or_default();
+    nets(
+        "blocklist",
+        raw.blocklist.as_deref().unwrap_or_default(),
+        cx,
+    )
+}
+
+fn nets(key: &str, entries: &[String], cx: &Ctx<'_>) -> Result<Vec<IpNet>, ConfigError> {
     entries
         .iter()
         .enumerate()
         .map(|(i, s)| {
             s.parse::<IpNet>()
-                .map_err(|m| cx.invalid(format!("blocklist[{i}]"), m))
+                .map_err(|m| cx.invalid(format!("{key}[{i}]"), m))
         })
         .collect()
 }

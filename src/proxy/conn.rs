@@ -4,7 +4,7 @@
 //! connections go to [`super::h2`]. Every failure becomes either a synthetic answer or a closed
 //! connection; nothing here panics on network input.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 
 use monoio::net::TcpStream;
@@ -177,7 +177,7 @@ async fn read_head<C: Io>(
 struct Local(Synthetic, Framing, bool);
 
 /// The checks before routing: framing, size, blocklist, CORS preflight.
-fn admit(routes: &Routes, head: &Head, peer: SocketAddr) -> Result<Framing, Local> {
+fn admit(routes: &Routes, head: &Head, client_ip: IpAddr) -> Result<Framing, Local> {
     let framing = head.request_framing().map_err(|_| {
         Local(
             Synthetic::BadRequest("bad message framing"),
@@ -188,7 +188,7 @@ fn admit(routes: &Routes, head: &Head, peer: SocketAddr) -> Result<Framing, Loca
     if matches!(framing, Framing::Length(n) if n > routes.limits.max_body_bytes) {
         return Err(Local(Synthetic::PayloadTooLarge, framing, false));
     }
-    if routes.blocked(peer.ip()) {
+    if routes.blocked(client_ip) {
         return Err(Local(Synthetic::Forbidden, framing, false));
     }
     if head.method() == b"OPTIONS" {
@@ -207,7 +207,9 @@ async fn handle<C: Io>(
     out: &mut Vec<u8>,
 ) -> bool {
     let routes = core.routes();
-    let local = match admit(&routes, head, peer) {
+    // The client behind a trusted load balancer, else the TCP peer.
+    let client_ip = routes.client_ip(peer.ip(), head);
+    let local = match admit(&routes, head, client_ip) {
         Err(local) => local,
         Ok(_) if head.path() == DISCOVERY_PATH && matches!(head.method(), b"GET" | b"HEAD") => {
             return discovery(core, client, head, &routes, out).await;
@@ -217,12 +219,12 @@ async fn handle<C: Io>(
             let path = std::str::from_utf8(head.path()).unwrap_or("");
             match routes.find(host, path) {
                 None => Local(Synthetic::NotFound, framing, true),
-                Some(route) => match auth::authorize(core, route, head, peer.ip()).await {
+                Some(route) => match auth::authorize(core, route, head, client_ip).await {
                     Decision::Answer(synthetic) => Local(synthetic, framing, true),
                     Decision::Forward(upstream_auth, token) => {
                         let key = match token {
                             Some(id) => ClientKey::Token(id),
-                            None => ClientKey::ip(peer.ip()),
+                            None => ClientKey::ip(client_ip),
                         };
                         if let Some(denied) = limit::limit(core, route, key, path).await {
                             return answer(core, client, head, framing, denied, out, true).await;

@@ -2,7 +2,7 @@
 //! time (never on a worker core), and the connection limits. Immutable once built; a core swaps
 //! its whole `Arc<Routes>` on reload, so requests in flight keep the snapshot they started with.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +55,8 @@ pub struct Routes {
     /// The `/.well-known/l402.json` discovery document (services, prices, caveats), rendered once
     /// per snapshot.
     pub discovery: Arc<str>,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<IpNet>,
     /// Peers answered with 403 before anything else.
     pub blocklist: Vec<IpNet>,
 }
@@ -69,6 +71,14 @@ pub struct ResolveError {
     pub address: String,
     /// Why.
     pub reason: String,
+}
+
+/// IPv4-mapped IPv6 counts as IPv4.
+fn unmap(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
 }
 
 /// The path of the discovery document.
@@ -157,8 +167,38 @@ impl Routes {
             challenge_rate_limits: config.challenge_rate_limits.clone(),
             strict_verify: config.strict_verify,
             blocklist: config.blocklist.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
             discovery,
         })
+    }
+
+    /// The client behind `peer`: when `peer` is a trusted proxy, the rightmost address in
+    /// `X-Forwarded-For` that is not itself trusted (a client can put anything on the left, so
+    /// only what trusted hops appended counts), else `peer`.
+    pub fn client_ip(&self, peer: IpAddr, head: &super::h1::Head) -> IpAddr {
+        let trusted = |ip: IpAddr| self.trusted_proxies.iter().any(|n| n.contains(unmap(ip)));
+        if self.trusted_proxies.is_empty() || !trusted(peer) {
+            return peer;
+        }
+        let mut hops: Vec<&[u8]> = Vec::new();
+        for (_, value) in head
+            .fields()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
+        {
+            hops.extend(value.split(|&b| b == b','));
+        }
+        let mut client = peer;
+        for hop in hops.iter().rev() {
+            let parsed = std::str::from_utf8(super::h1::trim(hop))
+                .ok()
+                .and_then(|s| s.parse::<IpAddr>().ok());
+            let Some(ip) = parsed else { break };
+            client = ip;
+            if !trusted(ip) {
+                break;
+            }
+        }
+        client
     }
 
     /// Whether `ip` is in the blocklist (IPv4-mapped IPv6 counts as IPv4).

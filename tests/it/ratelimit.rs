@@ -203,3 +203,51 @@ fn freebies_are_counted_per_client_prefix_across_cores() {
         200
     );
 }
+
+#[test]
+fn behind_a_trusted_proxy_limits_and_blocklist_follow_x_forwarded_for() {
+    let origin = Origin::start();
+    let extra = "    auth: \"off\"\n    ratelimits:\n      - requests: 2\n        per: 1m\n";
+    let top = "trustedproxies: [\"127.0.0.1/32\"]\nblocklist: [\"198.51.100.0/24\"]";
+    let proxy = Proxy::start_with(&service("free", origin.addr, extra), 2, top, 4096);
+    // All requests come from the proxy's address 127.0.0.1; the clients are in the header.
+    let from = |client: &str| format!("X-Forwarded-For: {client}\r\n");
+    let mut conn = Conn::open(proxy.addr);
+    let resps = burst(
+        std::slice::from_mut(&mut conn),
+        3,
+        "/",
+        &from("203.0.113.5"),
+    );
+    assert_eq!(
+        (count(&resps, 200), count(&resps, 429)),
+        (2, 1),
+        "one client's limit"
+    );
+    let resps = burst(std::slice::from_mut(&mut conn), 2, "/", &from("192.0.2.9"));
+    assert_eq!(count(&resps, 200), 2, "another client has its own bucket");
+    // A client cannot dodge its bucket by prepending addresses: only the rightmost untrusted hop counts.
+    let resps = burst(
+        std::slice::from_mut(&mut conn),
+        1,
+        "/",
+        &from("10.9.9.9, 203.0.113.5"),
+    );
+    assert_eq!(count(&resps, 429), 1);
+    let resps = burst(
+        std::slice::from_mut(&mut conn),
+        1,
+        "/",
+        &from("198.51.100.7"),
+    );
+    assert_eq!(count(&resps, 403), 1, "the blocklist sees the real client");
+    // From an untrusted peer the header is ignored: 127.0.0.2 is its own client.
+    let mut direct = conn_from([127, 0, 0, 2], proxy.addr);
+    let resps = burst(
+        std::slice::from_mut(&mut direct),
+        1,
+        "/",
+        &from("198.51.100.7"),
+    );
+    assert_eq!(count(&resps, 200), 1);
+}
