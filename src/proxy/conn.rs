@@ -246,6 +246,19 @@ async fn handle<C: Io>(
     answer(core, client, head, framing, synthetic, out, may_keep).await
 }
 
+/// One line per request at debug level: method, path, status and the upstream service when the
+/// request was forwarded. Never a credential (Go aperture logs the whole `Authorization`).
+fn log_request(core: &CoreCtx, head: &Head, status: u16, service: Option<&str>) {
+    tracing::debug!(
+        core = core.id,
+        method = %String::from_utf8_lossy(head.method()),
+        path = %String::from_utf8_lossy(head.path()),
+        status,
+        upstream = service.unwrap_or("-"),
+        "request"
+    );
+}
+
 /// Serves the discovery document (never payment-gated).
 async fn discovery<C: Io>(
     core: &CoreCtx,
@@ -282,6 +295,7 @@ async fn forward_phase<C: Io>(
         Ok(done) => {
             core.counters().incr(Counter::Forwarded);
             core.counters().status(done.status);
+            log_request(core, head, done.status, Some(&route.service.name));
             done.keep_alive
         }
         Err(ForwardError::Answer(synthetic)) => {
@@ -312,6 +326,7 @@ async fn answer<C: Io>(
         keep = drain_body(core, client, framing).await;
     }
     core.counters().status(synthetic.status());
+    log_request(core, head, synthetic.status(), None);
     out.clear();
     respond::render_h1(&synthetic, head.method() == b"HEAD", !keep, out);
     let limits = core.routes().limits.clone();

@@ -34,9 +34,13 @@ impl Running {
     }
 
     fn spawn(args: &[&str], dir: tempfile::TempDir) -> Running {
+        Self::spawn_logging(args, dir, "info")
+    }
+
+    fn spawn_logging(args: &[&str], dir: tempfile::TempDir, level: &str) -> Running {
         let mut child = crate::support::aperture_command()
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", level)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -344,4 +348,51 @@ fn sighup_reloads_the_config_and_a_bad_file_keeps_the_running_one() {
     );
     // The broken file was refused: still the price-20 service, still serving.
     assert!(invoice(addr).starts_with("lnbcrt200n1"));
+}
+
+#[test]
+fn debug_logs_name_requests_but_never_credentials() {
+    let origin = Origin::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("aperture.yaml");
+    let yaml = format!(
+        "listenaddr: \"127.0.0.1:0\"\ninsecure: true\ndbbackend: sqlite\nsqlite:\n  databasefilename: \"{}/a.db\"\n\
+         authenticator:\n  network: regtest\n  dev:\n    listenaddr: \"127.0.0.1:0\"\nservices:\n{}",
+        dir.path().display(),
+        service("svc", origin.addr, "")
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let (config, base) = (
+        config.to_str().unwrap().to_owned(),
+        dir.path().to_str().unwrap().to_owned(),
+    );
+    let proc = Running::spawn_logging(
+        &["--config", &config, "--basedir", &base, "--cores", "1"],
+        dir,
+        "debug",
+    );
+    let (mac, invoice) = crate::support::challenge(&get(proc.addr, "/secret", ""));
+    let preimage = crate::support::pay(proc.wallet.unwrap(), &invoice);
+    let r = get(
+        proc.addr,
+        "/paid-path",
+        &format!("Authorization: L402 {mac}:{preimage}\r\n"),
+    );
+    assert_eq!(r.status, 200);
+    let line = proc.wait_log(&["request", "/paid-path", "200"], Duration::from_secs(10));
+    assert!(
+        line.contains("upstream=svc") || line.contains("upstream: svc") || line.contains("svc"),
+        "{line}"
+    );
+    // Everything logged up to now: no macaroon, no preimage.
+    let mut seen = vec![line];
+    while let Ok(l) = proc.logs.recv_timeout(Duration::from_millis(200)) {
+        seen.push(l);
+    }
+    for l in &seen {
+        assert!(
+            !l.contains(&mac[..40]) && !l.contains(&preimage),
+            "credential in the log: {l}"
+        );
+    }
 }
