@@ -59,7 +59,14 @@ impl Echo for EchoService {
 
     async fn fail(&self, req: Request<Msg>) -> Result<Response<Msg>, Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        Err(Status::not_found(req.into_inner().text))
+        // Custom metadata rides in the (Trailers-Only) status headers; it must pass too.
+        let mut meta = tonic::metadata::MetadataMap::new();
+        meta.insert("x-detail", MetadataValue::from_static("why"));
+        Err(Status::with_metadata(
+            Code::NotFound,
+            req.into_inner().text,
+            meta,
+        ))
     }
 
     async fn join(&self, req: Request<Streaming<Msg>>) -> Result<Response<Msg>, Status> {
@@ -278,6 +285,10 @@ async fn upstream_error_status_passes_through_unchanged() {
             .expect_err("upstream fails the call");
         assert_eq!(status.code(), Code::NotFound, "{status:?}");
         assert_eq!(status.message(), "nope");
+        assert_eq!(
+            status.metadata().get("x-detail").map(|v| v.to_str().ok()),
+            Some(Some("why"))
+        );
         assert_eq!(s.upstream.calls.load(Ordering::SeqCst), 1);
     })
     .await
@@ -326,6 +337,33 @@ async fn client_streaming_and_bidi_calls_stream_both_ways() {
         }
         drop(tx);
         assert!(replies.message().await.expect("clean end").is_none());
+    })
+    .await
+    .expect("within the deadline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_mebibyte_message_crosses_both_ways() {
+    tokio::time::timeout(DEADLINE, async {
+        let mut s = setup().await;
+        let macaroon = buy(&mut s).await;
+        // Larger than every h2 window on the way (1 MiB stream, 4 MiB connection), so flow
+        // control must be released in both directions.
+        let text: String = (0..3 * 1024 * 1024)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        let msg = Msg {
+            text: text.clone(),
+            seq: 3,
+        };
+        let answer = s
+            .client
+            .say(with_macaroon(msg, &macaroon))
+            .await
+            .expect("big unary call")
+            .into_inner();
+        assert_eq!(answer.seq, 3);
+        assert!(answer.text == format!("echo: {text}"), "body intact");
     })
     .await
     .expect("within the deadline");
