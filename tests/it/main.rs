@@ -2,8 +2,10 @@
 
 mod admin;
 mod config;
+mod echo_proto;
 mod fleet;
 mod grpc;
+mod grpc_tonic;
 mod l402;
 mod lnd;
 mod process;
