@@ -140,23 +140,25 @@ async fn phases(
     is_grpc: bool,
 ) -> Result<(), Synthetic> {
     let routes = core.routes();
-    if routes.blocked(peer.ip()) {
+    let host = authority(&req);
+    let head = h1_head(&req, &host)?;
+    // The client behind a trusted load balancer, else the TCP peer.
+    let client_ip = routes.client_ip(peer.ip(), &head);
+    if routes.blocked(client_ip) {
         return Err(Synthetic::Forbidden);
     }
     if req.method() == http::Method::OPTIONS {
         return Err(Synthetic::Options);
     }
-    let host = authority(&req);
     let path = req.uri().path().to_string();
     let route = routes.find(&host, &path).ok_or(Synthetic::NotFound)?;
-    let head = h1_head(&req, &host)?;
-    let (upstream_auth, token) = match auth::authorize(core, route, &head, peer.ip()).await {
+    let (upstream_auth, token) = match auth::authorize(core, route, &head, client_ip).await {
         Decision::Answer(answer) => return Err(answer),
         Decision::Forward(upstream_auth, token) => (upstream_auth, token),
     };
     let key = match token {
         Some(id) => ClientKey::Token(id),
-        None => ClientKey::ip(peer.ip()),
+        None => ClientKey::ip(client_ip),
     };
     if let Some(denied) = limit::limit(core, route, key, &path).await {
         return Err(denied);
