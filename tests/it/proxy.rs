@@ -498,3 +498,30 @@ fn discovery_document_lists_services_and_is_never_payment_gated() {
     assert_eq!(svc["caveats"]["constraints"]["alpha"], "2");
     assert_eq!(origin.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
+
+#[test]
+fn whitelisted_paths_are_free_and_skip_invoice_paths_get_401() {
+    let origin = Origin::start();
+    let extra = "    authwhitelistpaths:\n      - '^/health$'\n    authskipinvoicecreationpaths:\n      - '^/stream'\n";
+    let proxy = Proxy::start(&service("svc", origin.addr, extra), 1);
+    let r = get(proxy.addr, "/health", "");
+    assert_eq!((r.status, r.text().as_str()), (200, "origin saw /health"));
+    let r = get(proxy.addr, "/stream/x", "");
+    assert_eq!((r.status, r.text().as_str()), (401, "unauthorized\n"));
+    assert!(
+        r.header("www-authenticate").is_none(),
+        "no challenge on a skip-invoice path"
+    );
+    assert_eq!(get(proxy.addr, "/other", "").status, 402);
+    // A paid token opens the skip-invoice path.
+    let auth = buy_token(&proxy, "/other");
+    assert_eq!(
+        get(
+            proxy.addr,
+            "/stream/x",
+            &format!("Authorization: {auth}\r\n")
+        )
+        .status,
+        200
+    );
+}
