@@ -4,6 +4,7 @@ mod admin;
 mod config;
 mod fleet;
 mod grpc;
+mod https_upstream;
 mod l402;
 mod lnd;
 mod process;
