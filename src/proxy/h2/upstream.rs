@@ -26,11 +26,10 @@ use crate::l402::UpstreamAuthorization;
 use crate::metrics::Counter;
 
 use super::super::h1::{self, ChunkScanner, Framing, Head};
-use super::super::io::{BufStream, ReadError};
-use super::super::pool::{self as pool, TlsUpstream, Upstream};
+use super::super::io::ReadError;
+use super::super::pool::{TlsUpstream, Upstream};
 use super::super::respond::{self, CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS};
 use super::super::{forward, grpc, CoreCtx, Route};
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
 /// Largest response body buffered from an HTTP/1.1 upstream for an HTTP/2 client.
@@ -44,6 +43,10 @@ pub struct Outbound<'a> {
     pub authorization: UpstreamAuthorization,
     pub is_grpc: bool,
 }
+
+/// h2 over TLS: poll-based rustls on the compat adapter, whose reads and writes h2's driver may
+/// interleave (monoio-rustls's owned-buffer stream panics on that).
+type H2Tls = tokio_rustls::client::TlsStream<monoio_compat::StreamWrapper<TcpStream>>;
 
 /// An h2 connection's key: the upstream and whether it runs over TLS.
 type H2Key = (SocketAddr, bool);
@@ -92,16 +95,39 @@ async fn forward_https(
         .as_ref()
         .ok_or_else(|| failed(core, route, &"no TLS settings for this upstream"))?;
     let within = core.routes().limits.upstream_timeout;
-    let stream = pool::connect_tls(addr, tls, &tls.any, within)
+    let stream = connect_h2_tls(addr, tls, within)
         .await
         .map_err(|e| failed(core, route, &e))?;
-    if stream.alpn_protocol().as_deref() == Some(crate::tls::ALPN_H2) {
+    if stream.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2) {
         let send = h2_handshake(core, route, (addr, true), stream).await?;
         forward_h2(core, out, req, respond, send, "https").await
     } else {
+        // The upstream speaks HTTP/1.1 only: remember it and use the TLS pool from now on (this
+        // probe connection is poll-based TLS, not the pool's kind, so it is dropped).
         NO_H2.with(|s| s.borrow_mut().insert(addr));
-        let fresh = BufStream::new(stream);
-        forward_h1::<TlsUpstream>(core, out, req, respond, Some(fresh)).await
+        forward_h1::<TlsUpstream>(core, out, req, respond, None).await
+    }
+}
+
+/// A TLS connection offering ALPN `h2` then `http/1.1`, within `within`.
+async fn connect_h2_tls(
+    addr: SocketAddr,
+    tls: &crate::upstream_tls::UpstreamTls,
+    within: std::time::Duration,
+) -> std::io::Result<H2Tls> {
+    let connector = tokio_rustls::TlsConnector::from(tls.any.clone());
+    let handshake = async {
+        let tcp = TcpStream::connect_addr(addr).await?;
+        let _ = tcp.set_nodelay(true);
+        let io = monoio_compat::StreamWrapper::new_with_buffer_size(tcp, 16 * 1024, 16 * 1024);
+        connector.connect(tls.server_name.clone(), io).await
+    };
+    match monoio::time::timeout(within, handshake).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "upstream connect or TLS handshake timed out",
+        )),
     }
 }
 
@@ -233,7 +259,8 @@ async fn h2c_sender(core: &CoreCtx, route: &Route) -> Result<SendRequest<Bytes>,
         Err(_) => return Err(failed(core, route, &"connect timed out")),
     };
     let _ = tcp.set_nodelay(true);
-    h2_handshake(core, route, (addr, false), tcp).await
+    let io = monoio_compat::StreamWrapper::new_with_buffer_size(tcp, 16 * 1024, 16 * 1024);
+    h2_handshake(core, route, (addr, false), io).await
 }
 
 /// Runs the h2 client handshake over `stream` and caches the connection under `key`.
@@ -244,9 +271,9 @@ async fn h2_handshake<T>(
     stream: T,
 ) -> Result<SendRequest<Bytes>, Synthetic>
 where
-    T: AsyncReadRent + AsyncWriteRent + Unpin + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
 {
-    let io = monoio_compat::StreamWrapper::new_with_buffer_size(stream, 16 * 1024, 16 * 1024);
+    let io = stream;
     let (send, conn) = h2::client::Builder::new()
         .initial_window_size(super::STREAM_WINDOW)
         .initial_connection_window_size(super::CONNECTION_WINDOW)
@@ -398,7 +425,7 @@ async fn forward_h1<U: Upstream>(
     out: &Outbound<'_>,
     req: http::Request<RecvStream>,
     respond: &mut SendResponse<Bytes>,
-    fresh: Option<BufStream<U>>,
+    fresh: Option<super::super::io::BufStream<U>>,
 ) -> Result<u16, Synthetic> {
     let route = out.route;
     let limits = core.routes().limits.clone();
@@ -478,7 +505,7 @@ async fn exchange_h1<U: Upstream>(
     route: &Route,
     raw: Vec<u8>,
     method: &str,
-    fresh: Option<BufStream<U>>,
+    fresh: Option<super::super::io::BufStream<U>>,
 ) -> Result<(Head, Bytes), Synthetic> {
     let limits = core.routes().limits.clone();
     let mut up = match fresh.or_else(|| U::pool(core).take(route.upstream)) {
