@@ -18,6 +18,7 @@ pub mod config;
 pub mod metrics;
 pub mod store;
 pub mod tls;
+pub mod upstream_tls;
 
 pub mod proxy;
 

@@ -15,8 +15,10 @@ use crate::metrics::Counter;
 
 use super::h1::{self, ChunkScanner, Framing, Head, Parse};
 use super::io::{BufStream, Io, ReadError};
+use super::pool::{TlsUpstream, Upstream};
 use super::respond::{self, CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS};
-use super::{pool, CoreCtx, Limits, Route};
+use super::{CoreCtx, Limits, Route};
+use monoio::net::TcpStream;
 
 /// Read-ahead for streamed bodies.
 const BODY_CHUNK: usize = 64 * 1024;
@@ -63,6 +65,22 @@ pub async fn forward<C: Io>(
     resp: &mut Head,
     out: &mut Vec<u8>,
 ) -> Result<Forwarded, ForwardError> {
+    if route.upstream_tls.is_some() {
+        forward_on::<C, TlsUpstream>(core, route, req, client, resp, out).await
+    } else {
+        forward_on::<C, TcpStream>(core, route, req, client, resp, out).await
+    }
+}
+
+/// [`forward`] over upstream connections of type `U`.
+async fn forward_on<C: Io, U: Upstream>(
+    core: &CoreCtx,
+    route: &Route,
+    req: Outbound<'_>,
+    client: &mut BufStream<C>,
+    resp: &mut Head,
+    out: &mut Vec<u8>,
+) -> Result<Forwarded, ForwardError> {
     let limits = core.routes().limits.clone();
     let bad_gateway = |why: &dyn std::fmt::Display| upstream_failed(core, route, why);
     if req.framing != Framing::Length(0) && expects_continue(req.head) {
@@ -73,7 +91,7 @@ pub async fn forward<C: Io>(
     }
     out.clear();
     write_request_head(route, &req, out);
-    let mut up = exchange(core, route, &req, client, resp, out, &limits).await?;
+    let mut up: BufStream<U> = exchange(core, route, &req, client, resp, out, &limits).await?;
     let method = req.head.method();
     let framing = resp.response_framing(method).map_err(|e| bad_gateway(&e))?;
     let keep_alive = req.head.keep_alive() && !core.shutdown.is_set();
@@ -83,7 +101,7 @@ pub async fn forward<C: Io>(
     write_response_head(resp, framing, encode, !keep_alive, out);
     relay_response(&mut up, client, framing, encode, out, &limits).await?;
     if framing != Framing::Close && resp.keep_alive() {
-        core.pool.put(route.upstream, up);
+        U::pool(core).put(route.upstream, up);
     }
     Ok(Forwarded {
         status: resp.status,
@@ -94,7 +112,7 @@ pub async fn forward<C: Io>(
 /// Sends the request head in `out` and the body, then reads the response head into `resp`.
 /// Takes a pooled connection when there is one, retrying once on a fresh one when the pooled
 /// one turns out closed before any response byte and the request had no body.
-async fn exchange<C: Io>(
+async fn exchange<C: Io, U: Upstream>(
     core: &CoreCtx,
     route: &Route,
     req: &Outbound<'_>,
@@ -102,15 +120,15 @@ async fn exchange<C: Io>(
     resp: &mut Head,
     out: &mut Vec<u8>,
     limits: &Limits,
-) -> Result<BufStream, ForwardError> {
+) -> Result<BufStream<U>, ForwardError> {
     let bad_gateway = |why: &dyn std::fmt::Display| upstream_failed(core, route, why);
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let (mut up, reused) = match core.pool.take(route.upstream) {
+        let (mut up, reused) = match U::pool(core).take(route.upstream) {
             Some(c) => (c, true),
             None => (
-                pool::connect(route.upstream, limits.upstream_timeout)
+                U::open(route, limits.upstream_timeout)
                     .await
                     .map_err(|e| bad_gateway(&e))?,
                 false,
@@ -314,9 +332,9 @@ fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// Relays the request body from the client to the upstream.
-async fn send_body<C: Io>(
+async fn send_body<C: Io, U: Io>(
     client: &mut BufStream<C>,
-    up: &mut BufStream,
+    up: &mut BufStream<U>,
     framing: Framing,
     limits: &Limits,
 ) -> Result<(), ForwardError> {
@@ -355,8 +373,8 @@ async fn send_body<C: Io>(
 }
 
 /// Reads the final response head (skipping 1xx interim responses) within the upstream timeout.
-pub(crate) async fn read_response_head(
-    up: &mut BufStream,
+pub(crate) async fn read_response_head<U: Io>(
+    up: &mut BufStream<U>,
     resp: &mut Head,
     limits: &Limits,
 ) -> Result<(), ReadError> {
@@ -384,8 +402,8 @@ pub(crate) async fn read_response_head(
 }
 
 /// Relays the response body from the upstream to the client, after the head in `out`.
-async fn relay_response<C: Io>(
-    up: &mut BufStream,
+async fn relay_response<C: Io, U: Io>(
+    up: &mut BufStream<U>,
     client: &mut BufStream<C>,
     framing: Framing,
     encode: bool,
@@ -448,8 +466,8 @@ async fn relay_response<C: Io>(
 /// Sends the response head together with the body bytes already buffered: small ones are
 /// copied behind the head (one write), larger ones relayed without copying. Returns how many body
 /// bytes went out (or were queued in `out`).
-async fn send_head_and_buffered<C: Io>(
-    up: &mut BufStream,
+async fn send_head_and_buffered<C: Io, U: Io>(
+    up: &mut BufStream<U>,
     client: &mut BufStream<C>,
     framing: Framing,
     remaining: u64,

@@ -45,6 +45,8 @@ pub struct CoreCtx {
     pub metrics: Metrics,
     /// Idle upstream connections of this core.
     pub pool: pool::Pool,
+    /// Idle HTTP/1.1 connections to `https` upstreams of this core.
+    pub tls_pool: pool::Pool<pool::TlsUpstream>,
     /// Credentials this core verified recently.
     pub tokens: tokens::TokenCache,
     /// Revoked token ids (loaded at start, then fed by the bridge's revocation events).

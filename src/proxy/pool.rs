@@ -1,6 +1,7 @@
 //! Per-core keep-alive pool of upstream connections, keyed by upstream address. Core-local
 //! (`RefCell`), so taking and returning a connection is a vector push/pop with no lock. A small
-//! pool of our own instead of `monoio-transports`, which drags in an aws-lc C build.
+//! pool of our own instead of `monoio-transports`, which drags in an aws-lc C build. Generic over
+//! the stream, so `https` upstreams get a pool of TLS connections beside the plain-TCP one.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -10,15 +11,20 @@ use std::time::Duration;
 
 use monoio::net::TcpStream;
 
-use super::io::BufStream;
+use super::io::{BufStream, Io};
+use super::{CoreCtx, Route};
+use crate::upstream_tls::UpstreamTls;
+
+/// A TLS connection to an `https` upstream.
+pub type TlsUpstream = monoio_rustls::ClientTlsStream<TcpStream>;
 
 /// Idle upstream connections of one core.
-pub struct Pool {
-    idle: RefCell<HashMap<SocketAddr, Vec<BufStream>>>,
+pub struct Pool<S = TcpStream> {
+    idle: RefCell<HashMap<SocketAddr, Vec<BufStream<S>>>>,
     max_idle_per_upstream: usize,
 }
 
-impl Pool {
+impl<S: Io> Pool<S> {
     /// An empty pool keeping at most `max_idle_per_upstream` idle connections per address.
     pub fn new(max_idle_per_upstream: usize) -> Self {
         Self {
@@ -28,12 +34,12 @@ impl Pool {
     }
 
     /// The most recently returned idle connection to `addr` (warmest first).
-    pub fn take(&self, addr: SocketAddr) -> Option<BufStream> {
+    pub fn take(&self, addr: SocketAddr) -> Option<BufStream<S>> {
         self.idle.borrow_mut().get_mut(&addr)?.pop()
     }
 
     /// Returns a connection whose last response was read completely.
-    pub fn put(&self, addr: SocketAddr, conn: BufStream) {
+    pub fn put(&self, addr: SocketAddr, conn: BufStream<S>) {
         if !conn.is_drained() {
             return;
         }
@@ -69,4 +75,65 @@ pub async fn connect(addr: SocketAddr, within: Duration) -> io::Result<BufStream
     // Requests and responses are written whole; Nagle would only add latency.
     let _ = stream.set_nodelay(true);
     Ok(BufStream::new(stream))
+}
+
+/// Opens a TLS connection (TCP connect and handshake, both within `within`) offering the ALPN
+/// protocols of `config`.
+pub async fn connect_tls(
+    addr: SocketAddr,
+    tls: &UpstreamTls,
+    config: &std::sync::Arc<rustls::ClientConfig>,
+    within: Duration,
+) -> io::Result<TlsUpstream> {
+    let connector = monoio_rustls::TlsConnector::from(config.clone());
+    let handshake = async {
+        let tcp = TcpStream::connect_addr(addr).await?;
+        let _ = tcp.set_nodelay(true);
+        connector
+            .connect(tls.server_name.clone(), tcp)
+            .await
+            .map_err(|e| io::Error::other(format!("TLS handshake: {e}")))
+    };
+    match monoio::time::timeout(within, handshake).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "upstream connect or TLS handshake timed out",
+        )),
+    }
+}
+
+/// An upstream stream type the HTTP/1.1 forwarder runs on: where its idle connections live and
+/// how a new one is opened. Monomorphised, so the plain-TCP path pays nothing for TLS.
+#[allow(async_fn_in_trait)] // cores are single-threaded: the futures never need `Send`
+pub trait Upstream: Io + Sized {
+    /// This core's pool of idle connections of this type.
+    fn pool(core: &CoreCtx) -> &Pool<Self>;
+    /// Opens a new connection to `route`'s upstream within `within`.
+    async fn open(route: &Route, within: Duration) -> io::Result<BufStream<Self>>;
+}
+
+impl Upstream for TcpStream {
+    fn pool(core: &CoreCtx) -> &Pool<Self> {
+        &core.pool
+    }
+
+    async fn open(route: &Route, within: Duration) -> io::Result<BufStream<Self>> {
+        connect(route.upstream, within).await
+    }
+}
+
+impl Upstream for TlsUpstream {
+    fn pool(core: &CoreCtx) -> &Pool<Self> {
+        &core.tls_pool
+    }
+
+    async fn open(route: &Route, within: Duration) -> io::Result<BufStream<Self>> {
+        let tls = route
+            .upstream_tls
+            .as_ref()
+            .ok_or_else(|| io::Error::other("no TLS settings for this upstream"))?;
+        let stream = connect_tls(route.upstream, tls, &tls.h1, within).await?;
+        Ok(BufStream::new(stream))
+    }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::config::{Config, IpNet, RateLimitRule, Service};
 use crate::l402::{ChallengeShape, UpstreamAuthorization};
+use crate::upstream_tls::{self, UpstreamTls};
 
 /// Timeouts and size limits of the data path.
 #[derive(Debug, Clone)]
@@ -35,6 +36,8 @@ pub struct Route {
     pub service: Service,
     /// The resolved upstream address.
     pub upstream: SocketAddr,
+    /// Client TLS settings when the protocol is `https` (built here, never on a core).
+    pub upstream_tls: Option<Arc<UpstreamTls>>,
 }
 
 /// Services in match order plus the limits.
@@ -63,7 +66,7 @@ pub struct Routes {
 
 /// An upstream address that did not resolve.
 #[derive(Debug, thiserror::Error)]
-#[error("service {service:?}: cannot resolve upstream address {address:?}: {reason}")]
+#[error("service {service:?}: cannot set up upstream {address:?}: {reason}")]
 pub struct ResolveError {
     /// The service name.
     pub service: String,
@@ -120,8 +123,9 @@ fn discovery_document(routes: &[Route]) -> String {
 }
 
 impl Routes {
-    /// Builds the table, resolving every upstream address (a blocking DNS lookup: call this on
-    /// the main or bridge thread, never on a worker core).
+    /// Builds the table, resolving every upstream address and building the `https` upstreams'
+    /// TLS configs (a blocking DNS lookup and file reads: call this on the main or bridge thread,
+    /// never on a worker core).
     pub fn resolve(config: &Config) -> Result<Self, ResolveError> {
         let routes = config
             .services
@@ -139,6 +143,9 @@ impl Routes {
                     .map_err(|e| fail(e.to_string()))?
                     .next()
                     .ok_or_else(|| fail("no address".into()))?;
+                let upstream_tls = upstream_tls::for_service(service)
+                    .map_err(|e| fail(e.to_string()))?
+                    .map(Arc::new);
                 let mut service = service.clone();
                 if config.authenticator.disable {
                     // `authenticator.disable` turns auth off everywhere, as in Go aperture.
@@ -148,6 +155,7 @@ impl Routes {
                     index,
                     service,
                     upstream,
+                    upstream_tls,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;

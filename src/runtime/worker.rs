@@ -115,6 +115,7 @@ fn run(
             bridge: spec.bridge,
             metrics: spec.metrics,
             pool: Pool::new(POOL_IDLE),
+            tls_pool: Pool::new(POOL_IDLE),
             tokens: Default::default(),
             settled: Default::default(),
             // A random hasher seed per core: clients cannot precompute colliding keys.
@@ -134,6 +135,7 @@ fn run(
         drop(listener);
         drain(&ctx, &active, grace.get()).await;
         ctx.pool.clear();
+        ctx.tls_pool.clear();
     });
 }
 
@@ -155,6 +157,7 @@ async fn control_loop(
                 ctx.limits.reload(&routes);
                 *ctx.routes.borrow_mut() = routes;
                 ctx.pool.clear();
+                ctx.tls_pool.clear();
                 ctx.tokens.clear();
             }
             // The server handle is gone: nobody can ask for a drain any more, so drain now.

@@ -6,6 +6,7 @@ mod echo_proto;
 mod fleet;
 mod grpc;
 mod grpc_tonic;
+mod https_upstream;
 mod l402;
 mod lnd;
 mod process;

@@ -2,14 +2,16 @@
 //! - `h2c`: HTTP/2 over plaintext on one multiplexed client connection per core and upstream
 //!   (reused), bodies and trailers streamed both ways with flow control;
 //! - `http`: HTTP/1.1 on the core's pooled connections, bodies buffered (bounded) for now;
-//! - `https`: not yet (502, logged).
+//! - `https`: TLS offering ALPN `h2` and `http/1.1`; on `h2` the h2c path runs over the TLS
+//!   stream (gRPC through a Go-aperture style config), on `http/1.1` the HTTP/1.1 path does, on
+//!   the core's pool of TLS connections.
 //!
 //! Header rewriting follows the HTTP/1.1 path (Go aperture's director): hop-by-hop fields
 //! dropped (`te: trailers` kept for gRPC), `Authorization` replaced by the credential,
 //! `X-Forwarded-For` appended, the CORS set merged into the response.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
 use bytes::{Bytes, BytesMut};
@@ -25,8 +27,10 @@ use crate::metrics::Counter;
 
 use super::super::h1::{self, ChunkScanner, Framing, Head};
 use super::super::io::ReadError;
+use super::super::pool::{TlsUpstream, Upstream};
 use super::super::respond::{self, CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS};
-use super::super::{forward, grpc, pool, CoreCtx, Route};
+use super::super::{forward, grpc, CoreCtx, Route};
+use monoio::net::TcpStream;
 
 /// Largest response body buffered from an HTTP/1.1 upstream for an HTTP/2 client.
 const MAX_BUFFERED_RESPONSE: usize = 64 << 20;
@@ -40,9 +44,18 @@ pub struct Outbound<'a> {
     pub is_grpc: bool,
 }
 
+/// h2 over TLS: poll-based rustls on the compat adapter, whose reads and writes h2's driver may
+/// interleave (monoio-rustls's owned-buffer stream panics on that).
+type H2Tls = tokio_rustls::client::TlsStream<monoio_compat::StreamWrapper<TcpStream>>;
+
+/// An h2 connection's key: the upstream and whether it runs over TLS.
+type H2Key = (SocketAddr, bool);
+
 thread_local! {
-    // One multiplexed h2c connection per upstream on this core (workers are one thread each).
-    static H2C: RefCell<HashMap<SocketAddr, SendRequest<Bytes>>> = RefCell::new(HashMap::new());
+    // One multiplexed h2 connection per upstream on this core (workers are one thread each).
+    static H2C: RefCell<HashMap<H2Key, SendRequest<Bytes>>> = RefCell::new(HashMap::new());
+    // `https` upstreams that answered an `h2` offer with HTTP/1.1: not asked again on this core.
+    static NO_H2: RefCell<HashSet<SocketAddr>> = RefCell::new(HashSet::new());
 }
 
 /// Forwards `req` and relays the response; `Err` only while nothing was sent downstream.
@@ -53,12 +66,67 @@ pub async fn forward(
     respond: &mut SendResponse<Bytes>,
 ) -> Result<u16, Synthetic> {
     match out.route.service.protocol {
-        Protocol::H2c => forward_h2c(core, &out, req, respond).await,
-        Protocol::Http => forward_h1(core, &out, req, respond).await,
-        Protocol::Https => Err(failed(
-            core,
-            out.route,
-            &"protocol https is not implemented yet",
+        Protocol::H2c => {
+            let send = h2c_sender(core, out.route).await?;
+            forward_h2(core, &out, req, respond, send, "http").await
+        }
+        Protocol::Http => forward_h1::<TcpStream>(core, &out, req, respond, None).await,
+        Protocol::Https => forward_https(core, &out, req, respond).await,
+    }
+}
+
+/// `https`: h2 when the upstream agrees to it through ALPN, HTTP/1.1 otherwise.
+async fn forward_https(
+    core: &CoreCtx,
+    out: &Outbound<'_>,
+    req: http::Request<RecvStream>,
+    respond: &mut SendResponse<Bytes>,
+) -> Result<u16, Synthetic> {
+    let route = out.route;
+    let addr = route.upstream;
+    if NO_H2.with(|s| s.borrow().contains(&addr)) {
+        return forward_h1::<TlsUpstream>(core, out, req, respond, None).await;
+    }
+    if let Some(send) = cached_sender((addr, true)).await {
+        return forward_h2(core, out, req, respond, send, "https").await;
+    }
+    let tls = route
+        .upstream_tls
+        .as_ref()
+        .ok_or_else(|| failed(core, route, &"no TLS settings for this upstream"))?;
+    let within = core.routes().limits.upstream_timeout;
+    let stream = connect_h2_tls(addr, tls, within)
+        .await
+        .map_err(|e| failed(core, route, &e))?;
+    if stream.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2) {
+        let send = h2_handshake(core, route, (addr, true), stream).await?;
+        forward_h2(core, out, req, respond, send, "https").await
+    } else {
+        // The upstream speaks HTTP/1.1 only: remember it and use the TLS pool from now on (this
+        // probe connection is poll-based TLS, not the pool's kind, so it is dropped).
+        NO_H2.with(|s| s.borrow_mut().insert(addr));
+        forward_h1::<TlsUpstream>(core, out, req, respond, None).await
+    }
+}
+
+/// A TLS connection offering ALPN `h2` then `http/1.1`, within `within`.
+async fn connect_h2_tls(
+    addr: SocketAddr,
+    tls: &crate::upstream_tls::UpstreamTls,
+    within: std::time::Duration,
+) -> std::io::Result<H2Tls> {
+    let connector = tokio_rustls::TlsConnector::from(tls.any.clone());
+    let handshake = async {
+        let tcp = TcpStream::connect_addr(addr).await?;
+        let _ = tcp.set_nodelay(true);
+        let io = monoio_compat::StreamWrapper::new_with_buffer_size(tcp, 16 * 1024, 16 * 1024);
+        connector.connect(tls.server_name.clone(), io).await
+    };
+    match monoio::time::timeout(within, handshake).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "upstream connect or TLS handshake timed out",
         )),
     }
 }
@@ -167,13 +235,22 @@ fn response_headers(status: u16, incoming: &HeaderMap) -> HeaderMap {
     headers
 }
 
+/// This core's live h2 connection for `key`, ready for a new stream.
+async fn cached_sender(key: H2Key) -> Option<SendRequest<Bytes>> {
+    let send = H2C.with(|m| m.borrow().get(&key).cloned())?;
+    match send.ready().await {
+        Ok(send) => Some(send),
+        Err(_) => {
+            H2C.with(|m| m.borrow_mut().remove(&key));
+            None
+        }
+    }
+}
+
 async fn h2c_sender(core: &CoreCtx, route: &Route) -> Result<SendRequest<Bytes>, Synthetic> {
     let addr = route.upstream;
-    if let Some(send) = H2C.with(|m| m.borrow().get(&addr).cloned()) {
-        if let Ok(send) = send.ready().await {
-            return Ok(send);
-        }
-        H2C.with(|m| m.borrow_mut().remove(&addr));
+    if let Some(send) = cached_sender((addr, false)).await {
+        return Ok(send);
     }
     let within = core.routes().limits.upstream_timeout;
     let tcp = match monoio::time::timeout(within, monoio::net::TcpStream::connect(addr)).await {
@@ -183,6 +260,20 @@ async fn h2c_sender(core: &CoreCtx, route: &Route) -> Result<SendRequest<Bytes>,
     };
     let _ = tcp.set_nodelay(true);
     let io = monoio_compat::StreamWrapper::new_with_buffer_size(tcp, 16 * 1024, 16 * 1024);
+    h2_handshake(core, route, (addr, false), io).await
+}
+
+/// Runs the h2 client handshake over `stream` and caches the connection under `key`.
+async fn h2_handshake<T>(
+    core: &CoreCtx,
+    route: &Route,
+    key: H2Key,
+    stream: T,
+) -> Result<SendRequest<Bytes>, Synthetic>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
+    let io = stream;
     let (send, conn) = h2::client::Builder::new()
         .initial_window_size(super::STREAM_WINDOW)
         .initial_connection_window_size(super::CONNECTION_WINDOW)
@@ -191,22 +282,24 @@ async fn h2c_sender(core: &CoreCtx, route: &Route) -> Result<SendRequest<Bytes>,
         .map_err(|e| failed(core, route, &e))?;
     monoio::spawn(async move {
         let _ = conn.await;
-        H2C.with(|m| m.borrow_mut().remove(&addr));
+        H2C.with(|m| m.borrow_mut().remove(&key));
     });
-    H2C.with(|m| m.borrow_mut().insert(addr, send.clone()));
+    H2C.with(|m| m.borrow_mut().insert(key, send.clone()));
     send.ready().await.map_err(|e| failed(core, route, &e))
 }
 
-async fn forward_h2c(
+/// Forwards on an h2 connection (`scheme` is `http` for h2c, `https` over TLS).
+async fn forward_h2(
     core: &CoreCtx,
     out: &Outbound<'_>,
     req: http::Request<RecvStream>,
     respond: &mut SendResponse<Bytes>,
+    mut send: SendRequest<Bytes>,
+    scheme: &str,
 ) -> Result<u16, Synthetic> {
     let route = out.route;
-    let mut send = h2c_sender(core, route).await?;
     let uri = format!(
-        "http://{}{}",
+        "{scheme}://{}{}",
         route.service.address,
         target(route, req.uri())
     );
@@ -326,11 +419,13 @@ async fn send_all(to: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), h2:
     Ok(())
 }
 
-async fn forward_h1(
+/// Forwards over HTTP/1.1 on connections of type `U`, starting with `fresh` when given.
+async fn forward_h1<U: Upstream>(
     core: &CoreCtx,
     out: &Outbound<'_>,
     req: http::Request<RecvStream>,
     respond: &mut SendResponse<Bytes>,
+    fresh: Option<super::super::io::BufStream<U>>,
 ) -> Result<u16, Synthetic> {
     let route = out.route;
     let limits = core.routes().limits.clone();
@@ -357,7 +452,7 @@ async fn forward_h1(
     }
     raw.extend_from_slice(b"\r\n");
     raw.extend_from_slice(&body);
-    let (resp, payload) = exchange_h1(core, route, raw, parts.method.as_str()).await?;
+    let (resp, payload) = exchange_h1(core, route, raw, parts.method.as_str(), fresh).await?;
     let status = resp.status;
     let mut incoming = HeaderMap::new();
     for (name, value) in resp.fields() {
@@ -405,16 +500,17 @@ async fn read_request_body(
 }
 
 /// Sends a whole HTTP/1.1 request on a pooled (or new) connection and reads the whole response.
-async fn exchange_h1(
+async fn exchange_h1<U: Upstream>(
     core: &CoreCtx,
     route: &Route,
     raw: Vec<u8>,
     method: &str,
+    fresh: Option<super::super::io::BufStream<U>>,
 ) -> Result<(Head, Bytes), Synthetic> {
     let limits = core.routes().limits.clone();
-    let mut up = match core.pool.take(route.upstream) {
+    let mut up = match fresh.or_else(|| U::pool(core).take(route.upstream)) {
         Some(c) => c,
-        None => pool::connect(route.upstream, limits.upstream_timeout)
+        None => U::open(route, limits.upstream_timeout)
             .await
             .map_err(|e| failed(core, route, &e))?,
     };
@@ -462,7 +558,7 @@ async fn exchange_h1(
         }
     }
     if framing != Framing::Close && resp.keep_alive() && up.is_drained() {
-        core.pool.put(route.upstream, up);
+        U::pool(core).put(route.upstream, up);
     }
     let body = match framing {
         Framing::Chunked => dechunk(&body).ok_or_else(|| failed(core, route, &"bad chunk"))?,
