@@ -70,7 +70,7 @@ pub async fn forward(
             let send = h2c_sender(core, out.route).await?;
             forward_h2(core, &out, req, respond, send, "http").await
         }
-        Protocol::Http => forward_h1::<TcpStream>(core, &out, req, respond, None).await,
+        Protocol::Http => forward_h1::<TcpStream>(core, &out, req, respond).await,
         Protocol::Https => forward_https(core, &out, req, respond).await,
     }
 }
@@ -85,7 +85,7 @@ async fn forward_https(
     let route = out.route;
     let addr = route.upstream;
     if NO_H2.with(|s| s.borrow().contains(&addr)) {
-        return forward_h1::<TlsUpstream>(core, out, req, respond, None).await;
+        return forward_h1::<TlsUpstream>(core, out, req, respond).await;
     }
     if let Some(send) = cached_sender((addr, true)).await {
         return forward_h2(core, out, req, respond, send, "https").await;
@@ -105,7 +105,7 @@ async fn forward_https(
         // The upstream speaks HTTP/1.1 only: remember it and use the TLS pool from now on (this
         // probe connection is poll-based TLS, not the pool's kind, so it is dropped).
         NO_H2.with(|s| s.borrow_mut().insert(addr));
-        forward_h1::<TlsUpstream>(core, out, req, respond, None).await
+        forward_h1::<TlsUpstream>(core, out, req, respond).await
     }
 }
 
@@ -419,13 +419,12 @@ async fn send_all(to: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), h2:
     Ok(())
 }
 
-/// Forwards over HTTP/1.1 on connections of type `U`, starting with `fresh` when given.
+/// Forwards over HTTP/1.1 on connections of type `U` (plain TCP or TLS).
 async fn forward_h1<U: Upstream>(
     core: &CoreCtx,
     out: &Outbound<'_>,
     req: http::Request<RecvStream>,
     respond: &mut SendResponse<Bytes>,
-    fresh: Option<super::super::io::BufStream<U>>,
 ) -> Result<u16, Synthetic> {
     let route = out.route;
     let limits = core.routes().limits.clone();
@@ -452,7 +451,7 @@ async fn forward_h1<U: Upstream>(
     }
     raw.extend_from_slice(b"\r\n");
     raw.extend_from_slice(&body);
-    let (resp, payload) = exchange_h1(core, route, raw, parts.method.as_str(), fresh).await?;
+    let (resp, payload) = exchange_h1::<U>(core, route, raw, parts.method.as_str()).await?;
     let status = resp.status;
     let mut incoming = HeaderMap::new();
     for (name, value) in resp.fields() {
@@ -505,10 +504,9 @@ async fn exchange_h1<U: Upstream>(
     route: &Route,
     raw: Vec<u8>,
     method: &str,
-    fresh: Option<super::super::io::BufStream<U>>,
 ) -> Result<(Head, Bytes), Synthetic> {
     let limits = core.routes().limits.clone();
-    let mut up = match fresh.or_else(|| U::pool(core).take(route.upstream)) {
+    let mut up = match U::pool(core).take(route.upstream) {
         Some(c) => c,
         None => U::open(route, limits.upstream_timeout)
             .await
