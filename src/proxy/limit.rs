@@ -272,14 +272,8 @@ async fn ask_owner(
         now_ns,
         reply,
     });
-    let sent = core
-        .peers
-        .get(owner)
-        .is_some_and(|tx| tx.unbounded_send(msg).is_ok());
-    if sent {
-        if let Ok(Ok(decision)) = monoio::time::timeout(PEER_WAIT, answer).await {
-            return decision;
-        }
+    if let Some(decision) = ask_peer(core, owner, msg, answer).await {
+        return decision;
     }
     // The owner is draining or stuck: failing open keeps paid traffic flowing.
     tracing::warn!(
@@ -310,17 +304,26 @@ pub async fn take_freebie(
         allowance,
         reply,
     };
-    if core
+    // No answer: the client pays rather than getting something for free by accident.
+    ask_peer(core, owner, msg, answer).await.unwrap_or(false)
+}
+
+/// Sends `msg` to the owner core's peer inbox and waits at most [`PEER_WAIT`] for its answer;
+/// `None` when the owner is gone, draining or stuck.
+async fn ask_peer<T>(
+    core: &CoreCtx,
+    owner: usize,
+    msg: PeerMsg,
+    answer: oneshot::Receiver<T>,
+) -> Option<T> {
+    let sent = core
         .peers
         .get(owner)
-        .is_some_and(|tx| tx.unbounded_send(msg).is_ok())
-    {
-        if let Ok(Ok(taken)) = monoio::time::timeout(PEER_WAIT, answer).await {
-            return taken;
-        }
+        .is_some_and(|tx| tx.unbounded_send(msg).is_ok());
+    if !sent {
+        return None;
     }
-    // No answer: the client pays rather than getting something for free by accident.
-    false
+    monoio::time::timeout(PEER_WAIT, answer).await.ok()?.ok()
 }
 
 /// Serves the decisions other cores ask this core for, until every sender is gone.
@@ -328,11 +331,7 @@ pub async fn serve_peers(
     core: std::rc::Rc<CoreCtx>,
     mut inbox: futures_channel::mpsc::UnboundedReceiver<PeerMsg>,
 ) {
-    while let Some(msg) = std::future::poll_fn(|cx| {
-        futures_core::Stream::poll_next(std::pin::Pin::new(&mut inbox), cx)
-    })
-    .await
-    {
+    while let Some(msg) = super::recv(&mut inbox).await {
         match msg {
             PeerMsg::Check(c) => {
                 let decision = core.limits.check_local(c.route, &c.key, &c.rules, c.now_ns);

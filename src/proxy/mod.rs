@@ -150,6 +150,12 @@ impl Drop for ShutdownWait<'_> {
     }
 }
 
+/// The next message of a cross-thread inbox (a futures unbounded channel, whose waker may be
+/// woken from another thread), or `None` once every sender is gone.
+pub async fn recv<T>(inbox: &mut futures_channel::mpsc::UnboundedReceiver<T>) -> Option<T> {
+    std::future::poll_fn(|cx| futures_core::Stream::poll_next(Pin::new(&mut *inbox), cx)).await
+}
+
 /// The bridge's per-call deadline as seen from a core: how long a request waits for an invoice
 /// before it gets 503.
 pub const BRIDGE_WAIT: Duration = Duration::from_secs(5);

@@ -210,12 +210,8 @@ impl Routes {
     }
 
     /// Whether `ip` is in the blocklist (IPv4-mapped IPv6 counts as IPv4).
-    pub fn blocked(&self, ip: std::net::IpAddr) -> bool {
-        let ip = match ip {
-            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
-            v4 => v4,
-        };
-        self.blocklist.iter().any(|net| net.contains(ip))
+    pub fn blocked(&self, ip: IpAddr) -> bool {
+        self.blocklist.iter().any(|net| net.contains(unmap(ip)))
     }
 
     /// The first service whose `hostregexp` matches `host` and whose optional `pathregexp`

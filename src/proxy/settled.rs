@@ -146,10 +146,7 @@ pub async fn consume_events(
     mut events: futures_channel::mpsc::UnboundedReceiver<Event>,
 ) {
     loop {
-        let next =
-            std::future::poll_fn(|cx| futures_core::Stream::poll_next(Pin::new(&mut events), cx))
-                .await;
-        match next {
+        match super::recv(&mut events).await {
             Some(Event::InvoiceSettled { payment_hash, .. }) => core.settled.insert(payment_hash),
             Some(Event::TokenRevoked { token_id }) => {
                 core.revoked.borrow_mut().insert(token_id);

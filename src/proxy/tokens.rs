@@ -10,6 +10,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use crate::l402::caveat::{COND_VALID_UNTIL, SUFFIX_VALID_UNTIL};
 use crate::l402::{self, Credential, TokenId};
 use crate::ratelimit::SeededState;
 
@@ -124,9 +125,9 @@ fn expiry(credential: &Credential, service: &str) -> Option<u64> {
         .caveat_slices()
         .filter_map(l402::split_caveat)
         .filter(|(cond, _)| {
-            *cond == b"valid_until"
+            *cond == COND_VALID_UNTIL.as_bytes()
                 || cond
-                    .strip_suffix(b"_valid_until")
+                    .strip_suffix(SUFFIX_VALID_UNTIL.as_bytes())
                     .is_some_and(|svc| svc == service.as_bytes())
         })
         .filter_map(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u64>().ok())

@@ -145,8 +145,7 @@ async fn control_loop(
     grace: Rc<Cell<Duration>>,
 ) {
     loop {
-        let msg = std::future::poll_fn(|cx| Pin::new(&mut inbox).poll_next_unpin(cx)).await;
-        match msg {
+        match crate::proxy::recv(&mut inbox).await {
             Some(Control::Shutdown { grace: g }) => {
                 grace.set(g);
                 ctx.shutdown.trigger();
@@ -166,16 +165,6 @@ async fn control_loop(
                 return;
             }
         }
-    }
-}
-
-trait PollNextUnpin {
-    fn poll_next_unpin(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Control>>;
-}
-
-impl PollNextUnpin for UnboundedReceiver<Control> {
-    fn poll_next_unpin(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Control>> {
-        futures_core::Stream::poll_next(self, cx)
     }
 }
 

@@ -6,7 +6,8 @@ use lnd_bridge::Network;
 
 use crate::support::{challenge, get, service, Origin, Proxy};
 
-fn start(origin: &Origin, cores: usize) -> (FakeLnd, Proxy, tempfile::TempDir) {
+/// A fake LND and a proxy whose bridge drives it; `top` is extra top-level config.
+fn start(origin: &Origin, cores: usize, top: &str) -> (FakeLnd, Proxy, tempfile::TempDir) {
     let lnd_dir = tempfile::tempdir().unwrap();
     let fake = FakeLnd::start(lnd_dir.path(), Network::Regtest).expect("fake lnd");
     let proxy = Proxy::start_on(
@@ -14,7 +15,7 @@ fn start(origin: &Origin, cores: usize) -> (FakeLnd, Proxy, tempfile::TempDir) {
         fake.backend_config(),
         &service("svc", origin.addr, ""),
         cores,
-        "",
+        top,
         4096,
     );
     (fake, proxy, lnd_dir)
@@ -23,7 +24,7 @@ fn start(origin: &Origin, cores: usize) -> (FakeLnd, Proxy, tempfile::TempDir) {
 #[test]
 fn challenge_settle_and_paid_request_through_lnd() {
     let origin = Origin::start();
-    let (fake, proxy, _dir) = start(&origin, 2);
+    let (fake, proxy, _dir) = start(&origin, 2, "");
     let resp = get(proxy.addr, "/x", "");
     assert_eq!(resp.status, 402, "{}", resp.text());
     let (mac, invoice) = challenge(&resp);
@@ -40,7 +41,7 @@ fn challenge_settle_and_paid_request_through_lnd() {
 #[test]
 fn lnd_refusing_calls_costs_new_challenges_a_503_but_never_paid_requests() {
     let origin = Origin::start();
-    let (fake, proxy, _dir) = start(&origin, 2);
+    let (fake, proxy, _dir) = start(&origin, 2, "");
     let (mac, invoice) = challenge(&get(proxy.addr, "/", ""));
     let preimage = fake.pay(&invoice).unwrap();
     let auth = format!("Authorization: L402 {mac}:{}\r\n", hex::encode(preimage));
@@ -64,20 +65,6 @@ fn lnd_refusing_calls_costs_new_challenges_a_503_but_never_paid_requests() {
     );
 }
 
-fn start_strict(origin: &Origin, cores: usize) -> (FakeLnd, Proxy, tempfile::TempDir) {
-    let lnd_dir = tempfile::tempdir().unwrap();
-    let fake = FakeLnd::start(lnd_dir.path(), Network::Regtest).expect("fake lnd");
-    let proxy = Proxy::start_on(
-        tempfile::tempdir().unwrap(),
-        fake.backend_config(),
-        &service("svc", origin.addr, ""),
-        cores,
-        "strictverify: true",
-        4096,
-    );
-    (fake, proxy, lnd_dir)
-}
-
 /// A challenge's macaroon and the payment hash in its identifier.
 fn challenge_hash(proxy: &Proxy) -> (String, [u8; 32]) {
     let (mac, _) = challenge(&get(proxy.addr, "/", ""));
@@ -89,7 +76,7 @@ fn challenge_hash(proxy: &Proxy) -> (String, [u8; 32]) {
 #[test]
 fn strictverify_waits_for_the_settlement_and_every_core_learns_it() {
     let origin = Origin::start();
-    let (fake, proxy, _dir) = start_strict(&origin, 2);
+    let (fake, proxy, _dir) = start(&origin, 2, "strictverify: true");
     let (mac, hash) = challenge_hash(&proxy);
     // The client knows the preimage but the invoice is still OPEN (settlement in flight).
     let preimage = fake.preimage_of(&hash).unwrap();
@@ -118,7 +105,7 @@ fn strictverify_waits_for_the_settlement_and_every_core_learns_it() {
 #[test]
 fn strictverify_refuses_unsettled_and_unknown_invoices_with_a_fresh_402() {
     let origin = Origin::start();
-    let (fake, proxy, _dir) = start_strict(&origin, 1);
+    let (fake, proxy, _dir) = start(&origin, 1, "strictverify: true");
     let (mac, hash) = challenge_hash(&proxy);
     let preimage = fake.preimage_of(&hash).unwrap();
     let auth = format!("Authorization: L402 {mac}:{}\r\n", hex::encode(preimage));
