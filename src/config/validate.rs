@@ -558,4 +558,43 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    #[test]
+    fn dynamic_price_settings() {
+        let svc = |dp: &str| {
+            format!(
+                "services:\n  - name: s\n    hostregexp: '^x$'\n    address: \"127.0.0.1:1\"\n    \
+                 protocol: http\n    dynamicprice:\n{dp}"
+            )
+        };
+        let ok = parse(
+            &format!(
+                "{MIN}{}",
+                svc("      enabled: true\n      grpcaddress: \"127.0.0.1:10010\"\n      insecure: true\n")
+            ),
+            "t",
+        )
+        .unwrap();
+        let dp = ok.services[0].dynamic_price.clone().unwrap();
+        assert_eq!(
+            (dp.grpc_address.as_str(), dp.insecure),
+            ("127.0.0.1:10010", true)
+        );
+        let e = err(&svc(
+            "      enabled: true\n      grpcaddress: \"127.0.0.1:10010\"\n",
+        ));
+        assert!(
+            e.contains("dynamicprice.tlscertpath") && e.contains("insecure"),
+            "{e}"
+        );
+        let e = err(&svc(
+            "      enabled: true\n      grpcaddress: \"127.0.0.1:1\"\n      insecure: true\n      metered: true\n",
+        ));
+        assert!(
+            e.contains("dynamicprice.metered") && e.contains("not supported"),
+            "{e}"
+        );
+        let e = err(&svc("      metered: true\n"));
+        assert!(e.contains("requires dynamicprice.enabled"), "{e}");
+    }
 }

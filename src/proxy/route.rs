@@ -38,6 +38,8 @@ pub struct Route {
     pub upstream: SocketAddr,
     /// Client TLS settings when the protocol is `https` (built here, never on a core).
     pub upstream_tls: Option<Arc<UpstreamTls>>,
+    /// The dynamic pricer (`dynamicprice.enabled`), asked through the bridge.
+    pub pricer: Option<Arc<lnd_bridge::PricerTarget>>,
 }
 
 /// Services in match order plus the limits.
@@ -104,7 +106,9 @@ fn discovery_document(routes: &[Route]) -> String {
                 "host_pattern": s.host_regexp.as_str(),
                 "path_pattern": s.path_regexp.as_ref().map(|p| p.as_str()),
                 "auth": auth,
-                "price_sats": s.price,
+                // A dynamically priced service has no fixed price to show.
+                "price_sats": s.dynamic_price.is_none().then_some(s.price),
+                "dynamic_price": s.dynamic_price.is_some(),
                 "timeout_seconds": s.timeout,
                 "caveats": {
                     "services": format!("{}:0", s.name),
@@ -151,11 +155,19 @@ impl Routes {
                     // `authenticator.disable` turns auth off everywhere, as in Go aperture.
                     service.auth = crate::config::Auth::Off;
                 }
+                let pricer = service.dynamic_price.as_ref().map(|d| {
+                    Arc::new(lnd_bridge::PricerTarget {
+                        address: d.grpc_address.clone(),
+                        insecure: d.insecure,
+                        tls_cert_path: d.tls_cert_path.clone(),
+                    })
+                });
                 Ok(Route {
                     index,
                     service,
                     upstream,
                     upstream_tls,
+                    pricer,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;

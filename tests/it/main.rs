@@ -9,6 +9,7 @@ mod grpc_tonic;
 mod https_upstream;
 mod l402;
 mod lnd;
+mod pricing;
 mod process;
 mod proxy;
 mod ratelimit;
