@@ -316,6 +316,11 @@ const TOTALS: &[(&str, &str, Counter)] = &[
         Counter::TlsHandshakeFailures,
     ),
     (
+        "aperture_proxy_header_rejected_total",
+        "Connections from trusted proxies closed for a missing or malformed PROXY header.",
+        Counter::ProxyHeaderRejected,
+    ),
+    (
         "aperture_token_cache_hits_total",
         "Credentials accepted from the per-core verification cache (no HMAC work).",
         Counter::TokenCacheHits,

@@ -18,6 +18,7 @@ use super::h1::{FrameError, Framing, Head, Parse};
 use super::io::{BufStream, Io, ReadError};
 use super::limit;
 use super::price;
+use super::proxyproto;
 use super::respond;
 use super::route::DISCOVERY_PATH;
 use super::{CoreCtx, Route, Routes, ShutdownWait};
@@ -33,6 +34,9 @@ pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Serves a plaintext connection until it closes: HTTP/1.1, or h2c when it opens with the
 /// HTTP/2 preface (both on the same port, as behind a TLS-terminating load balancer).
 pub async fn serve(core: Rc<CoreCtx>, stream: TcpStream, peer: SocketAddr) {
+    let Some(peer) = client_of(&core, &stream, peer).await else {
+        return;
+    };
     let _ = stream.set_nodelay(true);
     let mut client = BufStream::new(stream);
     match sniff_preface(&core, &mut client).await {
@@ -76,6 +80,10 @@ pub async fn serve_tls(
     stream: TcpStream,
     peer: SocketAddr,
 ) {
+    // The PROXY header comes first, before the TLS handshake.
+    let Some(peer) = client_of(&core, &stream, peer).await else {
+        return;
+    };
     let _ = stream.set_nodelay(true);
     let within = core.routes().limits.read_timeout.min(HANDSHAKE_TIMEOUT);
     let tls = match monoio::time::timeout(within, acceptor.accept(stream)).await {
@@ -88,6 +96,24 @@ pub async fn serve_tls(
         super::h2::serve(core, tls, Vec::new(), peer).await
     } else {
         serve_h1(core, BufStream::new(tls), peer).await
+    }
+}
+
+/// The connection's client: the TCP peer, or, when the peer is a trusted proxy and
+/// `proxyprotocol` is on, the source its PROXY header names (the peer itself for `LOCAL`).
+/// `None`: the header was missing, malformed or late; the connection is closed (counted, logged
+/// at debug).
+async fn client_of(core: &CoreCtx, stream: &TcpStream, peer: SocketAddr) -> Option<SocketAddr> {
+    if !core.routes().expects_proxy_header(peer.ip()) {
+        return Some(peer);
+    }
+    match proxyproto::read_header(stream).await {
+        Ok(source) => Some(source.unwrap_or(peer)),
+        Err(e) => {
+            core.counters().incr(Counter::ProxyHeaderRejected);
+            tracing::debug!(core = core.id, %peer, "closing connection: {e}");
+            None
+        }
     }
 }
 

@@ -62,6 +62,8 @@ pub struct Routes {
     pub discovery: Arc<str>,
     /// Peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<IpNet>,
+    /// Connections from trusted proxies open with a PROXY protocol header.
+    pub proxy_protocol: bool,
     /// Peers answered with 403 before anything else.
     pub blocklist: Vec<IpNet>,
 }
@@ -188,6 +190,7 @@ impl Routes {
             strict_verify: config.strict_verify,
             blocklist: config.blocklist.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
+            proxy_protocol: config.proxy_protocol,
             discovery,
         })
     }
@@ -196,7 +199,7 @@ impl Routes {
     /// `X-Forwarded-For` that is not itself trusted (a client can put anything on the left, so
     /// only what trusted hops appended counts), else `peer`.
     pub fn client_ip(&self, peer: IpAddr, head: &super::h1::Head) -> IpAddr {
-        let trusted = |ip: IpAddr| self.trusted_proxies.iter().any(|n| n.contains(unmap(ip)));
+        let trusted = |ip: IpAddr| self.trusted(ip);
         if self.trusted_proxies.is_empty() || !trusted(peer) {
             return peer;
         }
@@ -219,6 +222,16 @@ impl Routes {
             }
         }
         client
+    }
+
+    /// Whether `ip` is a trusted proxy (IPv4-mapped IPv6 counts as IPv4).
+    pub fn trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(unmap(ip)))
+    }
+
+    /// Whether a connection from `peer` must open with a PROXY protocol header.
+    pub fn expects_proxy_header(&self, peer: IpAddr) -> bool {
+        self.proxy_protocol && self.trusted(peer)
     }
 
     /// Whether `ip` is in the blocklist (IPv4-mapped IPv6 counts as IPv4).

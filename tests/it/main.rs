@@ -12,6 +12,7 @@ mod lnd;
 mod pricing;
 mod process;
 mod proxy;
+mod proxyproto;
 mod ratelimit;
 mod reload;
 mod store;
