@@ -2,7 +2,9 @@
 //!
 //! Owns a tokio current-thread runtime on an OS thread named `lnd-bridge`, the `bridge-pump`
 //! thread that feeds it, the backend it drives (lnd over gRPC, the embedded dev backend, or
-//! none when authentication is disabled), and the event fan-out. The worker cores run
+//! none when authentication is disabled), the dynamic pricers' gRPC clients (`pricer`: Go
+//! aperture's `pricesrpc.Prices/GetPrice`, asked for the cores like invoices are, with the same
+//! deadline and load shedding), and the event fan-out. The worker cores run
 //! monoio and must never block, so every entry point here is non-blocking:
 //! [`BridgeHandle::try_create_invoice`] and [`BridgeHandle::try_lookup_invoice`] either
 //! queue the call at once or fail at once with [`BridgeError::QueueFull`]; replies come

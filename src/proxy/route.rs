@@ -113,7 +113,11 @@ fn discovery_document(routes: &[Route]) -> String {
                 "dynamic_price": s.dynamic_price.is_some(),
                 "timeout_seconds": s.timeout,
                 "caveats": {
-                    "services": format!("{}:0", s.name),
+                    // Dynamic pricing sells one path per token (`<name><path>:0`).
+                    "services": match s.dynamic_price {
+                        Some(_) => format!("{}<path>:0", s.name),
+                        None => format!("{}:0", s.name),
+                    },
                     "capabilities": s.capabilities,
                     "constraints": s.constraints.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
                 },

@@ -139,3 +139,47 @@ fn a_failing_or_absent_pricer_gives_gos_500() {
         assert_eq!(resp.text(), "failure fetching resource price\n");
     }
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn grpc_calls_are_priced_by_method_path_and_a_failure_is_trailers_only() {
+    let origin = Origin::start();
+    let pricer = FakePricer::start(4).unwrap();
+    let proxy = priced_proxy(&pricer, &origin, "");
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut send, conn) = h2::client::handshake(tcp).await.expect("h2c handshake");
+    tokio::spawn(conn);
+    let call = || {
+        http::Request::post("http://test/pkg.Svc/Call")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap()
+    };
+    let (resp, _) = send.send_request(call(), true).expect("send");
+    let resp = resp.await.expect("response");
+    assert_eq!(resp.headers()["grpc-message"], "payment required");
+    let calls = pricer.calls();
+    assert_eq!(calls[0].path, "/pkg.Svc/Call");
+    assert!(
+        calls[0]
+            .http_request_text
+            .starts_with("POST /pkg.Svc/Call HTTP/2.0\r\nHost: test\r\n"),
+        "{}",
+        calls[0].http_request_text
+    );
+    assert!(calls[0]
+        .http_request_text
+        .contains("\r\nContent-Type: application/grpc\r\nTe: trailers\r\n"));
+
+    pricer.set_failing(true);
+    let (resp, _) = send.send_request(call(), true).expect("send");
+    let resp = resp.await.expect("response");
+    assert!(resp.body().is_end_stream(), "Trailers-Only");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["grpc-status"], "13");
+    assert_eq!(
+        resp.headers()["grpc-message"],
+        "failure fetching resource price"
+    );
+    assert_eq!(origin.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
