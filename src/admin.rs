@@ -454,7 +454,7 @@ mod tests {
                 assert!(types.contains(name), "sample before its TYPE: {l}");
             }
         }
-        assert_eq!(types.len(), 16);
+        assert_eq!(types.len(), 17);
         assert!(out.ends_with('\n'));
     }
 

@@ -83,23 +83,8 @@ pub async fn authorize(
         Some(p) => Cow::Owned(format!("{}{p}", service.name)),
         None => Cow::Borrowed(&service.name),
     };
-    let hit = verified(core, route, head, &resource, now).filter(|hit| {
-        let revoked = core.revoked.borrow().contains(&hit.token_id);
-        if revoked {
-            core.counters().incr(Counter::TokensRejected);
-            tracing::debug!(core = core.id, service = %service.name, "token rejected: revoked");
-        }
-        !revoked
-    });
-    if let Some(hit) = hit {
-        let settled =
-            !core.routes().strict_verify || settled::require_settled(core, hit.payment_hash).await;
-        if settled {
-            core.counters().incr(Counter::TokensAccepted);
-            return Decision::Forward(Some(hit.upstream), Some(hit.token_id));
-        }
-        core.counters().incr(Counter::TokensRejected);
-        tracing::debug!(core = core.id, service = %service.name, "token rejected: invoice not settled (strictverify)");
+    if let Some(paid) = paid(core, route, head, &resource, now).await {
+        return paid;
     }
     if let Auth::Freebie(allowance) = service.auth {
         // Go aperture: a client without a valid token gets N free requests per /24 (/48),
@@ -130,6 +115,35 @@ pub async fn authorize(
         return Decision::Answer(denied);
     }
     Decision::Answer(challenge(core, route, &resource, price, now).await)
+}
+
+/// The paid path: a credential that verifies for `resource`, is not revoked and (with
+/// `strictverify`) whose invoice is known settled forwards; `None` otherwise.
+async fn paid(
+    core: &CoreCtx,
+    route: &Route,
+    head: &Head,
+    resource: &str,
+    now: u64,
+) -> Option<Decision> {
+    let service = &route.service;
+    let hit = verified(core, route, head, resource, now).filter(|hit| {
+        let revoked = core.revoked.borrow().contains(&hit.token_id);
+        if revoked {
+            core.counters().incr(Counter::TokensRejected);
+            tracing::debug!(core = core.id, service = %service.name, "token rejected: revoked");
+        }
+        !revoked
+    })?;
+    let settled =
+        !core.routes().strict_verify || settled::require_settled(core, hit.payment_hash).await;
+    if settled {
+        core.counters().incr(Counter::TokensAccepted);
+        return Some(Decision::Forward(Some(hit.upstream), Some(hit.token_id)));
+    }
+    core.counters().incr(Counter::TokensRejected);
+    tracing::debug!(core = core.id, service = %service.name, "token rejected: invoice not settled (strictverify)");
+    None
 }
 
 /// Finds a credential that verifies for `route`: from the per-core cache when the request's one
