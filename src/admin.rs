@@ -316,6 +316,11 @@ const TOTALS: &[(&str, &str, Counter)] = &[
         Counter::TlsHandshakeFailures,
     ),
     (
+        "aperture_proxy_header_rejected_total",
+        "Connections from trusted proxies closed for a missing or malformed PROXY header.",
+        Counter::ProxyHeaderRejected,
+    ),
+    (
         "aperture_token_cache_hits_total",
         "Credentials accepted from the per-core verification cache (no HMAC work).",
         Counter::TokenCacheHits,
@@ -449,7 +454,7 @@ mod tests {
                 assert!(types.contains(name), "sample before its TYPE: {l}");
             }
         }
-        assert_eq!(types.len(), 16);
+        assert_eq!(types.len(), 17);
         assert!(out.ends_with('\n'));
     }
 

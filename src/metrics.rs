@@ -41,6 +41,8 @@ pub enum Counter {
     RateLimited,
     /// TLS handshakes that failed or timed out (the connection was closed).
     TlsHandshakeFailures,
+    /// Connections from trusted proxies closed for a missing or malformed PROXY header.
+    ProxyHeaderRejected,
     /// Connection tasks that panicked (only that connection was closed).
     ConnectionPanics,
 }

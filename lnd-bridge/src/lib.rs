@@ -2,7 +2,9 @@
 //!
 //! Owns a tokio current-thread runtime on an OS thread named `lnd-bridge`, the `bridge-pump`
 //! thread that feeds it, the backend it drives (lnd over gRPC, the embedded dev backend, or
-//! none when authentication is disabled), and the event fan-out. The worker cores run
+//! none when authentication is disabled), the dynamic pricers' gRPC clients (`pricer`: Go
+//! aperture's `pricesrpc.Prices/GetPrice`, asked for the cores like invoices are, with the same
+//! deadline and load shedding), and the event fan-out. The worker cores run
 //! monoio and must never block, so every entry point here is non-blocking:
 //! [`BridgeHandle::try_create_invoice`] and [`BridgeHandle::try_lookup_invoice`] either
 //! queue the call at once or fail at once with [`BridgeError::QueueFull`]; replies come
@@ -40,6 +42,9 @@ pub mod fake;
 mod lnd;
 #[allow(clippy::all, clippy::pedantic, dead_code, missing_docs)]
 mod lnrpc;
+mod pricer;
+#[allow(clippy::all, clippy::pedantic, dead_code, missing_docs)]
+mod pricesrpc;
 pub mod protocol;
 
 use std::net::SocketAddr;
@@ -54,8 +59,8 @@ use futures_channel::{mpsc, oneshot};
 
 pub use dev::key::NODE_KEY_FILE;
 pub use protocol::{
-    BackendStats, BridgeError, Event, Invoice, InvoiceRequest, InvoiceState, DEFAULT_MEMO,
-    MAX_INVOICE_SAT, MAX_MEMO_BYTES,
+    BackendStats, BridgeError, Event, Invoice, InvoiceRequest, InvoiceState, PricerTarget,
+    DEFAULT_MEMO, MAX_INVOICE_SAT, MAX_MEMO_BYTES,
 };
 
 use dev::DevBackend;
@@ -75,6 +80,10 @@ pub type InvoiceReply = oneshot::Receiver<Result<Invoice, BridgeError>>;
 
 /// The reply to one invoice lookup; `Err(Canceled)` means the bridge shut down first.
 pub type LookupReply = oneshot::Receiver<Result<InvoiceState, BridgeError>>;
+
+/// The reply to one price question (`pricesrpc.Prices/GetPrice`): the pricer's `price_sats`;
+/// `Err(Canceled)` means the bridge shut down first.
+pub type PriceReply = oneshot::Receiver<Result<i64, BridgeError>>;
 
 /// Bitcoin network; decides the BOLT11 prefix (`lnbc`, `lntb`, `lnbcrt`, `lnsb`, `lntbs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -181,6 +190,12 @@ enum Call {
         payment_hash: [u8; 32],
         reply: oneshot::Sender<Result<InvoiceState, BridgeError>>,
     },
+    Price {
+        target: Arc<PricerTarget>,
+        path: String,
+        http_request_text: String,
+        reply: oneshot::Sender<Result<i64, BridgeError>>,
+    },
 }
 
 /// One queued call, as it travels from a worker core to the pump.
@@ -202,6 +217,7 @@ enum Msg {
 struct Shared {
     rt: tokio::runtime::Handle,
     backend: Backend,
+    pricers: pricer::Pricers,
     events: Arc<EventBus>,
     jobs: Sender<Msg>,
     in_flight: AtomicUsize,
@@ -240,6 +256,7 @@ pub fn start(cfg: BridgeConfig) -> Result<Bridge, BridgeError> {
     let shared = Arc::new(Shared {
         rt: handle,
         backend,
+        pricers: pricer::Pricers::default(),
         events,
         jobs,
         in_flight: AtomicUsize::new(0),
@@ -359,6 +376,15 @@ async fn run_call(shared: Arc<Shared>, job: Job) {
             reply,
         } => {
             let work = backend.lookup_invoice(payment_hash);
+            answer(&shared, enqueued, permit, reply, work).await;
+        }
+        Call::Price {
+            target,
+            path,
+            http_request_text,
+            reply,
+        } => {
+            let work = shared.pricers.get_price(&target, path, http_request_text);
             answer(&shared, enqueued, permit, reply, work).await;
         }
     }
@@ -518,13 +544,35 @@ impl BridgeHandle {
         Ok(rx)
     }
 
+    /// Queues a `GetPrice` call to the dynamic pricer `target` for `path` (the request's URL
+    /// path) with `http_request_text` (the serialized request head and a bounded body prefix);
+    /// never blocks. Fails at once with `QueueFull` or `Closed`; the reply carries the price,
+    /// or `Timeout` (past `call_timeout`) or `Backend` (the pricer failed or is unreachable).
+    /// Needs no Lightning backend, so it also works on a disabled one.
+    pub fn try_get_price(
+        &self,
+        target: Arc<PricerTarget>,
+        path: String,
+        http_request_text: String,
+    ) -> Result<PriceReply, BridgeError> {
+        let (reply, rx) = oneshot::channel();
+        self.enqueue(Call::Price {
+            target,
+            path,
+            http_request_text,
+            reply,
+        })?;
+        Ok(rx)
+    }
+
     /// The shared admission path: closed and disabled checks, the in-flight bound, the
     /// channel.
     fn enqueue(&self, call: Call) -> Result<(), BridgeError> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(BridgeError::Closed);
         }
-        if let Backend::Disabled = self.shared.backend {
+        let needs_lightning = !matches!(call, Call::Price { .. });
+        if needs_lightning && matches!(self.shared.backend, Backend::Disabled) {
             return Err(BridgeError::Backend(DISABLED_REASON.into()));
         }
         let permit = Permit::acquire(&self.shared)?;

@@ -59,6 +59,17 @@ impl InvoiceRequest {
     }
 }
 
+/// A dynamic pricer to ask (`pricesrpc.Prices`), as a service's `dynamicprice` names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PricerTarget {
+    /// The pricer's gRPC `host:port`.
+    pub address: String,
+    /// Plaintext h2c instead of TLS.
+    pub insecure: bool,
+    /// The pricer's certificate, pinned (required unless `insecure`).
+    pub tls_cert_path: Option<PathBuf>,
+}
+
 /// A created invoice, as lnd's `AddInvoiceResponse` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invoice {

@@ -451,3 +451,46 @@ fn unbounded_call_timeout_does_not_overflow() {
     let bridge = start(cfg).unwrap();
     assert!(wait(bridge.handle().try_create_invoice(3).unwrap()).is_ok());
 }
+
+#[test]
+fn pricer_answers_fails_and_is_unreachable_without_lightning() {
+    let fake = fake::pricer::FakePricer::start(42).unwrap();
+    // No Lightning backend at all: pricing still works (it needs none).
+    let bridge = start(BridgeConfig::new(BackendConfig::Disabled)).unwrap();
+    let h = bridge.handle();
+    let target = Arc::new(fake.target());
+    let ask = |path: &str| {
+        let rx = h
+            .try_get_price(
+                target.clone(),
+                path.into(),
+                format!("GET {path} HTTP/1.1\r\n\r\n"),
+            )
+            .unwrap();
+        block_on(rx).unwrap_or(Err(BridgeError::Closed))
+    };
+    assert_eq!(ask("/a"), Ok(42));
+    fake.set_price_for("/free", 0);
+    assert_eq!(ask("/free"), Ok(0));
+    fake.set_failing(true);
+    assert!(matches!(ask("/a"), Err(BridgeError::Backend(m)) if m.contains("Internal")));
+    let calls = fake.calls();
+    assert_eq!(
+        calls.iter().map(|c| c.path.as_str()).collect::<Vec<_>>(),
+        ["/a", "/free", "/a"]
+    );
+    assert_eq!(calls[1].http_request_text, "GET /free HTTP/1.1\r\n\r\n");
+    assert_eq!(h.in_flight(), 0);
+
+    // A pricer that is not listening fails the call instead of hanging.
+    let addr = fake.addr();
+    drop(fake);
+    let gone = Arc::new(PricerTarget {
+        address: addr.to_string(),
+        insecure: true,
+        tls_cert_path: None,
+    });
+    let rx = h.try_get_price(gone, "/a".into(), String::new()).unwrap();
+    let got = block_on(rx).unwrap_or(Err(BridgeError::Closed));
+    assert!(matches!(got, Err(BridgeError::Backend(_))), "{got:?}");
+}

@@ -107,6 +107,9 @@ pub struct Config {
     pub blocklist: Vec<IpNet>,
     /// Peers (load balancers) whose `X-Forwarded-For` names the real client (ours).
     pub trusted_proxies: Vec<IpNet>,
+    /// Connections from `trusted_proxies` must open with a PROXY protocol v1/v2 header, whose
+    /// source address is then the client (ours; `proxyprotocol`).
+    pub proxy_protocol: bool,
     pub authenticator: Authenticator,
     pub db: Db,
     /// Metrics listener, when `prometheus.enabled`.

@@ -55,6 +55,7 @@ pub(crate) struct RawConfig {
     pub upstreamauthorization: Option<String>,
     pub ratelimitsteering: Option<String>,
     pub trustedproxies: Option<Vec<String>>,
+    pub proxyprotocol: Option<bool>,
     pub challengeratelimits: Option<Vec<RawRateLimit>>,
 }
 

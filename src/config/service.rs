@@ -473,6 +473,22 @@ fn dynamic_price(
     if !enabled {
         return Ok(None);
     }
+    if metered {
+        return Err(cx.invalid(
+            at.key("dynamicprice.metered"),
+            "metered pricing (ChallengeMinted/AuthorizeRequest/ReportUsage) is not supported yet; \
+             remove it or set it to false (GetPrice-only dynamic pricing works)",
+        ));
+    }
+    let insecure = d.insecure.unwrap_or(false);
+    let tls_cert_path = nonempty(d.tlscertpath.as_deref()).map(expand_tilde);
+    if !insecure && tls_cert_path.is_none() {
+        // Go aperture fails at start-up too (it cannot load an empty certificate path).
+        return Err(cx.invalid(
+            at.key("dynamicprice.tlscertpath"),
+            "is required unless dynamicprice.insecure is true (the pricer's TLS certificate)",
+        ));
+    }
     let grpc_address = nonempty(d.grpcaddress.as_deref()).ok_or_else(|| {
         cx.invalid(
             at.key("dynamicprice.grpcaddress"),
@@ -493,8 +509,8 @@ fn dynamic_price(
     };
     Ok(Some(DynamicPrice {
         grpc_address: grpc_address.to_owned(),
-        insecure: d.insecure.unwrap_or(false),
-        tls_cert_path: nonempty(d.tlscertpath.as_deref()).map(expand_tilde),
+        insecure,
+        tls_cert_path,
         metered,
         usage_tail_bytes,
     }))

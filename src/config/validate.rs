@@ -88,6 +88,13 @@ pub(crate) fn validate(mut raw: RawConfig, origin: &str) -> Result<Config, Confi
         raw.trustedproxies.as_deref().unwrap_or_default(),
         &cx,
     )?;
+    let proxy_protocol = raw.proxyprotocol.unwrap_or(false);
+    if proxy_protocol && trusted_proxies.is_empty() {
+        return Err(cx.invalid(
+            "proxyprotocol",
+            "needs `trustedproxies` (the load balancers whose connections carry a PROXY header)",
+        ));
+    }
     let autocert = raw.autocert.unwrap_or(false);
     let server_name = nonempty(raw.servername.as_deref()).map(str::to_owned);
     if autocert && server_name.is_none() {
@@ -124,6 +131,7 @@ pub(crate) fn validate(mut raw: RawConfig, origin: &str) -> Result<Config, Confi
         challenge_rate_limits,
         blocklist,
         trusted_proxies,
+        proxy_protocol,
         authenticator,
         db,
         prometheus,
@@ -557,5 +565,60 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn dynamic_price_settings() {
+        let svc = |dp: &str| {
+            format!(
+                "services:\n  - name: s\n    hostregexp: '^x$'\n    address: \"127.0.0.1:1\"\n    \
+                 protocol: http\n    dynamicprice:\n{dp}"
+            )
+        };
+        let ok = parse(
+            &format!(
+                "{MIN}{}",
+                svc("      enabled: true\n      grpcaddress: \"127.0.0.1:10010\"\n      insecure: true\n")
+            ),
+            "t",
+        )
+        .unwrap();
+        let dp = ok.services[0].dynamic_price.clone().unwrap();
+        assert_eq!(
+            (dp.grpc_address.as_str(), dp.insecure),
+            ("127.0.0.1:10010", true)
+        );
+        let e = err(&svc(
+            "      enabled: true\n      grpcaddress: \"127.0.0.1:10010\"\n",
+        ));
+        assert!(
+            e.contains("dynamicprice.tlscertpath") && e.contains("insecure"),
+            "{e}"
+        );
+        let e = err(&svc(
+            "      enabled: true\n      grpcaddress: \"127.0.0.1:1\"\n      insecure: true\n      metered: true\n",
+        ));
+        assert!(
+            e.contains("dynamicprice.metered") && e.contains("not supported"),
+            "{e}"
+        );
+        let e = err(&svc("      metered: true\n"));
+        assert!(e.contains("requires dynamicprice.enabled"), "{e}");
+    }
+
+    #[test]
+    fn proxy_protocol_needs_trusted_proxies() {
+        assert!(!parse(MIN, "t").unwrap().proxy_protocol);
+        let e = err("proxyprotocol: true\n");
+        assert!(
+            e.contains("proxyprotocol") && e.contains("trustedproxies"),
+            "{e}"
+        );
+        let c = parse(
+            &format!("{MIN}proxyprotocol: true\ntrustedproxies: [\"10.0.0.0/8\"]\n"),
+            "t",
+        )
+        .unwrap();
+        assert!(c.proxy_protocol);
     }
 }

@@ -17,6 +17,8 @@ use super::forward::{self, ForwardError, Outbound};
 use super::h1::{FrameError, Framing, Head, Parse};
 use super::io::{BufStream, Io, ReadError};
 use super::limit;
+use super::price;
+use super::proxyproto;
 use super::respond;
 use super::route::DISCOVERY_PATH;
 use super::{CoreCtx, Route, Routes, ShutdownWait};
@@ -32,6 +34,9 @@ pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Serves a plaintext connection until it closes: HTTP/1.1, or h2c when it opens with the
 /// HTTP/2 preface (both on the same port, as behind a TLS-terminating load balancer).
 pub async fn serve(core: Rc<CoreCtx>, stream: TcpStream, peer: SocketAddr) {
+    let Some(peer) = client_of(&core, &stream, peer).await else {
+        return;
+    };
     let _ = stream.set_nodelay(true);
     let mut client = BufStream::new(stream);
     match sniff_preface(&core, &mut client).await {
@@ -75,6 +80,10 @@ pub async fn serve_tls(
     stream: TcpStream,
     peer: SocketAddr,
 ) {
+    // The PROXY header comes first, before the TLS handshake.
+    let Some(peer) = client_of(&core, &stream, peer).await else {
+        return;
+    };
     let _ = stream.set_nodelay(true);
     let within = core.routes().limits.read_timeout.min(HANDSHAKE_TIMEOUT);
     let tls = match monoio::time::timeout(within, acceptor.accept(stream)).await {
@@ -87,6 +96,24 @@ pub async fn serve_tls(
         super::h2::serve(core, tls, Vec::new(), peer).await
     } else {
         serve_h1(core, BufStream::new(tls), peer).await
+    }
+}
+
+/// The connection's client: the TCP peer, or, when the peer is a trusted proxy and
+/// `proxyprotocol` is on, the source its PROXY header names (the peer itself for `LOCAL`).
+/// `None`: the header was missing, malformed or late; the connection is closed (counted, logged
+/// at debug).
+async fn client_of(core: &CoreCtx, stream: &TcpStream, peer: SocketAddr) -> Option<SocketAddr> {
+    if !core.routes().expects_proxy_header(peer.ip()) {
+        return Some(peer);
+    }
+    match proxyproto::read_header(stream).await {
+        Ok(source) => Some(source.unwrap_or(peer)),
+        Err(e) => {
+            core.counters().incr(Counter::ProxyHeaderRejected);
+            tracing::debug!(core = core.id, %peer, "closing connection: {e}");
+            None
+        }
     }
 }
 
@@ -219,15 +246,25 @@ async fn handle<C: Io>(
             let path = std::str::from_utf8(head.path()).unwrap_or("");
             match routes.find(host, path) {
                 None => Local(Synthetic::NotFound, framing, true),
-                Some(route) => match auth::authorize(core, route, head, client_ip).await {
+                Some(route) => match authorize(core, client, route, head, client_ip, framing).await
+                {
                     Decision::Answer(synthetic) => Local(synthetic, framing, true),
-                    Decision::Forward(upstream_auth, token) => {
-                        let key = match token {
-                            Some(id) => ClientKey::Token(id),
-                            None => ClientKey::ip(client_ip),
+                    decision => {
+                        let (upstream_auth, key) = match decision {
+                            Decision::Forward(upstream_auth, Some(id)) => {
+                                (upstream_auth, Some(ClientKey::Token(id)))
+                            }
+                            Decision::Forward(upstream_auth, None) => {
+                                (upstream_auth, Some(ClientKey::ip(client_ip)))
+                            }
+                            // Priced at 0 by the pricer: neither paid for nor rate limited.
+                            _ => (None, None),
                         };
-                        if let Some(denied) = limit::limit(core, route, key, path).await {
-                            return answer(core, client, head, framing, denied, out, true).await;
+                        if let Some(key) = key {
+                            if let Some(denied) = limit::limit(core, route, key, path).await {
+                                return answer(core, client, head, framing, denied, out, true)
+                                    .await;
+                            }
                         }
                         let req = Outbound {
                             head,
@@ -244,6 +281,41 @@ async fn handle<C: Io>(
     };
     let Local(synthetic, framing, may_keep) = local;
     answer(core, client, head, framing, synthetic, out, may_keep).await
+}
+
+/// The authenticate phase, with the body prefix a dynamic pricer is shown: for a dynamically
+/// priced route and a `Content-Length` body, up to [`price::MAX_BODY_PREFIX`] bytes are read
+/// ahead into the connection buffer (not consumed: they are forwarded as usual). Chunked bodies
+/// and clients waiting for `100 Continue` are priced on their head alone.
+async fn authorize<C: Io>(
+    core: &CoreCtx,
+    client: &mut BufStream<C>,
+    route: &Route,
+    head: &Head,
+    client_ip: IpAddr,
+    framing: Framing,
+) -> Decision {
+    let mut want = 0;
+    if let (Some(_), Framing::Length(n)) = (&route.pricer, framing) {
+        if head.get("expect").is_none() {
+            want = usize::try_from(n)
+                .unwrap_or(usize::MAX)
+                .min(price::MAX_BODY_PREFIX);
+        }
+    }
+    let within = core.routes().limits.read_timeout;
+    while client.data().len() < want {
+        // A slow or vanished client is priced on what arrived; forwarding then deals with it.
+        if client.fill_within(want, within).await.is_err() {
+            break;
+        }
+    }
+    let body = &client.data()[..want.min(client.data().len())];
+    let input = auth::PriceInput {
+        version: "1.1",
+        body,
+    };
+    auth::authorize(core, route, head, client_ip, input).await
 }
 
 /// One line per request at debug level: method, path, status and the upstream service when the

@@ -12,6 +12,8 @@ pub mod h2;
 pub mod io;
 pub mod limit;
 pub mod pool;
+pub mod price;
+pub mod proxyproto;
 pub mod respond;
 pub mod route;
 pub mod settled;

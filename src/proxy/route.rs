@@ -38,6 +38,8 @@ pub struct Route {
     pub upstream: SocketAddr,
     /// Client TLS settings when the protocol is `https` (built here, never on a core).
     pub upstream_tls: Option<Arc<UpstreamTls>>,
+    /// The dynamic pricer (`dynamicprice.enabled`), asked through the bridge.
+    pub pricer: Option<Arc<lnd_bridge::PricerTarget>>,
 }
 
 /// Services in match order plus the limits.
@@ -60,6 +62,8 @@ pub struct Routes {
     pub discovery: Arc<str>,
     /// Peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<IpNet>,
+    /// Connections from trusted proxies open with a PROXY protocol header.
+    pub proxy_protocol: bool,
     /// Peers answered with 403 before anything else.
     pub blocklist: Vec<IpNet>,
 }
@@ -104,10 +108,16 @@ fn discovery_document(routes: &[Route]) -> String {
                 "host_pattern": s.host_regexp.as_str(),
                 "path_pattern": s.path_regexp.as_ref().map(|p| p.as_str()),
                 "auth": auth,
-                "price_sats": s.price,
+                // A dynamically priced service has no fixed price to show.
+                "price_sats": s.dynamic_price.is_none().then_some(s.price),
+                "dynamic_price": s.dynamic_price.is_some(),
                 "timeout_seconds": s.timeout,
                 "caveats": {
-                    "services": format!("{}:0", s.name),
+                    // Dynamic pricing sells one path per token (`<name><path>:0`).
+                    "services": match s.dynamic_price {
+                        Some(_) => format!("{}<path>:0", s.name),
+                        None => format!("{}:0", s.name),
+                    },
                     "capabilities": s.capabilities,
                     "constraints": s.constraints.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
                 },
@@ -151,11 +161,19 @@ impl Routes {
                     // `authenticator.disable` turns auth off everywhere, as in Go aperture.
                     service.auth = crate::config::Auth::Off;
                 }
+                let pricer = service.dynamic_price.as_ref().map(|d| {
+                    Arc::new(lnd_bridge::PricerTarget {
+                        address: d.grpc_address.clone(),
+                        insecure: d.insecure,
+                        tls_cert_path: d.tls_cert_path.clone(),
+                    })
+                });
                 Ok(Route {
                     index,
                     service,
                     upstream,
                     upstream_tls,
+                    pricer,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -176,6 +194,7 @@ impl Routes {
             strict_verify: config.strict_verify,
             blocklist: config.blocklist.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
+            proxy_protocol: config.proxy_protocol,
             discovery,
         })
     }
@@ -184,7 +203,7 @@ impl Routes {
     /// `X-Forwarded-For` that is not itself trusted (a client can put anything on the left, so
     /// only what trusted hops appended counts), else `peer`.
     pub fn client_ip(&self, peer: IpAddr, head: &super::h1::Head) -> IpAddr {
-        let trusted = |ip: IpAddr| self.trusted_proxies.iter().any(|n| n.contains(unmap(ip)));
+        let trusted = |ip: IpAddr| self.trusted(ip);
         if self.trusted_proxies.is_empty() || !trusted(peer) {
             return peer;
         }
@@ -207,6 +226,16 @@ impl Routes {
             }
         }
         client
+    }
+
+    /// Whether `ip` is a trusted proxy (IPv4-mapped IPv6 counts as IPv4).
+    pub fn trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(unmap(ip)))
+    }
+
+    /// Whether a connection from `peer` must open with a PROXY protocol header.
+    pub fn expects_proxy_header(&self, peer: IpAddr) -> bool {
+        self.proxy_protocol && self.trusted(peer)
     }
 
     /// Whether `ip` is in the blocklist (IPv4-mapped IPv6 counts as IPv4).

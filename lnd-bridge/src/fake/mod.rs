@@ -10,6 +10,7 @@
 //! invoices (getting preimages), fail the next calls, add latency, drop subscriptions,
 //! read call counters. Never for production: it holds no funds and checks nothing else.
 
+pub mod pricer;
 mod server;
 mod service;
 

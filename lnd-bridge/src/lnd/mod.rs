@@ -71,6 +71,7 @@ pub(crate) fn open(
     let (endpoint, server_name) = parse_host(s.host)?;
     let connected = Arc::new(AtomicBool::new(false));
     let connector = tls::Connector {
+        peer: "lnd",
         addr: s.host.to_owned(),
         server_name,
         tls_path: s.tls_path.to_path_buf(),
@@ -113,7 +114,7 @@ fn load_macaroon(path: &Path) -> Result<MetadataValue<Ascii>, BridgeError> {
 }
 
 /// Turns `host:port` into the channel's endpoint and the TLS server name.
-fn parse_host(host: &str) -> Result<(Endpoint, ServerName<'static>), BridgeError> {
+pub(crate) fn parse_host(host: &str) -> Result<(Endpoint, ServerName<'static>), BridgeError> {
     let err = |reason: &str| BridgeError::LndHost {
         host: host.to_owned(),
         reason: reason.to_owned(),

@@ -120,6 +120,8 @@ impl ServerCertVerifier for PinnedCert {
 /// Dials lnd: TCP, then TLS pinned to the certificate currently in `tls_path`.
 #[derive(Clone)]
 pub(crate) struct Connector {
+    /// What is dialed, for logs: `"lnd"` or `"pricer"` (the dynamic pricer reuses this).
+    pub(crate) peer: &'static str,
     /// `host:port` as configured.
     pub(crate) addr: String,
     pub(crate) server_name: ServerName<'static>,
@@ -167,7 +169,8 @@ impl Connector {
         let waiting = lock(&self.dial).check(Instant::now());
         if let Err(wait) = waiting {
             return Err(io::Error::other(format!(
-                "lnd unreachable; next connect attempt in {} ms",
+                "{} unreachable; next connect attempt in {} ms",
+                self.peer,
                 wait.as_millis()
             )));
         }
@@ -175,8 +178,10 @@ impl Connector {
         lock(&self.dial).record(result.is_ok(), Instant::now());
         self.connected.store(result.is_ok(), Ordering::Release);
         match &result {
-            Ok(_) => tracing::info!(lnd = %self.addr, "connected to lnd"),
-            Err(e) => tracing::warn!(lnd = %self.addr, error = %e, "lnd connect failed"),
+            Ok(_) => tracing::info!(peer = self.peer, addr = %self.addr, "connected"),
+            Err(e) => {
+                tracing::warn!(peer = self.peer, addr = %self.addr, error = %e, "connect failed")
+            }
         }
         result
     }

@@ -152,16 +152,22 @@ async fn phases(
     }
     let path = req.uri().path().to_string();
     let route = routes.find(&host, &path).ok_or(Synthetic::NotFound)?;
-    let (upstream_auth, token) = match auth::authorize(core, route, &head, client_ip).await {
+    // The pricer sees the head only: the body is still a stream here.
+    let input = auth::PriceInput {
+        version: "2.0",
+        body: &[],
+    };
+    let (upstream_auth, key) = match auth::authorize(core, route, &head, client_ip, input).await {
         Decision::Answer(answer) => return Err(answer),
-        Decision::Forward(upstream_auth, token) => (upstream_auth, token),
+        Decision::Forward(upstream_auth, Some(id)) => (upstream_auth, Some(ClientKey::Token(id))),
+        Decision::Forward(upstream_auth, None) => (upstream_auth, Some(ClientKey::ip(client_ip))),
+        // Priced at 0 by the pricer: neither paid for nor rate limited.
+        Decision::ForwardFree => (None, None),
     };
-    let key = match token {
-        Some(id) => ClientKey::Token(id),
-        None => ClientKey::ip(client_ip),
-    };
-    if let Some(denied) = limit::limit(core, route, key, &path).await {
-        return Err(denied);
+    if let Some(key) = key {
+        if let Some(denied) = limit::limit(core, route, key, &path).await {
+            return Err(denied);
+        }
     }
     let out = upstream::Outbound {
         route,
