@@ -209,6 +209,8 @@ async fn handle<C: Io>(
     let routes = core.routes();
     // The client behind a trusted load balancer, else the TCP peer.
     let client_ip = routes.client_ip(peer.ip(), head);
+    // The service the request was routed to, for its per-service status counters.
+    let mut routed: Option<&Route> = None;
     let local = match admit(&routes, head, client_ip) {
         Err(local) => local,
         Ok(_) if head.path() == DISCOVERY_PATH && matches!(head.method(), b"GET" | b"HEAD") => {
@@ -220,13 +222,17 @@ async fn handle<C: Io>(
             match routes.find(host, path) {
                 None => Local(Synthetic::NotFound, framing, true),
                 Some(route) => match auth::authorize(core, route, head, client_ip).await {
-                    Decision::Answer(synthetic) => Local(synthetic, framing, true),
+                    Decision::Answer(synthetic) => {
+                        routed = Some(route);
+                        Local(synthetic, framing, true)
+                    }
                     Decision::Forward(upstream_auth, token) => {
                         let key = match token {
                             Some(id) => ClientKey::Token(id),
                             None => ClientKey::ip(client_ip),
                         };
                         if let Some(denied) = limit::limit(core, route, key, path).await {
+                            route.counters(core.id).status(denied.status());
                             return answer(core, client, head, framing, denied, out, true).await;
                         }
                         let req = Outbound {
@@ -243,6 +249,9 @@ async fn handle<C: Io>(
         }
     };
     let Local(synthetic, framing, may_keep) = local;
+    if let Some(route) = routed {
+        route.counters(core.id).status(synthetic.status());
+    }
     answer(core, client, head, framing, synthetic, out, may_keep).await
 }
 
@@ -295,10 +304,12 @@ async fn forward_phase<C: Io>(
         Ok(done) => {
             core.counters().incr(Counter::Forwarded);
             core.counters().status(done.status);
+            route.counters(core.id).status(done.status);
             log_request(core, head, done.status, Some(&route.service.name));
             done.keep_alive
         }
         Err(ForwardError::Answer(synthetic)) => {
+            route.counters(core.id).status(synthetic.status());
             let framing = Framing::Length(0);
             answer(core, client, head, framing, synthetic, out, false).await;
             false

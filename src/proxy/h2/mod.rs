@@ -153,7 +153,10 @@ async fn phases(
     let path = req.uri().path().to_string();
     let route = routes.find(&host, &path).ok_or(Synthetic::NotFound)?;
     let (upstream_auth, token) = match auth::authorize(core, route, &head, client_ip).await {
-        Decision::Answer(answer) => return Err(answer),
+        Decision::Answer(answer) => {
+            route.counters(core.id).status(answer.status());
+            return Err(answer);
+        }
         Decision::Forward(upstream_auth, token) => (upstream_auth, token),
     };
     let key = match token {
@@ -161,6 +164,7 @@ async fn phases(
         None => ClientKey::ip(client_ip),
     };
     if let Some(denied) = limit::limit(core, route, key, &path).await {
+        route.counters(core.id).status(denied.status());
         return Err(denied);
     }
     let out = upstream::Outbound {
@@ -170,9 +174,12 @@ async fn phases(
         authorization: routes.upstream_authorization,
         is_grpc,
     };
-    let status = upstream::forward(core, out, req, respond).await?;
+    let status = upstream::forward(core, out, req, respond)
+        .await
+        .inspect_err(|answer| route.counters(core.id).status(answer.status()))?;
     core.counters().incr(Counter::Forwarded);
     core.counters().status(status);
+    route.counters(core.id).status(status);
     Ok(())
 }
 
