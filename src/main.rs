@@ -348,7 +348,7 @@ fn start_admin(
         server.metrics().clone(),
         Arc::new(move || ready.load(Ordering::Relaxed)),
         Arc::new(move |out: &mut String| {
-            aperture::admin::render_bridge(&bridge.stats(), out);
+            aperture::exposition::render_bridge(&bridge.stats(), out);
             store.render_metrics(out);
         }),
     )

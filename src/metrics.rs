@@ -263,6 +263,9 @@ pub struct ServiceBlock {
     rejected: [AtomicU64; REJECTS],
     upstream_errors: AtomicU64,
     latency: Histogram,
+    /// Rate-limit keys this core's limiter holds now, and has evicted so far (both stored whole).
+    ratelimit_keys: AtomicU64,
+    ratelimit_evictions: AtomicU64,
 }
 
 /// Where the counts of a route that was never bound to a registry go (a snapshot built for a
@@ -278,6 +281,8 @@ impl ServiceBlock {
             rejected: [const { AtomicU64::new(0) }; REJECTS],
             upstream_errors: AtomicU64::new(0),
             latency: Histogram::new(),
+            ratelimit_keys: AtomicU64::new(0),
+            ratelimit_evictions: AtomicU64::new(0),
         }
     }
 
@@ -309,6 +314,15 @@ impl ServiceBlock {
     #[inline]
     pub fn upstream_error(&self) {
         bump(&self.upstream_errors, 1);
+    }
+
+    /// Publishes this core's rate limiter for the service: keys held, keys evicted so far. The
+    /// limiter keeps its evictions across reloads that keep the service, so this only goes back
+    /// when the service was gone and came back (a counter reset to Prometheus).
+    #[inline]
+    pub fn ratelimit_occupancy(&self, keys: usize, evictions: u64) {
+        self.ratelimit_keys.store(keys as u64, Ordering::Relaxed);
+        self.ratelimit_evictions.store(evictions, Ordering::Relaxed);
     }
 
     /// Records how long the upstream took to answer with a response head.
@@ -367,6 +381,16 @@ impl ServiceStats {
     /// Upstream failures.
     pub fn upstream_errors(&self) -> u64 {
         self.sum(|b| &b.upstream_errors)
+    }
+
+    /// Rate-limit keys held, over the cores.
+    pub fn ratelimit_keys(&self) -> u64 {
+        self.sum(|b| &b.ratelimit_keys)
+    }
+
+    /// Rate-limit keys evicted, over the cores.
+    pub fn ratelimit_evictions(&self) -> u64 {
+        self.sum(|b| &b.ratelimit_evictions)
     }
 
     /// The upstream latency histogram.

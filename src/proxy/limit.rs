@@ -173,6 +173,31 @@ impl CoreLimits {
             None => Decision::Allow,
         }
     }
+
+    /// Keys held and keys evicted so far by a route's limiter on this core.
+    pub fn occupancy(&self, route: usize) -> Option<(usize, u64)> {
+        let limiters = self.limiters.borrow();
+        let limiter = limiters.get(route)?;
+        Some((limiter.len(), limiter.evictions()))
+    }
+}
+
+/// Decides for a key this core owns, then publishes the route's limiter occupancy to this
+/// core's block of the service's counters (Go aperture's cache size and evictions).
+fn check_owned(
+    core: &CoreCtx,
+    route: usize,
+    key: &ClientKey,
+    rules: &[usize],
+    now_ns: u64,
+) -> Decision {
+    let decision = core.limits.check_local(route, key, rules, now_ns);
+    if let Some((keys, evictions)) = core.limits.occupancy(route) {
+        if let Some(r) = core.routes.borrow().routes.get(route) {
+            r.counters(core.id).ratelimit_occupancy(keys, evictions);
+        }
+    }
+    decision
 }
 
 fn rule_set(rules: &[RateLimitRule]) -> RuleSet {
@@ -238,7 +263,7 @@ async fn decide(
     let now = now_ns();
     let owner = ratelimit::owner_core(&key, core.peers.len());
     let decision = if owner == core.id {
-        core.limits.check_local(limiter, &key, &rules, now)
+        check_owned(core, limiter, &key, &rules, now)
     } else {
         // The message owns its rule list; a copy stays here for the counters.
         ask_owner(core, owner, limiter, key, rules.clone(), now).await
@@ -339,7 +364,7 @@ pub async fn serve_peers(
     while let Some(msg) = super::recv(&mut inbox).await {
         match msg {
             PeerMsg::Check(c) => {
-                let decision = core.limits.check_local(c.route, &c.key, &c.rules, c.now_ns);
+                let decision = check_owned(&core, c.route, &c.key, &c.rules, c.now_ns);
                 let _ = c.reply.send(decision);
             }
             PeerMsg::Freebie {

@@ -121,7 +121,7 @@ fn admin_for(proxy: &Proxy) -> Admin {
         "127.0.0.1:0".parse().unwrap(),
         proxy.server().metrics().clone(),
         Arc::new(|| true),
-        Arc::new(move |out: &mut String| aperture::admin::render_bridge(&bridge.stats(), out)),
+        Arc::new(move |out: &mut String| aperture::exposition::render_bridge(&bridge.stats(), out)),
     )
     .expect("admin")
 }
@@ -248,6 +248,9 @@ fn per_service_counters_move_with_402s_payments_rejections_and_rate_limits() {
             format!("aperture_ratelimit_denied_total{{{alpha},path_pattern=\"^/alpha/limited\"}}"),
             1,
         ),
+        // One client key (the token) in alpha's limiter, on the core that owns it.
+        (format!("aperture_ratelimit_cache_size{{{alpha}}}"), 1),
+        (format!("aperture_ratelimit_evictions_total{{{alpha}}}"), 0),
         // Four invoices through the dev bridge: alpha's three challenges and beta's one.
         ("aperture_invoice_latency_seconds_count".to_string(), 4),
         (
@@ -263,6 +266,7 @@ fn per_service_counters_move_with_402s_payments_rejections_and_rate_limits() {
     assert_eq!(sum_of(&text, "aperture_tokens_rejected_total"), 3, "{text}");
     // Beta has no rules, so Go aperture's families carry no series for it.
     assert!(!text.contains("aperture_ratelimit_denied_total{service=\"beta\""));
+    assert!(!text.contains("aperture_ratelimit_cache_size{service=\"beta\""));
     let sum: f64 = text
         .lines()
         .find_map(|l| l.strip_prefix("aperture_invoice_latency_seconds_sum "))
