@@ -7,7 +7,6 @@
 //! beyond `/metrics`, `/healthz` and `/readyz` (Go aperture exposes pprof on this listener; we
 //! do not).
 
-use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +14,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::metrics::{Counter, Metrics};
+use crate::exposition::render;
+use crate::metrics::Metrics;
 
 /// Whether the process should receive traffic (`/readyz`).
 pub type Ready = Arc<dyn Fn() -> bool + Send + Sync>;
@@ -268,138 +268,10 @@ fn route(method: &str, path: &str, state: &State) -> Reply {
     reply
 }
 
-/// Counters exported as one sum over the cores: (name, help, counter).
-const TOTALS: &[(&str, &str, Counter)] = &[
-    (
-        "aperture_requests_total",
-        "Requests whose head was parsed.",
-        Counter::Requests,
-    ),
-    (
-        "aperture_forwarded_total",
-        "Requests forwarded upstream (paid or free).",
-        Counter::Forwarded,
-    ),
-    (
-        "aperture_tokens_accepted_total",
-        "Requests with a credential that verified.",
-        Counter::TokensAccepted,
-    ),
-    (
-        "aperture_tokens_rejected_total",
-        "Requests with a credential that failed verification.",
-        Counter::TokensRejected,
-    ),
-    (
-        "aperture_challenges_minted_total",
-        "402 challenges minted.",
-        Counter::ChallengesMinted,
-    ),
-    (
-        "aperture_bridge_unavailable_total",
-        "503s because the Lightning bridge queue was full or timed out.",
-        Counter::BridgeUnavailable,
-    ),
-    (
-        "aperture_upstream_errors_total",
-        "Upstream connect, write or read failures (each a 502).",
-        Counter::UpstreamErrors,
-    ),
-    (
-        "aperture_connections_accepted_total",
-        "Client connections accepted.",
-        Counter::ConnectionsAccepted,
-    ),
-    (
-        "aperture_tls_handshake_failures_total",
-        "TLS handshakes that failed or timed out (the connection was closed).",
-        Counter::TlsHandshakeFailures,
-    ),
-    (
-        "aperture_proxy_header_rejected_total",
-        "Connections from trusted proxies closed for a missing or malformed PROXY header.",
-        Counter::ProxyHeaderRejected,
-    ),
-    (
-        "aperture_token_cache_hits_total",
-        "Credentials accepted from the per-core verification cache (no HMAC work).",
-        Counter::TokenCacheHits,
-    ),
-    (
-        "aperture_ratelimit_allowed_total",
-        "Requests to rate-limited services that every matching rule allowed.",
-        Counter::RateLimitAllowed,
-    ),
-    (
-        "aperture_ratelimit_denied_total",
-        "Requests denied by a rate limit (429).",
-        Counter::RateLimited,
-    ),
-    (
-        "aperture_connection_panics_total",
-        "Connection tasks that panicked (only that connection was closed).",
-        Counter::ConnectionPanics,
-    ),
-];
-
-/// Responses by status class.
-const CLASSES: &[(&str, Counter)] = &[
-    ("2xx", Counter::Status2xx),
-    ("3xx", Counter::Status3xx),
-    ("4xx", Counter::Status4xx),
-    ("5xx", Counter::Status5xx),
-];
-
-/// Renders the proxy's counters in the Prometheus text format 0.0.4.
-pub fn render(metrics: &Metrics, out: &mut String) {
-    for &(name, help, counter) in TOTALS {
-        family(out, name, help, "counter");
-        let _ = writeln!(out, "{name} {}", metrics.total(counter));
-    }
-    let name = "aperture_responses_total";
-    family(out, name, "Responses sent, by status class.", "counter");
-    for &(class, counter) in CLASSES {
-        let _ = writeln!(
-            out,
-            "{name}{{class=\"{class}\"}} {}",
-            metrics.total(counter)
-        );
-    }
-    let name = "aperture_requests_core_total";
-    family(
-        out,
-        name,
-        "Requests whose head was parsed, by worker core.",
-        "counter",
-    );
-    for (core, n) in metrics.per_core(Counter::Requests).into_iter().enumerate() {
-        let _ = writeln!(out, "{name}{{core=\"{core}\"}} {n}");
-    }
-    let name = "aperture_connections_active";
-    family(
-        out,
-        name,
-        "Client connections open now, by worker core.",
-        "gauge",
-    );
-    for (core, n) in metrics
-        .per_core(Counter::ConnectionsActive)
-        .into_iter()
-        .enumerate()
-    {
-        // A gauge kept with wrapping add/sub: read it back as signed so a transient
-        // decrement-before-increment never shows as 2^64.
-        let _ = writeln!(out, "{name}{{core=\"{core}\"}} {}", n as i64);
-    }
-}
-
-fn family(out: &mut String, name: &str, help: &str, kind: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::{Counter, Reject};
 
     fn state(ready: bool) -> State {
         let m = Metrics::new(2);
@@ -408,54 +280,17 @@ mod tests {
         m.core(0).status(200);
         m.core(1).status(402);
         m.core(1).status(503);
-        m.core(1).incr(Counter::ChallengesMinted);
         m.core(0).incr(Counter::ConnectionsActive);
+        let paid = m.service("paid");
+        paid.core(1).minted();
+        paid.core(1).status(402);
+        paid.core(0).rejected(Reject::BadSignature);
+        m.rule(Some("paid"), "^/api").core(0).unwrap().denied();
         State {
             metrics: m,
             ready: Arc::new(move || ready),
             extra: Arc::new(|s: &mut String| s.push_str("# extra\n")),
         }
-    }
-
-    #[test]
-    fn exposition_has_help_type_and_values() {
-        let mut out = String::new();
-        render(&state(true).metrics, &mut out);
-        for line in [
-            "# HELP aperture_requests_total Requests whose head was parsed.",
-            "# TYPE aperture_requests_total counter",
-            "aperture_requests_total 7",
-            "aperture_challenges_minted_total 1",
-            "aperture_forwarded_total 0",
-            "# TYPE aperture_responses_total counter",
-            "aperture_responses_total{class=\"2xx\"} 1",
-            "aperture_responses_total{class=\"3xx\"} 0",
-            "aperture_responses_total{class=\"4xx\"} 1",
-            "aperture_responses_total{class=\"5xx\"} 1",
-            "aperture_requests_core_total{core=\"0\"} 3",
-            "aperture_requests_core_total{core=\"1\"} 4",
-            "# TYPE aperture_connections_active gauge",
-            "aperture_connections_active{core=\"0\"} 1",
-            "aperture_connections_active{core=\"1\"} 0",
-            "aperture_connection_panics_total 0",
-        ] {
-            assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
-        }
-        // Every sample belongs to a family announced just before it, exactly once.
-        let mut types = std::collections::HashSet::new();
-        for l in out.lines() {
-            if let Some(rest) = l.strip_prefix("# TYPE ") {
-                assert!(
-                    types.insert(rest.split(' ').next().unwrap().to_string()),
-                    "{l}"
-                );
-            } else if !l.starts_with('#') {
-                let name = l.split(['{', ' ']).next().unwrap();
-                assert!(types.contains(name), "sample before its TYPE: {l}");
-            }
-        }
-        assert_eq!(types.len(), 17);
-        assert!(out.ends_with('\n'));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! The crate is layered; a lower layer never imports a higher one:
 //! - layer 0, pure (no I/O, no threads, no clock reads): [`l402`], [`error`];
-//! - layer 1: [`config`], [`store`], [`metrics`], [`admin`] (the std-only metrics listener);
+//! - layer 1: [`config`], [`store`], [`metrics`], [`exposition`] (the Prometheus
+//!   text format), [`admin`] (the std-only metrics listener);
 //! - layer 2, the data path on monoio: [`proxy`];
 //! - layer 3: [`runtime`] (pinned worker threads, listeners, control inboxes).
 //!
@@ -15,6 +16,7 @@ pub mod ratelimit;
 
 pub mod admin;
 pub mod config;
+pub mod exposition;
 pub mod metrics;
 pub mod store;
 pub mod tls;

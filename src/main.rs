@@ -314,7 +314,13 @@ fn run(cli: &Cli) -> Result<()> {
         "aperture listening on {scheme}://{addr}"
     );
     let ready = Arc::new(AtomicBool::new(true)); // the workers serve once `start` returns
-    let admin = start_admin(config.prometheus, &server, &ready, store.handle())?;
+    let admin = start_admin(
+        config.prometheus,
+        &server,
+        &ready,
+        store.handle(),
+        bridge.handle(),
+    )?;
     if cli.dev {
         print_dev_walkthrough(addr, bridge.wallet_addr());
     }
@@ -333,6 +339,7 @@ fn start_admin(
     server: &runtime::Server,
     ready: &Arc<AtomicBool>,
     store: store::StoreHandle,
+    bridge: lnd_bridge::BridgeHandle,
 ) -> Result<Option<Admin>> {
     let Some(addr) = addr else { return Ok(None) };
     let ready = ready.clone();
@@ -340,7 +347,10 @@ fn start_admin(
         addr,
         server.metrics().clone(),
         Arc::new(move || ready.load(Ordering::Relaxed)),
-        Arc::new(move |out: &mut String| store.render_metrics(out)),
+        Arc::new(move |out: &mut String| {
+            aperture::exposition::render_bridge(&bridge.stats(), out);
+            store.render_metrics(out);
+        }),
     )
     .with_context(|| format!("cannot listen for metrics on {addr} (prometheus.listenaddr)"))?;
     tracing::info!("admin listening on http://{}", admin.local_addr());
@@ -374,8 +384,7 @@ fn reload(server: &runtime::Server, cli: &Cli, running: &Config) {
     if new.listen_addr != running.listen_addr || new.insecure != running.insecure {
         tracing::warn!("SIGHUP: listenaddr and insecure take effect only after a restart");
     }
-    let routes = Arc::new(routes);
-    server.broadcast(|| runtime::Control::Routes(routes.clone()));
+    server.reload(&routes);
     tracing::info!(
         services = routes.routes.len(),
         "SIGHUP: configuration reloaded"

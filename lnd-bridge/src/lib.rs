@@ -46,6 +46,7 @@ mod pricer;
 #[allow(clippy::all, clippy::pedantic, dead_code, missing_docs)]
 mod pricesrpc;
 pub mod protocol;
+mod stats;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,6 +63,8 @@ pub use protocol::{
     BackendStats, BridgeError, Event, Invoice, InvoiceRequest, InvoiceState, PricerTarget,
     DEFAULT_MEMO, MAX_INVOICE_SAT, MAX_MEMO_BYTES,
 };
+
+pub use stats::{BridgeStats, INVOICE_LATENCY_BOUNDS_US};
 
 use dev::DevBackend;
 use events::EventBus;
@@ -224,6 +227,7 @@ struct Shared {
     capacity: usize,
     call_timeout: Duration,
     closed: AtomicBool,
+    invoices: stats::InvoiceStats,
 }
 
 /// A running bridge. Dropping it (or [`Bridge::shutdown`]) stops the pump and the runtime
@@ -263,6 +267,7 @@ pub fn start(cfg: BridgeConfig) -> Result<Bridge, BridgeError> {
         capacity: cfg.queue_capacity,
         call_timeout: cfg.call_timeout,
         closed: AtomicBool::new(false),
+        invoices: stats::InvoiceStats::default(),
     });
     // Built before the pump so that a failed pump spawn still stops the runtime (Drop).
     let mut bridge = Bridge {
@@ -369,7 +374,9 @@ async fn run_call(shared: Arc<Shared>, job: Job) {
     match call {
         Call::Create { req, reply } => {
             let work = backend.create_invoice(&req);
-            answer(&shared, enqueued, permit, reply, work).await;
+            if let Some(ok) = answer(&shared, enqueued, permit, reply, work).await {
+                shared.invoices.record(enqueued.elapsed(), ok);
+            }
         }
         Call::Lookup {
             payment_hash,
@@ -390,18 +397,19 @@ async fn run_call(shared: Arc<Shared>, job: Job) {
     }
 }
 
-/// Awaits `work` (lazy until polled) under the call's deadline and sends the result.
+/// Awaits `work` (lazy until polled) under the call's deadline and sends the result; whether
+/// it succeeded, or `None` when the caller had given up and nothing ran.
 async fn answer<T>(
     shared: &Shared,
     enqueued: Instant,
     permit: Permit,
     reply: oneshot::Sender<Result<T, BridgeError>>,
     work: impl std::future::Future<Output = Result<T, BridgeError>>,
-) {
+) -> Option<bool> {
     // The slot is freed before the reply is sent, so a caller holding its answer sees
     // `in_flight` already lowered. (If the task is canceled, dropping `permit` frees it.)
     if reply.is_canceled() {
-        return; // the caller gave up; skip the backend work
+        return None; // the caller gave up; skip the backend work
     }
     // A timeout too large for the clock (e.g. `Duration::MAX`) means "no deadline".
     let deadline = enqueued.checked_add(shared.call_timeout);
@@ -410,7 +418,7 @@ async fn answer<T>(
         // (`timeout_at` would poll the work once before looking at the clock).
         drop(permit);
         let _ = reply.send(Err(BridgeError::Timeout));
-        return;
+        return Some(false);
     }
     let res = match deadline {
         Some(d) => tokio::time::timeout_at(tokio::time::Instant::from_std(d), work)
@@ -419,7 +427,9 @@ async fn answer<T>(
         None => work.await,
     };
     drop(permit);
+    let ok = res.is_ok();
     let _ = reply.send(res);
+    Some(ok)
 }
 
 impl Bridge {
@@ -621,6 +631,17 @@ impl BridgeHandle {
             Backend::Dev(dev) => dev.set_delay(delay),
             Backend::Lnd(_) | Backend::Disabled => {}
         }
+    }
+
+    /// Queue depth, invoice latency and backend state, for metrics.
+    pub fn stats(&self) -> BridgeStats {
+        let s = &self.shared;
+        BridgeStats::new(
+            &s.invoices,
+            s.in_flight.load(Ordering::Acquire),
+            s.capacity,
+            s.backend.stats(),
+        )
     }
 
     /// Calls currently queued or running on the bridge (for metrics and tests).

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::rc::Rc;
 
 use crate::l402::{self, AuthOutcome, CredentialSource, TokenId, VerifyRequest};
-use crate::metrics::Counter;
+use crate::metrics::{Counter, Reject};
 
 use super::h1::Head;
 use super::limit;
@@ -130,7 +130,7 @@ async fn paid(
     let hit = verified(core, route, head, resource, now).filter(|hit| {
         let revoked = core.revoked.borrow().contains(&hit.token_id);
         if revoked {
-            core.counters().incr(Counter::TokensRejected);
+            route.counters(core.id).rejected(Reject::Revoked);
             tracing::debug!(core = core.id, service = %service.name, "token rejected: revoked");
         }
         !revoked
@@ -138,10 +138,10 @@ async fn paid(
     let settled =
         !core.routes().strict_verify || settled::require_settled(core, hit.payment_hash).await;
     if settled {
-        core.counters().incr(Counter::TokensAccepted);
+        route.counters(core.id).accepted();
         return Some(Decision::Forward(Some(hit.upstream), Some(hit.token_id)));
     }
-    core.counters().incr(Counter::TokensRejected);
+    route.counters(core.id).rejected(Reject::NotSettled);
     tracing::debug!(core = core.id, service = %service.name, "token rejected: invoice not settled (strictverify)");
     None
 }
@@ -176,7 +176,7 @@ fn verified(core: &CoreCtx, route: &Route, head: &Head, resource: &str, now: u64
             Some(hit)
         }
         AuthOutcome::Rejected(reason) => {
-            core.counters().incr(Counter::TokensRejected);
+            route.counters(core.id).rejected(Reject::from(&reason));
             tracing::debug!(core = core.id, service = %service.name, reason = reason.reason(), "token rejected");
             None
         }
@@ -232,7 +232,7 @@ pub async fn challenge(
         &macaroon.to_base64(),
         &invoice.payment_request,
     );
-    core.counters().incr(Counter::ChallengesMinted);
+    route.counters(core.id).minted();
     if let Some(store) = &core.store {
         // Non-blocking: a full store queue drops the ledger row (counted), never the request.
         store.try_record_challenge(token_id, invoice.payment_hash, &service.name, price, now);

@@ -236,6 +236,8 @@ async fn handle<C: Io>(
     let routes = core.routes();
     // The client behind a trusted load balancer, else the TCP peer.
     let client_ip = routes.client_ip(peer.ip(), head);
+    // The service the request was routed to, for its per-service status counters.
+    let mut routed: Option<&Route> = None;
     let local = match admit(&routes, head, client_ip) {
         Err(local) => local,
         Ok(_) if head.path() == DISCOVERY_PATH && matches!(head.method(), b"GET" | b"HEAD") => {
@@ -248,7 +250,10 @@ async fn handle<C: Io>(
                 None => Local(Synthetic::NotFound, framing, true),
                 Some(route) => match authorize(core, client, route, head, client_ip, framing).await
                 {
-                    Decision::Answer(synthetic) => Local(synthetic, framing, true),
+                    Decision::Answer(synthetic) => {
+                        routed = Some(route);
+                        Local(synthetic, framing, true)
+                    }
                     decision => {
                         let (upstream_auth, key) = match decision {
                             Decision::Forward(upstream_auth, Some(id)) => {
@@ -262,6 +267,7 @@ async fn handle<C: Io>(
                         };
                         if let Some(key) = key {
                             if let Some(denied) = limit::limit(core, route, key, path).await {
+                                route.counters(core.id).status(denied.status());
                                 return answer(core, client, head, framing, denied, out, true)
                                     .await;
                             }
@@ -280,6 +286,9 @@ async fn handle<C: Io>(
         }
     };
     let Local(synthetic, framing, may_keep) = local;
+    if let Some(route) = routed {
+        route.counters(core.id).status(synthetic.status());
+    }
     answer(core, client, head, framing, synthetic, out, may_keep).await
 }
 
@@ -367,10 +376,12 @@ async fn forward_phase<C: Io>(
         Ok(done) => {
             core.counters().incr(Counter::Forwarded);
             core.counters().status(done.status);
+            route.counters(core.id).status(done.status);
             log_request(core, head, done.status, Some(&route.service.name));
             done.keep_alive
         }
         Err(ForwardError::Answer(synthetic)) => {
+            route.counters(core.id).status(synthetic.status());
             let framing = Framing::Length(0);
             answer(core, client, head, framing, synthetic, out, false).await;
             false

@@ -91,7 +91,9 @@ async fn forward_on<C: Io, U: Upstream>(
     }
     out.clear();
     write_request_head(route, &req, out);
+    let started = std::time::Instant::now();
     let mut up: BufStream<U> = exchange(core, route, &req, client, resp, out, &limits).await?;
+    route.counters(core.id).upstream_latency(started.elapsed());
     let method = req.head.method();
     let framing = resp.response_framing(method).map_err(|e| bad_gateway(&e))?;
     let keep_alive = req.head.keep_alive() && !core.shutdown.is_set();
@@ -155,6 +157,7 @@ async fn exchange<C: Io, U: Upstream>(
 /// Counts and logs an upstream failure; the client gets a 502.
 fn upstream_failed(core: &CoreCtx, route: &Route, why: &dyn std::fmt::Display) -> ForwardError {
     core.counters().incr(Counter::UpstreamErrors);
+    route.counters(core.id).upstream_error();
     tracing::debug!(core = core.id, service = %route.service.name, "upstream failed: {why}");
     ForwardError::Answer(Synthetic::BadGateway)
 }

@@ -8,14 +8,14 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 
 use crate::config::RateLimitRule;
 use crate::error::Synthetic;
-use crate::metrics::Counter;
+use crate::metrics::RuleStats;
 use crate::ratelimit::{self, ClientKey, Decision, Limiter, RuleSet};
 
 use super::{CoreCtx, Route, Routes};
@@ -173,6 +173,31 @@ impl CoreLimits {
             None => Decision::Allow,
         }
     }
+
+    /// Keys held and keys evicted so far by a route's limiter on this core.
+    pub fn occupancy(&self, route: usize) -> Option<(usize, u64)> {
+        let limiters = self.limiters.borrow();
+        let limiter = limiters.get(route)?;
+        Some((limiter.len(), limiter.evictions()))
+    }
+}
+
+/// Decides for a key this core owns, then publishes the route's limiter occupancy to this
+/// core's block of the service's counters (Go aperture's cache size and evictions).
+fn check_owned(
+    core: &CoreCtx,
+    route: usize,
+    key: &ClientKey,
+    rules: &[usize],
+    now_ns: u64,
+) -> Decision {
+    let decision = core.limits.check_local(route, key, rules, now_ns);
+    if let Some((keys, evictions)) = core.limits.occupancy(route) {
+        if let Some(r) = core.routes.borrow().routes.get(route) {
+            r.counters(core.id).ratelimit_occupancy(keys, evictions);
+        }
+    }
+    decision
 }
 
 fn rule_set(rules: &[RateLimitRule]) -> RuleSet {
@@ -196,7 +221,8 @@ pub fn now_ns() -> u64 {
 
 /// Runs the rate-limit phase: `Some(429)` when any matching rule denies.
 pub async fn limit(core: &CoreCtx, route: &Route, key: ClientKey, path: &str) -> Option<Synthetic> {
-    decide(core, route.index, &route.service.rate_limits, key, path).await
+    let rules = (&route.service.rate_limits[..], &route.rule_stats[..]);
+    decide(core, route.index, rules, key, path).await
 }
 
 /// Limits minting challenges per client IP (`challengeratelimits`): `Some(429)` when denied.
@@ -209,20 +235,19 @@ pub async fn limit_challenge(
     if routes.challenge_rate_limits.is_empty() {
         return None;
     }
-    decide(
-        core,
-        CHALLENGES,
-        &routes.challenge_rate_limits,
-        ClientKey::ip(peer),
-        path,
-    )
-    .await
+    let rules = (
+        &routes.challenge_rate_limits[..],
+        &routes.challenge_rule_stats[..],
+    );
+    decide(core, CHALLENGES, rules, ClientKey::ip(peer), path).await
 }
 
+/// Decides for `key` under the rules that match `path`; `rule_cfg` pairs the rules with their
+/// counters (in the same order; no counters when the snapshot was never bound).
 async fn decide(
     core: &CoreCtx,
     limiter: usize,
-    rule_cfg: &[RateLimitRule],
+    (rule_cfg, stats): (&[RateLimitRule], &[Arc<RuleStats>]),
     key: ClientKey,
     path: &str,
 ) -> Option<Synthetic> {
@@ -238,21 +263,26 @@ async fn decide(
     let now = now_ns();
     let owner = ratelimit::owner_core(&key, core.peers.len());
     let decision = if owner == core.id {
-        core.limits.check_local(limiter, &key, &rules, now)
+        check_owned(core, limiter, &key, &rules, now)
     } else {
-        ask_owner(core, owner, limiter, key, rules, now).await
+        // The message owns its rule list; a copy stays here for the counters.
+        ask_owner(core, owner, limiter, key, rules.clone(), now).await
     };
+    // As Go aperture: every matching rule counts the request, as allowed when all allowed it
+    // and as denied when any denied it.
+    let allowed = matches!(decision, Decision::Allow);
+    for block in rules.iter().filter_map(|&i| stats.get(i)?.core(core.id)) {
+        if allowed {
+            block.allowed();
+        } else {
+            block.denied();
+        }
+    }
     match decision {
-        Decision::Allow => {
-            core.counters().incr(Counter::RateLimitAllowed);
-            None
-        }
-        Decision::Deny { retry_after_secs } => {
-            core.counters().incr(Counter::RateLimited);
-            Some(Synthetic::TooManyRequests {
-                retry_after: retry_after_secs,
-            })
-        }
+        Decision::Allow => None,
+        Decision::Deny { retry_after_secs } => Some(Synthetic::TooManyRequests {
+            retry_after: retry_after_secs,
+        }),
     }
 }
 
@@ -334,7 +364,7 @@ pub async fn serve_peers(
     while let Some(msg) = super::recv(&mut inbox).await {
         match msg {
             PeerMsg::Check(c) => {
-                let decision = core.limits.check_local(c.route, &c.key, &c.rules, c.now_ns);
+                let decision = check_owned(&core, c.route, &c.key, &c.rules, c.now_ns);
                 let _ = c.reply.send(decision);
             }
             PeerMsg::Freebie {

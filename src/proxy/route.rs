@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::config::{Config, IpNet, RateLimitRule, Service};
 use crate::l402::{ChallengeShape, UpstreamAuthorization};
+use crate::metrics::{Metrics, RuleStats, ServiceBlock, ServiceStats};
 use crate::upstream_tls::{self, UpstreamTls};
 
 /// Timeouts and size limits of the data path.
@@ -40,6 +41,18 @@ pub struct Route {
     pub upstream_tls: Option<Arc<UpstreamTls>>,
     /// The dynamic pricer (`dynamicprice.enabled`), asked through the bridge.
     pub pricer: Option<Arc<lnd_bridge::PricerTarget>>,
+    /// The service's counters (unbound until [`Routes::bind_metrics`]).
+    pub stats: Arc<ServiceStats>,
+    /// The counters of each of `service.rate_limits`, in the same order (empty until bound).
+    pub rule_stats: Arc<[Arc<RuleStats>]>,
+}
+
+impl Route {
+    /// The block of this service's counters that `core` writes: no lookup, no lock.
+    #[inline]
+    pub fn counters(&self, core: usize) -> &ServiceBlock {
+        self.stats.core(core)
+    }
 }
 
 /// Services in match order plus the limits.
@@ -66,6 +79,8 @@ pub struct Routes {
     pub proxy_protocol: bool,
     /// Peers answered with 403 before anything else.
     pub blocklist: Vec<IpNet>,
+    /// The counters of each of `challenge_rate_limits`, in the same order (empty until bound).
+    pub challenge_rule_stats: Arc<[Arc<RuleStats>]>,
 }
 
 /// An upstream address that did not resolve.
@@ -174,6 +189,8 @@ impl Routes {
                     upstream,
                     upstream_tls,
                     pricer,
+                    stats: Arc::default(),
+                    rule_stats: Arc::new([]),
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -196,7 +213,36 @@ impl Routes {
             trusted_proxies: config.trusted_proxies.clone(),
             proxy_protocol: config.proxy_protocol,
             discovery,
+            challenge_rule_stats: Arc::new([]),
         })
+    }
+
+    /// This snapshot with every route's counters taken from `metrics`' registry (by service
+    /// name, and by service and path pattern for rate-limit rules). Call on the main thread
+    /// before handing the snapshot to the cores: it locks the registry.
+    pub fn bind_metrics(&self, metrics: &Metrics) -> Routes {
+        let pattern = |r: &RateLimitRule| {
+            r.path_regexp
+                .as_ref()
+                .map_or(String::new(), |p| p.as_str().to_owned())
+        };
+        let mut bound = self.clone();
+        for route in &mut bound.routes {
+            let name = route.service.name.as_str();
+            route.stats = metrics.service(name);
+            route.rule_stats = route
+                .service
+                .rate_limits
+                .iter()
+                .map(|r| metrics.rule(Some(name), &pattern(r)))
+                .collect();
+        }
+        bound.challenge_rule_stats = self
+            .challenge_rate_limits
+            .iter()
+            .map(|r| metrics.rule(None, &pattern(r)))
+            .collect();
+        bound
     }
 
     /// The client behind `peer`: when `peer` is a trusted proxy, the rightmost address in

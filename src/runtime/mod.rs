@@ -102,6 +102,13 @@ impl Server {
         }
     }
 
+    /// Hands every core a new routing snapshot (SIGHUP), first bound to this server's metrics
+    /// registry so its services keep (or start) their per-service counters.
+    pub fn reload(&self, routes: &Routes) {
+        let routes = Arc::new(routes.bind_metrics(&self.metrics));
+        self.broadcast(|| Control::Routes(routes.clone()));
+    }
+
     /// Asks every core to drain (without waiting).
     pub fn begin_shutdown(&self, grace: Duration) {
         self.broadcast(|| Control::Shutdown { grace });
@@ -154,6 +161,8 @@ pub fn start(settings: Settings) -> Result<Server, RuntimeError> {
         }
     }
     let metrics = Metrics::new(settings.cores);
+    // Bound here, on the starting thread: the cores index their per-service counters directly.
+    let routes = Arc::new(settings.routes.bind_metrics(&metrics));
     let (peer_txs, mut peer_rxs): (Vec<_>, Vec<_>) =
         (0..settings.cores).map(|_| mpsc::unbounded()).unzip();
     let peers: Arc<[_]> = peer_txs.into();
@@ -176,7 +185,7 @@ pub fn start(settings: Settings) -> Result<Server, RuntimeError> {
             id,
             cpu: cpus.get(id % cpus.len().max(1)).copied(),
             listener: std_listener,
-            routes: settings.routes.clone(),
+            routes: routes.clone(),
             master_secret: settings.master_secret,
             bridge: settings.bridge.clone(),
             metrics: metrics.clone(),

@@ -158,7 +158,10 @@ async fn phases(
         body: &[],
     };
     let (upstream_auth, key) = match auth::authorize(core, route, &head, client_ip, input).await {
-        Decision::Answer(answer) => return Err(answer),
+        Decision::Answer(answer) => {
+            route.counters(core.id).status(answer.status());
+            return Err(answer);
+        }
         Decision::Forward(upstream_auth, Some(id)) => (upstream_auth, Some(ClientKey::Token(id))),
         Decision::Forward(upstream_auth, None) => (upstream_auth, Some(ClientKey::ip(client_ip))),
         // Priced at 0 by the pricer: neither paid for nor rate limited.
@@ -166,6 +169,7 @@ async fn phases(
     };
     if let Some(key) = key {
         if let Some(denied) = limit::limit(core, route, key, &path).await {
+            route.counters(core.id).status(denied.status());
             return Err(denied);
         }
     }
@@ -176,9 +180,12 @@ async fn phases(
         authorization: routes.upstream_authorization,
         is_grpc,
     };
-    let status = upstream::forward(core, out, req, respond).await?;
+    let status = upstream::forward(core, out, req, respond)
+        .await
+        .inspect_err(|answer| route.counters(core.id).status(answer.status()))?;
     core.counters().incr(Counter::Forwarded);
     core.counters().status(status);
+    route.counters(core.id).status(status);
     Ok(())
 }
 

@@ -133,6 +133,7 @@ async fn connect_h2_tls(
 
 fn failed(core: &CoreCtx, route: &Route, why: &dyn std::fmt::Display) -> Synthetic {
     core.counters().incr(Counter::UpstreamErrors);
+    route.counters(core.id).upstream_error();
     tracing::debug!(core = core.id, service = %route.service.name, "upstream failed: {why}");
     Synthetic::BadGateway
 }
@@ -309,6 +310,7 @@ async fn forward_h2(
     *upreq.uri_mut() = uri.parse().map_err(|e| failed(core, route, &e))?;
     *upreq.headers_mut() = request_headers(out, &parts.headers);
     let end = body.is_end_stream();
+    let started = std::time::Instant::now();
     let (response, up_send) = send
         .send_request(upreq, end)
         .map_err(|e| failed(core, route, &e))?;
@@ -321,6 +323,7 @@ async fn forward_h2(
         Ok(Err(e)) => return Err(failed(core, route, &e)),
         Err(_) => return Err(failed(core, route, &"no response head in time")),
     };
+    route.counters(core.id).upstream_latency(started.elapsed());
     let (parts, body) = resp.into_parts();
     let status = parts.status.as_u16();
     let mut head = http::Response::new(());
@@ -506,6 +509,7 @@ async fn exchange_h1<U: Upstream>(
     method: &str,
 ) -> Result<(Head, Bytes), Synthetic> {
     let limits = core.routes().limits.clone();
+    let started = std::time::Instant::now();
     let mut up = match U::pool(core).take(route.upstream) {
         Some(c) => c,
         None => U::open(route, limits.upstream_timeout)
@@ -518,6 +522,7 @@ async fn exchange_h1<U: Upstream>(
     forward::read_response_head(&mut up, &mut resp, &limits)
         .await
         .map_err(|e| failed(core, route, &format!("{e:?}")))?;
+    route.counters(core.id).upstream_latency(started.elapsed());
     let framing = resp
         .response_framing(method.as_bytes())
         .map_err(|e| failed(core, route, &e))?;
