@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::l402::VerifyError;
+use crate::l402::{CaveatError, VerifyError};
 
 /// What a core counts, summed over the cores (or per core) and not by service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,12 +192,12 @@ impl From<&VerifyError> for Reject {
             VerifyError::ThirdPartyCaveat => Reject::ThirdPartyCaveat,
             VerifyError::BadPreimage => Reject::BadPreimage,
             VerifyError::BadSignature => Reject::BadSignature,
-            VerifyError::WrongService => Reject::WrongService,
-            VerifyError::Expired => Reject::Expired,
-            VerifyError::Capability => Reject::Capability,
-            VerifyError::Widened(_) => Reject::WidenedCaveat,
-            VerifyError::BadCaveat(_) => Reject::BadCaveat,
-            VerifyError::PreimageCaveat => Reject::PreimageCaveat,
+            VerifyError::Caveat(CaveatError::WrongService) => Reject::WrongService,
+            VerifyError::Caveat(CaveatError::Expired) => Reject::Expired,
+            VerifyError::Caveat(CaveatError::Capability) => Reject::Capability,
+            VerifyError::Caveat(CaveatError::Widened(_)) => Reject::WidenedCaveat,
+            VerifyError::Caveat(CaveatError::Malformed(_)) => Reject::BadCaveat,
+            VerifyError::Caveat(CaveatError::PreimageMismatch) => Reject::PreimageCaveat,
         }
     }
 }
@@ -641,12 +641,12 @@ mod tests {
             VerifyError::ThirdPartyCaveat,
             VerifyError::BadPreimage,
             VerifyError::BadSignature,
-            VerifyError::WrongService,
-            VerifyError::Expired,
-            VerifyError::Capability,
-            VerifyError::Widened("services"),
-            VerifyError::BadCaveat("timeout"),
-            VerifyError::PreimageCaveat,
+            VerifyError::Caveat(CaveatError::WrongService),
+            VerifyError::Caveat(CaveatError::Expired),
+            VerifyError::Caveat(CaveatError::Capability),
+            VerifyError::Caveat(CaveatError::Widened("services")),
+            VerifyError::Caveat(CaveatError::Malformed("timeout")),
+            VerifyError::Caveat(CaveatError::PreimageMismatch),
         ];
         for e in &errors {
             assert_eq!(Reject::from(e).label(), e.reason(), "{e:?}");

@@ -41,6 +41,20 @@ pub enum CaveatError {
     PreimageMismatch,
 }
 
+impl CaveatError {
+    /// Stable snake_case label for metrics (part of `VerifyError::reason`'s set).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::WrongService => "wrong_service",
+            Self::Expired => "expired",
+            Self::Capability => "capability",
+            Self::Widened(_) => "widened_caveat",
+            Self::Malformed(_) => "bad_caveat",
+            Self::PreimageMismatch => "preimage_caveat",
+        }
+    }
+}
+
 /// Splits `condition=value` at the first `=`; `None` when there is no `=` (such caveats are
 /// skipped, as Go does).
 pub fn split_caveat(caveat: &[u8]) -> Option<(&[u8], &[u8])> {

@@ -40,18 +40,9 @@ pub enum VerifyError {
     BadPreimage,
     #[error("signature does not verify")]
     BadSignature,
-    #[error("token not valid for this service")]
-    WrongService,
-    #[error("token expired")]
-    Expired,
-    #[error("capability not granted")]
-    Capability,
-    #[error("{0} caveat widens an earlier one")]
-    Widened(&'static str),
-    #[error("malformed {0} caveat")]
-    BadCaveat(&'static str),
-    #[error("preimage caveat does not match the payment hash")]
-    PreimageCaveat,
+    /// A first-party caveat failed (the caveat module's own error, not restated here).
+    #[error(transparent)]
+    Caveat(#[from] CaveatError),
 }
 
 impl VerifyError {
@@ -63,12 +54,7 @@ impl VerifyError {
             Self::ThirdPartyCaveat => "third_party_caveat",
             Self::BadPreimage => "bad_preimage",
             Self::BadSignature => "bad_signature",
-            Self::WrongService => "wrong_service",
-            Self::Expired => "expired",
-            Self::Capability => "capability",
-            Self::Widened(_) => "widened_caveat",
-            Self::BadCaveat(_) => "bad_caveat",
-            Self::PreimageCaveat => "preimage_caveat",
+            Self::Caveat(c) => c.reason(),
         }
     }
 
@@ -96,19 +82,6 @@ impl From<CredentialError> for VerifyError {
 impl From<IdentifierError> for VerifyError {
     fn from(e: IdentifierError) -> Self {
         Self::BadIdentifier(e)
-    }
-}
-
-impl From<CaveatError> for VerifyError {
-    fn from(e: CaveatError) -> Self {
-        match e {
-            CaveatError::WrongService => Self::WrongService,
-            CaveatError::Expired => Self::Expired,
-            CaveatError::Capability => Self::Capability,
-            CaveatError::Widened(c) => Self::Widened(c),
-            CaveatError::Malformed(c) => Self::BadCaveat(c),
-            CaveatError::PreimageMismatch => Self::PreimageCaveat,
-        }
     }
 }
 
@@ -373,18 +346,24 @@ mod tests {
         );
         assert_eq!(
             check(&m, &PRE, req("other")),
-            rejected(VerifyError::WrongService)
+            rejected(VerifyError::Caveat(CaveatError::WrongService))
         );
         let late = VerifyRequest {
             now_unix: NOW + 10,
             ..req("svc")
         };
-        assert_eq!(check(&m, &PRE, late), rejected(VerifyError::Expired));
+        assert_eq!(
+            check(&m, &PRE, late),
+            rejected(VerifyError::Caveat(CaveatError::Expired))
+        );
         let write = VerifyRequest {
             capability: Some("write"),
             ..req("svc")
         };
-        assert_eq!(check(&m, &PRE, write), rejected(VerifyError::Capability));
+        assert_eq!(
+            check(&m, &PRE, write),
+            rejected(VerifyError::Caveat(CaveatError::Capability))
+        );
         let read = VerifyRequest {
             capability: Some("read"),
             ..req("svc")
@@ -404,13 +383,13 @@ mod tests {
         widened.add_first_party_caveat(format!("svc_valid_until={}", NOW + 99));
         assert_eq!(
             check(&widened, &PRE, req("svc")),
-            rejected(VerifyError::Widened("valid_until"))
+            rejected(VerifyError::Caveat(CaveatError::Widened("valid_until")))
         );
         let mut wrong_pre = m.clone();
         wrong_pre.add_first_party_caveat(format!("preimage={}", hex::encode([6u8; 32])));
         assert_eq!(
             check(&wrong_pre, &PRE, req("svc")),
-            rejected(VerifyError::PreimageCaveat)
+            rejected(VerifyError::Caveat(CaveatError::PreimageMismatch))
         );
 
         let short_id = Macaroon::mint(&[0u8; 32], LOCATION, &[0u8; 65], &[] as &[&str]);
@@ -513,12 +492,12 @@ mod tests {
             VerifyError::ThirdPartyCaveat,
             VerifyError::BadPreimage,
             VerifyError::BadSignature,
-            VerifyError::WrongService,
-            VerifyError::Expired,
-            VerifyError::Capability,
-            VerifyError::Widened("services"),
-            VerifyError::BadCaveat("services"),
-            VerifyError::PreimageCaveat,
+            VerifyError::Caveat(CaveatError::WrongService),
+            VerifyError::Caveat(CaveatError::Expired),
+            VerifyError::Caveat(CaveatError::Capability),
+            VerifyError::Caveat(CaveatError::Widened("services")),
+            VerifyError::Caveat(CaveatError::Malformed("services")),
+            VerifyError::Caveat(CaveatError::PreimageMismatch),
         ];
         let mut reasons: Vec<_> = all.iter().map(VerifyError::reason).collect();
         reasons.sort_unstable();

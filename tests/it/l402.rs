@@ -7,8 +7,8 @@ use std::process::Command;
 use aperture::l402::macaroon::signature_chain;
 use aperture::l402::{
     derive_root_key, macaroon_from_base64, mint_caveats, parse_credentials, verify_with_root_key,
-    AuthOutcome, Credential, CredentialSource, Identifier, Macaroon, MacaroonRef, Verifier,
-    VerifyError, VerifyRequest, LOCATION,
+    AuthOutcome, CaveatError, Credential, CredentialSource, Identifier, Macaroon, MacaroonRef,
+    Verifier, VerifyError, VerifyRequest, LOCATION,
 };
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -114,11 +114,11 @@ fn golden_vector_1_byte_for_byte() {
     );
     assert_eq!(
         verify_with_root_key(&cred, &v1_root(), &req("svc1", 4_102_444_800)),
-        Err(VerifyError::Expired)
+        Err(VerifyError::Caveat(CaveatError::Expired))
     );
     assert_eq!(
         verify_with_root_key(&cred, &v1_root(), &req("svc2", 0)),
-        Err(VerifyError::WrongService)
+        Err(VerifyError::Caveat(CaveatError::WrongService))
     );
 }
 
@@ -163,11 +163,11 @@ fn golden_vector_2_with_injected_clock() {
     );
     assert_eq!(
         verify_with_root_key(&cred, &root, &req("service1", 1_700_000_000)),
-        Err(VerifyError::Expired)
+        Err(VerifyError::Caveat(CaveatError::Expired))
     );
     assert_eq!(
         verify_with_root_key(&cred, &root, &req("service1", 1_800_000_000)),
-        Err(VerifyError::Expired)
+        Err(VerifyError::Caveat(CaveatError::Expired))
     );
     let add = VerifyRequest {
         capability: Some("add"),
@@ -180,7 +180,7 @@ fn golden_vector_2_with_injected_clock() {
     };
     assert_eq!(
         verify_with_root_key(&cred, &root, &mul),
-        Err(VerifyError::Capability)
+        Err(VerifyError::Caveat(CaveatError::Capability))
     );
 }
 

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aperture::config::{self, Db};
-use aperture::l402::{parse_credentials, verify_with_root_key, VerifyError, VerifyRequest};
+use aperture::l402::{
+    parse_credentials, verify_with_root_key, CaveatError, VerifyError, VerifyRequest,
+};
 use aperture::store::postgres::PgStore;
 use aperture::store::sqlite::SqliteStore;
 use aperture::store::{
@@ -275,7 +277,7 @@ fn vector_2_verifies_with(keys: &store::LegacyKeys) {
     );
     assert_eq!(
         verify_with_root_key(&cred, root, &req(1_700_000_000)),
-        Err(VerifyError::Expired)
+        Err(VerifyError::Caveat(CaveatError::Expired))
     );
     assert_eq!(
         verify_with_root_key(&cred, &[2; 32], &req(1_699_999_999)),
