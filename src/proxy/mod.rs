@@ -15,6 +15,7 @@ pub mod pool;
 pub mod respond;
 pub mod route;
 pub mod settled;
+pub mod tls_accept;
 pub mod tokens;
 
 use std::cell::{Cell, RefCell};

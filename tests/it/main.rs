@@ -6,6 +6,8 @@ mod echo_proto;
 mod fleet;
 mod grpc;
 mod grpc_tonic;
+mod h2_abuse;
+mod h2_tls;
 mod https_upstream;
 mod l402;
 mod lnd;

@@ -35,6 +35,10 @@ use monoio::net::TcpStream;
 /// Largest response body buffered from an HTTP/1.1 upstream for an HTTP/2 client.
 const MAX_BUFFERED_RESPONSE: usize = 64 << 20;
 
+/// Receive windows of our h2 client connections to upstreams (per stream, per connection).
+const UPSTREAM_STREAM_WINDOW: u32 = 1 << 20;
+const UPSTREAM_CONNECTION_WINDOW: u32 = 4 << 20;
+
 /// The request side of one forward.
 pub struct Outbound<'a> {
     pub route: &'a Route,
@@ -275,8 +279,8 @@ where
 {
     let io = stream;
     let (send, conn) = h2::client::Builder::new()
-        .initial_window_size(super::STREAM_WINDOW)
-        .initial_connection_window_size(super::CONNECTION_WINDOW)
+        .initial_window_size(UPSTREAM_STREAM_WINDOW)
+        .initial_connection_window_size(UPSTREAM_CONNECTION_WINDOW)
         .handshake::<_, Bytes>(io)
         .await
         .map_err(|e| failed(core, route, &e))?;
