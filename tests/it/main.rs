@@ -7,6 +7,7 @@ mod fleet;
 mod grpc;
 mod grpc_tonic;
 mod h2_abuse;
+mod h2_forward;
 mod h2_tls;
 mod https_upstream;
 mod l402;

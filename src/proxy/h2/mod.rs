@@ -5,6 +5,7 @@
 //! task on this core. gRPC requests get every synthetic answer in the Trailers-Only form. Nothing
 //! here panics on network input; a broken stream is reset, a broken connection closed.
 
+mod h1_upstream;
 mod rewind;
 mod upstream;
 
