@@ -3,9 +3,9 @@
 #
 #   benches/h2load.sh [--cores N] [--requests R] [--clients C] [--streams M]
 #
-# Installs h2load (Debian nghttp2-client) when missing, builds aperture in release mode, starts
-# aperture --dev (plaintext listener, demo origin, dev Lightning backend) on :18082 with the
-# wallet on :18089, buys one token through the real 402 -> pay flow, then runs h2load with
+# Installs h2load (Debian nghttp2-client) and nginx when missing, builds aperture in release
+# mode, starts an nginx origin (fixed answer) on :18083 and aperture (plaintext listener, dev
+# Lightning backend) on :18082 with the wallet on :18089, buys one token through the real 402 -> pay flow, then runs h2load with
 # `authorization: L402 <macaroon>:<preimage>` and prints its req/s. Everything it starts is
 # stopped on exit; nothing leaves loopback.
 set -euo pipefail
@@ -22,8 +22,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-if ! command -v h2load >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null
+if ! command -v h2load >/dev/null 2>&1 || ! command -v nginx >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client nginx-light >/dev/null
 fi
 cargo build --release --quiet
 BIN=$PWD/target/release/aperture
@@ -52,20 +52,25 @@ services:
     protocol: http
     price: 10
 YAML
-# The origin: a tiny keep-alive HTTP/1.1 server (python, one thread per connection).
-python3 - <<'PY' &
-import http.server, socketserver
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        body = b"hello, paid\n"
-        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
-    def log_message(self, *a): pass
-class S(socketserver.ThreadingMixIn, http.server.HTTPServer): daemon_threads = True
-S(("127.0.0.1", 18083), H).serve_forever()
-PY
-ORIGIN=$!
-trap 'kill $ORIGIN 2>/dev/null || true; cleanup' EXIT
+# The origin: nginx with a fixed answer (one worker; fast enough that the figure measures the
+# proxy, which a threaded Python origin was not).
+cat > "$WORK/origin.conf" <<NGINX
+worker_processes 1;
+daemon on;
+pid $WORK/origin.pid;
+error_log $WORK/origin-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server {
+    listen 127.0.0.1:18083;
+    keepalive_requests 100000;
+    location / { return 200 "hello, paid\n"; }
+  }
+}
+NGINX
+nginx -c "$WORK/origin.conf" -p "$WORK"
+trap '[ -f "$WORK/origin.pid" ] && kill "$(cat "$WORK/origin.pid")" 2>/dev/null || true; cleanup' EXIT
 "$BIN" --config "$WORK/aperture.yaml" --basedir "$WORK" --cores "$CORES" --no-pin 2>"$WORK/log" &
 PID=$!
 for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:18083/ && curl -s -o /dev/null http://127.0.0.1:18082/ && break; sleep 0.1; done

@@ -4,6 +4,7 @@
 //! warnings are collected in [`Config::warnings`] for the binary to log. The only file I/O is
 //! reading the config file itself ([`load`]) and `!file+hex:`/`!file+base64:` header values.
 
+mod http2;
 mod raw;
 mod service;
 mod validate;
@@ -17,6 +18,7 @@ use regex::Regex;
 
 use crate::l402::{ChallengeShape, UpstreamAuthorization};
 
+pub use http2::Http2;
 pub use values::IpNet;
 
 /// Exit code for any configuration error (sysexits' `EX_USAGE`).
@@ -96,6 +98,8 @@ pub struct Config {
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
     pub upstream_timeout: Duration,
+    /// Downstream HTTP/2 limits (`http2:`, ours).
+    pub http2: Http2,
     pub challenge_shape: ChallengeShape,
     /// Which `Authorization` fields a paid request carries upstream.
     pub upstream_authorization: UpstreamAuthorization,

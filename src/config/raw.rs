@@ -57,6 +57,7 @@ pub(crate) struct RawConfig {
     pub trustedproxies: Option<Vec<String>>,
     pub proxyprotocol: Option<bool>,
     pub challengeratelimits: Option<Vec<RawRateLimit>>,
+    pub http2: Option<RawHttp2>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -218,6 +219,17 @@ pub(crate) struct RawDynamicPrice {
     pub tlscertpath: Option<String>,
     pub metered: Option<bool>,
     pub usagetailbytes: Option<i64>,
+}
+
+/// Ours: HTTP/2 limits of the downstream listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttp2 {
+    pub maxconcurrentstreams: Option<i64>,
+    pub maxheaderlistsize: Option<i64>,
+    pub initialstreamwindow: Option<i64>,
+    pub initialconnectionwindow: Option<i64>,
+    pub idletimeout: Option<String>,
 }
 
 /// Parses YAML text into the raw mirror. This is the only place that touches the YAML library.

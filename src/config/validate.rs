@@ -65,6 +65,7 @@ pub(crate) fn validate(mut raw: RawConfig, origin: &str) -> Result<Config, Confi
     let basedir_set = nonempty(raw.basedir.as_deref()).map(expand_tilde);
     let [idle_timeout, read_timeout, write_timeout, upstream_timeout] = timeouts(&raw, &cx)?;
     let (max_header_bytes, max_body_bytes) = limits(&raw, &cx)?;
+    let http2 = super::http2::http2(raw.http2.as_ref(), idle_timeout, &cx)?;
     let challenge_shape = challenge_shape(&raw, &mut cx)?;
     let rate_limit_steering = match nonempty(raw.ratelimitsteering.as_deref()) {
         None | Some("ip") => true,
@@ -125,6 +126,7 @@ pub(crate) fn validate(mut raw: RawConfig, origin: &str) -> Result<Config, Confi
         max_header_bytes,
         max_body_bytes,
         upstream_timeout,
+        http2,
         challenge_shape,
         upstream_authorization,
         rate_limit_steering,

@@ -1,5 +1,5 @@
-//! One downstream connection: TLS termination (on the accepting core) and protocol selection
-//! (ALPN on TLS, the HTTP/2 preface on plaintext), then HTTP/1.1 here: read a head, run the
+//! One downstream connection: protocol selection on plaintext (the HTTP/2 preface; TLS and ALPN
+//! are in [`super::tls_accept`]), then HTTP/1.1 here: read a head, run the
 //! request phases (route → authenticate → forward), answer, repeat while keep-alive holds. HTTP/2
 //! connections go to [`super::h2`]. Every failure becomes either a synthetic answer or a closed
 //! connection; nothing here panics on network input.
@@ -42,7 +42,12 @@ pub async fn serve(core: Rc<CoreCtx>, stream: TcpStream, peer: SocketAddr) {
     match sniff_preface(&core, &mut client).await {
         Some(true) => {
             let buffered = client.take_buffered();
-            super::h2::serve(core, client.stream, buffered, peer).await
+            let compat = monoio_compat::StreamWrapper::new_with_buffer_size(
+                client.stream,
+                16 * 1024,
+                16 * 1024,
+            );
+            super::h2::serve(core, super::h2::Rewind::new(buffered, compat), peer).await
         }
         Some(false) => serve_h1(core, client, peer).await,
         None => {}
@@ -72,38 +77,15 @@ async fn sniff_preface<C: Io>(core: &CoreCtx, client: &mut BufStream<C>) -> Opti
     }
 }
 
-/// Terminates TLS on this core, then serves the protocol ALPN picked (`h2` or HTTP/1.1).
-/// Handshake failures and timeouts are counted and logged at debug level.
-pub async fn serve_tls(
-    core: Rc<CoreCtx>,
-    acceptor: monoio_rustls::TlsAcceptor,
-    stream: TcpStream,
-    peer: SocketAddr,
-) {
-    // The PROXY header comes first, before the TLS handshake.
-    let Some(peer) = client_of(&core, &stream, peer).await else {
-        return;
-    };
-    let _ = stream.set_nodelay(true);
-    let within = core.routes().limits.read_timeout.min(HANDSHAKE_TIMEOUT);
-    let tls = match monoio::time::timeout(within, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => return handshake_failed(&core, peer, &e),
-        Err(_) => return handshake_failed(&core, peer, &"timed out"),
-    };
-    let h2 = tls.alpn_protocol().as_deref() == Some(crate::tls::ALPN_H2);
-    if h2 {
-        super::h2::serve(core, tls, Vec::new(), peer).await
-    } else {
-        serve_h1(core, BufStream::new(tls), peer).await
-    }
-}
-
 /// The connection's client: the TCP peer, or, when the peer is a trusted proxy and
 /// `proxyprotocol` is on, the source its PROXY header names (the peer itself for `LOCAL`).
 /// `None`: the header was missing, malformed or late; the connection is closed (counted, logged
 /// at debug).
-async fn client_of(core: &CoreCtx, stream: &TcpStream, peer: SocketAddr) -> Option<SocketAddr> {
+pub(super) async fn client_of(
+    core: &CoreCtx,
+    stream: &TcpStream,
+    peer: SocketAddr,
+) -> Option<SocketAddr> {
     if !core.routes().expects_proxy_header(peer.ip()) {
         return Some(peer);
     }
@@ -115,14 +97,6 @@ async fn client_of(core: &CoreCtx, stream: &TcpStream, peer: SocketAddr) -> Opti
             None
         }
     }
-}
-
-/// Longest a TLS handshake may take.
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-fn handshake_failed(core: &CoreCtx, peer: SocketAddr, why: &dyn std::fmt::Display) {
-    core.counters().incr(Counter::TlsHandshakeFailures);
-    tracing::debug!(core = core.id, %peer, "TLS handshake failed: {why}");
 }
 
 /// Serves HTTP/1.1 on a connection until it closes.

@@ -113,7 +113,7 @@ async fn forward_on<C: Io, U: Upstream>(
 
 /// Sends the request head in `out` and the body, then reads the response head into `resp`.
 /// Takes a pooled connection when there is one, retrying once on a fresh one when the pooled
-/// one turns out closed before any response byte and the request had no body.
+/// one turns out closed or reset before any response byte and the request had no body.
 async fn exchange<C: Io, U: Upstream>(
     core: &CoreCtx,
     route: &Route,
@@ -148,10 +148,22 @@ async fn exchange<C: Io, U: Upstream>(
         send_body(client, &mut up, req.framing, limits).await?;
         match read_response_head(&mut up, resp, limits).await {
             Ok(()) => return Ok(up),
-            Err(ReadError::Eof) if retryable => continue,
+            Err(e) if retryable && is_stale(&e, &up) => continue,
             Err(e) => return Err(bad_gateway(&format!("{e:?}"))),
         }
     }
+}
+
+/// Whether a read error on a reused connection means it was stale (the upstream closed or reset
+/// it while idle) rather than a failure of this request: no response byte arrived.
+pub(crate) fn is_stale<U: Io>(e: &ReadError, up: &BufStream<U>) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    let closed = match e {
+        ReadError::Eof => true,
+        ReadError::Io(e) => matches!(e.kind(), ConnectionReset | BrokenPipe | ConnectionAborted),
+        ReadError::Timeout => false,
+    };
+    closed && up.data().is_empty()
 }
 
 /// Counts and logs an upstream failure; the client gets a 502.

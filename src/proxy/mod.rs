@@ -17,6 +17,7 @@ pub mod proxyproto;
 pub mod respond;
 pub mod route;
 pub mod settled;
+pub mod tls_accept;
 pub mod tokens;
 
 use std::cell::{Cell, RefCell};

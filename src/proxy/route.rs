@@ -26,6 +26,8 @@ pub struct Limits {
     pub write_timeout: Duration,
     /// Time to connect to an upstream and to receive its response head.
     pub upstream_timeout: Duration,
+    /// Downstream HTTP/2 limits (`http2:`).
+    pub http2: crate::config::Http2,
 }
 
 /// One service and where its upstream is.
@@ -204,6 +206,7 @@ impl Routes {
                 read_timeout: config.read_timeout,
                 write_timeout: config.write_timeout,
                 upstream_timeout: config.upstream_timeout,
+                http2: config.http2,
             },
             challenge_shape: config.challenge_shape,
             upstream_authorization: config.upstream_authorization,

@@ -20,7 +20,7 @@ use super::{Control, RuntimeError};
 use crate::l402::Verifier;
 use crate::metrics::{Counter, Metrics};
 use crate::proxy::limit::{self, CoreLimits, PeerMsg};
-use crate::proxy::{conn, pool::Pool, settled, CoreCtx, Routes, Shutdown};
+use crate::proxy::{conn, pool::Pool, settled, tls_accept, CoreCtx, Routes, Shutdown};
 
 /// Idle upstream connections kept per upstream and core.
 const POOL_IDLE: usize = 256;
@@ -130,7 +130,7 @@ fn run(
         let _ = ready.send(Ok(driver));
         tracing::info!(core = ctx.id, driver, cpu = ?spec.cpu.map(|c| c.id), "worker serving");
         let active = Rc::new(Cell::new(0usize));
-        let acceptor = spec.tls.map(monoio_rustls::TlsAcceptor::from);
+        let acceptor = spec.tls.map(tls_accept::TlsAcceptor::new);
         accept_loop(&ctx, &listener, acceptor, &active).await;
         drop(listener);
         drain(&ctx, &active, grace.get()).await;
@@ -171,7 +171,7 @@ async fn control_loop(
 async fn accept_loop(
     ctx: &Rc<CoreCtx>,
     listener: &TcpListener,
-    acceptor: Option<monoio_rustls::TlsAcceptor>,
+    acceptor: Option<tls_accept::TlsAcceptor>,
     active: &Rc<Cell<usize>>,
 ) {
     let shutdown = ctx.shutdown.clone();
@@ -192,7 +192,7 @@ async fn accept_loop(
                     // The TLS handshake runs here, on the accepting core, inside the guard.
                     let served = match acceptor {
                         Some(tls) => {
-                            let serve = conn::serve_tls(ctx.clone(), tls, stream, peer);
+                            let serve = tls_accept::serve_tls(ctx.clone(), tls, stream, peer);
                             CatchUnwind(Box::pin(serve)).await
                         }
                         None => CatchUnwind(Box::pin(conn::serve(ctx.clone(), stream, peer))).await,

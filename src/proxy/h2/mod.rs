@@ -1,67 +1,93 @@
 //! HTTP/2 downstream: one connection served by upstream hyperium `h2` 0.4 (its rapid-reset and
-//! local-error-reset protections on) over monoio through `monoio-compat`'s stream adapter. Each
+//! local-error-reset protections on) over monoio through `monoio-compat`'s stream adapter (TLS:
+//! poll-based tokio-rustls over it, see [`super::tls_accept`]), limits from `http2:`. Each
 //! stream runs the same phases as HTTP/1.1 (route → authorize → rate limit → forward) in its own
 //! task on this core. gRPC requests get every synthetic answer in the Trailers-Only form. Nothing
 //! here panics on network input; a broken stream is reset, a broken connection closed.
 
+mod h1_upstream;
+mod rewind;
 mod upstream;
 
-use std::io;
+pub use rewind::Rewind;
+
+use std::cell::Cell;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::RecvStream;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use monoio::time::Instant;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::auth::{self, Decision};
 use super::h1::{Head, Parse};
-use super::io::Io;
 use super::{grpc, limit, respond, CoreCtx};
 use crate::error::Synthetic;
 use crate::metrics::Counter;
 use crate::ratelimit::ClientKey;
 
-/// Streams one connection may have open at once.
-pub const MAX_CONCURRENT_STREAMS: u32 = 256;
-/// Largest header list a client may send (431-equivalent: the stream is refused).
-pub const MAX_HEADER_LIST: u32 = 64 * 1024;
-/// Per-stream receive window.
-pub const STREAM_WINDOW: u32 = 1 << 20;
-/// Per-connection receive window.
-pub const CONNECTION_WINDOW: u32 = 4 << 20;
-
-/// Serves one HTTP/2 connection; `buffered` are bytes already read from it (the h2c preface).
-pub async fn serve<S: Io + Unpin>(
-    core: Rc<CoreCtx>,
-    stream: S,
-    buffered: Vec<u8>,
-    peer: SocketAddr,
-) {
-    let io = Rewind {
-        pre: buffered,
-        pos: 0,
-        inner: monoio_compat::StreamWrapper::new_with_buffer_size(stream, 16 * 1024, 16 * 1024),
-    };
+/// Serves one HTTP/2 connection on `io` (a tokio stream: the compat adapter over the socket,
+/// or poll-based TLS over it), with the limits of the `http2:` config block.
+pub async fn serve<T>(core: Rc<CoreCtx>, io: T, peer: SocketAddr)
+where
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let limits = core.routes().limits.clone();
+    let cfg = limits.http2;
     let mut builder = h2::server::Builder::new();
     builder
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .max_header_list_size(MAX_HEADER_LIST)
-        .initial_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_concurrent_streams(cfg.max_concurrent_streams)
+        .max_header_list_size(cfg.max_header_list_size)
+        .initial_window_size(cfg.initial_stream_window)
+        .initial_connection_window_size(cfg.initial_connection_window)
         .max_pending_accept_reset_streams(64)
         .max_local_error_reset_streams(Some(1024))
         .max_send_buffer_size(1 << 20);
-    let within = core.routes().limits.read_timeout;
-    let mut conn = match monoio::time::timeout(within, builder.handshake::<_, Bytes>(io)).await {
+    let within = limits.read_timeout;
+    let conn = match monoio::time::timeout(within, builder.handshake::<_, Bytes>(io)).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => return tracing::debug!(core = core.id, %peer, "h2 handshake failed: {e}"),
         Err(_) => return tracing::debug!(core = core.id, %peer, "h2 handshake timed out"),
     };
+    accept_streams(core, conn, peer, cfg.idle_timeout).await
+}
+
+/// Open streams of one connection and since when it has had none (for the idle timeout).
+struct Activity {
+    open: Cell<usize>,
+    idle_since: Cell<Instant>,
+}
+
+/// Decrements the open-stream count when a stream task ends, however it ends.
+struct StreamGuard(Rc<Activity>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let open = self.0.open.get().saturating_sub(1);
+        self.0.open.set(open);
+        if open == 0 {
+            self.0.idle_since.set(Instant::now());
+        }
+    }
+}
+
+/// Accepts streams until the connection ends: GOAWAY on shutdown, and after `idle` (non-zero)
+/// without an open stream. Streams in flight are never cut by either.
+async fn accept_streams<T>(
+    core: Rc<CoreCtx>,
+    mut conn: h2::server::Connection<T, Bytes>,
+    peer: SocketAddr,
+    idle: Duration,
+) where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let activity = Rc::new(Activity {
+        open: Cell::new(0),
+        idle_since: Cell::new(Instant::now()),
+    });
     let shutdown = core.shutdown.clone();
     let mut stop = shutdown.wait();
     let mut draining = false;
@@ -69,6 +95,12 @@ pub async fn serve<S: Io + Unpin>(
         let next = if draining {
             conn.accept().await
         } else {
+            // Re-armed on every turn: while streams are open it only wakes the loop to look again.
+            let wake = if activity.open.get() == 0 {
+                activity.idle_since.get() + idle
+            } else {
+                Instant::now() + idle
+            };
             monoio::select! {
                 r = conn.accept() => r,
                 _ = &mut stop => {
@@ -77,11 +109,25 @@ pub async fn serve<S: Io + Unpin>(
                     draining = true;
                     continue;
                 }
+                _ = monoio::time::sleep_until(wake), if !idle.is_zero() => {
+                    if activity.open.get() == 0 && activity.idle_since.get() + idle <= Instant::now() {
+                        tracing::debug!(core = core.id, %peer, "h2 connection idle; GOAWAY");
+                        conn.graceful_shutdown();
+                        draining = true;
+                    }
+                    continue;
+                }
             }
         };
         match next {
             Some(Ok((req, respond))) => {
-                monoio::spawn(serve_stream(core.clone(), req, respond, peer));
+                activity.open.set(activity.open.get() + 1);
+                let guard = StreamGuard(activity.clone());
+                let core = core.clone();
+                monoio::spawn(async move {
+                    let _guard = guard;
+                    serve_stream(core, req, respond, peer).await
+                });
             }
             Some(Err(e)) => {
                 tracing::debug!(core = core.id, %peer, "h2 connection error: {e}");
@@ -236,47 +282,4 @@ fn h1_head(req: &http::Request<RecvStream>, host: &str) -> Result<Head, Syntheti
 pub fn idle_window(core: &CoreCtx) -> Duration {
     let limits = core.routes().limits.clone();
     limits.idle_timeout.max(limits.write_timeout)
-}
-
-/// A tokio stream that first replays bytes already read (the h2c preface sniffed off the
-/// socket), then reads from the inner stream.
-struct Rewind<T> {
-    pre: Vec<u8>,
-    pos: usize,
-    inner: T,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.pos < self.pre.len() {
-            let n = (self.pre.len() - self.pos).min(buf.remaining());
-            let start = self.pos;
-            buf.put_slice(&self.pre[start..start + n]);
-            self.pos += n;
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }

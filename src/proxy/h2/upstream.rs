@@ -1,7 +1,7 @@
 //! Forwarding one HTTP/2 stream upstream, by the service's `protocol`:
 //! - `h2c`: HTTP/2 over plaintext on one multiplexed client connection per core and upstream
 //!   (reused), bodies and trailers streamed both ways with flow control;
-//! - `http`: HTTP/1.1 on the core's pooled connections, bodies buffered (bounded) for now;
+//! - `http`: HTTP/1.1 on the core's pooled connections ([`super::h1_upstream`]);
 //! - `https`: TLS offering ALPN `h2` and `http/1.1`; on `h2` the h2c path runs over the TLS
 //!   stream (gRPC through a Go-aperture style config), on `http/1.1` the HTTP/1.1 path does, on
 //!   the core's pool of TLS connections.
@@ -14,7 +14,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use h2::client::SendRequest;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
@@ -25,15 +25,16 @@ use crate::error::Synthetic;
 use crate::l402::UpstreamAuthorization;
 use crate::metrics::Counter;
 
-use super::super::h1::{self, ChunkScanner, Framing, Head};
-use super::super::io::ReadError;
-use super::super::pool::{TlsUpstream, Upstream};
+use super::super::h1;
+use super::super::pool::TlsUpstream;
 use super::super::respond::{self, CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS};
-use super::super::{forward, grpc, CoreCtx, Route};
+use super::super::{grpc, CoreCtx, Route};
+use super::h1_upstream::forward_h1;
 use monoio::net::TcpStream;
 
-/// Largest response body buffered from an HTTP/1.1 upstream for an HTTP/2 client.
-const MAX_BUFFERED_RESPONSE: usize = 64 << 20;
+/// Receive windows of our h2 client connections to upstreams (per stream, per connection).
+const UPSTREAM_STREAM_WINDOW: u32 = 1 << 20;
+const UPSTREAM_CONNECTION_WINDOW: u32 = 4 << 20;
 
 /// The request side of one forward.
 pub struct Outbound<'a> {
@@ -131,7 +132,7 @@ async fn connect_h2_tls(
     }
 }
 
-fn failed(core: &CoreCtx, route: &Route, why: &dyn std::fmt::Display) -> Synthetic {
+pub(super) fn failed(core: &CoreCtx, route: &Route, why: &dyn std::fmt::Display) -> Synthetic {
     core.counters().incr(Counter::UpstreamErrors);
     route.counters(core.id).upstream_error();
     tracing::debug!(core = core.id, service = %route.service.name, "upstream failed: {why}");
@@ -139,7 +140,7 @@ fn failed(core: &CoreCtx, route: &Route, why: &dyn std::fmt::Display) -> Synthet
 }
 
 /// The upstream request target: the path and query, behind `rewrite.prefix` when set.
-fn target(route: &Route, uri: &http::Uri) -> String {
+pub(super) fn target(route: &Route, uri: &http::Uri) -> String {
     let pq = uri.path_and_query().map_or("/", |p| p.as_str());
     match &route.service.rewrite_prefix {
         Some(prefix) => format!("{}{}", prefix.trim_end_matches('/'), pq),
@@ -148,7 +149,7 @@ fn target(route: &Route, uri: &http::Uri) -> String {
 }
 
 /// The request fields for the upstream (Go aperture's director).
-fn request_headers(out: &Outbound<'_>, incoming: &HeaderMap) -> HeaderMap {
+pub(super) fn request_headers(out: &Outbound<'_>, incoming: &HeaderMap) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(incoming.len() + 4);
     let mut forwarded_for = String::new();
     for (name, value) in incoming {
@@ -202,7 +203,7 @@ fn request_headers(out: &Outbound<'_>, incoming: &HeaderMap) -> HeaderMap {
 
 /// The response fields for the client: connection-specific ones dropped, `WWW-Authenticate`
 /// kept only on a 402, the CORS set merged.
-fn response_headers(status: u16, incoming: &HeaderMap) -> HeaderMap {
+pub(super) fn response_headers(status: u16, incoming: &HeaderMap) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(incoming.len() + 4);
     for (name, value) in incoming {
         let n = name.as_str();
@@ -276,8 +277,8 @@ where
 {
     let io = stream;
     let (send, conn) = h2::client::Builder::new()
-        .initial_window_size(super::STREAM_WINDOW)
-        .initial_connection_window_size(super::CONNECTION_WINDOW)
+        .initial_window_size(UPSTREAM_STREAM_WINDOW)
+        .initial_connection_window_size(UPSTREAM_CONNECTION_WINDOW)
         .handshake::<_, Bytes>(io)
         .await
         .map_err(|e| failed(core, route, &e))?;
@@ -404,7 +405,7 @@ async fn pump_response(
 }
 
 /// Sends `data` as the peer's flow-control window allows (never buffering past it).
-async fn send_all(to: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), h2::Error> {
+pub(super) async fn send_all(to: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), h2::Error> {
     while !data.is_empty() {
         to.reserve_capacity(data.len());
         let granted = std::future::poll_fn(|cx| to.poll_capacity(cx)).await;
@@ -420,180 +421,4 @@ async fn send_all(to: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), h2:
         to.send_data(chunk, false)?;
     }
     Ok(())
-}
-
-/// Forwards over HTTP/1.1 on connections of type `U` (plain TCP or TLS).
-async fn forward_h1<U: Upstream>(
-    core: &CoreCtx,
-    out: &Outbound<'_>,
-    req: http::Request<RecvStream>,
-    respond: &mut SendResponse<Bytes>,
-) -> Result<u16, Synthetic> {
-    let route = out.route;
-    let limits = core.routes().limits.clone();
-    let (parts, body) = req.into_parts();
-    let body = read_request_body(body, limits.max_body_bytes, limits.read_timeout).await?;
-    let mut raw = Vec::with_capacity(1024 + body.len());
-    raw.extend_from_slice(parts.method.as_str().as_bytes());
-    raw.push(b' ');
-    raw.extend_from_slice(target(route, &parts.uri).as_bytes());
-    raw.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-    raw.extend_from_slice(route.service.address.as_bytes());
-    raw.extend_from_slice(b"\r\n");
-    for (name, value) in &request_headers(out, &parts.headers) {
-        if name == "te" {
-            continue;
-        }
-        raw.extend_from_slice(name.as_str().as_bytes());
-        raw.extend_from_slice(b": ");
-        raw.extend_from_slice(value.as_bytes());
-        raw.extend_from_slice(b"\r\n");
-    }
-    if !body.is_empty() || parts.method == http::Method::POST || parts.method == http::Method::PUT {
-        raw.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
-    }
-    raw.extend_from_slice(b"\r\n");
-    raw.extend_from_slice(&body);
-    let (resp, payload) = exchange_h1::<U>(core, route, raw, parts.method.as_str()).await?;
-    let status = resp.status;
-    let mut incoming = HeaderMap::new();
-    for (name, value) in resp.fields() {
-        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::from_bytes(value)) {
-            if n != http::header::CONTENT_LENGTH && n != http::header::TRANSFER_ENCODING {
-                incoming.append(n, v);
-            }
-        }
-    }
-    let mut head = http::Response::new(());
-    *head.status_mut() = http::StatusCode::from_u16(status).map_err(|e| failed(core, route, &e))?;
-    *head.headers_mut() = response_headers(status, &incoming);
-    head.headers_mut()
-        .insert(http::header::CONTENT_LENGTH, payload.len().into());
-    if payload.is_empty() {
-        let _ = respond.send_response(head, true);
-    } else if let Ok(mut down) = respond.send_response(head, false) {
-        if send_all(&mut down, payload).await.is_ok() {
-            let _ = down.send_data(Bytes::new(), true);
-        }
-    }
-    Ok(status)
-}
-
-async fn read_request_body(
-    mut body: RecvStream,
-    max: u64,
-    within: std::time::Duration,
-) -> Result<Bytes, Synthetic> {
-    let mut buf = BytesMut::new();
-    loop {
-        match monoio::time::timeout(within, body.data()).await {
-            Ok(Some(Ok(chunk))) => {
-                let _ = body.flow_control().release_capacity(chunk.len());
-                if (buf.len() + chunk.len()) as u64 > max {
-                    return Err(Synthetic::PayloadTooLarge);
-                }
-                buf.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(buf.freeze()),
-            Ok(Some(Err(_))) => return Err(Synthetic::BadRequest("request stream failed")),
-            Err(_) => return Err(Synthetic::RequestTimeout),
-        }
-    }
-}
-
-/// Sends a whole HTTP/1.1 request on a pooled (or new) connection and reads the whole response.
-async fn exchange_h1<U: Upstream>(
-    core: &CoreCtx,
-    route: &Route,
-    raw: Vec<u8>,
-    method: &str,
-) -> Result<(Head, Bytes), Synthetic> {
-    let limits = core.routes().limits.clone();
-    let started = std::time::Instant::now();
-    let mut up = match U::pool(core).take(route.upstream) {
-        Some(c) => c,
-        None => U::open(route, limits.upstream_timeout)
-            .await
-            .map_err(|e| failed(core, route, &e))?,
-    };
-    let (res, _) = up.write_all(raw).await;
-    res.map_err(|e| failed(core, route, &e))?;
-    let mut resp = Head::default();
-    forward::read_response_head(&mut up, &mut resp, &limits)
-        .await
-        .map_err(|e| failed(core, route, &format!("{e:?}")))?;
-    route.counters(core.id).upstream_latency(started.elapsed());
-    let framing = resp
-        .response_framing(method.as_bytes())
-        .map_err(|e| failed(core, route, &e))?;
-    let mut body = Vec::new();
-    let mut scanner = ChunkScanner::default();
-    loop {
-        let done = match framing {
-            Framing::Length(n) => body.len() as u64 >= n,
-            Framing::Chunked => scanner.done(),
-            Framing::Close => false,
-        };
-        if done {
-            break;
-        }
-        if up.data().is_empty() {
-            match up.fill_within(64 * 1024, limits.write_timeout).await {
-                Ok(_) => {}
-                Err(ReadError::Eof) if framing == Framing::Close => break,
-                Err(e) => return Err(failed(core, route, &format!("{e:?}"))),
-            }
-        }
-        let n = match framing {
-            Framing::Length(n) => (n - body.len() as u64).min(up.data().len() as u64) as usize,
-            Framing::Chunked => scanner
-                .feed(up.data())
-                .map_err(|e| failed(core, route, &e))?,
-            Framing::Close => up.data().len(),
-        };
-        up.take_into(&mut body, n);
-        if body.len() > MAX_BUFFERED_RESPONSE {
-            return Err(failed(
-                core,
-                route,
-                &"response too large to buffer for HTTP/2",
-            ));
-        }
-    }
-    if framing != Framing::Close && resp.keep_alive() && up.is_drained() {
-        U::pool(core).put(route.upstream, up);
-    }
-    let body = match framing {
-        Framing::Chunked => dechunk(&body).ok_or_else(|| failed(core, route, &"bad chunk"))?,
-        _ => body,
-    };
-    Ok((resp, Bytes::from(body)))
-}
-
-/// Decodes a complete chunked body (already delimited by the scanner); trailers are dropped.
-fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(raw.len());
-    loop {
-        let eol = raw.windows(2).position(|w| w == b"\r\n")?;
-        let size_field = std::str::from_utf8(&raw[..eol]).ok()?;
-        let size = usize::from_str_radix(size_field.split(';').next()?.trim(), 16).ok()?;
-        raw = &raw[eol + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(raw.get(..size)?);
-        raw = raw.get(size + 2..)?;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunked_bodies_decode() {
-        let raw = b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nT: v\r\n\r\n";
-        assert_eq!(dechunk(raw).unwrap(), b"hello world");
-        assert!(dechunk(b"5\r\nhel").is_none());
-    }
 }

@@ -1,0 +1,282 @@
+//! An HTTP/2 stream forwarded to an HTTP/1.1 upstream (`protocol: http`, or `https` that
+//! negotiated HTTP/1.1) on the core's pooled connections. The request body is read whole (it is
+//! bounded by `maxbodybytes`) so that a pooled connection found stale — closed or reset before
+//! any response byte — is retried once on a fresh one. The response body streams to the client
+//! under h2 flow control (memory bounded by the read buffer and the client's window) when it is
+//! length-delimited or close-delimited; a chunked one is de-chunked in a bounded buffer
+//! ([`MAX_CHUNKED_RESPONSE`]). No panics on upstream input.
+
+use bytes::{Bytes, BytesMut};
+use h2::server::SendResponse;
+use h2::{RecvStream, SendStream};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::error::Synthetic;
+
+use super::super::forward::{self, is_stale};
+use super::super::h1::{ChunkScanner, Framing, Head};
+use super::super::io::{BufStream, ReadError};
+use super::super::pool::Upstream;
+use super::super::{CoreCtx, Route};
+use super::upstream::{failed, request_headers, response_headers, send_all, target, Outbound};
+
+/// Largest chunked response body de-chunked in memory for an HTTP/2 client; a larger one is a
+/// 502 (length- and close-delimited bodies stream and have no such limit).
+const MAX_CHUNKED_RESPONSE: usize = 64 << 20;
+/// Upstream read size while streaming a response body.
+const BODY_CHUNK: usize = 64 * 1024;
+
+/// Forwards over HTTP/1.1 on connections of type `U` (plain TCP or TLS).
+pub(super) async fn forward_h1<U: Upstream>(
+    core: &CoreCtx,
+    out: &Outbound<'_>,
+    req: http::Request<RecvStream>,
+    respond: &mut SendResponse<Bytes>,
+) -> Result<u16, Synthetic> {
+    let route = out.route;
+    let limits = core.routes().limits.clone();
+    let (parts, body) = req.into_parts();
+    let body = read_request_body(body, limits.max_body_bytes, limits.read_timeout).await?;
+    let raw = request_bytes(out, &parts, &body);
+    let method = parts.method.as_str().as_bytes();
+    let (mut up, resp) = exchange::<U>(core, route, raw).await?;
+    let status = resp.status;
+    let framing = resp
+        .response_framing(method)
+        .map_err(|e| failed(core, route, &e))?;
+    let mut head = http::Response::new(());
+    *head.status_mut() = http::StatusCode::from_u16(status).map_err(|e| failed(core, route, &e))?;
+    *head.headers_mut() = response_headers(status, &incoming_headers(&resp));
+    let reusable = resp.keep_alive();
+    let payload = match framing {
+        Framing::Chunked => Some(read_chunked(core, route, &mut up).await?),
+        Framing::Length(0) => Some(Bytes::new()),
+        _ => None,
+    };
+    if let Some(payload) = payload {
+        head.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, payload.len().into());
+        if reusable && up.is_drained() {
+            U::pool(core).put(route.upstream, up);
+        }
+        if payload.is_empty() {
+            let _ = respond.send_response(head, true);
+        } else if let Ok(mut down) = respond.send_response(head, false) {
+            if send_all(&mut down, payload).await.is_ok() {
+                let _ = down.send_data(Bytes::new(), true);
+            }
+        }
+        return Ok(status);
+    }
+    if let Framing::Length(n) = framing {
+        head.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, n.into());
+    }
+    let Ok(mut down) = respond.send_response(head, false) else {
+        return Ok(status);
+    };
+    match stream_body(&mut up, &mut down, framing, limits.write_timeout).await {
+        Ok(()) => {
+            if reusable && framing != Framing::Close && up.is_drained() {
+                U::pool(core).put(route.upstream, up);
+            }
+        }
+        // The response started: all that is left is to reset the stream.
+        Err(()) => down.send_reset(h2::Reason::INTERNAL_ERROR),
+    }
+    Ok(status)
+}
+
+/// The HTTP/1.1 request: head (Go aperture's director rewriting) and the whole body.
+fn request_bytes(out: &Outbound<'_>, parts: &http::request::Parts, body: &[u8]) -> Vec<u8> {
+    let route = out.route;
+    let mut raw = Vec::with_capacity(1024 + body.len());
+    raw.extend_from_slice(parts.method.as_str().as_bytes());
+    raw.push(b' ');
+    raw.extend_from_slice(target(route, &parts.uri).as_bytes());
+    raw.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    raw.extend_from_slice(route.service.address.as_bytes());
+    raw.extend_from_slice(b"\r\n");
+    for (name, value) in &request_headers(out, &parts.headers) {
+        if name == "te" {
+            continue;
+        }
+        raw.extend_from_slice(name.as_str().as_bytes());
+        raw.extend_from_slice(b": ");
+        raw.extend_from_slice(value.as_bytes());
+        raw.extend_from_slice(b"\r\n");
+    }
+    if !body.is_empty() || parts.method == http::Method::POST || parts.method == http::Method::PUT {
+        raw.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    }
+    raw.extend_from_slice(b"\r\n");
+    raw.extend_from_slice(body);
+    raw
+}
+
+/// The upstream's response fields as an h2 header map, framing fields dropped.
+fn incoming_headers(resp: &Head) -> HeaderMap {
+    let mut incoming = HeaderMap::new();
+    for (name, value) in resp.fields() {
+        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::from_bytes(value)) {
+            if n != http::header::CONTENT_LENGTH && n != http::header::TRANSFER_ENCODING {
+                incoming.append(n, v);
+            }
+        }
+    }
+    incoming
+}
+
+async fn read_request_body(
+    mut body: RecvStream,
+    max: u64,
+    within: std::time::Duration,
+) -> Result<Bytes, Synthetic> {
+    let mut buf = BytesMut::new();
+    loop {
+        match monoio::time::timeout(within, body.data()).await {
+            Ok(Some(Ok(chunk))) => {
+                let _ = body.flow_control().release_capacity(chunk.len());
+                if (buf.len() + chunk.len()) as u64 > max {
+                    return Err(Synthetic::PayloadTooLarge);
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(_))) => return Err(Synthetic::BadRequest("request stream failed")),
+            Err(_) => return Err(Synthetic::RequestTimeout),
+        }
+    }
+}
+
+/// Sends the whole request on a pooled (or new) connection and reads the response head. A
+/// pooled connection that turns out stale (write failed, or closed/reset before any response
+/// byte) is retried once on a fresh connection: the request is in `raw`, so it replays as is.
+async fn exchange<U: Upstream>(
+    core: &CoreCtx,
+    route: &Route,
+    mut raw: Vec<u8>,
+) -> Result<(BufStream<U>, Head), Synthetic> {
+    let limits = core.routes().limits.clone();
+    let mut retried = false;
+    let started = std::time::Instant::now();
+    loop {
+        let (mut up, reused) = match U::pool(core).take(route.upstream) {
+            Some(c) => (c, true),
+            None => (
+                U::open(route, limits.upstream_timeout)
+                    .await
+                    .map_err(|e| failed(core, route, &e))?,
+                false,
+            ),
+        };
+        let retryable = reused && !retried;
+        let (res, buf) = up.write_all(raw).await;
+        raw = buf;
+        if let Err(e) = res {
+            if retryable {
+                retried = true;
+                continue;
+            }
+            return Err(failed(core, route, &e));
+        }
+        let mut resp = Head::default();
+        match forward::read_response_head(&mut up, &mut resp, &limits).await {
+            Ok(()) => {
+                route.counters(core.id).upstream_latency(started.elapsed());
+                return Ok((up, resp));
+            }
+            Err(e) if retryable && is_stale(&e, &up) => retried = true,
+            Err(e) => return Err(failed(core, route, &format!("{e:?}"))),
+        }
+    }
+}
+
+/// Relays a length- or close-delimited body to the client as the client's window allows.
+async fn stream_body<U: Upstream>(
+    up: &mut BufStream<U>,
+    down: &mut SendStream<Bytes>,
+    framing: Framing,
+    within: std::time::Duration,
+) -> Result<(), ()> {
+    let mut remaining = match framing {
+        Framing::Length(n) => n,
+        _ => u64::MAX,
+    };
+    while remaining > 0 {
+        if up.data().is_empty() {
+            match up.fill_within(BODY_CHUNK, within).await {
+                Ok(_) => {}
+                Err(ReadError::Eof) if framing == Framing::Close => break,
+                Err(_) => return Err(()),
+            }
+        }
+        let n = remaining.min(up.data().len() as u64) as usize;
+        let mut chunk = Vec::with_capacity(n);
+        up.take_into(&mut chunk, n);
+        send_all(down, Bytes::from(chunk)).await.map_err(|_| ())?;
+        if framing != Framing::Close {
+            remaining -= n as u64;
+        }
+    }
+    down.send_data(Bytes::new(), true).map_err(|_| ())
+}
+
+/// Reads a whole chunked body (bounded) and de-chunks it.
+async fn read_chunked<U: Upstream>(
+    core: &CoreCtx,
+    route: &Route,
+    up: &mut BufStream<U>,
+) -> Result<Bytes, Synthetic> {
+    let within = core.routes().limits.write_timeout;
+    let mut body = Vec::new();
+    let mut scanner = ChunkScanner::default();
+    while !scanner.done() {
+        if up.data().is_empty() {
+            up.fill_within(BODY_CHUNK, within)
+                .await
+                .map_err(|e| failed(core, route, &format!("{e:?}")))?;
+        }
+        let n = scanner
+            .feed(up.data())
+            .map_err(|e| failed(core, route, &e))?;
+        up.take_into(&mut body, n);
+        if body.len() > MAX_CHUNKED_RESPONSE {
+            return Err(failed(
+                core,
+                route,
+                &"chunked response too large to buffer for HTTP/2",
+            ));
+        }
+    }
+    let body = dechunk(&body).ok_or_else(|| failed(core, route, &"bad chunk"))?;
+    Ok(Bytes::from(body))
+}
+
+/// Decodes a complete chunked body (already delimited by the scanner); trailers are dropped.
+fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(raw.len());
+    loop {
+        let eol = raw.windows(2).position(|w| w == b"\r\n")?;
+        let size_field = std::str::from_utf8(&raw[..eol]).ok()?;
+        let size = usize::from_str_radix(size_field.split(';').next()?.trim(), 16).ok()?;
+        raw = &raw[eol + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(raw.get(..size)?);
+        raw = raw.get(size + 2..)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_bodies_decode() {
+        let raw = b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nT: v\r\n\r\n";
+        assert_eq!(dechunk(raw).unwrap(), b"hello world");
+        assert!(dechunk(b"5\r\nhel").is_none());
+    }
+}

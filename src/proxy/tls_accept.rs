@@ -1,0 +1,146 @@
+//! TLS termination for one downstream connection, on the core that accepted it. The ClientHello
+//! is read first and parsed (rustls's `Acceptor`, fed from a copy of the bytes) only to see
+//! whether the client offers ALPN `h2`; the real handshake then replays those bytes:
+//! - `h2` offered (the server prefers it, so it is what rustls will select): poll-based
+//!   tokio-rustls over `monoio-compat`, whose separate read and write buffers take the concurrent
+//!   reads and writes of h2's connection driver (monoio-rustls under the compat adapter panics on
+//!   them: "buffer mut expected");
+//! - otherwise HTTP/1.1 on monoio-rustls over the socket (owned io_uring buffers, the fast path).
+//!
+//! Every failure (EOF, garbage, timeout, handshake error) is counted in
+//! `tls_handshake_failures` and logged at debug level; nothing here panics on network input.
+
+use std::io::Cursor;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, PrefixedReadIo};
+use monoio::net::TcpStream;
+use monoio::time::Instant;
+
+use super::conn::serve_h1;
+use super::h2::Rewind;
+use super::io::BufStream;
+use super::CoreCtx;
+use crate::metrics::Counter;
+
+/// Longest a TLS handshake (ClientHello included) may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest ClientHello we buffer before giving up (rustls caps a handshake message at 64 KiB).
+const MAX_HELLO: usize = 80 * 1024;
+/// Read and write buffer sizes of the compat adapter under h2-over-TLS.
+const COMPAT_BUF: usize = 16 * 1024;
+
+/// The two acceptors over one server config, shared by a core's connections (cheap clones).
+#[derive(Clone)]
+pub struct TlsAcceptor {
+    h1: monoio_rustls::TlsAcceptor,
+    h2: tokio_rustls::TlsAcceptor,
+}
+
+impl TlsAcceptor {
+    /// Both acceptors for `config` (its ALPN list decides what each connection negotiates).
+    pub fn new(config: Arc<rustls::ServerConfig>) -> Self {
+        Self {
+            h1: monoio_rustls::TlsAcceptor::from(config.clone()),
+            h2: tokio_rustls::TlsAcceptor::from(config),
+        }
+    }
+}
+
+/// Terminates TLS on this core, then serves the protocol ALPN picked (`h2` or HTTP/1.1).
+pub async fn serve_tls(
+    core: Rc<CoreCtx>,
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    // The PROXY header comes first, before the TLS handshake.
+    let Some(peer) = super::conn::client_of(&core, &stream, peer).await else {
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let within = core.routes().limits.read_timeout.min(HANDSHAKE_TIMEOUT);
+    let deadline = Instant::now() + within;
+    let mut stream = stream;
+    let (hello, offers_h2) = match monoio::time::timeout(within, client_hello(&mut stream)).await {
+        Ok(Ok(read)) => read,
+        Ok(Err(why)) => return handshake_failed(&core, peer, &why),
+        Err(_) => return handshake_failed(&core, peer, &"timed out"),
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    if offers_h2 {
+        let compat =
+            monoio_compat::StreamWrapper::new_with_buffer_size(stream, COMPAT_BUF, COMPAT_BUF);
+        let tls = match monoio::time::timeout(left, acceptor.h2.accept(Rewind::new(hello, compat)))
+            .await
+        {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => return handshake_failed(&core, peer, &e),
+            Err(_) => return handshake_failed(&core, peer, &"timed out"),
+        };
+        if tls.get_ref().1.alpn_protocol() != Some(crate::tls::ALPN_H2) {
+            // Cannot happen with our ALPN list (h2 first); never serve h2 unannounced.
+            return handshake_failed(&core, peer, &"h2 offered but not negotiated");
+        }
+        super::h2::serve(core, tls, peer).await
+    } else {
+        let io = PrefixedReadIo::new(stream, Cursor::new(hello));
+        match monoio::time::timeout(left, acceptor.h1.accept(io)).await {
+            Ok(Ok(tls)) => serve_h1(core, BufStream::new(tls), peer).await,
+            Ok(Err(e)) => handshake_failed(&core, peer, &e),
+            Err(_) => handshake_failed(&core, peer, &"timed out"),
+        }
+    }
+}
+
+fn handshake_failed(core: &CoreCtx, peer: SocketAddr, why: &dyn std::fmt::Display) {
+    core.counters().incr(Counter::TlsHandshakeFailures);
+    tracing::debug!(core = core.id, %peer, "TLS handshake failed: {why}");
+}
+
+/// Reads until a whole ClientHello is in; returns every byte read and whether it offers `h2`.
+async fn client_hello(stream: &mut TcpStream) -> Result<(Vec<u8>, bool), String> {
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut seen: Vec<u8> = Vec::with_capacity(2048);
+    loop {
+        if seen.len() >= MAX_HELLO {
+            return Err("ClientHello too large".into());
+        }
+        let start = seen.len();
+        seen.reserve(4096);
+        let cap = seen.capacity();
+        let (res, slice) = stream
+            .read(std::mem::take(&mut seen).slice_mut(start..cap))
+            .await;
+        seen = slice.into_inner();
+        match res {
+            Ok(0) => return Err("closed before the ClientHello".into()),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        let mut fresh = &seen[start..];
+        while !fresh.is_empty() {
+            match acceptor.read_tls(&mut fresh) {
+                Ok(0) => return Err("ClientHello not accepted".into()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => return Ok((seen, offers_h2(&accepted.client_hello()))),
+            Ok(None) => {}
+            Err((e, _alert)) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Whether the ClientHello lists ALPN `h2`.
+fn offers_h2(hello: &rustls::server::ClientHello<'_>) -> bool {
+    hello
+        .alpn()
+        .is_some_and(|mut offered| offered.any(|p| p == crate::tls::ALPN_H2))
+}
