@@ -100,6 +100,7 @@ impl Echo for EchoService {
 struct Setup {
     proxy: Proxy,
     upstream: EchoService,
+    upstream_addr: SocketAddr,
     client: EchoClient<Channel>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -129,6 +130,7 @@ async fn setup() -> Setup {
     Setup {
         proxy,
         upstream,
+        upstream_addr,
         client: EchoClient::new(channel),
         _stop: stop,
     }
@@ -364,6 +366,63 @@ async fn a_three_mebibyte_message_crosses_both_ways() {
             .into_inner();
         assert_eq!(answer.seq, 3);
         assert!(answer.text == format!("echo: {text}"), "body intact");
+    })
+    .await
+    .expect("within the deadline");
+}
+
+/// Hot reload while a bidi stream is open: the stream keeps flowing on the snapshot it started
+/// with, and a new call on the same connection (the same core) already sees the new price.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bidi_stream_survives_a_reload_that_changes_the_price() {
+    tokio::time::timeout(DEADLINE, async {
+        let mut s = setup().await;
+        let macaroon = buy(&mut s).await;
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let mut replies = s
+            .client
+            .chat(with_macaroon(ReceiverStream::new(rx), &macaroon))
+            .await
+            .expect("bidi starts")
+            .into_inner();
+        let ping = |seq: u64| {
+            let tx = tx.clone();
+            async move { tx.send(Msg { text: format!("ping {seq}"), seq }).await.unwrap() }
+        };
+        for seq in 0..5u64 {
+            ping(seq).await;
+            let reply = replies.message().await.expect("reply").expect("a reply");
+            assert_eq!(reply.seq, seq);
+        }
+
+        let upstream = s.upstream_addr;
+        let yaml = format!(
+            "listenaddr: \"127.0.0.1:0\"\ninsecure: true\ndbbackend: sqlite\nauthenticator:\n  dev: {{}}\nservices:\n{}",
+            h2c_service(upstream).replace("price: 10", "price: 20")
+        );
+        let config = aperture::config::parse(&yaml, "reload.yaml").expect("config");
+        let routes = Arc::new(aperture::proxy::Routes::resolve(&config).expect("routes"));
+        s.proxy
+            .server()
+            .broadcast(|| aperture::runtime::Control::Routes(routes.clone()));
+
+        // A new unpaid call on the same connection is challenged at the new price...
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = s.client.say(Msg::default()).await.expect_err("unpaid");
+            if challenge_of(&status).1.starts_with("lnbcrt200n1") {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the new price never applied");
+        }
+        // ...while the stream opened before the reload keeps answering.
+        for seq in 5..10u64 {
+            ping(seq).await;
+            let reply = replies.message().await.expect("reply").expect("a reply");
+            assert_eq!((reply.text.as_str(), reply.seq), (format!("PING {seq}").as_str(), seq));
+        }
+        drop(tx);
+        assert!(replies.message().await.expect("clean end").is_none());
     })
     .await
     .expect("within the deadline");

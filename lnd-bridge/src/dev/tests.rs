@@ -1,7 +1,7 @@
 //! Unit tests of the dev backend's minting and settling (no runtime, no sockets).
 
 use std::str::FromStr;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bitcoin::hashes::{sha256, Hash};
 use bitcoin::secp256k1::SecretKey;
@@ -175,22 +175,4 @@ fn forgotten_invoices_pay_as_unknown() {
         dev.pay(&first.payment_request),
         Err(PayError::Unknown { .. })
     ));
-}
-
-/// Raw signing rate of one thread (no runtime, no queue). Run with
-/// `cargo test -p lnd-bridge --release -- --ignored mint_rate --nocapture`.
-#[test]
-#[ignore]
-fn mint_rate() {
-    let (dev, _) = backend(Network::Regtest, MAX_REMEMBERED_INVOICES);
-    let n = 100_000u32;
-    let start = Instant::now();
-    for _ in 0..n {
-        dev.mint(&InvoiceRequest::l402(100)).unwrap();
-    }
-    let secs = start.elapsed().as_secs_f64();
-    println!(
-        "dev mint: {n} invoices in {secs:.3}s = {:.0}/s",
-        f64::from(n) / secs
-    );
 }
