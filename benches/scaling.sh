@@ -10,7 +10,8 @@
 # are missing and apt works). Prints, per N and target: req/s, p99, the proxy's CPU time per
 # request, how busy its N CPUs were, and the speed-up over N = 1. The free service has
 # `auth: off`; the paid service verifies an L402 token on every request (one token for all
-# connections). No rate limits are configured, so connections are spread by the kernel's
+# connections); the 402 row mints a challenge per request (one bridge thread signs every
+# invoice, so it does not scale with N). No rate limits are configured, so connections are spread by the kernel's
 # SO_REUSEPORT hash (client-address steering only applies with IP-keyed limits).
 # Everything it starts is stopped on exit; nothing leaves loopback.
 set -euo pipefail
@@ -220,6 +221,8 @@ for n in $CORES_LIST; do
   run "$n" "aperture free" http://127.0.0.1:18082/free "" "$APID"
   export L402_AUTH=$AUTH
   run "$n" "aperture paid (L402)" http://127.0.0.1:18082/paid benches/wrk/paid.lua "$APID"
+  # Every request mints a challenge: a BOLT11 invoice signed on the one bridge thread.
+  run "$n" "aperture 402 challenge" http://127.0.0.1:18082/paid "" "$APID"
   aperture_stop
 done
 echo
