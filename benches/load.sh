@@ -1,33 +1,56 @@
 #!/usr/bin/env bash
-# Load benchmark: aperture vs nginx in front of the same origin, on loopback.
+# aperture against nginx in front of the same origin, on loopback: the one load script.
 #
-#   benches/load.sh [--cores N] [--duration SECONDS] [--connections C]
+#   benches/load.sh [--duration SECONDS] [--requests N] [--connections C]
+#                   [--skip-concurrent] [--skip-instructions] [--skip-sequential]
 #
-# Installs wrk and nginx (Debian) when missing, builds aperture in release mode, starts
-#   - an nginx origin (fixed 13-byte answer) on 127.0.0.1:18080,
-#   - nginx as a plain reverse proxy (proxy_pass, upstream keep-alive, no auth) on :18081,
-#   - aperture --cores N on :18082 with the dev Lightning backend (wallet on :18089),
-# buys one L402 token through the real 402 -> pay flow, then runs wrk (pinned to its own CPU
-# where the machine has more than one) against: nginx proxy, aperture free (auth off),
-# aperture paid (valid token verified per request) and aperture 402 (a challenge minted per
-# request). Prints req/s, p99 latency and the proxy process's CPU time per request.
-# Everything it starts is stopped on exit; nothing leaves loopback.
+# On a fresh Debian machine it installs what is missing (wrk, nginx-light, nghttp2-client,
+# valgrind), builds aperture (release), and starts:
+#   - the origin: nginx, one process, a fixed 13-byte answer, on 127.0.0.1:18580;
+#   - nginx as a plain reverse proxy (proxy_pass, upstream keep-alive, no auth): HTTP/1.1 on :18581
+#     and an h2c listener (`listen ... http2`, prior knowledge) on :18583;
+#   - three `aperture --cores 1` processes (dev Lightning backend, services `/free` with auth off
+#     and everything else priced) on :18582 (paid), :18584 (402), :18586 (free), so that each
+#     traffic class has a process of its own whose CPU time can be read.
+# It buys one L402 token through the real 402 -> pay -> retry flow, then prints three tables:
+#   (a) concurrent CPU per request: every proxy under load at the same moment, one wrk each (all
+#       pinned to the last CPU; proxies and origin on CPU 0), CPU time of each proxy process
+#       (utime + stime from /proc/PID/stat) over the requests wrk counted, as a ratio to nginx's;
+#   (b) user-space instructions per request under callgrind (counters zeroed after a warm-up,
+#       N requests with h2load over 8 keep-alive connections, dumped): HTTP/1.1 for nginx and
+#       aperture paid / 402 / free, HTTP/2 (h2c, 8 connections x 1 stream) for nginx's h2c
+#       listener and aperture paid; aperture runs on monoio's epoll driver here
+#       (MONOIO_FORCE_LEGACY_DRIVER=1), because under valgrind a thread blocked in
+#       io_uring_enter never sees SIGTERM;
+#   (c) sequential: one wrk at a time, req/s and p99, against nginx.
+# Bounded in time (about 6 x DURATION plus a minute of valgrind), loopback only; every process
+# it starts is stopped on exit (trap), killed if it does not stop within 5 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CORES=1 DURATION=10 CONNS=32
+DURATION=10 N=5000 CONNS=32 CONCURRENT=1 INSTRUCTIONS=1 SEQUENTIAL=1
 while [ $# -gt 0 ]; do
   case "$1" in
-    --cores) CORES=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
+    --requests) N=$2; shift 2 ;;
     --connections) CONNS=$2; shift 2 ;;
+    --skip-concurrent) CONCURRENT=0; shift ;;
+    --skip-instructions) INSTRUCTIONS=0; shift ;;
+    --skip-sequential) SEQUENTIAL=0; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
 
 need() { command -v "$1" >/dev/null 2>&1; }
-if ! need wrk || ! need nginx; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null
+missing=()
+need wrk || missing+=(wrk)
+need nginx || missing+=(nginx-light)
+need h2load || missing+=(nghttp2-client)
+{ need valgrind && need callgrind_control; } || missing+=(valgrind)
+need curl || missing+=(curl)
+need taskset || missing+=(util-linux)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 cargo build --release --quiet
 BIN=$PWD/target/release/aperture
@@ -36,118 +59,224 @@ WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for n in origin proxy; do [ -f "$WORK/$n.pid" ] && kill "$(cat "$WORK/$n.pid")" 2>/dev/null || true; done
+  for _ in $(seq 50); do
+    alive=0
+    for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break
+    sleep 0.1
+  done
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$WORK"
 }
-trap cleanup EXIT
+trap cleanup EXIT INT TERM
 
 NCPU=$(nproc)
-# With more than one CPU, the load generator gets the last one and the proxies the rest.
-if [ "$NCPU" -gt 1 ]; then WRK_CPU=$((NCPU - 1)); else WRK_CPU=0; fi
+PROXY_CPU=0
+LOAD_CPU=$((NCPU - 1))
+pin() { if [ "$NCPU" -gt 1 ]; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi; }
+# spawn CPU cmd...: in the background, pid (taskset execs the command) in LAST and in PIDS.
+spawn() {
+  if [ "$NCPU" -gt 1 ]; then taskset -c "$1" "${@:2}" & else "${@:2}" & fi
+  LAST=$!
+  PIDS+=("$LAST")
+}
+wait_up() { for _ in $(seq 300); do curl -s -o /dev/null "$1" && return 0; sleep 0.2; done; echo "$1 never answered" >&2; return 1; }
 
-# Two nginx instances, so that the proxy's CPU time does not include the origin's.
-nginx_conf() { # name server-block
+# nginx in the foreground as one process (no master), so $! is the process doing the work.
+nginx_conf() { # name http-block-body
   cat > "$WORK/$1.conf" <<NGINX
-worker_processes 1;
-daemon on;
-pid $WORK/$1.pid;
-error_log $WORK/$1-error.log warn;
+worker_processes 1; daemon off; master_process off;
+pid $WORK/$1.pid; error_log $WORK/$1-error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
-  upstream origin { server 127.0.0.1:18080; keepalive 64; }
+  upstream origin { server 127.0.0.1:18580; keepalive 64; }
   $2
 }
 NGINX
-  nginx -c "$WORK/$1.conf" -p "$WORK"
 }
-nginx_conf origin 'server { listen 127.0.0.1:18080; location / { return 200 "hello origin\n"; } }'
-nginx_conf proxy 'server { listen 127.0.0.1:18081; location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; } }'
+PROXY_LOCATION='location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }'
+nginx_conf origin 'server { listen 127.0.0.1:18580; location / { return 200 "hello origin\n"; } }'
+nginx_conf proxy "server { listen 127.0.0.1:18581; $PROXY_LOCATION }
+  server { listen 127.0.0.1:18583 http2; $PROXY_LOCATION }"
+spawn "$PROXY_CPU" nginx -c "$WORK/origin.conf" -p "$WORK" >/dev/null
+wait_up http://127.0.0.1:18580/
 
-cat > "$WORK/aperture.yaml" <<YAML
-listenaddr: "127.0.0.1:18082"
+aperture_conf() { # name port wallet-port
+  mkdir -p "$WORK/$1"
+  cat > "$WORK/$1/aperture.yaml" <<YAML
+listenaddr: "127.0.0.1:$2"
 insecure: true
 dbbackend: sqlite
 debuglevel: warn
 authenticator:
   network: regtest
   dev:
-    listenaddr: "127.0.0.1:18089"
+    listenaddr: "127.0.0.1:$3"
 services:
   - name: free
     hostregexp: ".*"
     pathregexp: "^/free"
-    address: "127.0.0.1:18080"
+    address: "127.0.0.1:18580"
     protocol: http
     auth: "off"
-  - name: limited
-    hostregexp: ".*"
-    pathregexp: "^/limited"
-    address: "127.0.0.1:18080"
-    protocol: http
-    price: 10
-    ratelimits:
-      - requests: 100000000
-        per: 1s
-      - pathregexp: "^/limited/expensive"
-        requests: 5
-        per: 1m
   - name: paid
     hostregexp: ".*"
-    address: "127.0.0.1:18080"
+    address: "127.0.0.1:18580"
     protocol: http
     price: 10
 YAML
-"$BIN" --config "$WORK/aperture.yaml" --basedir "$WORK" --cores "$CORES" 2>"$WORK/aperture.log" &
-APID=$!
-PIDS+=("$APID")
-for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:18082/free && break; sleep 0.1; done
+}
+aperture_conf paid 18582 18592
+aperture_conf challenge 18584 18594
+aperture_conf free 18586 18596
+# One master secret for all, so the token bought from one verifies everywhere.
+head -c 32 /dev/urandom > "$WORK/paid/master.secret"
+chmod 600 "$WORK/paid/master.secret"
+cp -p "$WORK/paid/master.secret" "$WORK/challenge/" && cp -p "$WORK/paid/master.secret" "$WORK/free/"
+start_aperture() { # name: started on the proxy CPU (its worker pins itself there); pid in LAST
+  spawn "$PROXY_CPU" "$BIN" --config "$WORK/$1/aperture.yaml" --basedir "$WORK/$1" --cores 1 \
+    2>"$WORK/$1.log" >/dev/null
+}
 
-# Buy tokens the way a client does: 402 -> pay the invoice at the dev wallet -> retry.
-buy() { # path
+# Buy a token the way a client does: 402 -> pay the invoice at the dev wallet -> retry.
+buy() { # port wallet-port
   local challenge mac invoice preimage
-  challenge=$(curl -s -D - -o /dev/null "http://127.0.0.1:18082$1" | tr -d '\r' | grep '^Www-Authenticate: L402')
+  challenge=$(curl -s -D - -o /dev/null "http://127.0.0.1:$1/paid" | tr -d '\r' | grep '^Www-Authenticate: L402')
   mac=$(sed -E 's/.*macaroon="([^"]+)".*/\1/' <<<"$challenge")
   invoice=$(sed -E 's/.*invoice="([^"]+)".*/\1/' <<<"$challenge")
-  preimage=$(curl -s -X POST http://127.0.0.1:18089/pay -d "{\"invoice\":\"$invoice\"}" | sed -E 's/.*"preimage":"([0-9a-f]+)".*/\1/')
+  preimage=$(curl -s -X POST "http://127.0.0.1:$2/pay" -d "{\"invoice\":\"$invoice\"}" | sed -E 's/.*"preimage": *"([0-9a-f]+)".*/\1/')
   echo "L402 $mac:$preimage"
 }
-PAID_AUTH=$(buy /paid)
-LIMITED_AUTH=$(buy /limited)
-for pair in "/paid|$PAID_AUTH" "/limited|$LIMITED_AUTH"; do
-  STATUS=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: ${pair#*|}" "http://127.0.0.1:18082${pair%%|*}")
-  [ "$STATUS" = 200 ] || { echo "paid request to ${pair%%|*} got $STATUS" >&2; exit 1; }
-done
-
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-nginx_worker() { pgrep -P "$(cat "$WORK/proxy.pid")" | head -1; }
-TICK=$(getconf CLK_TCK)
-
-run() { # name url pid [lua]
-  local name=$1 url=$2 pid=$3 lua=${4:-}
-  local before after out reqs rps p99
-  before=$(cpu_ticks "$pid")
-  out=$(taskset -c "$WRK_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency ${lua:+-s "$lua"} "$url")
-  after=$(cpu_ticks "$pid")
-  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-  non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-  local us_per_req
-  us_per_req=$(awk -v t=$((after - before)) -v hz="$TICK" -v n="$reqs" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
-  printf "| %-22s | %10s | %8s | %12s | %8s |\n" "$name" "$rps" "$p99" "$us_per_req" "${non2xx:-0}"
+expect() { # status url [header]
+  local got
+  got=$(curl -s -o /dev/null -w '%{http_code}' ${3:+-H "$3"} "$2")
+  [ "$got" = "$1" ] || { echo "$2 answered $got, expected $1" >&2; exit 1; }
 }
 
-echo
-echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); aperture --cores $CORES; wrk -t1 -c$CONNS -d${DURATION}s pinned to CPU $WRK_CPU"
-echo
-echo "| target                 |      req/s |      p99 | CPU us / req | non-2xx  |"
-echo "|------------------------|-----------:|---------:|-------------:|---------:|"
-run "nginx proxy_pass" http://127.0.0.1:18081/ "$(nginx_worker)"
-run "aperture free" http://127.0.0.1:18082/free "$APID"
-export L402_AUTH=$PAID_AUTH; run "aperture paid (L402)" http://127.0.0.1:18082/paid "$APID" benches/wrk/paid.lua
-export L402_AUTH=$LIMITED_AUTH; run "aperture paid + ratelimits" http://127.0.0.1:18082/limited "$APID" benches/wrk/paid.lua
-run "aperture 402 challenge" http://127.0.0.1:18082/paid "$APID"
-echo
-echo "(the 402 row counts challenges as non-2xx: every one of them is a fresh invoice + macaroon)"
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK=$(getconf CLK_TCK)
+MACHINE="$NCPU CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(uname -r)"
+echo "machine: $MACHINE; nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'); $(date -u +%F)"
+echo "command: benches/load.sh --duration $DURATION --requests $N --connections $CONNS"
+
+WRK="$WORK/wrk.lua"
+cp benches/wrk/paid.lua "$WRK"
+# wrk_run name url [auth]: one pinned wrk; output in $WORK/wrk.name
+wrk_run() {
+  L402_AUTH=${3:-} pin "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency ${3:+-s "$WRK"} "$2" >"$WORK/wrk.$1"
+}
+wrk_reqs() { awk '/requests in/ {print $1}' "$WORK/wrk.$1"; }
+wrk_rps() { awk '/Requests\/sec/ {printf "%d", $2}' "$WORK/wrk.$1"; }
+wrk_p99() { awk '$1 == "99%" {print $2}' "$WORK/wrk.$1"; }
+wrk_non2xx() { awk '/Non-2xx/ {print $5}' "$WORK/wrk.$1"; }
+us_per_req() { awk -v t="$1" -v hz="$TICK" -v n="$2" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
+if [ $CONCURRENT = 1 ] || [ $SEQUENTIAL = 1 ]; then
+  spawn "$PROXY_CPU" nginx -c "$WORK/proxy.conf" -p "$WORK" >/dev/null; NGINX=$LAST
+  start_aperture paid; PAID=$LAST
+  start_aperture challenge; CHAL=$LAST
+  start_aperture free; FREE=$LAST
+  wait_up http://127.0.0.1:18581/; wait_up http://127.0.0.1:18582/free
+  wait_up http://127.0.0.1:18584/free; wait_up http://127.0.0.1:18586/free
+  AUTH=$(buy 18582 18592)
+  expect 200 http://127.0.0.1:18582/paid "Authorization: $AUTH"
+  expect 402 http://127.0.0.1:18584/paid
+  expect 200 http://127.0.0.1:18586/free
+  NAMES=(nginx paid 402 free)
+  declare -A URL=([nginx]=http://127.0.0.1:18581/ [paid]=http://127.0.0.1:18582/paid
+    [402]=http://127.0.0.1:18584/paid [free]=http://127.0.0.1:18586/free)
+  declare -A PID=([nginx]=$NGINX [paid]=$PAID [402]=$CHAL [free]=$FREE)
+  declare -A TOKEN=([paid]=$AUTH)
+  declare -A LABEL=([nginx]="nginx proxy_pass" [paid]="aperture paid L402" [402]="aperture 402 (dev backend)" [free]="aperture free (auth off)")
+fi
+
+if [ $CONCURRENT = 1 ]; then
+  declare -A BEFORE AFTER
+  for n in "${NAMES[@]}"; do BEFORE[$n]=$(cpu_ticks "${PID[$n]}"); done
+  WRKS=()
+  for n in "${NAMES[@]}"; do wrk_run "c$n" "${URL[$n]}" "${TOKEN[$n]:-}" & WRKS+=($!); done
+  wait "${WRKS[@]}"
+  for n in "${NAMES[@]}"; do AFTER[$n]=$(cpu_ticks "${PID[$n]}"); done
+  echo
+  echo "(a) concurrent: all four under load at once for ${DURATION}s, one wrk -t1 -c$CONNS each on CPU $LOAD_CPU, proxies + origin on CPU $PROXY_CPU"
+  echo
+  echo "| target | requests | CPU µs / req | vs nginx |"
+  echo "|---|---:|---:|---:|"
+  NGINX_US=$(us_per_req $((AFTER[nginx] - BEFORE[nginx])) "$(wrk_reqs cnginx)")
+  for n in "${NAMES[@]}"; do
+    us=$(us_per_req $((AFTER[$n] - BEFORE[$n])) "$(wrk_reqs "c$n")")
+    echo "| ${LABEL[$n]} | $(wrk_reqs "c$n") | $us | $(ratio "$us" "$NGINX_US")× |"
+  done
+fi
+
+if [ $SEQUENTIAL = 1 ]; then
+  echo
+  echo "(c) sequential: one wrk -t1 -c$CONNS -d${DURATION}s at a time on CPU $LOAD_CPU"
+  echo
+  echo "| target | req/s | vs nginx | p99 | CPU µs / req | non-2xx |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  for n in "${NAMES[@]}"; do
+    before=$(cpu_ticks "${PID[$n]}")
+    wrk_run "s$n" "${URL[$n]}" "${TOKEN[$n]:-}"
+    after=$(cpu_ticks "${PID[$n]}")
+    [ "$n" = nginx ] && NGINX_RPS=$(wrk_rps snginx)
+    echo "| ${LABEL[$n]} | $(wrk_rps "s$n") | $(ratio "$(wrk_rps "s$n")" "$NGINX_RPS")× | $(wrk_p99 "s$n") | $(us_per_req $((after - before)) "$(wrk_reqs "s$n")") | $(wrk_non2xx "s$n") |"
+  done
+  echo "(the 402 row's answers are all non-2xx: each is a fresh invoice + macaroon)"
+fi
+
+if [ $CONCURRENT = 1 ] || [ $SEQUENTIAL = 1 ]; then
+  for p in "$NGINX" "$PAID" "$CHAL" "$FREE"; do kill "$p"; done
+  wait "$NGINX" "$PAID" "$CHAL" "$FREE" 2>/dev/null || true
+fi
+
+if [ $INSTRUCTIONS = 1 ]; then
+  # instructions per request: warm up, zero the counters, send n requests, dump, read the total.
+  DUMPS=0
+  measure() { # label pid nudge-url n status-class h2load-args...
+    local label=$1 pid=$2 nudge=$3 n=$4 class=$5 out ir
+    shift
+    DUMPS=$((DUMPS + 1))
+    h2load "${@:5}" -n 200 >/dev/null
+    callgrind_control -z "$pid" >/dev/null
+    out=$(h2load "${@:5}" -n "$n")
+    grep -Eq "^status codes: .*\b$n $class" <<<"$out" \
+      || { echo "$label: $(grep -E '^(requests|status codes):' <<<"$out")" >&2; exit 1; }
+    callgrind_control -d "run$DUMPS" "$pid" >/dev/null &
+    local ctl=$!
+    # The dump happens when the process next runs code: nudge it if it is idle.
+    sleep 0.5; kill -0 "$ctl" 2>/dev/null && { curl -s -o /dev/null "$nudge" || true; }
+    wait "$ctl" || true
+    ir=$(grep -l "^desc: Trigger: dump run$DUMPS\$" "$WORK"/callgrind.out.* | head -1 | xargs grep -h '^totals:' | awk '{print $2}')
+    echo "| $label | $n | $((ir / n)) |"
+  }
+  H1=(--h1 -c 8)
+  H2=(-c 8 -m 1)
+  echo
+  echo "(b) user-space instructions per request (callgrind; $N requests after 200 of warm-up; 8 keep-alive connections; HTTP/2: h2c prior knowledge, 1 stream per connection)"
+  echo
+  echo "| target | requests | instructions / req |"
+  echo "|---|---:|---:|"
+  (cd "$WORK" && exec valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out.%p" \
+    nginx -c "$WORK/proxy.conf" -p "$WORK" 2>/dev/null) & VNGINX=$!; PIDS+=("$VNGINX")
+  wait_up http://127.0.0.1:18581/
+  NUDGE=http://127.0.0.1:18581/
+  measure "nginx proxy_pass, HTTP/1.1" "$VNGINX" $NUDGE "$N" 2xx "${H1[@]}" http://127.0.0.1:18581/
+  measure "nginx proxy_pass, h2c" "$VNGINX" $NUDGE "$N" 2xx "${H2[@]}" http://127.0.0.1:18583/
+  kill "$VNGINX"; wait "$VNGINX" 2>/dev/null || true
+  (cd "$WORK" && MONOIO_FORCE_LEGACY_DRIVER=1 exec valgrind --tool=callgrind \
+    --callgrind-out-file="$WORK/callgrind.out.%p" "$BIN" --config "$WORK/paid/aperture.yaml" \
+    --basedir "$WORK/paid" --cores 1 --no-pin 2>"$WORK/valgrind-aperture.log") & VAP=$!; PIDS+=("$VAP")
+  wait_up http://127.0.0.1:18582/free
+  AUTH=$(buy 18582 18592)
+  expect 200 http://127.0.0.1:18582/paid "Authorization: $AUTH"
+  NUDGE=http://127.0.0.1:18582/free
+  measure "aperture paid L402, HTTP/1.1" "$VAP" $NUDGE "$N" 2xx "${H1[@]}" -H "authorization: $AUTH" http://127.0.0.1:18582/paid
+  measure "aperture free (auth off), HTTP/1.1" "$VAP" $NUDGE "$N" 2xx "${H1[@]}" http://127.0.0.1:18582/free
+  # A challenge costs ~40x a paid request (BOLT11 signing): fewer of them.
+  measure "aperture 402 (dev backend), HTTP/1.1" "$VAP" $NUDGE $((N / 5)) 4xx "${H1[@]}" http://127.0.0.1:18582/paid
+  measure "aperture paid L402, h2c" "$VAP" $NUDGE "$N" 2xx "${H2[@]}" -H "authorization: $AUTH" http://127.0.0.1:18582/paid
+fi

@@ -309,7 +309,7 @@ fn run(cli: &Cli) -> Result<()> {
     let addr = server.local_addr();
     let scheme = if config.insecure { "http" } else { "https" };
     tracing::info!(
-        cores = cli.cores,
+        cores = server.cores(),
         drivers = ?server.drivers(),
         "aperture listening on {scheme}://{addr}"
     );

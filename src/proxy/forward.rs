@@ -240,11 +240,14 @@ fn finish_request_head(forwarded_for: &[&[u8]], req: &Outbound<'_>, out: &mut Ve
         out.extend_from_slice(prior);
         out.extend_from_slice(b", ");
     }
-    let _ = write!(out, "{}\r\n", req.peer);
+    h1::push_ip(out, req.peer);
+    out.extend_from_slice(b"\r\n");
     match req.framing {
         Framing::Length(0) if head.get("content-length").is_none() => {}
         Framing::Length(n) => {
-            let _ = write!(out, "Content-Length: {n}\r\n");
+            out.extend_from_slice(b"Content-Length: ");
+            h1::push_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
         }
         Framing::Chunked | Framing::Close => {
             out.extend_from_slice(b"Transfer-Encoding: chunked\r\n")
@@ -265,7 +268,9 @@ fn write_response_head(
         "" => resp.reason(),
         known => known.as_bytes(),
     };
-    let _ = write!(out, "HTTP/1.1 {} ", resp.status);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    h1::push_decimal(out, u64::from(resp.status));
+    out.push(b' ');
     out.extend_from_slice(reason);
     out.extend_from_slice(b"\r\n");
     let has_connection = resp.connection_names_fields();
@@ -297,7 +302,9 @@ fn write_response_head(
     write_cors(&cors, out);
     match framing {
         Framing::Length(n) if !bodyless => {
-            let _ = write!(out, "Content-Length: {n}\r\n");
+            out.extend_from_slice(b"Content-Length: ");
+            h1::push_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         Framing::Close if encode => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),

@@ -47,6 +47,10 @@ pub struct Route {
     pub stats: Arc<ServiceStats>,
     /// The counters of each of `service.rate_limits`, in the same order (empty until bound).
     pub rule_stats: Arc<[Arc<RuleStats>]>,
+    /// `hostregexp` matches every host (`.*`, the usual value): no regex search per request.
+    host_any: bool,
+    /// No `pathregexp`, or one that matches every path.
+    path_any: bool,
 }
 
 impl Route {
@@ -187,6 +191,8 @@ impl Routes {
                 });
                 Ok(Route {
                     index,
+                    host_any: matches_everything(&service.host_regexp),
+                    path_any: service.path_regexp.as_ref().is_none_or(matches_everything),
                     service,
                     upstream,
                     upstream_tls,
@@ -296,11 +302,43 @@ impl Routes {
     /// matches `path`, as Go aperture matches them.
     pub fn find(&self, host: &str, path: &str) -> Option<&Route> {
         self.routes.iter().find(|r| {
-            r.service.host_regexp.is_match(host)
-                && r.service
-                    .path_regexp
-                    .as_ref()
-                    .is_none_or(|p| p.is_match(path))
+            (r.host_any || r.service.host_regexp.is_match(host))
+                && (r.path_any
+                    || r.service
+                        .path_regexp
+                        .as_ref()
+                        .is_none_or(|p| p.is_match(path)))
         })
+    }
+}
+
+/// Whether `re` matches every haystack, so routing can skip the search (about 200 instructions
+/// each, two or three per request with `.*` host patterns). True when the pattern has no
+/// assertion (`^`, `$`, and anything escaped, which covers `\b`, `\A`, `\z`, `\<`) and matches
+/// the empty string: an unanchored search then matches the empty string at offset 0 of any input.
+fn matches_everything(re: &regex::Regex) -> bool {
+    let pattern = re.as_str();
+    !pattern.contains(['^', '$', '\\']) && re.is_match("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches_everything;
+
+    #[test]
+    fn only_patterns_that_match_any_input_skip_the_search() {
+        let any = |p: &str| matches_everything(&regex::Regex::new(p).unwrap());
+        for p in [".*", "", "(.*)", "a*", "x|"] {
+            assert!(any(p), "{p}");
+        }
+        // Anchored, escaped or non-empty patterns still run the regex.
+        for p in ["^.*$", "^$", "api", r"\b", r".*\.com", "^/free", ".+"] {
+            assert!(!any(p), "{p}");
+        }
+        // The shortcut agrees with the search on odd inputs.
+        let re = regex::Regex::new(".*").unwrap();
+        for h in ["", "\n", "a\nb", "\u{0}"] {
+            assert!(re.is_match(h));
+        }
     }
 }

@@ -90,6 +90,11 @@ impl Server {
         &self.metrics
     }
 
+    /// How many worker cores run (`--cores`, clamped to the CPU set when pinned).
+    pub fn cores(&self) -> usize {
+        self.workers.len()
+    }
+
     /// Which I/O driver each core runs (`io_uring` or `epoll`).
     pub fn drivers(&self) -> &[&'static str] {
         &self.drivers
@@ -133,17 +138,40 @@ impl Server {
     }
 }
 
+/// How many workers to start. With pinning, one per CPU of the inherited set at most: two pinned
+/// workers on one CPU would only time-share it (and `taskset -c 1 aperture --cores 4` most
+/// likely means "on CPU 1"), so a larger `--cores` is clamped with a warning. `--no-pin` starts
+/// exactly `--cores` workers and leaves placement to the scheduler. An empty set (the affinity
+/// could not be read) clamps nothing.
+fn pinned_cores(asked: usize, pin: bool, cpus: usize) -> usize {
+    if !pin || cpus == 0 || asked <= cpus {
+        return asked;
+    }
+    tracing::warn!(
+        cores = asked,
+        cpus,
+        "--cores is larger than the CPU set this process may run on: starting {cpus} pinned \
+         workers (use --no-pin to start {asked} unpinned)"
+    );
+    cpus
+}
+
 /// Binds the listeners and starts one worker per core. Returns once every core is serving.
 pub fn start(settings: Settings) -> Result<Server, RuntimeError> {
     if settings.cores == 0 {
         return Err(RuntimeError::NoCores);
     }
-    let listeners = listener::bind_group(settings.listen, settings.cores).map_err(|source| {
-        RuntimeError::Listen {
+    let cpus = if settings.pin {
+        worker::cpu_set()
+    } else {
+        Vec::new()
+    };
+    let cores = pinned_cores(settings.cores, settings.pin, cpus.len());
+    let listeners =
+        listener::bind_group(settings.listen, cores).map_err(|source| RuntimeError::Listen {
             addr: settings.listen,
             source,
-        }
-    })?;
+        })?;
     let addr = listeners[0]
         .local_addr()
         .map_err(|source| RuntimeError::Listen {
@@ -156,34 +184,21 @@ pub fn start(settings: Settings) -> Result<Server, RuntimeError> {
     }) || !settings.routes.challenge_rate_limits.is_empty();
     if settings.steer && per_client_state {
         // Every connection of one client /24 (/48) lands on the core that owns its buckets.
-        if let Err(e) = steer::attach_ip_steering(&listeners[0], settings.cores, addr.is_ipv6()) {
+        if let Err(e) = steer::attach_ip_steering(&listeners[0], cores, addr.is_ipv6()) {
             tracing::warn!("cannot steer connections by client address ({e}); rate-limit decisions for IP keys will hop between cores");
         }
     }
-    let metrics = Metrics::new(settings.cores);
+    let metrics = Metrics::new(cores);
     // Bound here, on the starting thread: the cores index their per-service counters directly.
     let routes = Arc::new(settings.routes.bind_metrics(&metrics));
-    let (peer_txs, mut peer_rxs): (Vec<_>, Vec<_>) =
-        (0..settings.cores).map(|_| mpsc::unbounded()).unzip();
+    let (peer_txs, mut peer_rxs): (Vec<_>, Vec<_>) = (0..cores).map(|_| mpsc::unbounded()).unzip();
     let peers: Arc<[_]> = peer_txs.into();
-    let cpus = if settings.pin {
-        worker::cpu_set()
-    } else {
-        Vec::new()
-    };
-    if settings.pin && settings.cores > cpus.len() {
-        tracing::warn!(
-            cores = settings.cores,
-            cpus = cpus.len(),
-            "more workers than CPUs this process may run on: some workers share a CPU"
-        );
-    }
-    let mut workers = Vec::with_capacity(settings.cores);
-    let mut drivers = Vec::with_capacity(settings.cores);
+    let mut workers = Vec::with_capacity(cores);
+    let mut drivers = Vec::with_capacity(cores);
     for (id, std_listener) in listeners.into_iter().enumerate() {
         let spec = worker::Spec {
             id,
-            cpu: cpus.get(id % cpus.len().max(1)).copied(),
+            cpu: cpus.get(id).copied(),
             listener: std_listener,
             routes: routes.clone(),
             master_secret: settings.master_secret,
@@ -206,4 +221,19 @@ pub fn start(settings: Settings) -> Result<Server, RuntimeError> {
         workers,
         drivers,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pinned_cores;
+
+    #[test]
+    fn pinned_workers_are_clamped_to_the_cpu_set_and_unpinned_ones_are_not() {
+        assert_eq!(pinned_cores(4, true, 1), 1);
+        assert_eq!(pinned_cores(2, true, 2), 2);
+        assert_eq!(pinned_cores(1, true, 16), 1);
+        assert_eq!(pinned_cores(4, false, 1), 4);
+        // The set could not be read: nothing to clamp against.
+        assert_eq!(pinned_cores(3, true, 0), 3);
+    }
 }

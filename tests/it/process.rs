@@ -15,6 +15,8 @@ struct Running {
     wallet: Option<SocketAddr>,
     _dir: tempfile::TempDir,
     logs: mpsc::Receiver<String>,
+    /// Every line logged up to the "listening" line.
+    startup: Vec<String>,
 }
 
 impl Running {
@@ -38,7 +40,29 @@ impl Running {
     }
 
     fn spawn_logging(args: &[&str], dir: tempfile::TempDir, level: &str) -> Running {
-        let mut child = crate::support::aperture_command()
+        Self::spawn_command(crate::support::aperture_command(), args, dir, level)
+    }
+
+    /// Runs the binary under `taskset -c CPUS` (taskset execs it, so the pid is aperture's).
+    fn spawn_under_taskset(cpus: &str, args: &[&str], dir: tempfile::TempDir) -> Running {
+        let template = crate::support::aperture_command();
+        let mut cmd = std::process::Command::new("taskset");
+        cmd.arg("-c").arg(cpus).arg(template.get_program());
+        for (k, v) in template.get_envs() {
+            if let Some(v) = v {
+                cmd.env(k, v);
+            }
+        }
+        Self::spawn_command(cmd, args, dir, "info")
+    }
+
+    fn spawn_command(
+        mut cmd: std::process::Command,
+        args: &[&str],
+        dir: tempfile::TempDir,
+        level: &str,
+    ) -> Running {
+        let mut child = cmd
             .args(args)
             .env("RUST_LOG", level)
             .stdout(Stdio::null())
@@ -52,7 +76,7 @@ impl Running {
                 let _ = tx.send(line);
             }
         });
-        let (mut addr, mut wallet) = (None, None);
+        let (mut addr, mut wallet, mut startup) = (None, None, Vec::new());
         let deadline = Instant::now() + Duration::from_secs(20);
         while addr.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -65,6 +89,7 @@ impl Running {
             if let Some(w) = after(&line, "wallet at http://") {
                 wallet = Some(w);
             }
+            startup.push(line);
         }
         Running {
             child,
@@ -72,6 +97,7 @@ impl Running {
             wallet,
             _dir: dir,
             logs: rx,
+            startup,
         }
     }
 
@@ -395,4 +421,138 @@ fn debug_logs_name_requests_but_never_credentials() {
             "credential in the log: {l}"
         );
     }
+}
+
+/// The CPUs in a kernel CPU list (`0-2,5`), as in `Cpus_allowed_list`.
+fn cpu_list(list: &str) -> Vec<usize> {
+    let mut cpus = Vec::new();
+    for part in list.trim().split(',').filter(|p| !p.is_empty()) {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        cpus.extend(lo.parse::<usize>().unwrap()..=hi.parse::<usize>().unwrap());
+    }
+    cpus
+}
+
+fn allowed_cpus(status_path: &str) -> Vec<usize> {
+    let status = std::fs::read_to_string(status_path).unwrap();
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap();
+    cpu_list(line)
+}
+
+/// Each worker thread (`aperture-core-N`, by its name in /proc) and the CPUs it may run on.
+fn worker_affinity(pid: i32) -> Vec<(String, Vec<usize>)> {
+    let mut workers = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if name.starts_with("aperture-core-") {
+            let status = dir.join("status");
+            workers.push((
+                name.trim().to_owned(),
+                allowed_cpus(status.to_str().unwrap()),
+            ));
+        }
+    }
+    workers.sort();
+    workers
+}
+
+/// Two CPUs this test may use, or why the pinning tests cannot run here.
+fn two_cpus() -> Result<(usize, usize), String> {
+    let mine = allowed_cpus("/proc/self/status");
+    if mine.len() < 2 {
+        return Err(format!(
+            "this process may run on {mine:?} only; need 2 CPUs"
+        ));
+    }
+    let taskset = std::process::Command::new("taskset")
+        .arg("-V")
+        .output()
+        .map_err(|e| format!("no taskset ({e})"))?;
+    if !taskset.status.success() {
+        return Err("taskset -V failed".into());
+    }
+    Ok((mine[0], mine[1]))
+}
+
+fn free_service_args(dir: &tempfile::TempDir, origin: SocketAddr) -> (String, String) {
+    let config = dir.path().join("aperture.yaml");
+    let yaml = format!(
+        "listenaddr: \"127.0.0.1:0\"\ninsecure: true\ndbbackend: sqlite\n\
+         authenticator:\n  network: regtest\n  dev:\n    listenaddr: \"127.0.0.1:0\"\n\
+         services:\n{}",
+        service("free", origin, "    auth: \"off\"\n")
+    );
+    std::fs::write(&config, yaml).unwrap();
+    (
+        config.to_str().unwrap().to_owned(),
+        dir.path().to_str().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn workers_are_pinned_inside_the_inherited_cpu_set() {
+    let (first, second) = match two_cpus() {
+        Ok(cpus) => cpus,
+        Err(why) => {
+            println!("skipped: {why}");
+            return;
+        }
+    };
+    let origin = Origin::start();
+    // `taskset -c <second> aperture --cores 1`: the one worker runs on that CPU, not on the
+    // first CPU of the machine.
+    let dir = tempfile::tempdir().unwrap();
+    let (config, base) = free_service_args(&dir, origin.addr);
+    let args = ["--config", &config, "--basedir", &base, "--cores", "1"];
+    let proc = Running::spawn_under_taskset(&second.to_string(), &args, dir);
+    assert_eq!(
+        worker_affinity(proc.pid()),
+        vec![("aperture-core-0".to_owned(), vec![second])]
+    );
+    assert_eq!(get(proc.addr, "/", "").status, 200);
+    drop(proc);
+
+    // More workers than the set holds: clamped to the set, with a warning naming --no-pin.
+    let dir = tempfile::tempdir().unwrap();
+    let (config, base) = free_service_args(&dir, origin.addr);
+    let args = ["--config", &config, "--basedir", &base, "--cores", "2"];
+    let proc = Running::spawn_under_taskset(&second.to_string(), &args, dir);
+    assert_eq!(
+        worker_affinity(proc.pid()),
+        vec![("aperture-core-0".to_owned(), vec![second])]
+    );
+    assert!(
+        proc.startup
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("--no-pin")),
+        "{:?}",
+        proc.startup
+    );
+    drop(proc);
+
+    // --no-pin: every worker keeps the whole inherited set, and --cores is not clamped.
+    let dir = tempfile::tempdir().unwrap();
+    let (config, base) = free_service_args(&dir, origin.addr);
+    let args = [
+        "--config",
+        &config,
+        "--basedir",
+        &base,
+        "--cores",
+        "3",
+        "--no-pin",
+    ];
+    let set = format!("{first},{second}");
+    let proc = Running::spawn_under_taskset(&set, &args, dir);
+    let both = vec![first, second];
+    assert_eq!(
+        worker_affinity(proc.pid()),
+        (0..3)
+            .map(|i| (format!("aperture-core-{i}"), both.clone()))
+            .collect::<Vec<_>>()
+    );
 }
