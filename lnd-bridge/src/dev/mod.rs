@@ -3,9 +3,11 @@
 //!
 //! Owns invoice minting, the in-memory invoice book (preimage + settled flag per payment
 //! hash) and settlement events. It must never touch real funds: payments are SIMULATED.
-//! Runs on the bridge's tokio thread; nothing here blocks except CPU-bound signing.
+//! Runs on the bridge's tokio thread; the CPU-bound signing runs on a few signer threads
+//! (`signers`), inline only when they are saturated.
 
 pub mod key;
+mod signers;
 mod store;
 pub(crate) mod wallet;
 
@@ -80,6 +82,8 @@ pub(crate) struct DevBackend {
     /// Artificial latency before each invoice (nanoseconds), for saturation tests.
     delay_nanos: AtomicU64,
     events: Arc<EventBus>,
+    /// Threads that sign invoices off the runtime (`None`: sign inline).
+    signers: Option<signers::Signers>,
 }
 
 /// Maps our network onto the BOLT11 currency prefix.
@@ -101,12 +105,9 @@ impl DevBackend {
         events: Arc<EventBus>,
     ) -> Result<Self, BridgeError> {
         let key = key::load_or_create(basedir)?;
-        Ok(Self::with_key(
-            key,
-            network,
-            events,
-            MAX_REMEMBERED_INVOICES,
-        ))
+        let mut dev = Self::with_key(key, network, events, MAX_REMEMBERED_INVOICES);
+        dev.signers = signers::Signers::start();
+        Ok(dev)
     }
 
     /// A backend with a fresh random key and no persistence (the fake lnd's signer).
@@ -133,6 +134,7 @@ impl DevBackend {
             }),
             delay_nanos: AtomicU64::new(0),
             events,
+            signers: None,
         }
     }
 
@@ -146,16 +148,31 @@ impl DevBackend {
         self.delay_nanos.store(nanos, Ordering::Relaxed);
     }
 
-    /// Creates an invoice after the configured artificial delay (zero by default).
+    /// Creates an invoice after the configured artificial delay (zero by default), signed on a
+    /// signer thread when there are some.
     pub(crate) async fn create_invoice(
-        &self,
+        self: &Arc<Self>,
         req: &InvoiceRequest,
     ) -> Result<Invoice, BridgeError> {
         let nanos = self.delay_nanos.load(Ordering::Relaxed);
         if nanos > 0 {
             tokio::time::sleep(Duration::from_nanos(nanos)).await;
         }
-        self.mint(req)
+        let Some(signers) = &self.signers else {
+            return self.mint(req);
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (dev, job_req) = (Arc::clone(self), req.clone());
+        let job = Box::new(move || {
+            let _ = tx.send(dev.mint(&job_req));
+        });
+        match signers.try_run(job) {
+            Ok(()) => rx
+                .await
+                .unwrap_or_else(|_| Err(BridgeError::Backend("invoice signer stopped".into()))),
+            // Every signer busy and the queue full: sign here (the job, and its sender, drop).
+            Err(_) => self.mint(req),
+        }
     }
 
     /// Signs a fresh invoice and remembers its preimage. CPU-bound (one ECDSA signature).
