@@ -1,0 +1,167 @@
+//! [`BridgeHandle`]: what the worker cores hold. Every entry point queues a call without
+//! blocking (or fails at once) and hands back a oneshot reply; the in-flight bound is enforced
+//! here with permits. It must never block or await: the callers are monoio worker cores.
+
+use super::*;
+
+/// What the worker cores hold: non-blocking entry points into the bridge.
+#[derive(Clone)]
+pub struct BridgeHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+// Worker cores on other threads hold and clone handles.
+const _: fn() = || {
+    fn send_sync_clone<T: Send + Sync + Clone>() {}
+    send_sync_clone::<BridgeHandle>();
+};
+
+/// One unit of the in-flight bound, released when the call finishes or is dropped unrun
+/// (refused by the channel, left in it at shutdown, or canceled with the runtime).
+pub(crate) struct Permit(Arc<Shared>);
+
+impl Permit {
+    pub(crate) fn acquire(shared: &Arc<Shared>) -> Result<Permit, BridgeError> {
+        let prev = shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        if prev >= shared.capacity {
+            shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(BridgeError::QueueFull);
+        }
+        Ok(Permit(shared.clone()))
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl BridgeHandle {
+    /// Queues an `L402`-memo invoice for `amount_sat`; never blocks. Fails at once with
+    /// `QueueFull` at capacity, `Closed` after shutdown, `InvalidRequest` for a zero or
+    /// oversized amount, `Backend("authentication is disabled")` on a disabled bridge. The
+    /// reply carries `Timeout` if `call_timeout` passes first.
+    pub fn try_create_invoice(&self, amount_sat: u64) -> Result<InvoiceReply, BridgeError> {
+        self.try_create_invoice_with(InvoiceRequest::l402(amount_sat))
+    }
+
+    /// Like [`Self::try_create_invoice`] with an explicit memo.
+    pub fn try_create_invoice_with(
+        &self,
+        req: InvoiceRequest,
+    ) -> Result<InvoiceReply, BridgeError> {
+        req.validate()?;
+        let (reply, rx) = oneshot::channel();
+        self.enqueue(Call::Create { req, reply })?;
+        Ok(rx)
+    }
+
+    /// Queues a lookup of `payment_hash`'s state; never blocks. A hash the backend does
+    /// not know answers `Ok(InvoiceState::Unknown)`. Fails at once like
+    /// [`Self::try_create_invoice`] (`QueueFull`, `Closed`, disabled backend); the reply
+    /// carries `Timeout` or `Backend` errors.
+    pub fn try_lookup_invoice(&self, payment_hash: [u8; 32]) -> Result<LookupReply, BridgeError> {
+        let (reply, rx) = oneshot::channel();
+        self.enqueue(Call::Lookup {
+            payment_hash,
+            reply,
+        })?;
+        Ok(rx)
+    }
+
+    /// Queues a `GetPrice` call to the dynamic pricer `target` for `path` (the request's URL
+    /// path) with `http_request_text` (the serialized request head and a bounded body prefix);
+    /// never blocks. Fails at once with `QueueFull` or `Closed`; the reply carries the price,
+    /// or `Timeout` (past `call_timeout`) or `Backend` (the pricer failed or is unreachable).
+    /// Needs no Lightning backend, so it also works on a disabled one.
+    pub fn try_get_price(
+        &self,
+        target: Arc<PricerTarget>,
+        path: String,
+        http_request_text: String,
+    ) -> Result<PriceReply, BridgeError> {
+        let (reply, rx) = oneshot::channel();
+        self.enqueue(Call::Price {
+            target,
+            path,
+            http_request_text,
+            reply,
+        })?;
+        Ok(rx)
+    }
+
+    /// The shared admission path: closed and disabled checks, the in-flight bound, the
+    /// channel.
+    fn enqueue(&self, call: Call) -> Result<(), BridgeError> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(BridgeError::Closed);
+        }
+        let needs_lightning = !matches!(call, Call::Price { .. });
+        if needs_lightning && matches!(self.shared.backend, Backend::Disabled) {
+            return Err(BridgeError::Backend(DISABLED_REASON.into()));
+        }
+        let permit = Permit::acquire(&self.shared)?;
+        let job = Job {
+            call,
+            enqueued: Instant::now(),
+            permit,
+        };
+        // A refused job is dropped here, releasing its permit.
+        match self.shared.jobs.try_send(Msg::Call(job)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(BridgeError::QueueFull),
+            Err(TrySendError::Disconnected(_)) => Err(BridgeError::Closed),
+        }
+    }
+
+    /// Whether the backend is reachable; see [`Bridge::backend_connected`].
+    pub fn backend_connected(&self) -> bool {
+        self.shared.backend.stats().connected
+    }
+
+    /// Connection state and subscription counters, for readiness and metrics.
+    pub fn backend_stats(&self) -> BackendStats {
+        self.shared.backend.stats()
+    }
+
+    /// Registers an event sink; it receives every event published from now on, and its
+    /// stream ends when the bridge shuts down.
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<Event> {
+        let rx = self.shared.events.subscribe();
+        if self.shared.closed.load(Ordering::Acquire) {
+            self.shared.events.close(); // keep "ends after shutdown" for late subscribers
+        }
+        rx
+    }
+
+    /// Sends `event` to every subscriber (e.g. a `TokenRevoked` from the admin path).
+    pub fn publish(&self, event: Event) {
+        self.shared.events.publish(&event);
+    }
+
+    /// Dev backend only (no-op otherwise): waits `delay` before creating each invoice, so
+    /// tests can hold calls in flight to saturate the queue or trip `call_timeout`.
+    pub fn set_dev_delay(&self, delay: Duration) {
+        match &self.shared.backend {
+            Backend::Dev(dev) => dev.set_delay(delay),
+            Backend::Lnd(_) | Backend::Disabled => {}
+        }
+    }
+
+    /// Queue depth, invoice latency and backend state, for metrics.
+    pub fn stats(&self) -> BridgeStats {
+        let s = &self.shared;
+        BridgeStats::new(
+            &s.invoices,
+            s.in_flight.load(Ordering::Acquire),
+            s.capacity,
+            s.backend.stats(),
+        )
+    }
+
+    /// Calls currently queued or running on the bridge (for metrics and tests).
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::Acquire)
+    }
+}
