@@ -124,10 +124,12 @@ async fn accept_streams<T>(
                 activity.open.set(activity.open.get() + 1);
                 let guard = StreamGuard(activity.clone());
                 let core = core.clone();
-                monoio::spawn(async move {
+                let f = async move {
                     let _guard = guard;
                     serve_stream(core, req, respond, peer).await
-                });
+                };
+
+                monoio::spawn(f);
             }
             Some(Err(e)) => {
                 tracing::debug!(core = core.id, %peer, "h2 connection error: {e}");

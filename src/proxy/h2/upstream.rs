@@ -66,13 +66,19 @@ pub async fn forward(
     req: http::Request<RecvStream>,
     respond: &mut SendResponse<Bytes>,
 ) -> Result<u16, Synthetic> {
+    // The h2 and TLS paths hold large futures (handshakes, two h2 streams): boxed, so that the
+    // task spawned per stream stays small for the common HTTP/1.1 upstream (moving a task's
+    // future costs a copy of its whole size, three times at spawn).
     match out.route.service.protocol {
         Protocol::H2c => {
-            let send = h2c_sender(core, out.route).await?;
-            forward_h2(core, &out, req, respond, send, "http").await
+            Box::pin(async {
+                let send = h2c_sender(core, out.route).await?;
+                forward_h2(core, &out, req, respond, send, "http").await
+            })
+            .await
         }
         Protocol::Http => forward_h1::<TcpStream>(core, &out, req, respond).await,
-        Protocol::Https => forward_https(core, &out, req, respond).await,
+        Protocol::Https => Box::pin(forward_https(core, &out, req, respond)).await,
     }
 }
 
