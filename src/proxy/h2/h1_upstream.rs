@@ -9,7 +9,6 @@
 use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
-use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::error::Synthetic;
 
@@ -18,7 +17,8 @@ use super::super::h1::{ChunkScanner, Framing, Head};
 use super::super::io::{BufStream, ReadError};
 use super::super::pool::Upstream;
 use super::super::{CoreCtx, Route};
-use super::upstream::{failed, request_headers, response_headers, send_all, target, Outbound};
+use super::h1_fields::{request_bytes, response_fields};
+use super::upstream::{failed, send_all, Outbound};
 
 /// Largest chunked response body de-chunked in memory for an HTTP/2 client; a larger one is a
 /// 502 (length- and close-delimited bodies stream and have no such limit).
@@ -46,7 +46,7 @@ pub(super) async fn forward_h1<U: Upstream>(
         .map_err(|e| failed(core, route, &e))?;
     let mut head = http::Response::new(());
     *head.status_mut() = http::StatusCode::from_u16(status).map_err(|e| failed(core, route, &e))?;
-    *head.headers_mut() = response_headers(status, &incoming_headers(&resp));
+    *head.headers_mut() = response_fields(&resp);
     let reusable = resp.keep_alive();
     let payload = match framing {
         Framing::Chunked => Some(read_chunked(core, route, &mut up).await?),
@@ -85,46 +85,6 @@ pub(super) async fn forward_h1<U: Upstream>(
         Err(()) => down.send_reset(h2::Reason::INTERNAL_ERROR),
     }
     Ok(status)
-}
-
-/// The HTTP/1.1 request: head (Go aperture's director rewriting) and the whole body.
-fn request_bytes(out: &Outbound<'_>, parts: &http::request::Parts, body: &[u8]) -> Vec<u8> {
-    let route = out.route;
-    let mut raw = Vec::with_capacity(1024 + body.len());
-    raw.extend_from_slice(parts.method.as_str().as_bytes());
-    raw.push(b' ');
-    raw.extend_from_slice(target(route, &parts.uri).as_bytes());
-    raw.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-    raw.extend_from_slice(route.service.address.as_bytes());
-    raw.extend_from_slice(b"\r\n");
-    for (name, value) in &request_headers(out, &parts.headers) {
-        if name == "te" {
-            continue;
-        }
-        raw.extend_from_slice(name.as_str().as_bytes());
-        raw.extend_from_slice(b": ");
-        raw.extend_from_slice(value.as_bytes());
-        raw.extend_from_slice(b"\r\n");
-    }
-    if !body.is_empty() || parts.method == http::Method::POST || parts.method == http::Method::PUT {
-        raw.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
-    }
-    raw.extend_from_slice(b"\r\n");
-    raw.extend_from_slice(body);
-    raw
-}
-
-/// The upstream's response fields as an h2 header map, framing fields dropped.
-fn incoming_headers(resp: &Head) -> HeaderMap {
-    let mut incoming = HeaderMap::new();
-    for (name, value) in resp.fields() {
-        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::from_bytes(value)) {
-            if n != http::header::CONTENT_LENGTH && n != http::header::TRANSFER_ENCODING {
-                incoming.append(n, v);
-            }
-        }
-    }
-    incoming
 }
 
 async fn read_request_body(

@@ -5,6 +5,7 @@
 //! task on this core. gRPC requests get every synthetic answer in the Trailers-Only form. Nothing
 //! here panics on network input; a broken stream is reset, a broken connection closed.
 
+mod h1_fields;
 mod h1_upstream;
 mod rewind;
 mod upstream;
@@ -124,12 +125,10 @@ async fn accept_streams<T>(
                 activity.open.set(activity.open.get() + 1);
                 let guard = StreamGuard(activity.clone());
                 let core = core.clone();
-                let f = async move {
+                monoio::spawn(async move {
                     let _guard = guard;
                     serve_stream(core, req, respond, peer).await
-                };
-
-                monoio::spawn(f);
+                });
             }
             Some(Err(e)) => {
                 tracing::debug!(core = core.id, %peer, "h2 connection error: {e}");

@@ -222,25 +222,45 @@ pub(super) fn response_headers(status: u16, incoming: &HeaderMap) -> HeaderMap {
         }
         headers.append(name.clone(), value.clone());
     }
-    headers.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    headers.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, ANY_ORIGIN);
     let lists = [
-        ("access-control-allow-methods", CORS_ALLOW_METHODS),
-        ("access-control-expose-headers", CORS_EXPOSE_HEADERS),
-        ("access-control-allow-headers", CORS_ALLOW_HEADERS),
+        http::header::ACCESS_CONTROL_ALLOW_METHODS,
+        http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        http::header::ACCESS_CONTROL_ALLOW_HEADERS,
     ];
-    for (name, ours) in lists {
+    for (i, name) in lists.into_iter().enumerate() {
         let theirs: Vec<&[u8]> = incoming
-            .get_all(name)
+            .get_all(&name)
             .iter()
             .map(|v| v.as_bytes())
             .collect();
-        let mut merged = Vec::new();
-        respond::merge_cors_list(&theirs, ours, &mut merged);
-        if let Ok(v) = HeaderValue::from_bytes(&merged) {
+        if let Some(v) = cors_value(&theirs, i) {
             headers.insert(name, v);
         }
     }
     headers
+}
+
+/// `Access-Control-Allow-Origin: *`.
+pub(super) const ANY_ORIGIN: HeaderValue = HeaderValue::from_static("*");
+
+/// Our values of the three CORS lists (methods, expose, allow headers), checked at compile time.
+static OURS: [HeaderValue; 3] = [
+    HeaderValue::from_static(CORS_ALLOW_METHODS),
+    HeaderValue::from_static(CORS_EXPOSE_HEADERS),
+    HeaderValue::from_static(CORS_ALLOW_HEADERS),
+];
+
+/// CORS list `i` (methods, expose, allow headers) merged with what the upstream sent: our
+/// constant when it sent nothing (the usual case: no allocation, no validation).
+pub(super) fn cors_value(theirs: &[&[u8]], i: usize) -> Option<HeaderValue> {
+    let ours = OURS.get(i)?;
+    if theirs.is_empty() {
+        return Some(ours.clone());
+    }
+    let mut merged = Vec::new();
+    respond::merge_cors_list(theirs, ours.to_str().unwrap_or(""), &mut merged);
+    HeaderValue::from_bytes(&merged).ok()
 }
 
 /// This core's live h2 connection for `key`, ready for a new stream.
