@@ -125,9 +125,12 @@ async fn accept_streams<T>(
                 activity.open.set(activity.open.get() + 1);
                 let guard = StreamGuard(activity.clone());
                 let core = core.clone();
+                // The stream's state (kilobytes: every phase's future) is built once in its
+                // own allocation; the task itself holds only the arguments, because spawning
+                // moves a task's whole future several times.
                 monoio::spawn(async move {
                     let _guard = guard;
-                    serve_stream(core, req, respond, peer).await
+                    Box::pin(serve_stream(core, req, respond, peer)).await
                 });
             }
             Some(Err(e)) => {
