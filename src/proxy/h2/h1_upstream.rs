@@ -18,7 +18,7 @@ use super::super::io::{BufStream, ReadError};
 use super::super::pool::Upstream;
 use super::super::{CoreCtx, Route};
 use super::h1_fields::{request_bytes, response_fields};
-use super::upstream::{failed, send_all, Outbound};
+use super::upstream::{failed, send_all_then, Outbound};
 
 /// Largest chunked response body de-chunked in memory for an HTTP/2 client; a larger one is a
 /// 502 (length- and close-delimited bodies stream and have no such limit).
@@ -62,9 +62,7 @@ pub(super) async fn forward_h1<U: Upstream>(
         if payload.is_empty() {
             let _ = respond.send_response(head, true);
         } else if let Ok(mut down) = respond.send_response(head, false) {
-            if send_all(&mut down, payload).await.is_ok() {
-                let _ = down.send_data(Bytes::new(), true);
-            }
+            let _ = send_all_then(&mut down, payload, true).await;
         }
         return Ok(status);
     }
@@ -92,6 +90,10 @@ async fn read_request_body(
     max: u64,
     within: std::time::Duration,
 ) -> Result<Bytes, Synthetic> {
+    if body.is_end_stream() {
+        // No body (a GET): no timer, no buffer.
+        return Ok(Bytes::new());
+    }
     let mut buf = BytesMut::new();
     loop {
         match monoio::time::timeout(within, body.data()).await {
@@ -174,11 +176,19 @@ async fn stream_body<U: Upstream>(
         let n = remaining.min(up.data().len() as u64) as usize;
         let mut chunk = Vec::with_capacity(n);
         up.take_into(&mut chunk, n);
-        send_all(down, Bytes::from(chunk)).await.map_err(|_| ())?;
         if framing != Framing::Close {
             remaining -= n as u64;
         }
+        // The last piece of a length-delimited body ends the stream in the same frame.
+        let last = remaining == 0;
+        send_all_then(down, Bytes::from(chunk), last)
+            .await
+            .map_err(|_| ())?;
+        if last {
+            return Ok(());
+        }
     }
+    // Close-delimited: the end is known only now.
     down.send_data(Bytes::new(), true).map_err(|_| ())
 }
 

@@ -431,7 +431,20 @@ async fn pump_response(
 }
 
 /// Sends `data` as the peer's flow-control window allows (never buffering past it).
-pub(super) async fn send_all(to: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), h2::Error> {
+pub(super) async fn send_all(to: &mut SendStream<Bytes>, data: Bytes) -> Result<(), h2::Error> {
+    send_all_then(to, data, false).await
+}
+
+/// [`send_all`], its last DATA frame carrying END_STREAM when `end` (one frame less than an
+/// empty closing DATA frame after it).
+pub(super) async fn send_all_then(
+    to: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    end: bool,
+) -> Result<(), h2::Error> {
+    if data.is_empty() {
+        return if end { to.send_data(data, true) } else { Ok(()) };
+    }
     while !data.is_empty() {
         to.reserve_capacity(data.len());
         let granted = std::future::poll_fn(|cx| to.poll_capacity(cx)).await;
@@ -444,7 +457,7 @@ pub(super) async fn send_all(to: &mut SendStream<Bytes>, mut data: Bytes) -> Res
             continue;
         }
         let chunk = data.split_to(n.min(data.len()));
-        to.send_data(chunk, false)?;
+        to.send_data(chunk, end && data.is_empty())?;
     }
     Ok(())
 }
