@@ -19,9 +19,12 @@ const CORS_LISTS: [HeaderName; 3] = [
     header::ACCESS_CONTROL_ALLOW_HEADERS,
 ];
 
-
 /// The HTTP/1.1 request: head (Go aperture's director rewriting) and the whole body.
-pub(super) fn request_bytes(out: &Outbound<'_>, parts: &http::request::Parts, body: &[u8]) -> Vec<u8> {
+pub(super) fn request_bytes(
+    out: &Outbound<'_>,
+    parts: &http::request::Parts,
+    body: &[u8],
+) -> Vec<u8> {
     let route = out.route;
     let mut raw = Vec::with_capacity(1024 + body.len());
     raw.extend_from_slice(parts.method.as_str().as_bytes());
@@ -171,17 +174,24 @@ mod tests {
             "Access-Control-Max-Age: 5\r\nAccess-Control-Allow-Methods: PUT, get\r\nX-A: 2\r\n\r\n"
         ));
         let map = response_fields(&h);
-        let all = |n: &str| -> Vec<&str> {
-            map.get_all(n).iter().map(|v| v.to_str().unwrap()).collect()
-        };
+        let all =
+            |n: &str| -> Vec<&str> { map.get_all(n).iter().map(|v| v.to_str().unwrap()).collect() };
         assert_eq!(all("x-a"), ["1", "2"]);
         assert!(map.get("content-length").is_none() && map.get("connection").is_none());
-        assert!(map.get("www-authenticate").is_none() && map.get("access-control-max-age").is_none());
+        assert!(
+            map.get("www-authenticate").is_none() && map.get("access-control-max-age").is_none()
+        );
         assert_eq!(all("access-control-allow-origin"), ["*"]);
-        assert_eq!(all("access-control-allow-methods"), ["PUT, get, POST, OPTIONS"]);
+        assert_eq!(
+            all("access-control-allow-methods"),
+            ["PUT, get, POST, OPTIONS"]
+        );
         assert_eq!(all("access-control-expose-headers"), [CORS_EXPOSE_HEADERS]);
         assert_eq!(all("access-control-allow-headers"), [CORS_ALLOW_HEADERS]);
         let h402 = head("HTTP/1.1 402 Payment Required\r\nWWW-Authenticate: L402 x\r\n\r\n");
-        assert_eq!(response_fields(&h402).get("www-authenticate").unwrap(), "L402 x");
+        assert_eq!(
+            response_fields(&h402).get("www-authenticate").unwrap(),
+            "L402 x"
+        );
     }
 }

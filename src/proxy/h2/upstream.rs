@@ -443,7 +443,11 @@ pub(super) async fn send_all_then(
     end: bool,
 ) -> Result<(), h2::Error> {
     if data.is_empty() {
-        return if end { to.send_data(data, true) } else { Ok(()) };
+        return if end {
+            to.send_data(data, true)
+        } else {
+            Ok(())
+        };
     }
     while !data.is_empty() {
         to.reserve_capacity(data.len());
