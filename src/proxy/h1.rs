@@ -146,6 +146,11 @@ impl Head {
         &self.bytes[self.reason.clone()]
     }
 
+    /// The head's bytes as parsed: every slice [`Head::fields`] yields lies inside them.
+    pub fn raw(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// All header fields, in order, as (name, value).
     pub fn fields(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
         self.fields.iter().map(|(n, v)| {

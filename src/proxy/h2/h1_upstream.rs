@@ -9,7 +9,6 @@
 use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
-use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::error::Synthetic;
 
@@ -18,7 +17,8 @@ use super::super::h1::{ChunkScanner, Framing, Head};
 use super::super::io::{BufStream, ReadError};
 use super::super::pool::Upstream;
 use super::super::{CoreCtx, Route};
-use super::upstream::{failed, request_headers, response_headers, send_all, target, Outbound};
+use super::h1_fields::{request_bytes, response_fields};
+use super::upstream::{failed, send_all_then, Outbound};
 
 /// Largest chunked response body de-chunked in memory for an HTTP/2 client; a larger one is a
 /// 502 (length- and close-delimited bodies stream and have no such limit).
@@ -46,7 +46,7 @@ pub(super) async fn forward_h1<U: Upstream>(
         .map_err(|e| failed(core, route, &e))?;
     let mut head = http::Response::new(());
     *head.status_mut() = http::StatusCode::from_u16(status).map_err(|e| failed(core, route, &e))?;
-    *head.headers_mut() = response_headers(status, &incoming_headers(&resp));
+    *head.headers_mut() = response_fields(&resp);
     let reusable = resp.keep_alive();
     let payload = match framing {
         Framing::Chunked => Some(read_chunked(core, route, &mut up).await?),
@@ -62,9 +62,7 @@ pub(super) async fn forward_h1<U: Upstream>(
         if payload.is_empty() {
             let _ = respond.send_response(head, true);
         } else if let Ok(mut down) = respond.send_response(head, false) {
-            if send_all(&mut down, payload).await.is_ok() {
-                let _ = down.send_data(Bytes::new(), true);
-            }
+            let _ = send_all_then(&mut down, payload, true).await;
         }
         return Ok(status);
     }
@@ -87,51 +85,15 @@ pub(super) async fn forward_h1<U: Upstream>(
     Ok(status)
 }
 
-/// The HTTP/1.1 request: head (Go aperture's director rewriting) and the whole body.
-fn request_bytes(out: &Outbound<'_>, parts: &http::request::Parts, body: &[u8]) -> Vec<u8> {
-    let route = out.route;
-    let mut raw = Vec::with_capacity(1024 + body.len());
-    raw.extend_from_slice(parts.method.as_str().as_bytes());
-    raw.push(b' ');
-    raw.extend_from_slice(target(route, &parts.uri).as_bytes());
-    raw.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-    raw.extend_from_slice(route.service.address.as_bytes());
-    raw.extend_from_slice(b"\r\n");
-    for (name, value) in &request_headers(out, &parts.headers) {
-        if name == "te" {
-            continue;
-        }
-        raw.extend_from_slice(name.as_str().as_bytes());
-        raw.extend_from_slice(b": ");
-        raw.extend_from_slice(value.as_bytes());
-        raw.extend_from_slice(b"\r\n");
-    }
-    if !body.is_empty() || parts.method == http::Method::POST || parts.method == http::Method::PUT {
-        raw.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
-    }
-    raw.extend_from_slice(b"\r\n");
-    raw.extend_from_slice(body);
-    raw
-}
-
-/// The upstream's response fields as an h2 header map, framing fields dropped.
-fn incoming_headers(resp: &Head) -> HeaderMap {
-    let mut incoming = HeaderMap::new();
-    for (name, value) in resp.fields() {
-        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::from_bytes(value)) {
-            if n != http::header::CONTENT_LENGTH && n != http::header::TRANSFER_ENCODING {
-                incoming.append(n, v);
-            }
-        }
-    }
-    incoming
-}
-
 async fn read_request_body(
     mut body: RecvStream,
     max: u64,
     within: std::time::Duration,
 ) -> Result<Bytes, Synthetic> {
+    if body.is_end_stream() {
+        // No body (a GET): no timer, no buffer.
+        return Ok(Bytes::new());
+    }
     let mut buf = BytesMut::new();
     loop {
         match monoio::time::timeout(within, body.data()).await {
@@ -214,11 +176,19 @@ async fn stream_body<U: Upstream>(
         let n = remaining.min(up.data().len() as u64) as usize;
         let mut chunk = Vec::with_capacity(n);
         up.take_into(&mut chunk, n);
-        send_all(down, Bytes::from(chunk)).await.map_err(|_| ())?;
         if framing != Framing::Close {
             remaining -= n as u64;
         }
+        // The last piece of a length-delimited body ends the stream in the same frame.
+        let last = remaining == 0;
+        send_all_then(down, Bytes::from(chunk), last)
+            .await
+            .map_err(|_| ())?;
+        if last {
+            return Ok(());
+        }
     }
+    // Close-delimited: the end is known only now.
     down.send_data(Bytes::new(), true).map_err(|_| ())
 }
 

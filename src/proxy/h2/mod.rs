@@ -5,6 +5,7 @@
 //! task on this core. gRPC requests get every synthetic answer in the Trailers-Only form. Nothing
 //! here panics on network input; a broken stream is reset, a broken connection closed.
 
+mod h1_fields;
 mod h1_upstream;
 mod rewind;
 mod upstream;
@@ -124,9 +125,12 @@ async fn accept_streams<T>(
                 activity.open.set(activity.open.get() + 1);
                 let guard = StreamGuard(activity.clone());
                 let core = core.clone();
+                // The stream's state (kilobytes: every phase's future) is built once in its
+                // own allocation; the task itself holds only the arguments, because spawning
+                // moves a task's whole future several times.
                 monoio::spawn(async move {
                     let _guard = guard;
-                    serve_stream(core, req, respond, peer).await
+                    Box::pin(serve_stream(core, req, respond, peer)).await
                 });
             }
             Some(Err(e)) => {
@@ -186,8 +190,7 @@ async fn phases(
     is_grpc: bool,
 ) -> Result<(), Synthetic> {
     let routes = core.routes();
-    let host = authority(&req);
-    let head = h1_head(&req, &host)?;
+    let head = h1_head(&req, authority(&req))?;
     // The client behind a trusted load balancer, else the TCP peer.
     let client_ip = routes.client_ip(peer.ip(), &head);
     if routes.blocked(client_ip) {
@@ -196,8 +199,10 @@ async fn phases(
     if req.method() == http::Method::OPTIONS {
         return Err(Synthetic::Options);
     }
-    let path = req.uri().path().to_string();
-    let route = routes.find(&host, &path).ok_or(Synthetic::NotFound)?;
+    let path = req.uri().path();
+    let route = routes
+        .find(authority(&req), path)
+        .ok_or(Synthetic::NotFound)?;
     // The pricer sees the head only: the body is still a stream here.
     let input = auth::PriceInput {
         version: "2.0",
@@ -214,7 +219,7 @@ async fn phases(
         Decision::ForwardFree => (None, None),
     };
     if let Some(key) = key {
-        if let Some(denied) = limit::limit(core, route, key, &path).await {
+        if let Some(denied) = limit::limit(core, route, key, path).await {
             route.counters(core.id).status(denied.status());
             return Err(denied);
         }
@@ -236,25 +241,30 @@ async fn phases(
 }
 
 /// `:authority`, else `host`, without surprises for the host regexp.
-fn authority(req: &http::Request<RecvStream>) -> String {
+fn authority(req: &http::Request<RecvStream>) -> &str {
     match req.uri().authority() {
-        Some(a) => a.as_str().to_string(),
+        Some(a) => a.as_str(),
         None => req
             .headers()
             .get(http::header::HOST)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string(),
+            .unwrap_or(""),
     }
 }
 
 /// The request as an HTTP/1.1 head, for the phases written against [`Head`] (authorization
 /// reads credentials from it): a minimal head serialised and parsed back.
 fn h1_head(req: &http::Request<RecvStream>, host: &str) -> Result<Head, Synthetic> {
-    let mut raw = Vec::with_capacity(512);
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let fields: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    // Sized once: an L402 credential alone is longer than a guess would be.
+    let mut raw = Vec::with_capacity(32 + target.len() + host.len() + fields);
     raw.extend_from_slice(req.method().as_str().as_bytes());
     raw.push(b' ');
-    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     raw.extend_from_slice(target.as_bytes());
     raw.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     raw.extend_from_slice(host.as_bytes());

@@ -66,13 +66,19 @@ pub async fn forward(
     req: http::Request<RecvStream>,
     respond: &mut SendResponse<Bytes>,
 ) -> Result<u16, Synthetic> {
+    // The h2 and TLS paths hold large futures (handshakes, two h2 streams): boxed, so that the
+    // task spawned per stream stays small for the common HTTP/1.1 upstream (moving a task's
+    // future costs a copy of its whole size, three times at spawn).
     match out.route.service.protocol {
         Protocol::H2c => {
-            let send = h2c_sender(core, out.route).await?;
-            forward_h2(core, &out, req, respond, send, "http").await
+            Box::pin(async {
+                let send = h2c_sender(core, out.route).await?;
+                forward_h2(core, &out, req, respond, send, "http").await
+            })
+            .await
         }
         Protocol::Http => forward_h1::<TcpStream>(core, &out, req, respond).await,
-        Protocol::Https => forward_https(core, &out, req, respond).await,
+        Protocol::Https => Box::pin(forward_https(core, &out, req, respond)).await,
     }
 }
 
@@ -216,25 +222,45 @@ pub(super) fn response_headers(status: u16, incoming: &HeaderMap) -> HeaderMap {
         }
         headers.append(name.clone(), value.clone());
     }
-    headers.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    headers.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, ANY_ORIGIN);
     let lists = [
-        ("access-control-allow-methods", CORS_ALLOW_METHODS),
-        ("access-control-expose-headers", CORS_EXPOSE_HEADERS),
-        ("access-control-allow-headers", CORS_ALLOW_HEADERS),
+        http::header::ACCESS_CONTROL_ALLOW_METHODS,
+        http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        http::header::ACCESS_CONTROL_ALLOW_HEADERS,
     ];
-    for (name, ours) in lists {
+    for (i, name) in lists.into_iter().enumerate() {
         let theirs: Vec<&[u8]> = incoming
-            .get_all(name)
+            .get_all(&name)
             .iter()
             .map(|v| v.as_bytes())
             .collect();
-        let mut merged = Vec::new();
-        respond::merge_cors_list(&theirs, ours, &mut merged);
-        if let Ok(v) = HeaderValue::from_bytes(&merged) {
+        if let Some(v) = cors_value(&theirs, i) {
             headers.insert(name, v);
         }
     }
     headers
+}
+
+/// `Access-Control-Allow-Origin: *`.
+pub(super) const ANY_ORIGIN: HeaderValue = HeaderValue::from_static("*");
+
+/// Our values of the three CORS lists (methods, expose, allow headers), checked at compile time.
+static OURS: [HeaderValue; 3] = [
+    HeaderValue::from_static(CORS_ALLOW_METHODS),
+    HeaderValue::from_static(CORS_EXPOSE_HEADERS),
+    HeaderValue::from_static(CORS_ALLOW_HEADERS),
+];
+
+/// CORS list `i` (methods, expose, allow headers) merged with what the upstream sent: our
+/// constant when it sent nothing (the usual case: no allocation, no validation).
+pub(super) fn cors_value(theirs: &[&[u8]], i: usize) -> Option<HeaderValue> {
+    let ours = OURS.get(i)?;
+    if theirs.is_empty() {
+        return Some(ours.clone());
+    }
+    let mut merged = Vec::new();
+    respond::merge_cors_list(theirs, ours.to_str().unwrap_or(""), &mut merged);
+    HeaderValue::from_bytes(&merged).ok()
 }
 
 /// This core's live h2 connection for `key`, ready for a new stream.
@@ -405,7 +431,24 @@ async fn pump_response(
 }
 
 /// Sends `data` as the peer's flow-control window allows (never buffering past it).
-pub(super) async fn send_all(to: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), h2::Error> {
+pub(super) async fn send_all(to: &mut SendStream<Bytes>, data: Bytes) -> Result<(), h2::Error> {
+    send_all_then(to, data, false).await
+}
+
+/// [`send_all`], its last DATA frame carrying END_STREAM when `end` (one frame less than an
+/// empty closing DATA frame after it).
+pub(super) async fn send_all_then(
+    to: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    end: bool,
+) -> Result<(), h2::Error> {
+    if data.is_empty() {
+        return if end {
+            to.send_data(data, true)
+        } else {
+            Ok(())
+        };
+    }
     while !data.is_empty() {
         to.reserve_capacity(data.len());
         let granted = std::future::poll_fn(|cx| to.poll_capacity(cx)).await;
@@ -418,7 +461,7 @@ pub(super) async fn send_all(to: &mut SendStream<Bytes>, mut data: Bytes) -> Res
             continue;
         }
         let chunk = data.split_to(n.min(data.len()));
-        to.send_data(chunk, false)?;
+        to.send_data(chunk, end && data.is_empty())?;
     }
     Ok(())
 }
