@@ -13,7 +13,7 @@ use crate::error::Synthetic;
 use crate::l402::UpstreamAuthorization;
 use crate::metrics::Counter;
 
-use super::h1::{self, ChunkScanner, Framing, Head, Parse};
+use super::h1::{self, push_field, ChunkScanner, Framing, Head, Parse};
 use super::io::{BufStream, Io, ReadError};
 use super::pool::{TlsUpstream, Upstream};
 use super::respond::{self, CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS};
@@ -344,13 +344,6 @@ fn write_cors(cors: &[Vec<&[u8]>; 3], out: &mut Vec<u8>) {
         respond::merge_cors_list(&cors[i], ours[i], out);
         out.extend_from_slice(b"\r\n");
     }
-}
-
-fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Relays the request body from the client to the upstream.

@@ -376,6 +376,15 @@ impl ChunkScanner {
     }
 }
 
+/// Appends one `name: value` line of a head (HTTP/1.1 framing, CRLF included).
+#[inline]
+pub fn push_field(out: &mut Vec<u8>, name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+    out.extend_from_slice(name.as_ref());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_ref());
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Appends `n` in decimal. `write!` costs several hundred instructions per number through
 /// `core::fmt`; heads carry a status and a length on every request.
 pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {

@@ -9,6 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::Synthetic;
 
+use super::h1::push_field;
+
 /// `Access-Control-Allow-Headers` Go aperture adds.
 pub const CORS_ALLOW_HEADERS: &str =
     "Content-Type, Authorization, Grpc-Metadata-macaroon, WWW-Authenticate, Payment-Receipt";
@@ -152,13 +154,6 @@ pub fn render_json_h1(json: &str, head_only: bool, close: bool, out: &mut Vec<u8
     if !head_only {
         out.extend_from_slice(json.as_bytes());
     }
-}
-
-fn push_field(out: &mut Vec<u8>, name: &str, value: &str) {
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Merges Go aperture's CORS values into what an upstream sent for one of the three list-valued

@@ -9,15 +9,8 @@ use http::{header, HeaderMap, HeaderName, HeaderValue};
 
 use crate::l402::UpstreamAuthorization;
 
-use super::super::h1::{self, Head};
-use super::upstream::{cors_value, Outbound, ANY_ORIGIN};
-
-/// The three list-valued CORS fields, in the order [`cors_value`] numbers them.
-const CORS_LISTS: [HeaderName; 3] = [
-    header::ACCESS_CONTROL_ALLOW_METHODS,
-    header::ACCESS_CONTROL_EXPOSE_HEADERS,
-    header::ACCESS_CONTROL_ALLOW_HEADERS,
-];
+use super::super::h1::{self, push_field, Head};
+use super::upstream::{cors_value, Outbound, ANY_ORIGIN, CORS_LISTS};
 
 /// The HTTP/1.1 request: head (Go aperture's director rewriting) and the whole body.
 pub(super) fn request_bytes(
@@ -94,13 +87,6 @@ pub(super) fn request_bytes(
     raw.extend_from_slice(b"\r\n");
     raw.extend_from_slice(body);
     raw
-}
-
-fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// What `HeaderValue::from_str` accepts.

@@ -223,12 +223,7 @@ pub(super) fn response_headers(status: u16, incoming: &HeaderMap) -> HeaderMap {
         headers.append(name.clone(), value.clone());
     }
     headers.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, ANY_ORIGIN);
-    let lists = [
-        http::header::ACCESS_CONTROL_ALLOW_METHODS,
-        http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        http::header::ACCESS_CONTROL_ALLOW_HEADERS,
-    ];
-    for (i, name) in lists.into_iter().enumerate() {
+    for (i, name) in CORS_LISTS.into_iter().enumerate() {
         let theirs: Vec<&[u8]> = incoming
             .get_all(&name)
             .iter()
@@ -243,6 +238,13 @@ pub(super) fn response_headers(status: u16, incoming: &HeaderMap) -> HeaderMap {
 
 /// `Access-Control-Allow-Origin: *`.
 pub(super) const ANY_ORIGIN: HeaderValue = HeaderValue::from_static("*");
+
+/// The three list-valued CORS fields, in the order [`cors_value`] numbers them.
+pub(super) const CORS_LISTS: [HeaderName; 3] = [
+    http::header::ACCESS_CONTROL_ALLOW_METHODS,
+    http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
+    http::header::ACCESS_CONTROL_ALLOW_HEADERS,
+];
 
 /// Our values of the three CORS lists (methods, expose, allow headers), checked at compile time.
 static OURS: [HeaderValue; 3] = [
