@@ -271,23 +271,10 @@ fn route(method: &str, path: &str, state: &State) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{Counter, Reject};
 
     fn state(ready: bool) -> State {
-        let m = Metrics::new(2);
-        m.core(0).add(Counter::Requests, 3);
-        m.core(1).add(Counter::Requests, 4);
-        m.core(0).status(200);
-        m.core(1).status(402);
-        m.core(1).status(503);
-        m.core(0).incr(Counter::ConnectionsActive);
-        let paid = m.service("paid");
-        paid.core(1).minted();
-        paid.core(1).status(402);
-        paid.core(0).rejected(Reject::BadSignature);
-        m.rule(Some("paid"), "^/api").core(0).unwrap().denied();
         State {
-            metrics: m,
+            metrics: crate::exposition::tests::sample_metrics(),
             ready: Arc::new(move || ready),
             extra: Arc::new(|s: &mut String| s.push_str("# extra\n")),
         }

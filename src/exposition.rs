@@ -371,11 +371,12 @@ fn family(out: &mut String, name: &str, help: &str, kind: &str) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn sample_metrics() -> Metrics {
+    /// A small registry with values on both cores; the admin listener's tests serve it too.
+    pub(crate) fn sample_metrics() -> Metrics {
         let m = Metrics::new(2);
         m.core(0).add(Counter::Requests, 3);
         m.core(1).add(Counter::Requests, 4);
