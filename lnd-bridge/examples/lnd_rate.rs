@@ -5,43 +5,17 @@
 //!
 //! `cargo run -p lnd-bridge --release --features fake --example lnd_rate -- [total] [window] [delay_ms]`
 
-use std::future::Future;
-use std::pin::pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{arg, block_on};
 use lnd_bridge::fake::FakeLnd;
 use lnd_bridge::{BridgeConfig, BridgeError, Network};
 
-fn block_on<F: Future>(fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = pin!(fut);
-    loop {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
-    }
-}
-
-fn arg(n: usize, default: u64) -> u64 {
-    std::env::args()
-        .nth(n)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let total = arg(1, 4_000) as usize;
-    let window = arg(2, 256).max(1) as usize;
+    let total: usize = arg(1, 4_000);
+    let window = arg::<usize>(2, 256).max(1);
     let delay = Duration::from_millis(arg(3, 5));
     let dir = std::env::temp_dir().join(format!("lnd-rate-{}", std::process::id()));
     let lnd = FakeLnd::start(&dir, Network::Regtest)?;

@@ -1,40 +1,14 @@
-//! Measures invoices/s through the whole bridge (crossbeam queue, pump, dev backend signing on
-//! the one runtime thread), driven from plain std threads as the worker cores would drive it.
+//! Measures invoices/s through the whole bridge (crossbeam queue, pump, the dev backend signing
+//! on its signer threads), driven from plain std threads as the worker cores would drive it.
 //!
 //! `cargo run -p lnd-bridge --release --example mint_rate -- [total] [window] [callers]`
 
-use std::future::Future;
-use std::pin::pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
+mod common;
+
+use common::{arg, block_on};
 use lnd_bridge::{BackendConfig, BridgeConfig, BridgeError, Network};
-
-fn block_on<F: Future>(fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = pin!(fut);
-    loop {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
-    }
-}
-
-fn arg(n: usize, default: usize) -> usize {
-    std::env::args()
-        .nth(n)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() -> Result<(), BridgeError> {
     let total = arg(1, 200_000);
