@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use aperture::admin::Admin;
 
-use crate::support::{buy_token, get, service, wait_until, Conn, Origin, Proxy};
+use crate::support::{buy_token, get, reload_routes, service, wait_until, Conn, Origin, Proxy};
 
 /// One request to the admin listener; returns (status, body).
 fn fetch(addr: SocketAddr, path: &str) -> (u16, String) {
@@ -275,15 +275,6 @@ fn per_service_counters_move_with_402s_payments_rejections_and_rate_limits() {
     assert!(sum > 0.0, "{text}");
 }
 
-/// The routes of `yaml`'s services, resolved as a SIGHUP would.
-fn resolve(services_yaml: &str) -> aperture::proxy::Routes {
-    let yaml = format!(
-        "listenaddr: \"127.0.0.1:0\"\ninsecure: true\ndbbackend: sqlite\nauthenticator:\n  dev: {{}}\nservices:\n{services_yaml}"
-    );
-    aperture::proxy::Routes::resolve(&aperture::config::parse(&yaml, "reload.yaml").unwrap())
-        .unwrap()
-}
-
 #[test]
 fn a_service_renamed_by_a_reload_keeps_its_series_and_resumes_them_when_it_returns() {
     let origin = Origin::start();
@@ -299,7 +290,7 @@ fn a_service_renamed_by_a_reload_keeps_its_series_and_resumes_them_when_it_retur
     let addr = admin.local_addr();
     let ok = |path: &str| get(proxy.addr, path, "").status == 200;
     assert!(ok("/one"));
-    proxy.server().reload(&resolve(&free("two")));
+    proxy.server().reload(&reload_routes(&free("two")));
     wait_until(
         "the reload to reach a core",
         Duration::from_secs(10),
@@ -317,7 +308,7 @@ fn a_service_renamed_by_a_reload_keeps_its_series_and_resumes_them_when_it_retur
         Duration::from_secs(10),
         || sample(&fetch(addr, "/metrics").1, &series("two")) == Some(1),
     );
-    proxy.server().reload(&resolve(&free("one")));
+    proxy.server().reload(&reload_routes(&free("one")));
     wait_until(
         "the second reload to reach a core",
         Duration::from_secs(10),

@@ -19,7 +19,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use crate::echo_proto::echo_client::EchoClient;
 use crate::echo_proto::echo_server::{Echo, EchoServer};
 use crate::echo_proto::{CountReq, Msg};
-use crate::support::{pay, Proxy};
+use crate::support::{pay, reload_routes, Proxy};
 
 /// Every test gives up after this long instead of hanging.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -186,6 +186,25 @@ async fn buy(s: &mut Setup) -> String {
     loop_macaroon(s.proxy.wallet, &mac, invoice).await
 }
 
+/// Bidi in lockstep: each `ping N` must come back as `PING N` before the next is sent, so
+/// nothing on the way may buffer a whole direction.
+async fn lockstep(
+    tx: &tokio::sync::mpsc::Sender<Msg>,
+    replies: &mut Streaming<Msg>,
+    seqs: std::ops::Range<u64>,
+) {
+    for seq in seqs {
+        let text = format!("ping {seq}");
+        tx.send(Msg { text, seq }).await.unwrap();
+        let reply = replies.message().await.expect("reply").expect("a reply");
+        let want = Msg {
+            text: format!("PING {seq}"),
+            seq,
+        };
+        assert_eq!(reply, want);
+    }
+}
+
 fn with_macaroon<T>(msg: T, macaroon: &str) -> Request<T> {
     let mut req = Request::new(msg);
     let value: MetadataValue<_> = macaroon.parse().expect("hex is ascii");
@@ -316,8 +335,6 @@ async fn client_streaming_and_bidi_calls_stream_both_ways() {
         assert_eq!(joined.text, want.join("+"));
         assert_eq!(joined.seq, 50);
 
-        // Bidi in lockstep: each reply must come back before the next message is sent, so
-        // nothing on the way may buffer a whole direction.
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let mut replies = s
             .client
@@ -325,18 +342,7 @@ async fn client_streaming_and_bidi_calls_stream_both_ways() {
             .await
             .expect("bidi starts")
             .into_inner();
-        for seq in 0..20u64 {
-            let text = format!("ping {seq}");
-            tx.send(Msg { text, seq }).await.unwrap();
-            let reply = replies.message().await.expect("reply").expect("a reply");
-            assert_eq!(
-                reply,
-                Msg {
-                    text: format!("PING {seq}"),
-                    seq
-                }
-            );
-        }
+        lockstep(&tx, &mut replies, 0..20).await;
         drop(tx);
         assert!(replies.message().await.expect("clean end").is_none());
     })
@@ -385,23 +391,10 @@ async fn a_bidi_stream_survives_a_reload_that_changes_the_price() {
             .await
             .expect("bidi starts")
             .into_inner();
-        let ping = |seq: u64| {
-            let tx = tx.clone();
-            async move { tx.send(Msg { text: format!("ping {seq}"), seq }).await.unwrap() }
-        };
-        for seq in 0..5u64 {
-            ping(seq).await;
-            let reply = replies.message().await.expect("reply").expect("a reply");
-            assert_eq!(reply.seq, seq);
-        }
+        lockstep(&tx, &mut replies, 0..5).await;
 
-        let upstream = s.upstream_addr;
-        let yaml = format!(
-            "listenaddr: \"127.0.0.1:0\"\ninsecure: true\ndbbackend: sqlite\nauthenticator:\n  dev: {{}}\nservices:\n{}",
-            h2c_service(upstream).replace("price: 10", "price: 20")
-        );
-        let config = aperture::config::parse(&yaml, "reload.yaml").expect("config");
-        let routes = Arc::new(aperture::proxy::Routes::resolve(&config).expect("routes"));
+        let services = h2c_service(s.upstream_addr).replace("price: 10", "price: 20");
+        let routes = Arc::new(reload_routes(&services));
         s.proxy
             .server()
             .broadcast(|| aperture::runtime::Control::Routes(routes.clone()));
@@ -413,14 +406,13 @@ async fn a_bidi_stream_survives_a_reload_that_changes_the_price() {
             if challenge_of(&status).1.starts_with("lnbcrt200n1") {
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "the new price never applied");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the new price never applied"
+            );
         }
         // ...while the stream opened before the reload keeps answering.
-        for seq in 5..10u64 {
-            ping(seq).await;
-            let reply = replies.message().await.expect("reply").expect("a reply");
-            assert_eq!((reply.text.as_str(), reply.seq), (format!("PING {seq}").as_str(), seq));
-        }
+        lockstep(&tx, &mut replies, 5..10).await;
         drop(tx);
         assert!(replies.message().await.expect("clean end").is_none());
     })

@@ -8,7 +8,7 @@ use std::time::Duration;
 use aperture::proxy::Routes;
 use aperture::runtime::Control;
 
-use crate::support::{challenge, get, wait_until, Conn, Origin, Proxy};
+use crate::support::{challenge, get, reload_routes, wait_until, Conn, Origin, Proxy};
 
 fn services(
     paid_price: u64,
@@ -22,10 +22,7 @@ fn services(
 }
 
 fn routes(services_yaml: &str) -> Arc<Routes> {
-    let yaml = format!(
-        "listenaddr: \"127.0.0.1:0\"\ninsecure: true\ndbbackend: sqlite\nauthenticator:\n  dev: {{}}\nservices:\n{services_yaml}"
-    );
-    Arc::new(Routes::resolve(&aperture::config::parse(&yaml, "reload.yaml").unwrap()).unwrap())
+    Arc::new(reload_routes(services_yaml))
 }
 
 #[test]

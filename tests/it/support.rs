@@ -503,3 +503,13 @@ pub fn aperture_command() -> std::process::Command {
     cmd.env("HOME", home);
     cmd
 }
+
+/// The routing snapshot of `services_yaml` (a `services:` list), resolved as a SIGHUP reload
+/// would, for tests that hand it to running cores.
+pub fn reload_routes(services_yaml: &str) -> Routes {
+    let yaml = format!(
+        "listenaddr: \"127.0.0.1:0\"\ninsecure: true\ndbbackend: sqlite\nauthenticator:\n  dev: {{}}\nservices:\n{services_yaml}"
+    );
+    Routes::resolve(&aperture::config::parse(&yaml, "reload.yaml").expect("config"))
+        .expect("routes")
+}
