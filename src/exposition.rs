@@ -51,6 +51,26 @@ const TOTALS: &[(&str, &str, Counter)] = &[
         Counter::TokenCacheHits,
     ),
     (
+        "aperture_client_aborts_total",
+        "Requests whose client went away while the upstream worked (the upstream exchange was dropped).",
+        Counter::ClientAborts,
+    ),
+    (
+        "aperture_h2_streams_refused_total",
+        "HTTP/2 streams refused because the connection already had maxconcurrentstreams streams of work alive.",
+        Counter::H2StreamsRefused,
+    ),
+    (
+        "aperture_h2_enhance_your_calm_total",
+        "HTTP/2 connections closed with GOAWAY ENHANCE_YOUR_CALM for resetting streams faster than their work completed.",
+        Counter::H2Calmed,
+    ),
+    (
+        "aperture_upstream_pool_evictions_total",
+        "Idle upstream connections closed by the pool (idle timeout, per-core cap, or closed by the upstream).",
+        Counter::UpstreamPoolEvictions,
+    ),
+    (
         "aperture_connection_panics_total",
         "Connection tasks that panicked (only that connection was closed).",
         Counter::ConnectionPanics,
@@ -453,8 +473,8 @@ pub(crate) mod tests {
         ] {
             assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
         }
-        // 11 process-wide families, 6 per service, 4 per rate-limit rule, 2 per limiter.
-        assert_eq!(families(&out), 23);
+        // 15 process-wide families, 6 per service, 4 per rate-limit rule, 2 per limiter.
+        assert_eq!(families(&out), 27);
         assert!(out.contains("\naperture_ratelimit_cache_size{service=\"paid\"} 0\n"));
     }
 

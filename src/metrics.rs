@@ -46,6 +46,17 @@ pub enum Counter {
     TlsHandshakeFailures,
     /// Connections from trusted proxies closed for a missing or malformed PROXY header.
     ProxyHeaderRejected,
+    /// Requests whose client went away (closed, reset the stream) while the upstream worked:
+    /// the upstream exchange was dropped.
+    ClientAborts,
+    /// HTTP/2 streams refused (REFUSED_STREAM) because the connection already had
+    /// `maxconcurrentstreams` streams' worth of work alive.
+    H2StreamsRefused,
+    /// HTTP/2 connections closed with GOAWAY ENHANCE_YOUR_CALM for resetting faster than their
+    /// work completed.
+    H2Calmed,
+    /// Idle upstream connections closed by the pool (idle timeout, cap, or found closed).
+    UpstreamPoolEvictions,
     /// Connection tasks that panicked (only that connection was closed).
     ConnectionPanics,
 }

@@ -98,6 +98,11 @@ pub struct Config {
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
     pub upstream_timeout: Duration,
+    /// How long an idle keep-alive connection to an upstream is kept (`upstreamidletimeout`,
+    /// ours; zero: none is kept).
+    pub upstream_idle_timeout: Duration,
+    /// Idle upstream connections kept per core, all upstreams together (`upstreammaxidle`).
+    pub upstream_max_idle: usize,
     /// Downstream HTTP/2 limits (`http2:`, ours).
     pub http2: Http2,
     pub challenge_shape: ChallengeShape,

@@ -51,6 +51,8 @@ pub(crate) struct RawConfig {
     pub maxheaderbytes: Option<u64>,
     pub maxbodybytes: Option<u64>,
     pub upstreamtimeout: Option<String>,
+    pub upstreamidletimeout: Option<String>,
+    pub upstreammaxidle: Option<u64>,
     pub challengeshape: Option<String>,
     pub upstreamauthorization: Option<String>,
     pub ratelimitsteering: Option<String>,

@@ -65,6 +65,12 @@ pub(crate) fn validate(mut raw: RawConfig, origin: &str) -> Result<Config, Confi
     let basedir_set = nonempty(raw.basedir.as_deref()).map(expand_tilde);
     let [idle_timeout, read_timeout, write_timeout, upstream_timeout] = timeouts(&raw, &cx)?;
     let (max_header_bytes, max_body_bytes) = limits(&raw, &cx)?;
+    let upstream_idle_timeout = cx.duration(
+        "upstreamidletimeout",
+        raw.upstreamidletimeout.as_deref(),
+        Duration::from_secs(90),
+    )?;
+    let upstream_max_idle = upstream_max_idle(&raw, &cx)?;
     let http2 = super::http2::http2(raw.http2.as_ref(), idle_timeout, &cx)?;
     let challenge_shape = challenge_shape(&raw, &mut cx)?;
     let rate_limit_steering = match nonempty(raw.ratelimitsteering.as_deref()) {
@@ -126,6 +132,8 @@ pub(crate) fn validate(mut raw: RawConfig, origin: &str) -> Result<Config, Confi
         max_header_bytes,
         max_body_bytes,
         upstream_timeout,
+        upstream_idle_timeout,
+        upstream_max_idle,
         http2,
         challenge_shape,
         upstream_authorization,
@@ -155,6 +163,17 @@ fn timeouts(raw: &RawConfig, cx: &Ctx<'_>) -> Result<[Duration; 4], ConfigError>
         cx.duration("writetimeout", raw.writetimeout.as_deref(), secs(30))?,
         upstream,
     ])
+}
+
+fn upstream_max_idle(raw: &RawConfig, cx: &Ctx<'_>) -> Result<usize, ConfigError> {
+    match raw.upstreammaxidle {
+        None => Ok(1024),
+        Some(n) if n <= 65_536 => Ok(n as usize),
+        Some(n) => Err(cx.invalid(
+            "upstreammaxidle",
+            format!("{n} is out of range; use 0 to 65536 idle connections per core (default 1024)"),
+        )),
+    }
 }
 
 fn limits(raw: &RawConfig, cx: &Ctx<'_>) -> Result<(usize, u64), ConfigError> {

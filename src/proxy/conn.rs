@@ -5,6 +5,7 @@
 //! connection; nothing here panics on network input.
 
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 
 use monoio::net::TcpStream;
@@ -38,6 +39,7 @@ pub async fn serve(core: Rc<CoreCtx>, stream: TcpStream, peer: SocketAddr) {
         return;
     };
     let _ = stream.set_nodelay(true);
+    let fd = stream.as_raw_fd();
     let mut client = BufStream::new(stream);
     match sniff_preface(&core, &mut client).await {
         Some(true) => {
@@ -49,7 +51,7 @@ pub async fn serve(core: Rc<CoreCtx>, stream: TcpStream, peer: SocketAddr) {
             );
             super::h2::serve(core, super::h2::Rewind::new(buffered, compat), peer).await
         }
-        Some(false) => serve_h1(core, client, peer).await,
+        Some(false) => serve_h1(core, client, peer, fd).await,
         None => {}
     }
 }
@@ -99,8 +101,14 @@ pub(super) async fn client_of(
     }
 }
 
-/// Serves HTTP/1.1 on a connection until it closes.
-pub async fn serve_h1<C: Io>(core: Rc<CoreCtx>, mut client: BufStream<C>, peer: SocketAddr) {
+/// Serves HTTP/1.1 on a connection until it closes; `fd` is its socket (under TLS too), watched
+/// while a request waits on the upstream.
+pub async fn serve_h1<C: Io>(
+    core: Rc<CoreCtx>,
+    mut client: BufStream<C>,
+    peer: SocketAddr,
+    fd: RawFd,
+) {
     let mut head = Head::default();
     let mut resp = Head::default();
     let mut out = Vec::with_capacity(4096);
@@ -116,7 +124,8 @@ pub async fn serve_h1<C: Io>(core: Rc<CoreCtx>, mut client: BufStream<C>, peer: 
             }
         }
         core.counters().incr(Counter::Requests);
-        let keep = handle(&core, &mut client, &head, &mut resp, peer, &mut out).await;
+        let conn = Conn { peer, fd };
+        let keep = handle(&core, &mut client, &head, &mut resp, conn, &mut out).await;
         if !keep || core.shutdown.is_set() {
             return;
         }
@@ -179,6 +188,15 @@ struct Local(Synthetic, Framing, bool);
 
 /// The checks before routing: framing, size, blocklist, CORS preflight.
 fn admit(routes: &Routes, head: &Head, client_ip: IpAddr) -> Result<Framing, Local> {
+    if !head.host_field_ok() {
+        // RFC 9112 §3.2: no `Host` on HTTP/1.1, or two of them. Closed afterwards: the body
+        // framing of such a request is not trusted either.
+        return Err(Local(
+            Synthetic::BadRequest("missing or repeated Host header"),
+            Framing::Length(0),
+            false,
+        ));
+    }
     let framing = head.request_framing().map_err(|_| {
         Local(
             Synthetic::BadRequest("bad message framing"),
@@ -198,15 +216,23 @@ fn admit(routes: &Routes, head: &Head, client_ip: IpAddr) -> Result<Framing, Loc
     Ok(framing)
 }
 
+/// Who is on the other end of a connection: its TCP peer and socket.
+#[derive(Clone, Copy)]
+struct Conn {
+    peer: SocketAddr,
+    fd: RawFd,
+}
+
 /// Runs the request phases for one parsed head; returns whether the connection stays open.
 async fn handle<C: Io>(
     core: &CoreCtx,
     client: &mut BufStream<C>,
     head: &Head,
     resp: &mut Head,
-    peer: SocketAddr,
+    conn: Conn,
     out: &mut Vec<u8>,
 ) -> bool {
+    let peer = conn.peer;
     let routes = core.routes();
     // The client behind a trusted load balancer, else the TCP peer.
     let client_ip = routes.client_ip(peer.ip(), head);
@@ -218,7 +244,7 @@ async fn handle<C: Io>(
             return discovery(core, client, head, &routes, out).await;
         }
         Ok(framing) => {
-            let host = std::str::from_utf8(head.get("host").unwrap_or_default()).unwrap_or("");
+            let host = std::str::from_utf8(head.host().unwrap_or_default()).unwrap_or("");
             let path = std::str::from_utf8(head.path()).unwrap_or("");
             match routes.find(host, path) {
                 None => Local(Synthetic::NotFound, framing, true),
@@ -252,6 +278,7 @@ async fn handle<C: Io>(
                             peer: peer.ip(),
                             upstream_auth: upstream_auth.as_deref(),
                             authorization: routes.upstream_authorization,
+                            client_fd: conn.fd,
                         };
                         return forward_phase(core, route, req, client, resp, out).await;
                     }
@@ -361,6 +388,11 @@ async fn forward_phase<C: Io>(
             false
         }
         Err(ForwardError::Abort) => false,
+        Err(ForwardError::ClientGone) => {
+            core.counters().incr(Counter::ClientAborts);
+            tracing::debug!(core = core.id, service = %route.service.name, "client went away; upstream exchange dropped");
+            false
+        }
     }
 }
 

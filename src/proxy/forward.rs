@@ -5,8 +5,10 @@
 //! hop-by-hop fields dropped, `X-Forwarded-For` appended, `Authorization` rewritten from the
 //! credential, the CORS set merged into the response, `WWW-Authenticate` kept only on a 402.
 
+use std::future::Future;
 use std::io::Write;
 use std::net::IpAddr;
+use std::os::fd::RawFd;
 use std::time::Duration;
 
 use crate::error::Synthetic;
@@ -30,8 +32,10 @@ const COALESCE: usize = 16 * 1024;
 pub enum ForwardError {
     /// Nothing was written to the client yet: send this answer.
     Answer(Synthetic),
-    /// The response had started or the client went away: just close.
+    /// The response had started or the client connection failed: just close.
     Abort,
+    /// The client went away while the upstream worked; the exchange was dropped: just close.
+    ClientGone,
 }
 
 /// A response relayed in full.
@@ -54,6 +58,8 @@ pub struct Outbound<'a> {
     pub upstream_auth: Option<&'a [String; 2]>,
     /// Which `Authorization` fields to send for it.
     pub authorization: UpstreamAuthorization,
+    /// The client's socket, watched while the upstream works ([`super::watch`]).
+    pub client_fd: RawFd,
 }
 
 /// Forwards one request on `route` and relays the response.
@@ -101,9 +107,10 @@ async fn forward_on<C: Io, U: Upstream>(
     let keep_alive = keep_alive && (framing != Framing::Close || encode);
     out.clear();
     write_response_head(resp, framing, encode, !keep_alive, out);
-    relay_response(&mut up, client, framing, encode, out, &limits).await?;
+    let fd = req.client_fd;
+    relay_response(&mut up, client, framing, encode, out, &limits, fd).await?;
     if framing != Framing::Close && resp.keep_alive() {
-        U::pool(core).put(route.upstream, up);
+        U::pool(core).put(route.upstream, up, &limits);
     }
     Ok(Forwarded {
         status: resp.status,
@@ -127,7 +134,7 @@ async fn exchange<C: Io, U: Upstream>(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let (mut up, reused) = match U::pool(core).take(route.upstream) {
+        let (mut up, reused) = match super::pool::take::<U>(core, route.upstream) {
             Some(c) => (c, true),
             None => (
                 U::open(route, limits.upstream_timeout)
@@ -146,8 +153,10 @@ async fn exchange<C: Io, U: Upstream>(
             return Err(bad_gateway(&e));
         }
         send_body(client, &mut up, req.framing, limits).await?;
-        match read_response_head(&mut up, resp, limits).await {
+        let gone = || super::watch::closed(req.client_fd);
+        match read_response_head(&mut up, resp, limits, gone).await {
             Ok(()) => return Ok(up),
+            Err(ReadError::Gone) => return Err(ForwardError::ClientGone),
             Err(e) if retryable && is_stale(&e, &up) => continue,
             Err(e) => return Err(bad_gateway(&format!("{e:?}"))),
         }
@@ -161,7 +170,7 @@ pub(crate) fn is_stale<U: Io>(e: &ReadError, up: &BufStream<U>) -> bool {
     let closed = match e {
         ReadError::Eof => true,
         ReadError::Io(e) => matches!(e.kind(), ConnectionReset | BrokenPipe | ConnectionAborted),
-        ReadError::Timeout => false,
+        ReadError::Timeout | ReadError::Gone => false,
     };
     closed && up.data().is_empty()
 }
@@ -387,11 +396,13 @@ async fn send_body<C: Io, U: Io>(
     Ok(())
 }
 
-/// Reads the final response head (skipping 1xx interim responses) within the upstream timeout.
-pub(crate) async fn read_response_head<U: Io>(
+/// Reads the final response head (skipping 1xx interim responses) within the upstream timeout;
+/// `Err(Gone)` when a future from `gone` says the client left first.
+pub(crate) async fn read_response_head<U: Io, G: Future<Output = ()>>(
     up: &mut BufStream<U>,
     resp: &mut Head,
     limits: &Limits,
+    mut gone: impl FnMut() -> G,
 ) -> Result<(), ReadError> {
     let deadline = monoio::time::Instant::now() + limits.upstream_timeout;
     loop {
@@ -412,7 +423,7 @@ pub(crate) async fn read_response_head<U: Io>(
         if left.is_zero() {
             return Err(ReadError::Timeout);
         }
-        up.fill_within(64 * 1024, left).await?;
+        up.fill_watched(64 * 1024, left, gone()).await?;
     }
 }
 
@@ -424,6 +435,7 @@ async fn relay_response<C: Io, U: Io>(
     encode: bool,
     out: &mut Vec<u8>,
     limits: &Limits,
+    client_fd: RawFd,
 ) -> Result<(), ForwardError> {
     let window = limits.write_timeout;
     let mut remaining = match framing {
@@ -447,7 +459,9 @@ async fn relay_response<C: Io, U: Io>(
             return Ok(());
         }
         if up.data().is_empty() {
-            match up.fill_within(BODY_CHUNK, window).await {
+            // A stalled stream (an LLM thinking) is the moment a client gives up: watch it.
+            let gone = super::watch::closed(client_fd);
+            match up.fill_watched(BODY_CHUNK, window, gone).await {
                 Ok(_) => {}
                 Err(ReadError::Eof) if framing == Framing::Close => {
                     if encode {
@@ -456,6 +470,7 @@ async fn relay_response<C: Io, U: Io>(
                     }
                     return Ok(());
                 }
+                Err(ReadError::Gone) => return Err(ForwardError::ClientGone),
                 Err(_) => return Err(ForwardError::Abort),
             }
         }

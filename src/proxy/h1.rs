@@ -44,6 +44,8 @@ pub struct Head {
     bytes: Vec<u8>,
     method: Range<usize>,
     target: Range<usize>,
+    /// The authority of an absolute-form target (RFC 9112 §3.2.2: it wins over `Host`).
+    authority: Option<Range<usize>>,
     reason: Range<usize>,
     /// Response status (0 for requests).
     pub status: u16,
@@ -61,10 +63,33 @@ pub enum Parse {
 }
 
 fn range_in(base: &[u8], part: &[u8]) -> Range<usize> {
-    // Pointer arithmetic on two slices of the same buffer: `part` always lies inside `base`
-    // because httparse returns sub-slices of the input it was given.
-    let start = part.as_ptr() as usize - base.as_ptr() as usize;
-    start..start + part.len()
+    // Pointer arithmetic on two slices of the same buffer: httparse returns sub-slices of the
+    // input it was given, except for empty parts, which may be a static `""` elsewhere (a
+    // status line without a reason phrase). Anything outside `base` is the empty range.
+    let (base_at, at) = (base.as_ptr() as usize, part.as_ptr() as usize);
+    match at.checked_sub(base_at) {
+        Some(start) if start + part.len() <= base.len() && !part.is_empty() => {
+            start..start + part.len()
+        }
+        _ => 0..0,
+    }
+}
+
+/// Where the authority of an absolute-form request target (`http://host/path`) ends inside
+/// `target`, and where the host starts: `None` for origin-form.
+fn absolute_form(target: &[u8]) -> Option<(usize, usize)> {
+    let scheme = if target.len() >= 7 && target[..7].eq_ignore_ascii_case(b"http://") {
+        7
+    } else if target.len() >= 8 && target[..8].eq_ignore_ascii_case(b"https://") {
+        8
+    } else {
+        return None;
+    };
+    let end = target[scheme..]
+        .iter()
+        .position(|&b| b == b'/' || b == b'?')
+        .map_or(target.len(), |i| scheme + i);
+    Some((scheme, end))
 }
 
 impl Head {
@@ -85,10 +110,12 @@ impl Head {
         };
         self.method = method;
         self.target = target;
+        self.authority = None;
         self.reason = 0..0;
         self.status = 0;
         self.minor = req.version.unwrap_or(1);
         self.store(data, n, req.headers);
+        self.split_absolute_form();
         Ok(Parse::Complete(n))
     }
 
@@ -109,6 +136,7 @@ impl Head {
             .unwrap_or(0..0);
         self.method = 0..0;
         self.target = 0..0;
+        self.authority = None;
         self.minor = res.version.unwrap_or(1);
         self.store(data, n, res.headers);
         Ok(Parse::Complete(n))
@@ -122,6 +150,49 @@ impl Head {
         }
         self.bytes.clear();
         self.bytes.extend_from_slice(&data[..n]);
+    }
+
+    /// An absolute-form target becomes its authority plus an origin-form target (`/` when the
+    /// path is empty), so routing, caveats and the upstream request line see one shape.
+    fn split_absolute_form(&mut self) {
+        let Some((host_at, end)) = absolute_form(&self.bytes[self.target.clone()]) else {
+            return;
+        };
+        let start = self.target.start;
+        self.authority = Some(start + host_at..start + end);
+        let rest = start + end..self.target.end;
+        if self.bytes[rest.clone()].first() == Some(&b'/') {
+            self.target = rest;
+        } else {
+            // `http://host` or `http://host?q`: the origin form needs a leading `/`, appended
+            // behind the head's bytes (nothing reads them as a whole head again).
+            let at = self.bytes.len();
+            self.bytes.push(b'/');
+            self.bytes.extend_from_within(rest);
+            self.target = at..self.bytes.len();
+        }
+    }
+
+    /// The request's host: the authority of an absolute-form target, else the `Host` field.
+    pub fn host(&self) -> Option<&[u8]> {
+        match &self.authority {
+            Some(a) => Some(&self.bytes[a.clone()]),
+            None => self.get("host"),
+        }
+    }
+
+    /// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one `Host` field, and no request
+    /// carries two. False means the request gets 400.
+    pub fn host_field_ok(&self) -> bool {
+        let mut hosts = self
+            .fields
+            .iter()
+            .filter(|(n, _)| self.bytes[n.clone()].eq_ignore_ascii_case(b"host"));
+        match (hosts.next(), hosts.next()) {
+            (_, Some(_)) => false,
+            (None, None) => self.minor == 0,
+            (Some(_), None) => true,
+        }
     }
 
     /// The request method.
@@ -290,16 +361,30 @@ pub fn is_hop_by_hop(name: &str) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ChunkState {
     Size { digits: u8 },
+    /// Whitespace after the size, before a `;` (BWS).
+    SizeWs,
     Ext,
     SizeLf,
     Data,
     DataCr,
     DataLf,
     TrailerStart,
-    Trailer,
+    TrailerName,
+    TrailerValue,
     TrailerLf,
     EndLf,
     Done,
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A byte of a field value or chunk extension: VCHAR, obs-text, SP or HTAB; never CR, LF, NUL
+/// or another control character.
+fn is_value_byte(b: u8) -> bool {
+    b == b' ' || b == b'\t' || (0x21..=0x7e).contains(&b) || b >= 0x80
 }
 
 /// Follows a chunked body byte by byte (data runs are skipped whole) to find its end.
@@ -344,6 +429,10 @@ impl ChunkScanner {
         Ok(i)
     }
 
+    /// One byte of framing. Only CRLF ends a line: a bare LF or CR, a control character or a
+    /// malformed trailer field is an error, so no origin can end the body anywhere else than
+    /// where this scanner does (an origin that accepts a bare LF as a line end would otherwise
+    /// read the bytes after it as a request the proxy never authenticated).
     fn step(&mut self, b: u8) -> Result<(), FrameError> {
         use ChunkState::*;
         self.state = match (self.state, b) {
@@ -355,19 +444,22 @@ impl ChunkScanner {
                 self.size = self.size * 16 + d;
                 Size { digits: digits + 1 }
             }
-            (Size { digits }, b';' | b' ' | b'\t') if digits > 0 => Ext,
+            (Size { digits }, b' ' | b'\t') if digits > 0 => SizeWs,
+            (Size { digits }, b';') if digits > 0 => Ext,
             (Size { digits }, b'\r') if digits > 0 => SizeLf,
+            (SizeWs, b' ' | b'\t') => SizeWs,
+            (SizeWs, b';') => Ext,
             (Ext, b'\r') => SizeLf,
-            (Ext, b'\n') => return Err(FrameError::BadChunk),
-            (Ext, _) => Ext,
+            (Ext, b) if is_value_byte(b) => Ext,
             (SizeLf, b'\n') if self.size == 0 => TrailerStart,
             (SizeLf, b'\n') => Data,
             (DataCr, b'\r') => DataLf,
             (DataLf, b'\n') => Size { digits: 0 },
             (TrailerStart, b'\r') => EndLf,
-            (TrailerStart, b'\n') => return Err(FrameError::BadChunk),
-            (TrailerStart, _) | (Trailer, _) if b != b'\r' => Trailer,
-            (Trailer, b'\r') => TrailerLf,
+            (TrailerStart | TrailerName, b) if is_tchar(b) => TrailerName,
+            (TrailerName, b':') => TrailerValue,
+            (TrailerValue, b'\r') => TrailerLf,
+            (TrailerValue, b) if is_value_byte(b) => TrailerValue,
             (TrailerLf, b'\n') => TrailerStart,
             (EndLf, b'\n') => Done,
             _ => return Err(FrameError::BadChunk),
@@ -511,12 +603,60 @@ mod tests {
     }
 
     #[test]
+    fn chunk_scanner_takes_extensions_with_bws_and_trailers() {
+        let body = b"5 ;a=\"b c\"\r\nhello\r\n0\r\nX-A: 1\r\nX-B:\t\r\n\r\n";
+        let mut s = ChunkScanner::default();
+        assert_eq!(s.feed(body), Ok(body.len()));
+        assert!(s.done());
+    }
+
+    #[test]
+    fn a_status_line_without_reason_phrase_parses() {
+        // httparse hands back a static "" for the missing phrase (not a slice of the input).
+        for line in [&b"HTTP/1.1 418\r\n\r\n"[..], b"HTTP/1.1 200 \r\n\r\n"] {
+            let mut h = Head::default();
+            assert!(matches!(h.parse_response(line), Ok(Parse::Complete(_))));
+            assert_eq!(h.reason(), b"");
+        }
+    }
+
+    #[test]
+    fn host_rules() {
+        assert!(req("GET / HTTP/1.1\r\nHost: a\r\n\r\n").host_field_ok());
+        assert!(!req("GET / HTTP/1.1\r\n\r\n").host_field_ok());
+        assert!(!req("GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n").host_field_ok());
+        assert!(req("GET / HTTP/1.0\r\n\r\n").host_field_ok());
+        assert!(!req("GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n").host_field_ok());
+        let h = req("GET http://api.example.com:8080/paid?x=1 HTTP/1.1\r\nHost: other\r\n\r\n");
+        assert_eq!(h.host(), Some(&b"api.example.com:8080"[..]));
+        assert_eq!(h.target(), b"/paid?x=1");
+        assert_eq!(h.path(), b"/paid");
+        let h = req("GET HTTPS://api.example.com?x HTTP/1.1\r\nHost: other\r\n\r\n");
+        assert_eq!(h.host(), Some(&b"api.example.com"[..]));
+        assert_eq!(h.target(), b"/?x");
+        let h = req("GET /p HTTP/1.1\r\nHost: a.example\r\n\r\n");
+        assert_eq!(h.host(), Some(&b"a.example"[..]));
+    }
+
+    #[test]
     fn chunk_scanner_rejects_garbage() {
         for bad in [
             &b"zz\r\n"[..],
             b"5\r\nhelloXX",
             b"\r\n",
             b"fffffffffffffffff\r\n",
+            // A bare LF ending a trailer line: an origin that accepts it would end the body
+            // here and read what follows as a second, unauthenticated request.
+            b"0\r\nX: a\n\r\nGET /paid HTTP/1.1\r\nHost: api.example.com\r\n\r\n",
+            b"0\r\n\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\n0\r\n\r\n",
+            b"5;a\nb\r\nhello\r\n0\r\n\r\n",
+            b"5 \r\nhello\r\n0\r\n\r\n",
+            b"0\r\nno-colon\r\n\r\n",
+            b"0\r\n: empty-name\r\n\r\n",
+            b"0\r\nX: a\x00b\r\n\r\n",
+            b"0\r\nX: a\rb\r\n\r\n",
         ] {
             let mut s = ChunkScanner::default();
             assert!(s.feed(bad).is_err(), "{bad:?}");

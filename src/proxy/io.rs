@@ -4,6 +4,7 @@
 //! connection. Generic over the stream so HTTP/1.1 runs unchanged over TLS; on plain TCP the
 //! relay still hands the buffer's slice straight to the kernel (no copy).
 
+use std::future::Future;
 use std::io;
 use std::time::Duration;
 
@@ -25,6 +26,9 @@ pub struct BufStream<S = TcpStream> {
     pub stream: S,
     buf: Vec<u8>,
     pos: usize,
+    /// The socket under the stream (under TLS too), when the opener recorded it: the pool
+    /// probes idle connections through it.
+    pub fd: Option<std::os::fd::RawFd>,
 }
 
 /// Why a read did not produce bytes.
@@ -36,7 +40,15 @@ pub enum ReadError {
     Timeout,
     /// The socket failed.
     Io(io::Error),
+    /// The client this read was done for went away (closed, reset its stream): the work is
+    /// abandoned.
+    Gone,
 }
+
+/// How long a read on behalf of a client runs before the client is watched as well. Most
+/// upstream answers come sooner, so the hot path pays for no watch at all (one timer either
+/// way); a client that leaves is noticed within this plus its own event.
+pub const WATCH_AFTER: Duration = Duration::from_millis(25);
 
 impl<S: Io> BufStream<S> {
     /// Wraps a stream with an empty buffer.
@@ -45,7 +57,14 @@ impl<S: Io> BufStream<S> {
             stream,
             buf: Vec::with_capacity(READ_BUF),
             pos: 0,
+            fd: None,
         }
+    }
+
+    /// Records the socket under the stream.
+    pub fn with_fd(mut self, fd: std::os::fd::RawFd) -> Self {
+        self.fd = Some(fd);
+        self
     }
 
     /// The bytes read but not consumed.
@@ -110,6 +129,35 @@ impl<S: Io> BufStream<S> {
         }
     }
 
+    /// [`fill`](Self::fill) with a deadline, for a client that may leave meanwhile: after
+    /// [`WATCH_AFTER`] the read also races `gone` (which should complete when the client went
+    /// away); `Err(Gone)` then, and the caller drops the upstream exchange. The read itself is
+    /// never dropped and re-issued, so no byte the kernel already delivered is lost.
+    pub async fn fill_watched<G: Future<Output = ()>>(
+        &mut self,
+        limit: usize,
+        within: Duration,
+        gone: G,
+    ) -> Result<usize, ReadError> {
+        let read = self.fill(limit);
+        let mut read = std::pin::pin!(read);
+        if within <= WATCH_AFTER {
+            return match monoio::time::timeout(within, read).await {
+                Ok(r) => r,
+                Err(_) => Err(ReadError::Timeout),
+            };
+        }
+        if let Ok(r) = monoio::time::timeout(WATCH_AFTER, &mut read).await {
+            return r;
+        }
+        let left = within - WATCH_AFTER;
+        monoio::select! {
+            r = &mut read => r,
+            _ = monoio::time::sleep(left) => Err(ReadError::Timeout),
+            _ = gone => Err(ReadError::Gone),
+        }
+    }
+
     /// Writes all of `buf`, returning it (unchanged) for reuse or a retry.
     pub async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
         let (res, buf) = self.stream.write_all(buf).await;
@@ -129,27 +177,26 @@ impl<S: Io> BufStream<S> {
             return Ok(());
         }
         let buf = std::mem::take(&mut self.buf);
-        let slice = monoio::buf::IoBuf::slice(buf, self.pos..self.pos + n);
-        let (res, slice) = match monoio::time::timeout(within, dst.write_all(slice)).await {
-            Ok(r) => r,
-            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
-        };
-        self.buf = slice.into_inner();
+        let (res, buf) = write_rolling(dst, buf, self.pos..self.pos + n, within).await;
+        self.buf = buf.ok_or_else(timed_out)?;
         res?;
         self.consume(n);
         Ok(())
     }
 
-    /// [`write_all`](Self::write_all) with a deadline; on timeout the buffer is lost.
+    /// [`write_all`](Self::write_all) with a rolling deadline: each write the peer takes
+    /// gives it `within` again (Go aperture's rolling `writetimeout`), so a slow reader that
+    /// keeps reading is never cut and one that stopped is. On timeout the buffer is lost.
     pub async fn write_all_within(
         &mut self,
         buf: Vec<u8>,
         within: Duration,
     ) -> io::Result<Vec<u8>> {
-        match monoio::time::timeout(within, self.write_all(buf)).await {
-            Ok((Ok(()), buf)) => Ok(buf),
-            Ok((Err(e), _)) => Err(e),
-            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+        let len = buf.len();
+        match write_rolling(&mut self.stream, buf, 0..len, within).await {
+            (Ok(()), Some(buf)) => Ok(buf),
+            (Err(e), _) => Err(e),
+            (Ok(()), None) => Err(timed_out()),
         }
     }
 
@@ -165,4 +212,34 @@ impl<S: Io> BufStream<S> {
     pub fn is_drained(&self) -> bool {
         self.pos == self.buf.len()
     }
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "write timed out")
+}
+
+/// Writes `buf[range]` to `dst`, each write within `within` of the previous one's progress.
+/// The buffer comes back unless a write timed out (its in-flight write owns it then).
+async fn write_rolling<D: AsyncWriteRent>(
+    dst: &mut D,
+    mut buf: Vec<u8>,
+    range: std::ops::Range<usize>,
+    within: Duration,
+) -> (io::Result<()>, Option<Vec<u8>>) {
+    let mut at = range.start;
+    while at < range.end {
+        let slice = monoio::buf::IoBuf::slice(buf, at..range.end);
+        let (res, slice) = match monoio::time::timeout(within, dst.write(slice)).await {
+            Ok(r) => r,
+            Err(_) => return (Err(timed_out()), None),
+        };
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), Some(buf)),
+            Ok(n) => at += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (Err(e), Some(buf)),
+        }
+    }
+    (Ok(()), Some(buf))
 }

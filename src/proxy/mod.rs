@@ -19,6 +19,7 @@ pub mod route;
 pub mod settled;
 pub mod tls_accept;
 pub mod tokens;
+pub mod watch;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

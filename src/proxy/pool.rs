@@ -3,15 +3,16 @@
 //! pool of our own instead of `monoio-transports`, which drags in an aws-lc C build. Generic over
 //! the stream, so `https` upstreams get a pool of TLS connections beside the plain-TCP one.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use monoio::net::TcpStream;
 
 use super::io::{BufStream, Io};
-use super::{CoreCtx, Route};
+use super::{CoreCtx, Limits, Route};
 use crate::upstream_tls::UpstreamTls;
 
 /// A TLS connection to an `https` upstream.
@@ -20,10 +21,29 @@ pub type TlsUpstream = monoio_rustls::ClientTlsStream<TcpStream>;
 /// Idle upstream connections of one core. A list of upstreams scanned in order rather than a
 /// map: a core talks to a handful of upstreams, and hashing a `SocketAddr` with SipHash twice per
 /// request (take and put) cost about 300 instructions, more than the scan.
+///
+/// Hygiene without a clock read on the request path: a per-core sweeper ([`sweep_forever`])
+/// advances a one-second tick, closes connections idle past the idle timeout and any the
+/// upstream closed meanwhile; each connection is stamped with the tick it was pooled at. A
+/// connection idle for a tick or more is probed (a non-blocking `poll(2)`) before reuse, so one
+/// the upstream closed is dropped instead of failing a request; under load connections are
+/// reused within the tick and never probed.
 pub struct Pool<S = TcpStream> {
-    idle: RefCell<Vec<(SocketAddr, Vec<BufStream<S>>)>>,
+    idle: RefCell<Vec<(SocketAddr, Vec<Idle<S>>)>>,
     max_idle_per_upstream: usize,
+    /// Idle connections now, all upstreams together.
+    total: Cell<usize>,
+    tick: Cell<u64>,
 }
+
+/// One pooled connection: the tick it was pooled at and the connection.
+struct Idle<S> {
+    since: u64,
+    conn: BufStream<S>,
+}
+
+/// Why [`Pool::put`] or the sweep closed a connection, for the eviction counter.
+pub type Evicted = usize;
 
 impl<S: Io> Pool<S> {
     /// An empty pool keeping at most `max_idle_per_upstream` idle connections per address.
@@ -31,18 +51,36 @@ impl<S: Io> Pool<S> {
         Self {
             idle: RefCell::new(Vec::new()),
             max_idle_per_upstream,
+            total: Cell::new(0),
+            tick: Cell::new(0),
         }
     }
 
-    /// The most recently returned idle connection to `addr` (warmest first).
-    pub fn take(&self, addr: SocketAddr) -> Option<BufStream<S>> {
+    /// The most recently returned idle connection to `addr` (warmest first) that is still
+    /// open. Returns how many it found closed and dropped on the way.
+    pub fn take(&self, addr: SocketAddr) -> (Option<BufStream<S>>, Evicted) {
         let mut idle = self.idle.borrow_mut();
-        idle.iter_mut().find(|(a, _)| *a == addr)?.1.pop()
+        let Some((_, list)) = idle.iter_mut().find(|(a, _)| *a == addr) else {
+            return (None, 0);
+        };
+        let mut dropped = 0;
+        while let Some(entry) = list.pop() {
+            self.total.set(self.total.get() - 1);
+            if entry.since == self.tick.get() || entry.conn.fd.is_none_or(still_open) {
+                return (Some(entry.conn), dropped);
+            }
+            dropped += 1;
+        }
+        (None, dropped)
     }
 
-    /// Returns a connection whose last response was read completely.
-    pub fn put(&self, addr: SocketAddr, conn: BufStream<S>) {
-        if !conn.is_drained() {
+    /// Returns a connection whose last response was read completely. `limits` decide whether
+    /// it is kept: pooling off (`upstreamidletimeout: 0`) or the core's cap reached closes it.
+    pub fn put(&self, addr: SocketAddr, conn: BufStream<S>, limits: &Limits) {
+        if !conn.is_drained()
+            || limits.upstream_idle_timeout.is_zero()
+            || self.total.get() >= limits.upstream_max_idle
+        {
             return;
         }
         let mut idle = self.idle.borrow_mut();
@@ -54,9 +92,29 @@ impl<S: Io> Pool<S> {
             }
         };
         let list = &mut idle[at].1;
-        if list.len() < self.max_idle_per_upstream {
-            list.push(conn);
+        if list.len() >= self.max_idle_per_upstream {
+            return;
         }
+        let since = self.tick.get();
+        list.push(Idle { since, conn });
+        self.total.set(self.total.get() + 1);
+    }
+
+    /// One sweep: advances the tick, then closes connections idle for `idle_timeout` or more
+    /// and those the upstream closed. Returns how many it closed.
+    pub fn sweep(&self, idle_timeout: Duration) -> Evicted {
+        let tick = self.tick.get() + 1;
+        self.tick.set(tick);
+        let max_age = idle_timeout.as_secs().max(1);
+        let mut idle = self.idle.borrow_mut();
+        let before = self.total.get();
+        for (_, list) in idle.iter_mut() {
+            list.retain(|e| tick - e.since < max_age && e.conn.fd.is_none_or(still_open));
+        }
+        idle.retain(|(_, list)| !list.is_empty());
+        let now: usize = idle.iter().map(|(_, l)| l.len()).sum();
+        self.total.set(now);
+        before - now
     }
 
     /// Idle connections to `addr` now.
@@ -67,9 +125,55 @@ impl<S: Io> Pool<S> {
             .map_or(0, |(_, l)| l.len())
     }
 
+    /// Idle connections now, all upstreams together.
+    pub fn total(&self) -> usize {
+        self.total.get()
+    }
+
     /// Drops every idle connection (shutdown, reload).
     pub fn clear(&self) {
         self.idle.borrow_mut().clear();
+        self.total.set(0);
+    }
+}
+
+/// Whether an idle connection is still usable: not readable (an idle upstream sends nothing;
+/// readable means it closed, reset, or sent bytes nobody asked for). Never blocks.
+fn still_open(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN | libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid `pollfd` on the stack and a zero timeout: only reads the socket state.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n == 0
+}
+
+/// A pooled connection to `addr` of type `U` for a new request, counting the closed ones the
+/// pool dropped on the way.
+pub fn take<U: Upstream>(core: &CoreCtx, addr: SocketAddr) -> Option<BufStream<U>> {
+    let (conn, dropped) = U::pool(core).take(addr);
+    if dropped > 0 {
+        core.counters()
+            .add(crate::metrics::Counter::UpstreamPoolEvictions, dropped as u64);
+    }
+    conn
+}
+
+/// The core's sweeper: once a second, both pools drop expired and closed idle connections.
+pub async fn sweep_forever(core: std::rc::Rc<CoreCtx>) {
+    loop {
+        monoio::time::sleep(Duration::from_secs(1)).await;
+        if core.shutdown.is_set() {
+            return;
+        }
+        let within = core.routes().limits.upstream_idle_timeout;
+        let closed = core.pool.sweep(within) + core.tls_pool.sweep(within);
+        if closed > 0 {
+            core.counters()
+                .add(crate::metrics::Counter::UpstreamPoolEvictions, closed as u64);
+        }
     }
 }
 
@@ -86,7 +190,8 @@ pub async fn connect(addr: SocketAddr, within: Duration) -> io::Result<BufStream
     };
     // Requests and responses are written whole; Nagle would only add latency.
     let _ = stream.set_nodelay(true);
-    Ok(BufStream::new(stream))
+    let fd = stream.as_raw_fd();
+    Ok(BufStream::new(stream).with_fd(fd))
 }
 
 /// Opens a TLS connection (TCP connect and handshake, both within `within`) offering the ALPN
@@ -96,15 +201,17 @@ pub async fn connect_tls(
     tls: &UpstreamTls,
     config: &std::sync::Arc<rustls::ClientConfig>,
     within: Duration,
-) -> io::Result<TlsUpstream> {
+) -> io::Result<(TlsUpstream, RawFd)> {
     let connector = monoio_rustls::TlsConnector::from(config.clone());
     let handshake = async {
         let tcp = TcpStream::connect_addr(addr).await?;
         let _ = tcp.set_nodelay(true);
-        connector
+        let fd = tcp.as_raw_fd();
+        let tls = connector
             .connect(tls.server_name.clone(), tcp)
             .await
-            .map_err(|e| io::Error::other(format!("TLS handshake: {e}")))
+            .map_err(|e| io::Error::other(format!("TLS handshake: {e}")))?;
+        Ok((tls, fd))
     };
     match monoio::time::timeout(within, handshake).await {
         Ok(r) => r,
@@ -145,7 +252,7 @@ impl Upstream for TlsUpstream {
             .upstream_tls
             .as_ref()
             .ok_or_else(|| io::Error::other("no TLS settings for this upstream"))?;
-        let stream = connect_tls(route.upstream, tls, &tls.h1, within).await?;
-        Ok(BufStream::new(stream))
+        let (stream, fd) = connect_tls(route.upstream, tls, &tls.h1, within).await?;
+        Ok(BufStream::new(stream).with_fd(fd))
     }
 }

@@ -32,7 +32,7 @@ pub fn request_text(head: &Head, version: &str, body: &[u8]) -> String {
     out.push_str(" HTTP/");
     out.push_str(version);
     out.push_str("\r\n");
-    if let Some(host) = head.get("host").filter(|h| !h.is_empty()) {
+    if let Some(host) = head.host().filter(|h| !h.is_empty()) {
         out.push_str("Host: ");
         out.push_str(&lossy(super::h1::trim(host)));
         out.push_str("\r\n");

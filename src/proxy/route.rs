@@ -26,8 +26,22 @@ pub struct Limits {
     pub write_timeout: Duration,
     /// Time to connect to an upstream and to receive its response head.
     pub upstream_timeout: Duration,
+    /// How long an idle upstream connection stays pooled (zero: none is pooled).
+    pub upstream_idle_timeout: Duration,
+    /// Idle upstream connections kept per core (all upstreams).
+    pub upstream_max_idle: usize,
     /// Downstream HTTP/2 limits (`http2:`).
     pub http2: crate::config::Http2,
+}
+
+/// A configured timeout of zero means none (as in Go); the data path always runs a timer, so it
+/// gets one that never fires in practice (monoio's timer wheel spans about two years).
+fn or_forever(d: Duration) -> Duration {
+    if d.is_zero() {
+        Duration::from_secs(30 * 24 * 3600)
+    } else {
+        d
+    }
 }
 
 /// One service and where its upstream is.
@@ -208,10 +222,12 @@ impl Routes {
             limits: Limits {
                 max_header_bytes: config.max_header_bytes,
                 max_body_bytes: config.max_body_bytes,
-                idle_timeout: config.idle_timeout,
-                read_timeout: config.read_timeout,
-                write_timeout: config.write_timeout,
+                idle_timeout: or_forever(config.idle_timeout),
+                read_timeout: or_forever(config.read_timeout),
+                write_timeout: or_forever(config.write_timeout),
                 upstream_timeout: config.upstream_timeout,
+                upstream_idle_timeout: config.upstream_idle_timeout,
+                upstream_max_idle: config.upstream_max_idle,
                 http2: config.http2,
             },
             challenge_shape: config.challenge_shape,

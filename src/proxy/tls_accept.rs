@@ -88,9 +88,10 @@ pub async fn serve_tls(
         }
         super::h2::serve(core, tls, peer).await
     } else {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
         let io = PrefixedReadIo::new(stream, Cursor::new(hello));
         match monoio::time::timeout(left, acceptor.h1.accept(io)).await {
-            Ok(Ok(tls)) => serve_h1(core, BufStream::new(tls), peer).await,
+            Ok(Ok(tls)) => serve_h1(core, BufStream::new(tls), peer, fd).await,
             Ok(Err(e)) => handshake_failed(&core, peer, &e),
             Err(_) => handshake_failed(&core, peer, &"timed out"),
         }

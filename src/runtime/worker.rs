@@ -20,7 +20,8 @@ use super::{Control, RuntimeError};
 use crate::l402::Verifier;
 use crate::metrics::{Counter, Metrics};
 use crate::proxy::limit::{self, CoreLimits, PeerMsg};
-use crate::proxy::{conn, pool::Pool, settled, tls_accept, CoreCtx, Routes, Shutdown};
+use crate::proxy::pool::{self, Pool};
+use crate::proxy::{conn, settled, tls_accept, CoreCtx, Routes, Shutdown};
 
 /// Idle upstream connections kept per upstream and core.
 const POOL_IDLE: usize = 256;
@@ -127,6 +128,7 @@ fn run(
         monoio::spawn(control_loop(ctx.clone(), inbox, grace.clone()));
         monoio::spawn(limit::serve_peers(ctx.clone(), spec.peer_inbox));
         monoio::spawn(settled::consume_events(ctx.clone(), ctx.bridge.subscribe()));
+        monoio::spawn(pool::sweep_forever(ctx.clone()));
         let _ = ready.send(Ok(driver));
         tracing::info!(core = ctx.id, driver, cpu = ?spec.cpu.map(|c| c.id), "worker serving");
         let active = Rc::new(Cell::new(0usize));

@@ -7,7 +7,6 @@
 //! ([`MAX_CHUNKED_RESPONSE`]). No panics on upstream input.
 
 use bytes::{Bytes, BytesMut};
-use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 
 use crate::error::Synthetic;
@@ -19,6 +18,7 @@ use super::super::pool::Upstream;
 use super::super::{CoreCtx, Route};
 use super::h1_fields::{request_bytes, response_fields};
 use super::upstream::{failed, send_all_then, Outbound};
+use super::{stream_reset, Responder};
 
 /// Largest chunked response body de-chunked in memory for an HTTP/2 client; a larger one is a
 /// 502 (length- and close-delimited bodies stream and have no such limit).
@@ -31,7 +31,7 @@ pub(super) async fn forward_h1<U: Upstream>(
     core: &CoreCtx,
     out: &Outbound<'_>,
     req: http::Request<RecvStream>,
-    respond: &mut SendResponse<Bytes>,
+    respond: &Responder,
 ) -> Result<u16, Synthetic> {
     let route = out.route;
     let limits = core.routes().limits.clone();
@@ -57,12 +57,12 @@ pub(super) async fn forward_h1<U: Upstream>(
         head.headers_mut()
             .insert(http::header::CONTENT_LENGTH, payload.len().into());
         if reusable && up.is_drained() {
-            U::pool(core).put(route.upstream, up);
+            U::pool(core).put(route.upstream, up, &limits);
         }
         if payload.is_empty() {
             let _ = respond.send_response(head, true);
         } else if let Ok(mut down) = respond.send_response(head, false) {
-            let _ = send_all_then(&mut down, payload, true).await;
+            let _ = send_all_then(&mut down, payload, true, limits.write_timeout).await;
         }
         return Ok(status);
     }
@@ -76,7 +76,7 @@ pub(super) async fn forward_h1<U: Upstream>(
     match stream_body(&mut up, &mut down, framing, limits.write_timeout).await {
         Ok(()) => {
             if reusable && framing != Framing::Close && up.is_drained() {
-                U::pool(core).put(route.upstream, up);
+                U::pool(core).put(route.upstream, up, &limits);
             }
         }
         // The response started: all that is left is to reset the stream.
@@ -123,7 +123,7 @@ async fn exchange<U: Upstream>(
     let mut retried = false;
     let started = std::time::Instant::now();
     loop {
-        let (mut up, reused) = match U::pool(core).take(route.upstream) {
+        let (mut up, reused) = match super::super::pool::take::<U>(core, route.upstream) {
             Some(c) => (c, true),
             None => (
                 U::open(route, limits.upstream_timeout)
@@ -143,7 +143,9 @@ async fn exchange<U: Upstream>(
             return Err(failed(core, route, &e));
         }
         let mut resp = Head::default();
-        match forward::read_response_head(&mut up, &mut resp, &limits).await {
+        // The client's stream reset is watched by the stream task around this whole exchange.
+        let gone = std::future::pending::<()>;
+        match forward::read_response_head(&mut up, &mut resp, &limits, gone).await {
             Ok(()) => {
                 route.counters(core.id).upstream_latency(started.elapsed());
                 return Ok((up, resp));
@@ -167,7 +169,8 @@ async fn stream_body<U: Upstream>(
     };
     while remaining > 0 {
         if up.data().is_empty() {
-            match up.fill_within(BODY_CHUNK, within).await {
+            // A reset stream drops the read (and so the upstream connection) at once.
+            match up.fill_watched(BODY_CHUNK, within, stream_reset(down)).await {
                 Ok(_) => {}
                 Err(ReadError::Eof) if framing == Framing::Close => break,
                 Err(_) => return Err(()),
@@ -181,7 +184,7 @@ async fn stream_body<U: Upstream>(
         }
         // The last piece of a length-delimited body ends the stream in the same frame.
         let last = remaining == 0;
-        send_all_then(down, Bytes::from(chunk), last)
+        send_all_then(down, Bytes::from(chunk), last, within)
             .await
             .map_err(|_| ())?;
         if last {

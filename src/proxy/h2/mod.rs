@@ -12,14 +12,14 @@ mod upstream;
 
 pub use rewind::Rewind;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use h2::server::SendResponse;
-use h2::RecvStream;
+use h2::{RecvStream, SendStream};
 use monoio::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -53,17 +53,80 @@ where
         Ok(Err(e)) => return tracing::debug!(core = core.id, %peer, "h2 handshake failed: {e}"),
         Err(_) => return tracing::debug!(core = core.id, %peer, "h2 handshake timed out"),
     };
-    accept_streams(core, conn, peer, cfg.idle_timeout).await
+    accept_streams(core, conn, peer, cfg).await
 }
 
 /// Open streams of one connection and since when it has had none (for the idle timeout).
 struct Activity {
+    /// Stream tasks alive, counting reset streams whose tasks still wind down.
     open: Cell<usize>,
     idle_since: Cell<Instant>,
+    /// Streams the client reset while their work ran, or that were refused, less streams that
+    /// completed: a client that resets faster than its work completes drives it up.
+    strikes: Cell<usize>,
+}
+
+impl Activity {
+    fn strike(&self) {
+        self.strikes.set(self.strikes.get() + 1);
+    }
+
+    fn completed(&self) {
+        self.strikes.set(self.strikes.get().saturating_sub(1));
+    }
 }
 
 /// Decrements the open-stream count when a stream task ends, however it ends.
 struct StreamGuard(Rc<Activity>);
+
+/// A stream's response side, shared by the stream's work (which answers through it) and the
+/// reset watch around that work: the `RefCell` is borrowed only inside synchronous calls, never
+/// across an await, so the two never collide.
+pub(super) struct Responder {
+    inner: RefCell<SendResponse<Bytes>>,
+    head_sent: Cell<bool>,
+}
+
+impl Responder {
+    fn new(inner: SendResponse<Bytes>) -> Self {
+        Self {
+            inner: RefCell::new(inner),
+            head_sent: Cell::new(false),
+        }
+    }
+
+    /// Sends the response head (and ends the stream when `end`).
+    pub(super) fn send_response(
+        &self,
+        head: http::Response<()>,
+        end: bool,
+    ) -> Result<SendStream<Bytes>, h2::Error> {
+        self.head_sent.set(true);
+        self.inner.borrow_mut().send_response(head, end)
+    }
+
+    /// Completes when the client reset the stream (RST_STREAM, a GOAWAY below it) or the
+    /// connection failed, while no response head was sent; after the head, the body relay
+    /// watches its [`SendStream`] instead ([`stream_reset`]).
+    async fn reset(&self) {
+        std::future::poll_fn(|cx| {
+            if self.head_sent.get() {
+                return std::task::Poll::Pending;
+            }
+            match self.inner.borrow_mut().poll_reset(cx) {
+                std::task::Poll::Ready(_) => std::task::Poll::Ready(()),
+                std::task::Poll::Pending => std::task::Poll::Pending,
+            }
+        })
+        .await
+    }
+}
+
+/// Completes when the client reset a stream whose response is streaming (or its connection
+/// failed): the upstream read waiting for the next piece is dropped.
+pub(super) async fn stream_reset(down: &mut SendStream<Bytes>) {
+    std::future::poll_fn(|cx| down.poll_reset(cx).map(|_| ())).await
+}
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
@@ -76,18 +139,24 @@ impl Drop for StreamGuard {
 }
 
 /// Accepts streams until the connection ends: GOAWAY on shutdown, and after `idle` (non-zero)
-/// without an open stream. Streams in flight are never cut by either.
+/// without an open stream. Streams in flight are never cut by either. Work is bounded: past
+/// `maxconcurrentstreams` stream tasks alive (reset ones that still wind down included) a new
+/// stream is refused, and a client whose resets and refusals outrun its completed streams by
+/// [`calm_limit`] gets GOAWAY ENHANCE_YOUR_CALM and is closed.
 async fn accept_streams<T>(
     core: Rc<CoreCtx>,
     mut conn: h2::server::Connection<T, Bytes>,
     peer: SocketAddr,
-    idle: Duration,
+    cfg: crate::config::Http2,
 ) where
     T: AsyncRead + AsyncWrite + Unpin,
 {
+    let idle = cfg.idle_timeout;
+    let max_open = cfg.max_concurrent_streams as usize;
     let activity = Rc::new(Activity {
         open: Cell::new(0),
         idle_since: Cell::new(Instant::now()),
+        strikes: Cell::new(0),
     });
     let shutdown = core.shutdown.clone();
     let mut stop = shutdown.wait();
@@ -121,6 +190,11 @@ async fn accept_streams<T>(
             }
         };
         match next {
+            Some(Ok((_, mut respond))) if activity.open.get() >= max_open => {
+                respond.send_reset(h2::Reason::REFUSED_STREAM);
+                core.counters().incr(Counter::H2StreamsRefused);
+                activity.strike();
+            }
             Some(Ok((req, respond))) => {
                 activity.open.set(activity.open.get() + 1);
                 let guard = StreamGuard(activity.clone());
@@ -129,8 +203,9 @@ async fn accept_streams<T>(
                 // own allocation; the task itself holds only the arguments, because spawning
                 // moves a task's whole future several times.
                 monoio::spawn(async move {
+                    let activity = guard.0.clone();
                     let _guard = guard;
-                    Box::pin(serve_stream(core, req, respond, peer)).await
+                    Box::pin(serve_stream(core, req, respond, peer, activity)).await
                 });
             }
             Some(Err(e)) => {
@@ -139,31 +214,71 @@ async fn accept_streams<T>(
             }
             None => return,
         }
+        if activity.strikes.get() > calm_limit(max_open) {
+            core.counters().incr(Counter::H2Calmed);
+            tracing::debug!(core = core.id, %peer, "h2 client resets faster than its work completes; GOAWAY ENHANCE_YOUR_CALM");
+            return calm(&core, conn).await;
+        }
     }
 }
 
-/// One request stream: the request phases, then the answer or the forwarded response.
+/// How far a connection's resets and refusals may outrun its completed streams.
+fn calm_limit(max_open: usize) -> usize {
+    max_open.max(100)
+}
+
+/// Sends GOAWAY ENHANCE_YOUR_CALM and drives the connection a short while so it goes out; then
+/// the connection is dropped, which fails (and so cancels) every stream still running.
+async fn calm<T>(core: &CoreCtx, mut conn: h2::server::Connection<T, Bytes>)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+    let flush = async {
+        while let Some(Ok((_, mut respond))) = conn.accept().await {
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+        }
+    };
+    let within = core.routes().limits.write_timeout.min(Duration::from_secs(1));
+    let _ = monoio::time::timeout(within, flush).await;
+}
+
+/// One request stream: the request phases, then the answer or the forwarded response. A reset
+/// from the client (or the connection going away) drops the phases wherever they are: an
+/// upstream HTTP/1.1 connection is closed, an upstream h2 stream reset.
 async fn serve_stream(
     core: Rc<CoreCtx>,
     req: http::Request<RecvStream>,
-    mut respond: SendResponse<Bytes>,
+    respond: SendResponse<Bytes>,
     peer: SocketAddr,
+    activity: Rc<Activity>,
 ) {
     core.counters().incr(Counter::Requests);
     let is_grpc = grpc::is_grpc(req.headers());
     let head_only = req.method() == http::Method::HEAD;
-    match phases(&core, req, &mut respond, peer, is_grpc).await {
-        Ok(()) => {}
-        Err(answer) => {
+    let respond = Responder::new(respond);
+    let outcome = monoio::select! {
+        r = phases(&core, req, &respond, peer, is_grpc) => Some(r),
+        _ = respond.reset() => None,
+    };
+    match outcome {
+        Some(Ok(())) => activity.completed(),
+        Some(Err(answer)) => {
+            activity.completed();
             core.counters().status(answer.status());
-            send_answer(&mut respond, &answer, is_grpc, head_only);
+            send_answer(&respond, &answer, is_grpc, head_only);
+        }
+        None => {
+            activity.strike();
+            core.counters().incr(Counter::ClientAborts);
+            tracing::debug!(core = core.id, %peer, "h2 stream reset by the client; its work dropped");
         }
     }
 }
 
 /// Writes a synthetic answer on a stream (Trailers-Only for gRPC).
-pub fn send_answer(
-    respond: &mut SendResponse<Bytes>,
+pub(super) fn send_answer(
+    respond: &Responder,
     answer: &Synthetic,
     is_grpc: bool,
     head_only: bool,
@@ -185,7 +300,7 @@ pub fn send_answer(
 async fn phases(
     core: &CoreCtx,
     req: http::Request<RecvStream>,
-    respond: &mut SendResponse<Bytes>,
+    respond: &Responder,
     peer: SocketAddr,
     is_grpc: bool,
 ) -> Result<(), Synthetic> {

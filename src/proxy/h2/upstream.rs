@@ -16,7 +16,6 @@ use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 use h2::client::SendRequest;
-use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -30,6 +29,7 @@ use super::super::pool::TlsUpstream;
 use super::super::respond::{self, CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS};
 use super::super::{grpc, CoreCtx, Route};
 use super::h1_upstream::forward_h1;
+use super::{stream_reset, Responder};
 use monoio::net::TcpStream;
 
 /// Receive windows of our h2 client connections to upstreams (per stream, per connection).
@@ -64,7 +64,7 @@ pub async fn forward(
     core: &CoreCtx,
     out: Outbound<'_>,
     req: http::Request<RecvStream>,
-    respond: &mut SendResponse<Bytes>,
+    respond: &Responder,
 ) -> Result<u16, Synthetic> {
     // The h2 and TLS paths hold large futures (handshakes, two h2 streams): boxed, so that the
     // task spawned per stream stays small for the common HTTP/1.1 upstream (moving a task's
@@ -87,7 +87,7 @@ async fn forward_https(
     core: &CoreCtx,
     out: &Outbound<'_>,
     req: http::Request<RecvStream>,
-    respond: &mut SendResponse<Bytes>,
+    respond: &Responder,
 ) -> Result<u16, Synthetic> {
     let route = out.route;
     let addr = route.upstream;
@@ -323,7 +323,7 @@ async fn forward_h2(
     core: &CoreCtx,
     out: &Outbound<'_>,
     req: http::Request<RecvStream>,
-    respond: &mut SendResponse<Bytes>,
+    respond: &Responder,
     mut send: SendRequest<Bytes>,
     scheme: &str,
 ) -> Result<u16, Synthetic> {
@@ -380,7 +380,7 @@ async fn pump(mut from: RecvStream, mut to: SendStream<Bytes>, idle: std::time::
         match monoio::time::timeout(idle, from.data()).await {
             Ok(Some(Ok(chunk))) => {
                 let n = chunk.len();
-                if send_all(&mut to, chunk).await.is_err() {
+                if send_all(&mut to, chunk, idle).await.is_err() {
                     return;
                 }
                 let _ = from.flow_control().release_capacity(n);
@@ -409,10 +409,15 @@ async fn pump_response(
     fallback: Option<HeaderMap>,
 ) {
     loop {
-        match monoio::time::timeout(idle, from.data()).await {
+        let next = monoio::select! {
+            r = monoio::time::timeout(idle, from.data()) => r,
+            // The client left: dropping `from` resets the upstream stream.
+            _ = stream_reset(to) => return,
+        };
+        match next {
             Ok(Some(Ok(chunk))) => {
                 let n = chunk.len();
-                if send_all(to, chunk).await.is_err() {
+                if send_all(to, chunk, idle).await.is_err() {
                     return;
                 }
                 let _ = from.flow_control().release_capacity(n);
@@ -432,9 +437,14 @@ async fn pump_response(
     }
 }
 
-/// Sends `data` as the peer's flow-control window allows (never buffering past it).
-pub(super) async fn send_all(to: &mut SendStream<Bytes>, data: Bytes) -> Result<(), h2::Error> {
-    send_all_then(to, data, false).await
+/// Sends `data` as the peer's flow-control window allows (never buffering past it); a peer
+/// that grants no window for `within` (rolling: each grant restarts it) fails the send.
+pub(super) async fn send_all(
+    to: &mut SendStream<Bytes>,
+    data: Bytes,
+    within: std::time::Duration,
+) -> Result<(), h2::Error> {
+    send_all_then(to, data, false, within).await
 }
 
 /// [`send_all`], its last DATA frame carrying END_STREAM when `end` (one frame less than an
@@ -443,6 +453,7 @@ pub(super) async fn send_all_then(
     to: &mut SendStream<Bytes>,
     mut data: Bytes,
     end: bool,
+    within: std::time::Duration,
 ) -> Result<(), h2::Error> {
     if data.is_empty() {
         return if end {
@@ -453,11 +464,12 @@ pub(super) async fn send_all_then(
     }
     while !data.is_empty() {
         to.reserve_capacity(data.len());
-        let granted = std::future::poll_fn(|cx| to.poll_capacity(cx)).await;
-        let n = match granted {
-            Some(Ok(n)) => n,
-            Some(Err(e)) => return Err(e),
-            None => return Err(h2::Error::from(h2::Reason::CANCEL)),
+        let granted = std::future::poll_fn(|cx| to.poll_capacity(cx));
+        let n = match monoio::time::timeout(within, granted).await {
+            Ok(Some(Ok(n))) => n,
+            Ok(Some(Err(e))) => return Err(e),
+            // A reader that stopped reading: the stream is reset, its upstream work dropped.
+            Ok(None) | Err(_) => return Err(h2::Error::from(h2::Reason::CANCEL)),
         };
         if n == 0 {
             continue;
