@@ -360,7 +360,9 @@ pub fn is_hop_by_hop(name: &str) -> bool {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ChunkState {
-    Size { digits: u8 },
+    Size {
+        digits: u8,
+    },
     /// Whitespace after the size, before a `;` (BWS).
     SizeWs,
     Ext,

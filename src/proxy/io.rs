@@ -27,8 +27,23 @@ pub struct BufStream<S = TcpStream> {
     buf: Vec<u8>,
     pos: usize,
     /// The socket under the stream (under TLS too), when the opener recorded it: the pool
-    /// probes idle connections through it.
-    pub fd: Option<std::os::fd::RawFd>,
+    /// probes idle connections through it, and dropping the stream shuts it down at once.
+    fd: Option<ShutdownOnDrop>,
+}
+
+/// Shuts a socket down (both directions) when dropped. monoio closes a descriptor only once
+/// the operations still in flight on it are cancelled, a turn of the event loop later; an
+/// upstream exchange dropped for a client that left must end *now*, so its upstream sees the
+/// FIN at once and a connection-count bound is exact, not one loop turn behind.
+#[derive(Debug)]
+struct ShutdownOnDrop(std::os::fd::RawFd);
+
+impl Drop for ShutdownOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: the descriptor belongs to the stream this guard sits beside and is still
+        // open (monoio closes it later, after this); `shutdown` touches no memory.
+        unsafe { libc::shutdown(self.0, libc::SHUT_RDWR) };
+    }
 }
 
 /// Why a read did not produce bytes.
@@ -61,10 +76,16 @@ impl<S: Io> BufStream<S> {
         }
     }
 
-    /// Records the socket under the stream.
+    /// Records the socket under the stream (which must own it): probed by the pool, shut down
+    /// when this is dropped.
     pub fn with_fd(mut self, fd: std::os::fd::RawFd) -> Self {
-        self.fd = Some(fd);
+        self.fd = Some(ShutdownOnDrop(fd));
         self
+    }
+
+    /// The socket recorded by [`with_fd`](Self::with_fd).
+    pub fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.fd.as_ref().map(|g| g.0)
     }
 
     /// The bytes read but not consumed.

@@ -66,7 +66,7 @@ impl<S: Io> Pool<S> {
         let mut dropped = 0;
         while let Some(entry) = list.pop() {
             self.total.set(self.total.get() - 1);
-            if entry.since == self.tick.get() || entry.conn.fd.is_none_or(still_open) {
+            if entry.since == self.tick.get() || entry.conn.raw_fd().is_none_or(still_open) {
                 return (Some(entry.conn), dropped);
             }
             dropped += 1;
@@ -109,7 +109,7 @@ impl<S: Io> Pool<S> {
         let mut idle = self.idle.borrow_mut();
         let before = self.total.get();
         for (_, list) in idle.iter_mut() {
-            list.retain(|e| tick - e.since < max_age && e.conn.fd.is_none_or(still_open));
+            list.retain(|e| tick - e.since < max_age && e.conn.raw_fd().is_none_or(still_open));
         }
         idle.retain(|(_, list)| !list.is_empty());
         let now: usize = idle.iter().map(|(_, l)| l.len()).sum();
@@ -155,8 +155,10 @@ fn still_open(fd: RawFd) -> bool {
 pub fn take<U: Upstream>(core: &CoreCtx, addr: SocketAddr) -> Option<BufStream<U>> {
     let (conn, dropped) = U::pool(core).take(addr);
     if dropped > 0 {
-        core.counters()
-            .add(crate::metrics::Counter::UpstreamPoolEvictions, dropped as u64);
+        core.counters().add(
+            crate::metrics::Counter::UpstreamPoolEvictions,
+            dropped as u64,
+        );
     }
     conn
 }
@@ -171,8 +173,10 @@ pub async fn sweep_forever(core: std::rc::Rc<CoreCtx>) {
         let within = core.routes().limits.upstream_idle_timeout;
         let closed = core.pool.sweep(within) + core.tls_pool.sweep(within);
         if closed > 0 {
-            core.counters()
-                .add(crate::metrics::Counter::UpstreamPoolEvictions, closed as u64);
+            core.counters().add(
+                crate::metrics::Counter::UpstreamPoolEvictions,
+                closed as u64,
+            );
         }
     }
 }

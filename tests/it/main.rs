@@ -1,6 +1,7 @@
 //! The one integration test binary (ripgrep's pattern): every suite is a module here.
 
 mod admin;
+mod cancel;
 mod config;
 mod echo_proto;
 mod fleet;

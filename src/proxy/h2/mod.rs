@@ -239,7 +239,11 @@ where
             respond.send_reset(h2::Reason::REFUSED_STREAM);
         }
     };
-    let within = core.routes().limits.write_timeout.min(Duration::from_secs(1));
+    let within = core
+        .routes()
+        .limits
+        .write_timeout
+        .min(Duration::from_secs(1));
     let _ = monoio::time::timeout(within, flush).await;
 }
 
@@ -277,12 +281,7 @@ async fn serve_stream(
 }
 
 /// Writes a synthetic answer on a stream (Trailers-Only for gRPC).
-pub(super) fn send_answer(
-    respond: &Responder,
-    answer: &Synthetic,
-    is_grpc: bool,
-    head_only: bool,
-) {
+pub(super) fn send_answer(respond: &Responder, answer: &Synthetic, is_grpc: bool, head_only: bool) {
     if is_grpc {
         let _ = respond.send_response(respond::render_grpc(answer), true);
         return;
