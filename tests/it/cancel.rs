@@ -2,12 +2,13 @@
 //! counts its connections (open now, most at once, closed by the proxy) shows that an HTTP/1.1
 //! client closing, an h2 stream reset and a rapid-reset flood all end the upstream exchange,
 //! and that one h2 connection never has more than `maxconcurrentstreams` upstream requests
-//! alive. Also the RFC 9112 `Host` rules.
+//! alive. Upstream pool hygiene (idle timeout, per-core cap), the rolling write deadline for a
+//! client that stops reading, and the RFC 9112 `Host` rules.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,10 +22,14 @@ struct Counts {
     stalled: AtomicUsize,
     /// Connections open now.
     open: AtomicUsize,
-    /// Most connections open at once.
-    max_open: AtomicUsize,
+    /// Most requests in progress at once: heads received on connections the proxy had not
+    /// closed, as the kernel says at the moment each head arrives (probed, not when a reader
+    /// thread got round to seeing an EOF).
+    max_requests: AtomicUsize,
     /// Connections the proxy closed.
     closed: AtomicUsize,
+    /// The connections whose request head arrived, for the probe.
+    with_head: Mutex<Vec<TcpStream>>,
 }
 
 /// An origin that reads a request head and then never answers, until the proxy closes.
@@ -40,13 +45,7 @@ impl StallingOrigin {
         let counts = Arc::new(Counts::default());
         let c = counts.clone();
         std::thread::spawn(move || {
-            // Every connection still open, probed at each accept: the most open at once is
-            // what the kernel says, not when a reader thread got round to seeing the EOF.
-            let mut live: Vec<TcpStream> = Vec::new();
             for stream in listener.incoming().flatten() {
-                live.retain(|s| !peer_closed(s));
-                live.push(stream.try_clone().unwrap());
-                c.max_open.fetch_max(live.len(), Ordering::SeqCst);
                 c.open.fetch_add(1, Ordering::SeqCst);
                 let c = c.clone();
                 std::thread::spawn(move || stall(stream, &c));
@@ -74,6 +73,7 @@ fn peer_closed(s: &TcpStream) -> bool {
 }
 
 fn stall(stream: TcpStream, c: &Counts) {
+    let probe = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     let mut head_seen = false;
@@ -84,6 +84,12 @@ fn stall(stream: TcpStream, c: &Counts) {
             Ok(_) if line == "\r\n" && !head_seen => {
                 head_seen = true;
                 c.stalled.fetch_add(1, Ordering::SeqCst);
+                let mut live = c.with_head.lock().unwrap();
+                live.retain(|s| !peer_closed(s));
+                if !peer_closed(&probe) {
+                    live.push(probe.try_clone().unwrap());
+                }
+                c.max_requests.fetch_max(live.len(), Ordering::SeqCst);
             }
             Ok(_) => {}
         }
@@ -273,6 +279,32 @@ fn rapid_resets_stay_within_max_concurrent_streams_and_end_in_goaway() {
     let block = slow_block(&token);
     let cancel = 0x8u32.to_be_bytes();
     let mut id = 1u32;
+    // First, rounds of 16 streams that reach the origin before they are reset.
+    for _ in 0..3 {
+        let before = origin.get(|c| &c.stalled);
+        let mut batch = Vec::new();
+        for i in 0..16 {
+            batch.extend(frame(0x1, 0x4 | 0x1, id + 2 * i, &block));
+        }
+        tcp.write_all(&batch).unwrap();
+        wait_until(
+            "a round of requests at the origin",
+            Duration::from_secs(10),
+            || origin.get(|c| &c.stalled) == before + 16,
+        );
+        let mut batch = Vec::new();
+        for _ in 0..16 {
+            batch.extend(frame(0x3, 0, id, &cancel));
+            id += 2;
+        }
+        tcp.write_all(&batch).unwrap();
+        wait_until(
+            "the round's upstream work ended",
+            Duration::from_secs(2),
+            || origin.get(|c| &c.open) == 0,
+        );
+    }
+    // Then the flood: HEADERS and RST_STREAM back to back.
     for _ in 0..10_000 / 50 {
         let mut batch = Vec::new();
         for _ in 0..50 {
@@ -289,8 +321,9 @@ fn rapid_resets_stay_within_max_concurrent_streams_and_end_in_goaway() {
         .expect("the proxy reacted");
     assert_eq!(goaway, Some(0xb), "GOAWAY ENHANCE_YOUR_CALM");
     drop(tcp);
-    let max = origin.get(|c| &c.max_open);
+    let max = origin.get(|c| &c.max_requests);
     assert!(max <= 16, "{max} upstream requests at once (limit 16)");
+    assert!(max >= 1, "the rounds reached the upstream");
     wait_until(
         "upstream connections closed",
         Duration::from_secs(5),
@@ -327,4 +360,109 @@ fn missing_or_repeated_host_is_a_400_and_absolute_form_wins() {
     let resp = Conn::open(proxy.addr).request(raw);
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), "origin saw /x?q=1");
+}
+
+/// An origin that answers every request with keep-alive and counts the connections it saw
+/// closed by the proxy.
+fn keepalive_origin(body: &'static [u8]) -> (SocketAddr, Arc<Counts>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counts = Arc::new(Counts::default());
+    let c = counts.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            c.open.fetch_add(1, Ordering::SeqCst);
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    match reader.read_line(&mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) if line == "\r\n" => {
+                            let head = format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                                body.len()
+                            );
+                            let out = reader.get_mut();
+                            if out
+                                .write_all(head.as_bytes())
+                                .and_then(|_| out.write_all(body))
+                                .is_err()
+                            {
+                                break;
+                            }
+                        }
+                        Ok(_) => {}
+                    }
+                }
+                c.open.fetch_sub(1, Ordering::SeqCst);
+                c.closed.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, counts)
+}
+
+#[test]
+fn idle_upstream_connections_close_after_the_idle_timeout() {
+    let (addr, counts) = keepalive_origin(b"ok");
+    let top = "upstreamidletimeout: 1s\n";
+    let proxy = Proxy::start_with(&service("s", addr, "    auth: \"off\"\n"), 1, top, 4096);
+    let resp = support::get(proxy.addr, "/a", "");
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        counts.closed.load(Ordering::SeqCst),
+        0,
+        "pooled, not closed"
+    );
+    wait_until(
+        "the idle upstream connection closed",
+        Duration::from_secs(5),
+        || counts.closed.load(Ordering::SeqCst) == 1,
+    );
+    let metrics = proxy.server().metrics().clone();
+    assert_eq!(
+        metrics.total(aperture::metrics::Counter::UpstreamPoolEvictions),
+        1
+    );
+    // The next request opens a fresh connection and is served.
+    assert_eq!(support::get(proxy.addr, "/b", "").status, 200);
+}
+
+#[test]
+fn the_per_core_idle_cap_closes_what_does_not_fit() {
+    let (addr, counts) = keepalive_origin(b"ok");
+    let top = "upstreammaxidle: 0\n";
+    let proxy = Proxy::start_with(&service("s", addr, "    auth: \"off\"\n"), 1, top, 4096);
+    for _ in 0..3 {
+        assert_eq!(support::get(proxy.addr, "/a", "").status, 200);
+    }
+    wait_until(
+        "every upstream connection closed",
+        Duration::from_secs(5),
+        || counts.closed.load(Ordering::SeqCst) == 3,
+    );
+}
+
+#[test]
+fn a_client_that_stops_reading_is_cut_and_its_upstream_closed() {
+    // 64 MiB the client never reads: once the socket buffers fill, no write makes progress
+    // for `writetimeout`, so the proxy closes both sides.
+    static BIG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let body: &'static [u8] = BIG.get_or_init(|| vec![b'x'; 64 << 20]);
+    let (addr, counts) = keepalive_origin(body);
+    let top = "writetimeout: 1s\n";
+    let proxy = Proxy::start_with(&service("s", addr, "    auth: \"off\"\n"), 1, top, 4096);
+    let mut client = TcpStream::connect(proxy.addr).unwrap();
+    client
+        .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    wait_until(
+        "the stalled upstream closed",
+        Duration::from_secs(10),
+        || counts.closed.load(Ordering::SeqCst) == 1,
+    );
+    drop(client);
 }
