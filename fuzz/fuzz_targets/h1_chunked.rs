@@ -80,7 +80,7 @@ fn allowed(why: Why) -> bool {
 fn scan(body: &[u8], pieces: impl IntoIterator<Item = usize>) -> Verdict {
     let mut s = ChunkScanner::default();
     let mut at = 0;
-    let mut feed = |s: &mut ChunkScanner, piece: &[u8], at: &mut usize| -> Option<Verdict> {
+    let feed = |s: &mut ChunkScanner, piece: &[u8], at: &mut usize| -> Option<Verdict> {
         match s.feed(piece) {
             Err(_) => Some(Verdict::Invalid(Why::Scanner)),
             Ok(n) => {
