@@ -468,3 +468,44 @@ fn a_client_that_stops_reading_is_cut_and_its_upstream_closed() {
     );
     drop(client);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_connection_that_drops_ends_all_its_upstream_work() {
+    let origin = StallingOrigin::start();
+    let proxy = Proxy::start(&stalling_service(&origin), 1);
+    let token = tokio::task::block_in_place(|| buy_token(&proxy, "/slow"));
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut send, conn) = h2::client::handshake(tcp).await.expect("h2c handshake");
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut pending = Vec::new();
+    for _ in 0..20 {
+        send = send.ready().await.unwrap();
+        let req = http::Request::get("http://api.example.com/slow")
+            .header("authorization", token.as_str())
+            .body(())
+            .unwrap();
+        pending.push(send.send_request(req, true).unwrap().0);
+    }
+    let o = &origin;
+    tokio::task::block_in_place(|| {
+        wait_until(
+            "20 stalled upstream requests",
+            Duration::from_secs(20),
+            || o.get(|c| &c.stalled) == 20,
+        )
+    });
+    // The TCP connection goes away under every stream (no RST_STREAM, no GOAWAY).
+    driver.abort();
+    let _ = driver.await;
+    drop(send);
+    tokio::task::block_in_place(|| {
+        wait_until(
+            "20 upstream connections closed",
+            Duration::from_secs(2),
+            || o.get(|c| &c.closed) == 20,
+        )
+    });
+    drop(pending);
+}
