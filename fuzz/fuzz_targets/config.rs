@@ -22,9 +22,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     match aperture::config::parse(text, "fuzz.yaml") {
-        Ok(config) => {
-            let _ = format!("{config:?}");
-        }
+        Ok(config) => assert!(config.warnings.iter().all(|w| !w.is_empty())),
         Err(e) => {
             assert_eq!(e.exit_code(), aperture::config::EXIT_CONFIG);
             assert!(!e.to_string().is_empty());
