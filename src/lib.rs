@@ -1,7 +1,7 @@
 //! aperture: an L402 (Lightning HTTP 402) reverse proxy on an io_uring thread-per-core runtime.
 //!
 //! The crate is layered; a lower layer never imports a higher one:
-//! - layer 0, pure (no I/O, no threads, no clock reads): [`l402`], [`error`];
+//! - layer 0, pure (no I/O, no threads, no clock reads): [`l402`], [`mpp`], [`error`];
 //! - layer 1: [`config`], [`store`], [`metrics`], [`exposition`] (the Prometheus
 //!   text format), [`admin`] (the std-only metrics listener);
 //! - layer 2, the data path on monoio: [`proxy`];
@@ -12,6 +12,7 @@
 
 pub mod error;
 pub mod l402;
+pub mod mpp;
 pub mod ratelimit;
 
 pub mod admin;
