@@ -355,9 +355,15 @@ fn import_command(s: &mut dyn Store, args: &ImportArgs) -> Result<(), DbError> {
         }
     };
     let report = store::import(s, source)?;
+    let keys = report
+        .imported
+        .saturating_sub(usize::from(report.mpp_secret));
     println!(
-        "read {} row(s) from Go aperture's secrets table: imported {} new root key(s), skipped {} (not token keys)",
-        report.read, report.imported, report.skipped
+        "read {} row(s) from Go aperture's secrets table: imported {} new root key(s), skipped {} (malformed){}",
+        report.read,
+        keys,
+        report.skipped,
+        if report.mpp_secret { "; carried the Payment (MPP) HMAC secret" } else { "" }
     );
     Ok(())
 }

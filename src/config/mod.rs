@@ -145,6 +145,34 @@ pub struct Authenticator {
     /// Auth off entirely: no challenges, every request passes.
     pub disable: bool,
     pub backend: Backend,
+    /// The Payment (MPP) scheme, when `enablempp` is on.
+    pub mpp: Option<Mpp>,
+}
+
+/// The Payment scheme's settings (`authenticator.enablempp`, `mpprealm`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mpp {
+    /// The `realm` auth-param (covered by the challenge HMAC): `mpprealm`, else `listenaddr`
+    /// as written in the file, as Go aperture does.
+    pub realm: String,
+}
+
+/// Which credential schemes a service accepts and offers (`authscheme`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Schemes {
+    /// L402 (and its LSAT spelling).
+    pub l402: bool,
+    /// Payment (MPP), intent `charge`.
+    pub payment: bool,
+}
+
+impl Default for Schemes {
+    fn default() -> Self {
+        Schemes {
+            l402: true,
+            payment: false,
+        }
+    }
 }
 
 /// Where invoices come from.
@@ -263,6 +291,10 @@ pub struct Service {
     pub rewrite_prefix: Option<String>,
     pub rate_limits: Vec<RateLimitRule>,
     pub dynamic_price: Option<DynamicPrice>,
+    /// The schemes this service accepts and offers; resolved against `enablempp` at load.
+    pub schemes: Schemes,
+    /// `authscheme` as written (`None`: unset), for that resolution.
+    pub auth_scheme_raw: Option<Schemes>,
 }
 
 #[derive(Clone, Debug)]

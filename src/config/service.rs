@@ -12,7 +12,7 @@ use regex::Regex;
 use super::raw::{RawDynamicPrice, RawRateLimit, RawService};
 use super::validate::{nonempty, Ctx};
 use super::values::{check_backend_address, expand_env, expand_tilde, parse_duration};
-use super::{Auth, ConfigError, DynamicPrice, Protocol, RateLimitRule, Service};
+use super::{Auth, ConfigError, DynamicPrice, Protocol, RateLimitRule, Schemes, Service};
 
 /// Go aperture's price ceiling (10^13 sats).
 const MAX_PRICE: i64 = 10_000_000_000_000;
@@ -109,10 +109,12 @@ fn service(i: usize, s: RawService, cx: &mut Ctx<'_>) -> Result<Service, ConfigE
     check_backend_address(&address).map_err(|m| cx.invalid(at.key("address"), m))?;
     let (protocol, tls_cert_path, tls_skip_verify) = transport(&at, &s, cx)?;
     let auth = parse_auth(s.auth.as_deref()).map_err(|m| cx.invalid(at.key("auth"), m))?;
-    check_auth_scheme(&at, s.authscheme.as_deref(), cx)?;
+    let auth_scheme_raw = auth_scheme(&at, s.authscheme.as_deref(), cx)?;
     let rewrite_prefix = rewrite_prefix(&at, &s, cx)?;
     let dynamic_price = dynamic_price(&at, s.dynamicprice, cx)?;
     Ok(Service {
+        schemes: Schemes::default(),
+        auth_scheme_raw,
         host_regexp,
         path_regexp,
         address,
@@ -238,19 +240,45 @@ fn parse_auth(v: Option<&str>) -> Result<Auth, String> {
     Err(format!("{raw:?} is not an auth level; use \"on\", \"off\" or \"freebie <count>\" (Go aperture silently treated unknown values as off)"))
 }
 
-fn check_auth_scheme(at: &At, v: Option<&str>, cx: &mut Ctx<'_>) -> Result<(), ConfigError> {
+/// `authscheme`: `l402`, `mpp` or `l402+mpp` (case-insensitive, where Go aperture's substring
+/// test made `L402` accept nothing). Resolved against `enablempp` in [`resolve_schemes`].
+fn auth_scheme(at: &At, v: Option<&str>, cx: &Ctx<'_>) -> Result<Option<Schemes>, ConfigError> {
+    let both = Schemes {
+        l402: true,
+        payment: true,
+    };
     match nonempty(v).map(str::to_ascii_lowercase).as_deref() {
-        None | Some("l402") => Ok(()),
-        Some("l402+mpp") => {
-            cx.warn(format!("{}: MPP is not supported yet; only L402 credentials are accepted", at.key("authscheme")));
-            Ok(())
-        }
-        Some("mpp") => Err(ConfigError::Unsupported {
-            origin: cx.origin.to_owned(),
-            key: at.key("authscheme"),
-            message: "\"mpp\" is not supported yet (no credential could ever be accepted); use \"l402\" or remove it".to_owned(),
-        }),
-        Some(o) => Err(cx.invalid(at.key("authscheme"), format!("{o:?} is not an auth scheme; use l402, mpp or l402+mpp"))),
+        None => Ok(None),
+        Some("l402") => Ok(Some(Schemes::default())),
+        Some("mpp") => Ok(Some(Schemes {
+            l402: false,
+            payment: true,
+        })),
+        Some("l402+mpp" | "mpp+l402") => Ok(Some(both)),
+        Some(o) => Err(cx.invalid(
+            at.key("authscheme"),
+            format!("{o:?} is not an auth scheme; use l402, mpp or l402+mpp"),
+        )),
+    }
+}
+
+/// Each service's schemes once `enablempp` is known: unset accepts every enabled scheme (as in
+/// Go); with `enablempp` off only L402 exists, and a service asking for `mpp` is told so.
+pub(super) fn resolve_schemes(services: &mut [Service], mpp_on: bool, cx: &mut Ctx<'_>) {
+    for (i, s) in services.iter_mut().enumerate() {
+        s.schemes = match (s.auth_scheme_raw, mpp_on) {
+            (None, true) => Schemes {
+                l402: true,
+                payment: true,
+            },
+            (Some(raw), true) => raw,
+            (raw, false) => {
+                if raw.is_some_and(|r| r.payment) {
+                    cx.warn(format!("services[{i}].authscheme: asks for mpp, but authenticator.enablempp is off; only L402 is offered and accepted (set enablempp: true)"));
+                }
+                Schemes::default()
+            }
+        };
     }
 }
 

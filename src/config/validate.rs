@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::raw::{RawAuthenticator, RawConfig};
 use super::values::{expand_tilde, parse_duration, parse_go_duration, parse_listen_addr, IpNet};
-use super::{service, Authenticator, Backend, Config, ConfigError, Db, Network, Postgres};
+use super::{service, Authenticator, Backend, Config, ConfigError, Db, Mpp, Network, Postgres};
 use crate::l402::{ChallengeShape, UpstreamAuthorization};
 
 /// Validation context: where errors point, and the warnings collected so far.
@@ -112,10 +112,15 @@ pub(crate) fn validate(mut raw: RawConfig, origin: &str) -> Result<Config, Confi
     }
     let db = db(&raw, basedir_set.is_some(), &mut cx)?;
     let prometheus = prometheus(&raw, &cx)?;
-    let authenticator = authenticator(raw.authenticator.unwrap_or_default(), &mut cx)?;
+    let listen_text = nonempty(raw.listenaddr.as_deref())
+        .unwrap_or_default()
+        .to_owned();
+    let authenticator =
+        authenticator(raw.authenticator.unwrap_or_default(), &listen_text, &mut cx)?;
     let challenge_rate_limits =
         service::challenge_rate_limits(raw.challengeratelimits.take(), &mut cx)?;
-    let services = service::services(raw.services.unwrap_or_default(), &mut cx)?;
+    let mut services = service::services(raw.services.unwrap_or_default(), &mut cx)?;
+    service::resolve_schemes(&mut services, authenticator.mpp.is_some(), &mut cx);
     Ok(Config {
         listen_addr,
         basedir: basedir_set.unwrap_or_else(Config::default_basedir),
@@ -315,7 +320,11 @@ fn network(cx: &Ctx<'_>, v: Option<&str>) -> Result<Network, ConfigError> {
     })
 }
 
-fn authenticator(a: RawAuthenticator, cx: &mut Ctx<'_>) -> Result<Authenticator, ConfigError> {
+fn authenticator(
+    a: RawAuthenticator,
+    listen_addr: &str,
+    cx: &mut Ctx<'_>,
+) -> Result<Authenticator, ConfigError> {
     let network = network(cx, a.network.as_deref())?;
     let disable = a.disable.unwrap_or(false);
     let set: Vec<&str> = [
@@ -330,9 +339,7 @@ fn authenticator(a: RawAuthenticator, cx: &mut Ctx<'_>) -> Result<Authenticator,
     .into_iter()
     .filter_map(|(k, on)| on.then_some(k))
     .collect();
-    if a.enablempp.unwrap_or(false) || a.enablesessions.unwrap_or(false) {
-        cx.warn("authenticator.enablempp/enablesessions: the Payment (MPP) scheme is not supported yet; only L402 challenges are sent");
-    }
+    let mpp = mpp(&a, listen_addr, cx)?;
     if disable {
         if !set.is_empty() {
             cx.warn(format!(
@@ -344,6 +351,7 @@ fn authenticator(a: RawAuthenticator, cx: &mut Ctx<'_>) -> Result<Authenticator,
             network,
             disable,
             backend: Backend::None,
+            mpp,
         });
     }
     let backend = match set.as_slice() {
@@ -360,6 +368,48 @@ fn authenticator(a: RawAuthenticator, cx: &mut Ctx<'_>) -> Result<Authenticator,
         network,
         disable,
         backend,
+        mpp,
+    })
+}
+
+/// Whether the proxy answers and accepts Payment charges yet; until it does, `enablempp` is
+/// refused rather than accepted and ignored.
+const PAYMENT_ON_THE_DATA_PATH: bool = false;
+
+/// `enablempp` and its companions. Sessions are not built yet: turning them on is refused rather
+/// than ignored; their tuning keys without them only earn a warning.
+fn mpp(
+    a: &RawAuthenticator,
+    listen_addr: &str,
+    cx: &mut Ctx<'_>,
+) -> Result<Option<Mpp>, ConfigError> {
+    if a.enablesessions.unwrap_or(false) {
+        return Err(ConfigError::Unsupported {
+            origin: cx.origin.to_owned(),
+            key: "authenticator.enablesessions".to_owned(),
+            message: "the Payment session intent is not supported yet (charge is); remove the key or set it to false".to_owned(),
+        });
+    }
+    if a.sessiondepositmultiplier.is_some() || a.sessionidletimeout.is_some() {
+        cx.warn("authenticator.sessiondepositmultiplier/sessionidletimeout only apply to sessions, which are not supported yet; ignored");
+    }
+    if !a.enablempp.unwrap_or(false) {
+        if nonempty(a.mpprealm.as_deref()).is_some() {
+            cx.warn("authenticator.mpprealm is set but enablempp is off; ignored");
+        }
+        return Ok(None);
+    }
+    let realm = nonempty(a.mpprealm.as_deref()).unwrap_or(listen_addr);
+    if PAYMENT_ON_THE_DATA_PATH {
+        return Ok(Some(Mpp {
+            realm: realm.to_owned(),
+        }));
+    }
+    Err(ConfigError::Unsupported {
+        origin: cx.origin.to_owned(),
+        key: "authenticator.enablempp".to_owned(),
+        message: "the Payment (MPP) scheme is not supported yet; remove the key or set it to false"
+            .to_owned(),
     })
 }
 

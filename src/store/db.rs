@@ -75,6 +75,28 @@ pub enum Op {
     },
 }
 
+/// One use of a Payment charge credential, claimed before the request is forwarded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargeClaim {
+    /// The charge's payment hash: its consumption key (one use per hash).
+    pub payment_hash: Key32,
+    /// The challenge id the credential echoed (for the operator's eyes).
+    pub challenge_id: String,
+    /// When the challenge expires (unix seconds); rows are pruned an hour after.
+    pub expires_at: u64,
+    /// When it was claimed (unix seconds).
+    pub consumed_at: u64,
+}
+
+/// Where the Payment scheme's HMAC secret lives: Go aperture's `secrets` key for it,
+/// `sha256("aperture-mpp-hmac-secret-v1")`, in the legacy-keys table that an import from Go
+/// fills (so challenges minted by Go before a cut-over keep verifying, and a fleet sharing a
+/// database shares the secret).
+pub const MPP_SECRET_KEY: Key32 = [
+    0xa3, 0xf0, 0xd9, 0x6f, 0xf0, 0x0a, 0xb3, 0x0f, 0xad, 0x9b, 0xb7, 0x3a, 0x02, 0xe0, 0x2c, 0x01,
+    0x02, 0xc6, 0x90, 0x91, 0x39, 0xb0, 0x6f, 0x04, 0xdd, 0x7b, 0x3e, 0x7c, 0x0e, 0xf2, 0x31, 0xbd,
+];
+
 /// One ledger row, joined with the token's revocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerRow {
@@ -136,6 +158,25 @@ pub trait Store: Send {
 
     /// Every imported `(sha256(identifier), root key)` pair.
     fn legacy_keys(&mut self) -> Result<Vec<(Key32, Key32)>, DbError>;
+
+    /// Claims Payment charges in one transaction: for each, true when this is its first use
+    /// (false: a replay). All or nothing.
+    fn claim_charges(&mut self, claims: &[ChargeClaim]) -> Result<Vec<bool>, DbError>;
+
+    /// Deletes claims whose challenge expired before `before` (unix seconds): a credential
+    /// that old is refused by its expiry anyway. Returns how many went.
+    fn prune_charges(&mut self, before: u64) -> Result<usize, DbError>;
+
+    /// The Payment scheme's HMAC secret: the stored one, else `fresh`, stored first. Two
+    /// instances starting together agree (insert-if-absent, then read back).
+    fn mpp_secret(&mut self, fresh: Key32) -> Result<Key32, DbError> {
+        if let Some(secret) = self.legacy_root_key(&MPP_SECRET_KEY)? {
+            return Ok(secret);
+        }
+        self.import_legacy_keys(&[(MPP_SECRET_KEY, fresh)])?;
+        self.legacy_root_key(&MPP_SECRET_KEY)?
+            .ok_or_else(|| DbError::Unavailable("the MPP secret was not stored".into()))
+    }
 }
 
 /// Opens (and unless `skipmigrations`, migrates) the configured database.

@@ -25,16 +25,22 @@ pub struct ImportReport {
     pub read: usize,
     /// Keys new to our database.
     pub imported: usize,
-    /// Rows that are not a token root key (the MPP HMAC secret) or not 32 + 32 bytes.
+    /// Rows that are not 32 + 32 bytes.
     pub skipped: usize,
+    /// Whether Go's Payment (MPP) HMAC secret was among the rows: it is carried over (under
+    /// the same key), so Payment challenges Go minted keep verifying.
+    pub mpp_secret: bool,
 }
 
-/// Go aperture stores its MPP HMAC secret in `secrets` too; it is not a token's root key.
+/// Go aperture stores its MPP HMAC secret in `secrets` too, under this key; it is not a token's
+/// root key (the verifier never loads it), but it is carried over.
 fn mpp_secret_hash() -> Key32 {
-    Sha256::digest(b"aperture-mpp-hmac-secret-v1").into()
+    let hash: Key32 = Sha256::digest(b"aperture-mpp-hmac-secret-v1").into();
+    debug_assert_eq!(hash, super::db::MPP_SECRET_KEY);
+    hash
 }
 
-/// Keeps the rows that are token root keys; counts the rest in `skipped`.
+/// Keeps the well-formed rows; counts the rest in `skipped`.
 fn filter_rows(rows: Vec<SecretRow>, report: &mut ImportReport) -> Vec<(Key32, Key32)> {
     let mpp = mpp_secret_hash();
     report.read = rows.len();
@@ -43,10 +49,11 @@ fn filter_rows(rows: Vec<SecretRow>, report: &mut ImportReport) -> Vec<(Key32, K
         .filter_map(|(hash, secret)| {
             let hash = Key32::try_from(hash.as_slice()).ok()?;
             let secret = Key32::try_from(secret.as_slice()).ok()?;
-            (hash != mpp).then_some((hash, secret))
+            Some((hash, secret))
         })
         .collect();
     report.skipped = report.read - keys.len();
+    report.mpp_secret = keys.iter().any(|(h, _)| *h == mpp);
     keys
 }
 
@@ -109,7 +116,9 @@ pub fn import(
 /// Every imported legacy key of the configured database, `sha256(identifier) → root key`, for
 /// the worker cores. Opens its own short-lived connection (blocking): call it at start-up.
 pub fn load_legacy_keys(config: &Config) -> Result<LegacyKeys, DbError> {
-    Ok(open(&config.db)?.legacy_keys()?.into_iter().collect())
+    let mpp = mpp_secret_hash();
+    let keys = open(&config.db)?.legacy_keys()?.into_iter();
+    Ok(keys.filter(|(h, _)| *h != mpp).collect())
 }
 
 #[cfg(test)]
@@ -117,7 +126,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn skips_mpp_secret_and_malformed_rows() {
+    fn keeps_the_mpp_secret_and_skips_malformed_rows() {
         let rows = vec![
             (vec![1; 32], vec![2; 32]),
             (mpp_secret_hash().to_vec(), vec![3; 32]),
@@ -126,7 +135,8 @@ mod tests {
         ];
         let mut report = ImportReport::default();
         let keys = filter_rows(rows, &mut report);
-        assert_eq!(keys, vec![([1; 32], [2; 32])]);
-        assert_eq!((report.read, report.skipped), (4, 3));
+        assert_eq!(keys, vec![([1; 32], [2; 32]), (mpp_secret_hash(), [3; 32])]);
+        assert_eq!((report.read, report.skipped), (4, 2));
+        assert!(report.mpp_secret);
     }
 }

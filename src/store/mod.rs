@@ -15,7 +15,10 @@ pub mod postgres;
 pub mod service;
 pub mod sqlite;
 
-pub use db::{open, unix_now, Challenge, DbError, Key32, LedgerRow, Op, Store, TokenQuery};
+pub use db::{
+    open, unix_now, Challenge, ChargeClaim, DbError, Key32, LedgerRow, Op, Store, TokenQuery,
+    MPP_SECRET_KEY,
+};
 pub use legacy::{import, load_legacy_keys, ImportReport, ImportSource, LegacyKeys};
 pub use service::{start, start_with, StoreHandle, StoreService, StoreStats};
 

@@ -7,12 +7,13 @@
 use postgres::{Client, NoTls};
 
 use super::db::{
-    key32, to_i64, to_u64, unix_now, DbError, Key32, LedgerRow, Op, Store, TokenQuery,
+    key32, to_i64, to_u64, unix_now, ChargeClaim, DbError, Key32, LedgerRow, Op, Store, TokenQuery,
 };
 use super::sqlite::LedgerRaw;
 
 /// Schema migrations, in order; the same tables as SQLite in PostgreSQL's dialect.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE ledger (
         payment_hash BYTEA PRIMARY KEY,
         token_id BYTEA NOT NULL,
@@ -33,7 +34,17 @@ const MIGRATIONS: &[&str] = &["
         root_key BYTEA NOT NULL,
         imported_at BIGINT NOT NULL
     );
-"];
+",
+    "
+    CREATE TABLE mpp_consumed_charges (
+        payment_hash BYTEA PRIMARY KEY,
+        challenge_id TEXT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        consumed_at BIGINT NOT NULL
+    );
+    CREATE INDEX mpp_consumed_charges_expires_at ON mpp_consumed_charges (expires_at);
+",
+];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: instances starting together migrate in turn.
 const MIGRATION_LOCK: i64 = 0x6170_6572_7475_7265; // "aperture"
@@ -117,6 +128,39 @@ impl PgStore {
         tx.commit().map_err(pg_err("migrate: commit"))
     }
 
+    /// One transaction; `ON CONFLICT DO NOTHING` makes a concurrent claim of the same hash by
+    /// another instance wait for this one and then affect no row: exactly one use wins.
+    fn claim_inner(&mut self, claims: &[ChargeClaim]) -> Result<Vec<bool>, DbError> {
+        let mut tx = self
+            .client()?
+            .transaction()
+            .map_err(pg_err("claim charges"))?;
+        let insert = tx
+            .prepare(
+                "INSERT INTO mpp_consumed_charges \
+                 (payment_hash, challenge_id, expires_at, consumed_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (payment_hash) DO NOTHING",
+            )
+            .map_err(pg_err("claim charges"))?;
+        let mut first = Vec::with_capacity(claims.len());
+        for c in claims {
+            let n = tx
+                .execute(
+                    &insert,
+                    &[
+                        &&c.payment_hash[..],
+                        &c.challenge_id,
+                        &to_i64(c.expires_at),
+                        &to_i64(c.consumed_at),
+                    ],
+                )
+                .map_err(pg_err("claim charges"))?;
+            first.push(n == 1);
+        }
+        tx.commit().map_err(pg_err("claim charges"))?;
+        Ok(first)
+    }
+
     fn apply_inner(&mut self, ops: &[Op]) -> Result<(), DbError> {
         let mut tx = self
             .client()?
@@ -161,6 +205,25 @@ const LEDGER_SELECT: &str = "SELECT l.token_id, l.payment_hash, l.service, l.pri
     LEFT JOIN revoked_tokens r ON r.token_id = l.token_id";
 
 impl Store for PgStore {
+    fn claim_charges(&mut self, claims: &[ChargeClaim]) -> Result<Vec<bool>, DbError> {
+        let result = self.claim_inner(claims);
+        if result.is_err() {
+            self.client = self.client.take().filter(|c| !c.is_closed());
+        }
+        result
+    }
+
+    fn prune_charges(&mut self, before: u64) -> Result<usize, DbError> {
+        let n = self
+            .client()?
+            .execute(
+                "DELETE FROM mpp_consumed_charges WHERE expires_at < $1",
+                &[&to_i64(before)],
+            )
+            .map_err(pg_err("prune charges"))?;
+        Ok(n as usize)
+    }
+
     fn apply(&mut self, ops: &[Op]) -> Result<(), DbError> {
         let result = self.apply_inner(ops);
         if result.is_err() {

@@ -20,7 +20,7 @@ use futures_channel::mpsc::UnboundedReceiver;
 use futures_core::Stream;
 use lnd_bridge::{BridgeHandle, Event};
 
-use super::db::{unix_now, Challenge, DbError, Key32, Op, Store};
+use super::db::{unix_now, Challenge, ChargeClaim, DbError, Key32, Op, Store};
 
 /// Most ops committed in one transaction.
 pub const MAX_BATCH: usize = 256;
@@ -36,9 +36,23 @@ const MAX_PENDING: usize = 64 * 1024;
 const CURSOR_LOOKBACK: i64 = 64;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// How often consumed charges are pruned (and once at start), as Go aperture does.
+const PRUNE_EVERY: Duration = Duration::from_secs(300);
+/// A consumed charge is kept this long past its challenge's expiry.
+const PRUNE_AFTER_EXPIRY: u64 = 3600;
+
+/// The answer to a charge claim: `Ok(true)` first use, `Ok(false)` a replay, `Err(())` the
+/// database could not say (the request gets 503, never a second use).
+pub type ClaimReply = futures_channel::oneshot::Receiver<Result<bool, ()>>;
+
 /// What travels to the store thread.
 enum Msg {
     Challenge(Challenge),
+    /// A charge to claim before its request is forwarded; answered as soon as it committed.
+    Claim(
+        ChargeClaim,
+        futures_channel::oneshot::Sender<Result<bool, ()>>,
+    ),
     /// Something else needs a look (bridge event, stop flag); carries nothing.
     Wake,
 }
@@ -56,6 +70,11 @@ pub struct StoreStats {
     pub revocations_published: AtomicU64,
     /// 1 while the last database call succeeded.
     pub up: AtomicU64,
+    /// Payment charges claimed (first use) and refused as replays.
+    pub charges_claimed: AtomicU64,
+    pub charges_replayed: AtomicU64,
+    /// Charge claims the database could not answer (each a 503).
+    pub claim_errors: AtomicU64,
 }
 
 /// What worker cores (and main) hold: cheap to clone, `Send + Sync`, never blocks.
@@ -101,6 +120,15 @@ impl StoreHandle {
 
     /// Every revoked token ID known to this instance: complete at start-up (loaded before
     /// [`start`] returns), then kept current by the poll. For seeding per-core revoked sets.
+    /// Claims one use of a Payment charge, durably, before its request is forwarded; never
+    /// blocks. `None` when the store thread is behind (the request gets 503). Claims that
+    /// arrive together commit in one transaction (group commit), without the ledger's batching
+    /// delay.
+    pub fn try_claim_charge(&self, claim: ChargeClaim) -> Option<ClaimReply> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.tx.try_send(Msg::Claim(claim, tx)).ok().map(|()| rx)
+    }
+
     pub fn revoked_snapshot(&self) -> Vec<Key32> {
         lock(&self.revoked).iter().copied().collect()
     }
@@ -114,7 +142,7 @@ impl StoreHandle {
     pub fn render_metrics(&self, out: &mut String) {
         use std::fmt::Write;
         let s = &self.stats;
-        let rows: [(&str, &str, &AtomicU64, &str); 8] = [
+        let rows: [(&str, &str, &AtomicU64, &str); 11] = [
             (
                 "aperture_store_up",
                 "gauge",
@@ -162,6 +190,24 @@ impl StoreHandle {
                 "counter",
                 &s.revocations_published,
                 "Revocations sent to the worker cores",
+            ),
+            (
+                "aperture_mpp_charges_claimed_total",
+                "counter",
+                &s.charges_claimed,
+                "Payment charge credentials used for the first time (claimed durably before forwarding)",
+            ),
+            (
+                "aperture_mpp_charges_replayed_total",
+                "counter",
+                &s.charges_replayed,
+                "Payment charge credentials refused as already used",
+            ),
+            (
+                "aperture_mpp_claim_errors_total",
+                "counter",
+                &s.claim_errors,
+                "Payment charge claims the database could not answer (each a 503)",
             ),
         ];
         for (name, kind, v, help) in rows {
@@ -226,6 +272,8 @@ pub fn start_with(
         handle: handle.clone(),
         stop: stop.clone(),
         pending: Vec::new(),
+        claims: Vec::new(),
+        next_prune: Instant::now(),
         batch_since: None,
         cursor,
         next_poll: Instant::now() + REVOCATION_POLL,
@@ -288,6 +336,12 @@ struct Worker {
     handle: StoreHandle,
     stop: Arc<AtomicBool>,
     pending: Vec<Op>,
+    /// Charge claims waiting for their transaction (answered every turn).
+    claims: Vec<(
+        ChargeClaim,
+        futures_channel::oneshot::Sender<Result<bool, ()>>,
+    )>,
+    next_prune: Instant,
     /// When the oldest uncommitted op arrived.
     batch_since: Option<Instant>,
     cursor: i64,
@@ -316,8 +370,13 @@ impl Worker {
                 std::thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
             }
             self.drain_events();
+            self.commit_claims();
             let stopping = self.stop.load(Ordering::SeqCst);
             let now = Instant::now();
+            if now >= self.next_prune {
+                self.prune_charges();
+                self.next_prune = now + PRUNE_EVERY;
+            }
             if stopping || self.batch_due(now) {
                 self.flush(now, stopping);
             }
@@ -357,8 +416,54 @@ impl Worker {
     }
 
     fn take(&mut self, msg: Msg) {
-        if let Msg::Challenge(c) = msg {
-            self.push(Op::Challenge(c));
+        match msg {
+            Msg::Challenge(c) => self.push(Op::Challenge(c)),
+            Msg::Claim(claim, reply) => self.claims.push((claim, reply)),
+            Msg::Wake => {}
+        }
+    }
+
+    /// Commits every waiting charge claim in one transaction and answers each. A failure
+    /// answers `Err` at once: the client retries later, the charge is never used twice.
+    fn commit_claims(&mut self) {
+        if self.claims.is_empty() {
+            return;
+        }
+        let waiting = std::mem::take(&mut self.claims);
+        let claims: Vec<ChargeClaim> = waiting.iter().map(|(c, _)| c.clone()).collect();
+        let stats = &self.handle.stats;
+        match self.store.claim_charges(&claims) {
+            Ok(first) => {
+                self.mark_up(true);
+                for ((_, reply), first) in waiting.into_iter().zip(first) {
+                    let counter = if first {
+                        &stats.charges_claimed
+                    } else {
+                        &stats.charges_replayed
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    let _ = reply.send(Ok(first));
+                }
+            }
+            Err(e) => {
+                self.mark_up(false);
+                stats
+                    .claim_errors
+                    .fetch_add(claims.len() as u64, Ordering::Relaxed);
+                tracing::warn!(claims = claims.len(), "store: cannot claim charges: {e}");
+                for (_, reply) in waiting {
+                    let _ = reply.send(Err(()));
+                }
+            }
+        }
+    }
+
+    fn prune_charges(&mut self) {
+        let before = unix_now().saturating_sub(PRUNE_AFTER_EXPIRY);
+        match self.store.prune_charges(before) {
+            Ok(n) if n > 0 => tracing::debug!(pruned = n, "store: consumed charges pruned"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("store: cannot prune consumed charges: {e}"),
         }
     }
 

@@ -8,11 +8,12 @@ use std::path::Path;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::db::{
-    key32, to_i64, to_u64, unix_now, DbError, Key32, LedgerRow, Op, Store, TokenQuery,
+    key32, to_i64, to_u64, unix_now, ChargeClaim, DbError, Key32, LedgerRow, Op, Store, TokenQuery,
 };
 
 /// Schema migrations, in order; version N is `MIGRATIONS[N - 1]`.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE ledger (
         payment_hash BLOB PRIMARY KEY NOT NULL,
         token_id BLOB NOT NULL,
@@ -33,7 +34,17 @@ const MIGRATIONS: &[&str] = &["
         root_key BLOB NOT NULL,
         imported_at INTEGER NOT NULL
     );
-"];
+",
+    "
+    CREATE TABLE mpp_consumed_charges (
+        payment_hash BLOB PRIMARY KEY NOT NULL,
+        challenge_id TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        consumed_at INTEGER NOT NULL
+    );
+    CREATE INDEX mpp_consumed_charges_expires_at ON mpp_consumed_charges (expires_at);
+",
+];
 
 /// The store in one SQLite file.
 pub struct SqliteStore {
@@ -287,6 +298,54 @@ impl Store for SqliteStore {
         raw.into_iter()
             .map(|(token_id, hash, rest)| rest.into_row(&token_id, &hash))
             .collect()
+    }
+
+    fn claim_charges(&mut self, claims: &[ChargeClaim]) -> Result<Vec<bool>, DbError> {
+        let path = self.path.clone();
+        let err = move |source| DbError::Sqlite {
+            context: format!("claim charges ({path})"),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
+        let mut first = Vec::with_capacity(claims.len());
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO mpp_consumed_charges \
+                     (payment_hash, challenge_id, expires_at, consumed_at) \
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (payment_hash) DO NOTHING",
+                )
+                .map_err(&err)?;
+            for c in claims {
+                let n = insert
+                    .execute(params![
+                        &c.payment_hash[..],
+                        c.challenge_id,
+                        to_i64(c.expires_at),
+                        to_i64(c.consumed_at)
+                    ])
+                    .map_err(&err)?;
+                first.push(n == 1);
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(first)
+    }
+
+    fn prune_charges(&mut self, before: u64) -> Result<usize, DbError> {
+        let path = self.path.clone();
+        self.conn
+            .execute(
+                "DELETE FROM mpp_consumed_charges WHERE expires_at < ?1",
+                params![to_i64(before)],
+            )
+            .map_err(|source| DbError::Sqlite {
+                context: format!("prune charges ({path})"),
+                source,
+            })
     }
 
     fn import_legacy_keys(&mut self, keys: &[(Key32, Key32)]) -> Result<usize, DbError> {

@@ -18,7 +18,7 @@ use aperture::l402::{
 use aperture::store::postgres::PgStore;
 use aperture::store::sqlite::SqliteStore;
 use aperture::store::{
-    self, Challenge, DbError, Key32, LedgerRow, Op, Store, StoreService, TokenQuery,
+    self, Challenge, ChargeClaim, DbError, Key32, LedgerRow, Op, Store, StoreService, TokenQuery,
 };
 use futures_channel::mpsc::UnboundedReceiver;
 use lnd_bridge::{BackendConfig, Bridge, BridgeConfig, Event};
@@ -176,6 +176,15 @@ impl Store for Flaky {
     fn legacy_keys(&mut self) -> Result<Vec<(Key32, Key32)>, DbError> {
         self.inner.legacy_keys()
     }
+    fn claim_charges(&mut self, claims: &[ChargeClaim]) -> Result<Vec<bool>, DbError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(DbError::Import("simulated outage".into()));
+        }
+        self.inner.claim_charges(claims)
+    }
+    fn prune_charges(&mut self, before: u64) -> Result<usize, DbError> {
+        self.inner.prune_charges(before)
+    }
 }
 
 #[test]
@@ -328,7 +337,7 @@ fn go_aperture_import_keeps_vector_2_verifying() {
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("imported 1 new root key(s), skipped 1"),
+        out.contains("imported 1 new root key(s), skipped 0 (malformed); carried the Payment (MPP) HMAC secret"),
         "{out}"
     );
     let config = config::load(&config_path).unwrap();
@@ -493,4 +502,113 @@ fn postgres_import_from_go_aperture_and_load_through_config() {
     );
     let config = config::parse(&yaml, "t").unwrap();
     vector_2_verifies_with(&store::load_legacy_keys(&config).unwrap());
+}
+
+fn claim(hash: Key32, expires_at: u64) -> ChargeClaim {
+    ChargeClaim {
+        payment_hash: hash,
+        challenge_id: "id".into(),
+        expires_at,
+        consumed_at: 1,
+    }
+}
+
+#[test]
+fn a_charge_is_claimed_once_through_the_store_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("a.db"), true).unwrap();
+    let service = store::start_with(Box::new(store), None, Box::new(|_| {})).unwrap();
+    let handle = service.handle();
+    let hash: Key32 = rand::random();
+    let answer = |h: &store::StoreHandle| {
+        let rx = h.try_claim_charge(claim(hash, u64::MAX / 4)).unwrap();
+        futures_executor_block_on(rx).unwrap()
+    };
+    assert_eq!(answer(&handle), Ok(true), "the first use");
+    assert_eq!(answer(&handle), Ok(false), "a replay");
+    let stats = handle.stats();
+    assert_eq!(stats.charges_claimed.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.charges_replayed.load(Ordering::Relaxed), 1);
+    service.shutdown();
+}
+
+#[test]
+fn a_database_outage_answers_a_claim_with_an_error_never_a_second_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let down = Arc::new(AtomicBool::new(true));
+    let flaky = Flaky {
+        inner: SqliteStore::open(&dir.path().join("a.db"), true).unwrap(),
+        down: down.clone(),
+    };
+    let service = store::start_with(Box::new(flaky), None, Box::new(|_| {})).unwrap();
+    let handle = service.handle();
+    let hash: Key32 = rand::random();
+    let rx = handle.try_claim_charge(claim(hash, u64::MAX / 4)).unwrap();
+    assert_eq!(futures_executor_block_on(rx).unwrap(), Err(()));
+    down.store(false, Ordering::SeqCst);
+    let rx = handle.try_claim_charge(claim(hash, u64::MAX / 4)).unwrap();
+    assert_eq!(futures_executor_block_on(rx).unwrap(), Ok(true));
+    service.shutdown();
+}
+
+#[test]
+fn expired_claims_are_pruned_and_the_mpp_secret_is_made_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(&dir.path().join("a.db"), true).unwrap();
+    let (old, new): (Key32, Key32) = (rand::random(), rand::random());
+    assert_eq!(
+        store
+            .claim_charges(&[claim(old, 100), claim(new, 10_000)])
+            .unwrap(),
+        vec![true, true]
+    );
+    assert_eq!(store.prune_charges(5_000).unwrap(), 1);
+    assert_eq!(store.claim_charges(&[claim(old, 100)]).unwrap(), vec![true]);
+    assert_eq!(
+        store.claim_charges(&[claim(new, 100)]).unwrap(),
+        vec![false]
+    );
+    let first = store.mpp_secret([7; 32]).unwrap();
+    assert_eq!(first, [7; 32]);
+    assert_eq!(
+        store.mpp_secret([8; 32]).unwrap(),
+        [7; 32],
+        "kept, not replaced"
+    );
+}
+
+#[test]
+fn postgres_two_instances_claiming_one_charge_at_once_exactly_one_wins() {
+    let Some(url) = pg_url() else { return };
+    let hash: Key32 = rand::random();
+    let barrier = Arc::new(std::sync::Barrier::new(2));
+    let wins: Vec<bool> = (0..2)
+        .map(|_| {
+            let (url, barrier) = (url.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let mut store = PgStore::connect(&url, true).unwrap();
+                barrier.wait();
+                store.claim_charges(&[claim(hash, u64::MAX / 4)]).unwrap()[0]
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(wins.iter().filter(|w| **w).count(), 1, "{wins:?}");
+    // And both instances agree on one MPP secret.
+    let mut a = PgStore::connect(&url, true).unwrap();
+    let mut b = PgStore::connect(&url, true).unwrap();
+    assert_eq!(
+        a.mpp_secret(rand::random()).unwrap(),
+        b.mpp_secret(rand::random()).unwrap()
+    );
+}
+
+/// Waits for a future on this thread (the store answers from its own thread).
+fn futures_executor_block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
 }
