@@ -29,6 +29,9 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 sanitizer=${FUZZ_SANITIZER:-none}
+# Each sanitizer builds into its own directory, so switching does not rebuild the other's.
+build=()
+[[ $sanitizer != none ]] && build=(--target-dir "fuzz/target/$sanitizer")
 targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then
     mapfile -t targets < <(cargo fuzz list --fuzz-dir fuzz)
@@ -42,7 +45,7 @@ for t in "${targets[@]}"; do
     args=(-max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1)
     [[ -n ${FUZZ_RUNS:-} ]] && args+=(-runs="$FUZZ_RUNS")
     start=$(date +%s)
-    cargo fuzz run --fuzz-dir fuzz -s "$sanitizer" "$t" \
+    cargo fuzz run --fuzz-dir fuzz -s "$sanitizer" "${build[@]}" "$t" \
         "fuzz/corpus-grown/$t" "fuzz/corpus/$t" -- "${args[@]}" >"$log" 2>&1
     rc=$?
     elapsed=$(($(date +%s) - start))

@@ -1,6 +1,7 @@
 //! Fuzzes `h1::Head::parse_request` and every accessor the data path calls on a request head:
-//! none may panic, every slice must lie inside the copied head, and a head must parse the same
-//! way when it arrives in pieces (the connection loop re-parses as bytes come in).
+//! none may panic, every slice must lie inside the copied head, an absolute-form target always
+//! becomes an authority plus an origin-form target, and a head must parse the same way when it
+//! arrives in pieces (the connection loop re-parses as bytes come in).
 #![no_main]
 
 use aperture::proxy::h1::{Framing, Head, Parse};
@@ -13,7 +14,9 @@ fuzz_target!(|data: &[u8]| {
         Ok(Parse::Partial) | Err(_) => return,
     };
     assert!(n <= data.len());
-    assert_eq!(head.raw(), &data[..n]);
+    // An absolute-form target without a path gets its origin form ("/" + query) appended
+    // behind the head's bytes.
+    assert!(head.raw().starts_with(&data[..n]));
     exercise(&head);
 
     // The same bytes without what follows them parse to the same head; every proper prefix
@@ -40,6 +43,17 @@ fn exercise(head: &Head) {
     assert!(inside(head.target()));
     assert!(inside(head.path()));
     assert!(head.target().starts_with(head.path()));
+    let t = head.target();
+    let absolute =
+        |scheme: &[u8]| t.len() >= scheme.len() && t[..scheme.len()].eq_ignore_ascii_case(scheme);
+    assert!(
+        !absolute(b"http://") && !absolute(b"https://"),
+        "absolute-form target left in place: {t:?}"
+    );
+    if let Some(host) = head.host() {
+        assert!(inside(host));
+    }
+    let _ = head.host_field_ok();
     let _ = head.reason();
     for (name, value) in head.fields() {
         // `fields` builds each name with `from_utf8_unchecked`: check the claim it relies on.
