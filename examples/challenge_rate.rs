@@ -45,6 +45,7 @@ fn main() {
         revoked: Arc::from(Vec::new()),
         store: None,
         tls: None,
+        payment_secret: None,
     })
     .unwrap();
     let addr = server.local_addr();

@@ -27,6 +27,16 @@ pub struct Challenge {
     pub www_authenticate: Vec<String>,
 }
 
+impl Challenge {
+    /// Whether a Payment (MPP) challenge is among the values: the 402 then carries the
+    /// problem+json body (Go aperture's rule, found the same way: by scheme, any position).
+    pub fn offers_payment(&self) -> bool {
+        self.www_authenticate
+            .iter()
+            .any(|v| v.len() > 8 && v.as_bytes()[..8].eq_ignore_ascii_case(b"payment "))
+    }
+}
+
 /// Every answer the proxy produces itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Synthetic {

@@ -71,6 +71,16 @@ const TOTALS: &[(&str, &str, Counter)] = &[
         Counter::UpstreamPoolEvictions,
     ),
     (
+        "aperture_mpp_challenges_total",
+        "Payment (MPP) charge challenges offered in 402s.",
+        Counter::PaymentChallenges,
+    ),
+    (
+        "aperture_mpp_credentials_rejected_total",
+        "Payment credentials refused (malformed, bad challenge id, expired, wrong preimage, underpaid, already used).",
+        Counter::PaymentRejected,
+    ),
+    (
         "aperture_connection_panics_total",
         "Connection tasks that panicked (only that connection was closed).",
         Counter::ConnectionPanics,
@@ -473,8 +483,8 @@ pub(crate) mod tests {
         ] {
             assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
         }
-        // 15 process-wide families, 6 per service, 4 per rate-limit rule, 2 per limiter.
-        assert_eq!(families(&out), 27);
+        // 17 process-wide families, 6 per service, 4 per rate-limit rule, 2 per limiter.
+        assert_eq!(families(&out), 29);
         assert!(out.contains("\naperture_ratelimit_cache_size{service=\"paid\"} 0\n"));
     }
 

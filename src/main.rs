@@ -287,6 +287,13 @@ fn run(cli: &Cli) -> Result<()> {
     let tls = load_tls(&config)?;
     let bridge = start_bridge(&config)?;
     let (store, legacy_keys) = start_store(&config, &bridge)?;
+    let payment_secret = match &config.authenticator.mpp {
+        Some(_) => Some(
+            store::load_mpp_secret(&config)
+                .map_err(|e| anyhow!("token database: the Payment (MPP) secret: {e}"))?,
+        ),
+        None => None,
+    };
     if let Backend::Lnd { host, .. } = &config.authenticator.backend {
         probe_lnd(host)?;
     }
@@ -305,6 +312,7 @@ fn run(cli: &Cli) -> Result<()> {
         revoked: store.handle().revoked_snapshot().into(),
         store: Some(store.handle()),
         tls,
+        payment_secret,
     })?;
     let addr = server.local_addr();
     let scheme = if config.insecure { "http" } else { "https" };

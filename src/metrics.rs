@@ -57,6 +57,11 @@ pub enum Counter {
     H2Calmed,
     /// Idle upstream connections closed by the pool (idle timeout, cap, or found closed).
     UpstreamPoolEvictions,
+    /// Payment (MPP) charge challenges offered in 402s.
+    PaymentChallenges,
+    /// Payment credentials refused (malformed, bad id, expired, wrong preimage, underpaid,
+    /// already used).
+    PaymentRejected,
     /// Connection tasks that panicked (only that connection was closed).
     ConnectionPanics,
 }

@@ -374,7 +374,7 @@ fn authenticator(
 
 /// Whether the proxy answers and accepts Payment charges yet; until it does, `enablempp` is
 /// refused rather than accepted and ignored.
-const PAYMENT_ON_THE_DATA_PATH: bool = false;
+const PAYMENT_ON_THE_DATA_PATH: bool = true;
 
 /// `enablempp` and its companions. Sessions are not built yet: turning them on is refused rather
 /// than ignored; their tuning keys without them only earn a warning.

@@ -29,7 +29,7 @@ pub struct PaymentRange {
 impl PaymentRange {
     /// How specifically this range names (method, intent): `None` if it does not match,
     /// else the number of non-wildcard parts (0..=2).
-    fn specificity(&self, method: &str, intent: &str) -> Option<u8> {
+    pub fn specificity(&self, method: &str, intent: &str) -> Option<u8> {
         let part = |range: &Option<String>, value: &str| match range {
             None => Some(0),
             Some(r) if r == value => Some(1),

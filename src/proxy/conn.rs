@@ -23,7 +23,6 @@ use super::proxyproto;
 use super::respond;
 use super::route::DISCOVERY_PATH;
 use super::{CoreCtx, Route, Routes, ShutdownWait};
-use crate::ratelimit::ClientKey;
 
 /// Largest body drained after a local answer so the connection can stay open.
 const DRAIN_LIMIT: u64 = 256 * 1024;
@@ -248,41 +247,25 @@ async fn handle<C: Io>(
             let path = std::str::from_utf8(head.path()).unwrap_or("");
             match routes.find(host, path) {
                 None => Local(Synthetic::NotFound, framing, true),
-                Some(route) => match authorize(core, client, route, head, client_ip, framing).await
-                {
-                    Decision::Answer(synthetic) => {
-                        routed = Some(route);
-                        Local(synthetic, framing, true)
-                    }
-                    decision => {
-                        let (upstream_auth, key) = match decision {
-                            Decision::Forward(upstream_auth, Some(id)) => {
-                                (upstream_auth, Some(ClientKey::Token(id)))
-                            }
-                            Decision::Forward(upstream_auth, None) => {
-                                (upstream_auth, Some(ClientKey::ip(client_ip)))
-                            }
-                            // Priced at 0 by the pricer: neither paid for nor rate limited.
-                            _ => (None, None),
-                        };
-                        if let Some(key) = key {
-                            if let Some(denied) = limit::limit(core, route, key, path).await {
-                                route.counters(core.id).status(denied.status());
-                                return answer(core, client, head, framing, denied, out, true)
-                                    .await;
-                            }
+                Some(route) => {
+                    let decision = authorize(core, client, route, head, client_ip, framing).await;
+                    routed = Some(route);
+                    match after_auth(core, route, head, decision, client_ip, path).await {
+                        Err(synthetic) => Local(synthetic, framing, true),
+                        Ok(grant) => {
+                            let req = Outbound {
+                                head,
+                                framing,
+                                peer: peer.ip(),
+                                upstream_auth: grant.upstream.as_deref(),
+                                authorization: routes.upstream_authorization,
+                                client_fd: conn.fd,
+                                receipt: grant.receipt,
+                            };
+                            return forward_phase(core, route, req, client, resp, out).await;
                         }
-                        let req = Outbound {
-                            head,
-                            framing,
-                            peer: peer.ip(),
-                            upstream_auth: upstream_auth.as_deref(),
-                            authorization: routes.upstream_authorization,
-                            client_fd: conn.fd,
-                        };
-                        return forward_phase(core, route, req, client, resp, out).await;
                     }
-                },
+                }
             }
         }
     };
@@ -291,6 +274,40 @@ async fn handle<C: Io>(
         route.counters(core.id).status(synthetic.status());
     }
     answer(core, client, head, framing, synthetic, out, may_keep).await
+}
+
+/// What the forward phase takes from the phases before it.
+struct Granted {
+    upstream: Option<super::tokens::Upstream>,
+    receipt: Option<Rc<str>>,
+}
+
+/// The rate-limit phase and, for a Payment charge, its claim: `Err` is the answer instead.
+async fn after_auth(
+    core: &CoreCtx,
+    route: &Route,
+    head: &Head,
+    decision: Decision,
+    client_ip: IpAddr,
+    path: &str,
+) -> Result<Granted, Synthetic> {
+    let grant = decision.into_grant(client_ip)?;
+    if let Some(key) = grant.key {
+        if let Some(denied) = limit::limit(core, route, key, path).await {
+            return Err(denied);
+        }
+    }
+    let receipt = match grant.charge {
+        Some(pending) => {
+            let accept = head.get("accept-payment");
+            Some(auth::settle(core, route, pending, accept).await?)
+        }
+        None => None,
+    };
+    Ok(Granted {
+        upstream: grant.upstream,
+        receipt,
+    })
 }
 
 /// The authenticate phase, with the body prefix a dynamic pricer is shown: for a dynamically

@@ -60,6 +60,8 @@ pub struct Outbound<'a> {
     pub authorization: UpstreamAuthorization,
     /// The client's socket, watched while the upstream works ([`super::watch`]).
     pub client_fd: RawFd,
+    /// The `Payment-Receipt` of a Payment charge, sent on a 2xx answer.
+    pub receipt: Option<std::rc::Rc<str>>,
 }
 
 /// Forwards one request on `route` and relays the response.
@@ -106,7 +108,11 @@ async fn forward_on<C: Io, U: Upstream>(
     let encode = framing == Framing::Close && req.head.minor == 1;
     let keep_alive = keep_alive && (framing != Framing::Close || encode);
     out.clear();
-    write_response_head(resp, framing, encode, !keep_alive, out);
+    let receipt = req
+        .receipt
+        .as_deref()
+        .filter(|_| (200..300).contains(&resp.status));
+    write_response_head(resp, framing, encode, !keep_alive, receipt, out);
     let fd = req.client_fd;
     relay_response(&mut up, client, framing, encode, out, &limits, fd).await?;
     if framing != Framing::Close && resp.keep_alive() {
@@ -271,6 +277,7 @@ fn write_response_head(
     framing: Framing,
     encode: bool,
     close: bool,
+    receipt: Option<&str>,
     out: &mut Vec<u8>,
 ) {
     let reason = match crate::error::reason_phrase(resp.status) {
@@ -293,6 +300,7 @@ fn write_response_head(
             || lower("proxy-authenticate")
             || (lower("www-authenticate") && resp.status != 402)
             || lower("access-control-allow-origin")
+            || (receipt.is_some() && (lower("cache-control") || lower("payment-receipt")))
         {
             continue;
         }
@@ -309,6 +317,11 @@ fn write_response_head(
         }
     }
     write_cors(&cors, out);
+    if let Some(receipt) = receipt {
+        // A paid answer is for this client only (Go aperture, and the spec: 2xx only).
+        push_field(out, b"Cache-Control", b"private");
+        push_field(out, b"Payment-Receipt", receipt.as_bytes());
+    }
     match framing {
         Framing::Length(n) if !bodyless => {
             out.extend_from_slice(b"Content-Length: ");

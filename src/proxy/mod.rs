@@ -11,6 +11,7 @@ pub mod h1;
 pub mod h2;
 pub mod io;
 pub mod limit;
+pub mod payment;
 pub mod pool;
 pub mod price;
 pub mod proxyproto;
@@ -65,6 +66,8 @@ pub struct CoreCtx {
     pub peers: Rc<[futures_channel::mpsc::UnboundedSender<limit::PeerMsg>]>,
     /// Set once when the core drains for shutdown.
     pub shutdown: Rc<Shutdown>,
+    /// The Payment scheme's HMAC secret (shared through the database), when `enablempp` is on.
+    pub payment_secret: Option<[u8; 32]>,
 }
 
 impl CoreCtx {

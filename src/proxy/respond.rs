@@ -36,13 +36,11 @@ pub fn render_h1(answer: &Synthetic, head_only: bool, close: bool, out: &mut Vec
     if close {
         push_field(out, "Connection", "close");
     }
-    let body_len = match answer {
-        Synthetic::BadGateway => 0,
-        other => other.message().len() + 1,
-    };
+    let (content_type, body) = body_of(answer);
+    let body_len = body.len();
     let _ = write!(out, "Content-Length: {body_len}\r\n");
     if body_len > 0 {
-        push_field(out, "Content-Type", "text/plain; charset=utf-8");
+        push_field(out, "Content-Type", content_type);
     }
     out.extend_from_slice(b"Date: ");
     with_date(|d| out.extend_from_slice(d));
@@ -59,9 +57,24 @@ pub fn render_h1(answer: &Synthetic, head_only: bool, close: bool, out: &mut Vec
         push_field(out, "X-Content-Type-Options", "nosniff");
     }
     out.extend_from_slice(b"\r\n");
-    if body_len > 0 && !head_only {
-        out.extend_from_slice(answer.message().as_bytes());
-        out.push(b'\n');
+    if !head_only {
+        out.extend_from_slice(body.as_bytes());
+    }
+}
+
+/// The body of an answer and its type: Go aperture's one-line text, or for a 402 that offers a
+/// Payment challenge the 140-byte `payment-required` problem document (no newline).
+fn body_of(answer: &Synthetic) -> (&'static str, std::borrow::Cow<'static, str>) {
+    match answer {
+        Synthetic::BadGateway => ("", "".into()),
+        Synthetic::PaymentRequired(c) if c.offers_payment() => (
+            crate::mpp::PROBLEM_CONTENT_TYPE,
+            crate::mpp::PAYMENT_REQUIRED_BODY.into(),
+        ),
+        other => (
+            "text/plain; charset=utf-8",
+            format!("{}\n", other.message()).into(),
+        ),
     }
 }
 
@@ -73,13 +86,11 @@ pub fn render_h2(answer: &Synthetic, head_only: bool) -> (http::Response<()>, by
         http::StatusCode::from_u16(answer.status()).unwrap_or(http::StatusCode::BAD_GATEWAY);
     let headers = resp.headers_mut();
     common_fields(answer, headers);
-    let body = match answer {
-        Synthetic::BadGateway => bytes::Bytes::new(),
-        other => bytes::Bytes::from(format!("{}\n", other.message())),
-    };
+    let (content_type, body) = body_of(answer);
+    let body = bytes::Bytes::from(body.into_owned());
     headers.insert(http::header::CONTENT_LENGTH, body.len().into());
     if !body.is_empty() {
-        let text = http::HeaderValue::from_static("text/plain; charset=utf-8");
+        let text = http::HeaderValue::from_static(content_type);
         headers.insert(http::header::CONTENT_TYPE, text);
         let nosniff = http::HeaderValue::from_static("nosniff");
         headers.insert("x-content-type-options", nosniff);

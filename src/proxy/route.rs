@@ -101,6 +101,8 @@ pub struct Routes {
     pub blocklist: Vec<IpNet>,
     /// The counters of each of `challenge_rate_limits`, in the same order (empty until bound).
     pub challenge_rule_stats: Arc<[Arc<RuleStats>]>,
+    /// The Payment scheme's realm and network, when `enablempp` is on.
+    pub payment: Option<super::payment::PaymentSettings>,
 }
 
 /// An upstream address that did not resolve.
@@ -239,6 +241,14 @@ impl Routes {
             proxy_protocol: config.proxy_protocol,
             discovery,
             challenge_rule_stats: Arc::new([]),
+            payment: config
+                .authenticator
+                .mpp
+                .as_ref()
+                .map(|m| super::payment::PaymentSettings {
+                    realm: m.realm.clone(),
+                    network: format!("{:?}", config.authenticator.network).to_ascii_lowercase(),
+                }),
         })
     }
 

@@ -69,6 +69,8 @@ pub struct Settings {
     pub store: Option<crate::store::StoreHandle>,
     /// TLS termination (`insecure: false`); `None` serves plaintext HTTP/1.1 and h2c.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The Payment scheme's HMAC secret, when `enablempp` is on (read from the database).
+    pub payment_secret: Option<[u8; 32]>,
 }
 
 /// The running workers.
@@ -210,6 +212,7 @@ pub fn start(settings: Settings) -> Result<Server, RuntimeError> {
             peers: peers.clone(),
             peer_inbox: peer_rxs.remove(0),
             tls: settings.tls.clone(),
+            payment_secret: settings.payment_secret,
         };
         let (handle, tx, driver) = worker::spawn(spec)?;
         workers.push((handle, tx));

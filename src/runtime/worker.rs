@@ -42,6 +42,8 @@ pub struct Spec {
     pub peer_inbox: UnboundedReceiver<PeerMsg>,
     /// TLS termination config; `None` serves plaintext (HTTP/1.1 and h2c).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The Payment scheme's HMAC secret (`enablempp`).
+    pub payment_secret: Option<[u8; 32]>,
 }
 
 /// The CPUs this process may run on (its inherited affinity set).
@@ -123,6 +125,7 @@ fn run(
             limits: CoreLimits::new(&routes_for_limits, rand::random()),
             peers: spec.peers.iter().cloned().collect(),
             shutdown: Rc::new(Shutdown::default()),
+            payment_secret: spec.payment_secret,
         });
         let grace = Rc::new(Cell::new(Duration::from_secs(10)));
         monoio::spawn(control_loop(ctx.clone(), inbox, grace.clone()));

@@ -121,6 +121,12 @@ pub fn load_legacy_keys(config: &Config) -> Result<LegacyKeys, DbError> {
     Ok(keys.filter(|(h, _)| *h != mpp).collect())
 }
 
+/// The Payment scheme's HMAC secret from the configured database, made (random) and stored on
+/// first use; shared by every instance on that database. Blocking: call it at start-up.
+pub fn load_mpp_secret(config: &Config) -> Result<Key32, DbError> {
+    open(&config.db)?.mpp_secret(rand::random())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

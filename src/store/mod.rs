@@ -19,7 +19,9 @@ pub use db::{
     open, unix_now, Challenge, ChargeClaim, DbError, Key32, LedgerRow, Op, Store, TokenQuery,
     MPP_SECRET_KEY,
 };
-pub use legacy::{import, load_legacy_keys, ImportReport, ImportSource, LegacyKeys};
+pub use legacy::{
+    import, load_legacy_keys, load_mpp_secret, ImportReport, ImportSource, LegacyKeys,
+};
 pub use service::{start, start_with, StoreHandle, StoreService, StoreStats};
 
 use std::fs::{self, File, OpenOptions};

@@ -13,6 +13,7 @@ mod h2_tls;
 mod https_upstream;
 mod l402;
 mod lnd;
+mod payment;
 mod pricing;
 mod process;
 mod proxy;

@@ -316,6 +316,9 @@ pub struct Proxy {
     pub server: Option<Server>,
     pub bridge: Option<lnd_bridge::Bridge>,
     pub basedir: tempfile::TempDir,
+    /// The store thread, started when the config turns the Payment scheme on (its claims need
+    /// the database).
+    pub store: Option<aperture::store::StoreService>,
 }
 
 impl Proxy {
@@ -371,8 +374,14 @@ impl Proxy {
         } else {
             "insecure: true\n"
         };
+        // `top` may choose the database; SQLite otherwise.
+        let db = if top.contains("dbbackend:") {
+            ""
+        } else {
+            "dbbackend: sqlite\n"
+        };
         let yaml = format!(
-            "listenaddr: \"127.0.0.1:0\"\n{insecure}dbbackend: sqlite\n{top}\n\
+            "listenaddr: \"127.0.0.1:0\"\n{insecure}{db}{top}\n\
              {authenticator}services:\n{services_yaml}"
         );
         let config = aperture::config::parse(&yaml, "test.yaml").expect("config");
@@ -389,6 +398,13 @@ impl Proxy {
             ..lnd_bridge::BridgeConfig::new(backend)
         };
         let bridge = lnd_bridge::start(bridge_cfg).expect("bridge");
+        let (store, payment_secret) = match config.authenticator.mpp {
+            Some(_) => (
+                Some(aperture::store::start(&config.db, &bridge.handle()).expect("store")),
+                Some(aperture::store::load_mpp_secret(&config).expect("mpp secret")),
+            ),
+            None => (None, None),
+        };
         let server = runtime::start(Settings {
             cores,
             pin: false,
@@ -399,8 +415,9 @@ impl Proxy {
             steer: config.rate_limit_steering,
             legacy_keys: Default::default(),
             revoked: Arc::from(Vec::new()),
-            store: None,
+            store: store.as_ref().map(|s| s.handle()),
             tls,
+            payment_secret,
         })
         .expect("workers");
         Proxy {
@@ -412,6 +429,7 @@ impl Proxy {
             server: Some(server),
             bridge: Some(bridge),
             basedir,
+            store,
         }
     }
 

@@ -17,7 +17,7 @@ use super::super::io::{BufStream, ReadError};
 use super::super::pool::Upstream;
 use super::super::{CoreCtx, Route};
 use super::h1_fields::{request_bytes, response_fields};
-use super::upstream::{failed, send_all_then, Outbound};
+use super::upstream::{add_receipt, failed, send_all_then, Outbound};
 use super::{stream_reset, Responder};
 
 /// Largest chunked response body de-chunked in memory for an HTTP/2 client; a larger one is a
@@ -47,6 +47,7 @@ pub(super) async fn forward_h1<U: Upstream>(
     let mut head = http::Response::new(());
     *head.status_mut() = http::StatusCode::from_u16(status).map_err(|e| failed(core, route, &e))?;
     *head.headers_mut() = response_fields(&resp);
+    add_receipt(head.headers_mut(), status, out.receipt.as_deref());
     let reusable = resp.keep_alive();
     let payload = match framing {
         Framing::Chunked => Some(read_chunked(core, route, &mut up).await?),

@@ -23,12 +23,11 @@ use h2::{RecvStream, SendStream};
 use monoio::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::auth::{self, Decision};
+use super::auth;
 use super::h1::{Head, Parse};
 use super::{grpc, limit, respond, CoreCtx};
 use crate::error::Synthetic;
 use crate::metrics::Counter;
-use crate::ratelimit::ClientKey;
 
 /// Serves one HTTP/2 connection on `io` (a tokio stream: the compat adapter over the socket,
 /// or poll-based TLS over it), with the limits of the `http2:` config block.
@@ -322,26 +321,33 @@ async fn phases(
         version: "2.0",
         body: &[],
     };
-    let (upstream_auth, key) = match auth::authorize(core, route, &head, client_ip, input).await {
-        Decision::Answer(answer) => {
-            route.counters(core.id).status(answer.status());
-            return Err(answer);
-        }
-        Decision::Forward(upstream_auth, Some(id)) => (upstream_auth, Some(ClientKey::Token(id))),
-        Decision::Forward(upstream_auth, None) => (upstream_auth, Some(ClientKey::ip(client_ip))),
-        // Priced at 0 by the pricer: neither paid for nor rate limited.
-        Decision::ForwardFree => (None, None),
+    let decision = auth::authorize(core, route, &head, client_ip, input).await;
+    let answered = |answer: Synthetic| {
+        route.counters(core.id).status(answer.status());
+        answer
     };
-    if let Some(key) = key {
+    let grant = decision.into_grant(client_ip).map_err(answered)?;
+    if let Some(key) = grant.key {
         if let Some(denied) = limit::limit(core, route, key, path).await {
-            route.counters(core.id).status(denied.status());
-            return Err(denied);
+            return Err(answered(denied));
         }
     }
+    let receipt = match grant.charge {
+        Some(pending) => {
+            let accept = head.get("accept-payment");
+            Some(
+                auth::settle(core, route, pending, accept)
+                    .await
+                    .map_err(answered)?,
+            )
+        }
+        None => None,
+    };
     let out = upstream::Outbound {
         route,
         peer: peer.ip(),
-        upstream_auth: upstream_auth.as_deref(),
+        receipt,
+        upstream_auth: grant.upstream.as_deref(),
         authorization: routes.upstream_authorization,
         is_grpc,
     };

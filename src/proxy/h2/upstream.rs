@@ -40,6 +40,8 @@ const UPSTREAM_CONNECTION_WINDOW: u32 = 4 << 20;
 pub struct Outbound<'a> {
     pub route: &'a Route,
     pub peer: IpAddr,
+    /// The `Payment-Receipt` of a Payment charge, sent on a 2xx answer.
+    pub receipt: Option<std::rc::Rc<str>>,
     pub upstream_auth: Option<&'a [String; 2]>,
     pub authorization: UpstreamAuthorization,
     pub is_grpc: bool,
@@ -236,6 +238,21 @@ pub(super) fn response_headers(status: u16, incoming: &HeaderMap) -> HeaderMap {
     headers
 }
 
+/// A Payment charge's receipt on a 2xx answer, with `Cache-Control: private` replacing the
+/// upstream's (the HTTP/1.1 writer's rule, for h2 answers).
+pub(super) fn add_receipt(headers: &mut HeaderMap, status: u16, receipt: Option<&str>) {
+    let Some(receipt) = receipt.filter(|_| (200..300).contains(&status)) else {
+        return;
+    };
+    if let Ok(v) = HeaderValue::from_str(receipt) {
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("private"),
+        );
+        headers.insert("payment-receipt", v);
+    }
+}
+
 /// `Access-Control-Allow-Origin: *`.
 pub(super) const ANY_ORIGIN: HeaderValue = HeaderValue::from_static("*");
 
@@ -358,6 +375,7 @@ async fn forward_h2(
     let mut head = http::Response::new(());
     *head.status_mut() = parts.status;
     *head.headers_mut() = response_headers(status, &parts.headers);
+    add_receipt(head.headers_mut(), status, out.receipt.as_deref());
     if body.is_end_stream() {
         let _ = respond.send_response(head, true);
         return Ok(status);
