@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 echo "== installing test dependencies"
 # pymacaroons is the third-party oracle for the macaroon format (tests/it/l402.rs).
 python3 -m pip install --quiet --disable-pip-version-check pymacaroons==0.13.0
+# pympp is the oracle for the Payment (MPP) scheme's challenges, ids and receipts (src/mpp).
+python3 -m pip install --quiet --disable-pip-version-check pympp==0.16.0
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 # A throwaway PostgreSQL server on loopback for the store tests (tests/it/store.rs), from Debian's

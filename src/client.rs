@@ -62,8 +62,21 @@ pub struct FetchResponse {
     pub paid: Option<Payment>,
 }
 
+impl FetchResponse {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Payment {
+    /// `L402` or `Payment` (an MPP charge).
+    pub scheme: &'static str,
+    /// The L402 macaroon (empty for a Payment charge).
     pub macaroon: String,
     pub invoice: String,
     pub preimage_hex: String,
@@ -111,7 +124,8 @@ pub struct Challenge {
     pub invoice: String,
 }
 
-/// Fetches `opts.url`, paying an L402 challenge once if the server asks for one.
+/// Fetches `opts.url`, paying once if the server asks for it: an L402 challenge when there is
+/// one, else a Payment (MPP) charge.
 pub fn fetch(opts: &FetchOptions) -> Result<FetchResponse, ClientError> {
     let target = Target::parse(&opts.url)?;
     let first = request(&target, opts, None)?;
@@ -119,15 +133,56 @@ pub fn fetch(opts: &FetchOptions) -> Result<FetchResponse, ClientError> {
         return Ok(first);
     }
     let values: Vec<&str> = header_values(&first.headers, "www-authenticate").collect();
-    let challenge = parse_challenge(&values)
-        .ok_or_else(|| ClientError::Challenge(values.iter().map(|v| v.to_string()).collect()))?;
+    let Some(challenge) = parse_challenge(&values) else {
+        let charge = payment_charge(&values).ok_or_else(|| {
+            ClientError::Challenge(values.iter().map(|v| v.to_string()).collect())
+        })?;
+        return pay_charge(&target, opts, &charge);
+    };
     let preimage = pay_invoice(opts, &challenge.invoice)?;
     let preimage_hex = hex::encode(preimage);
     let auth = format!("L402 {}:{preimage_hex}", challenge.macaroon);
     let mut resp = request(&target, opts, Some(&auth))?;
     resp.paid = Some(Payment {
+        scheme: "L402",
         macaroon: challenge.macaroon,
         invoice: challenge.invoice,
+        preimage_hex,
+    });
+    Ok(resp)
+}
+
+/// The first Payment challenge with method `lightning` and intent `charge`, and its invoice.
+fn payment_charge(values: &[&str]) -> Option<(crate::mpp::ChallengeParams, String)> {
+    let offers = crate::mpp::parse_challenge_fields(values.iter().copied()).ok()?;
+    offers.into_iter().find_map(|c| {
+        if c.method != crate::mpp::METHOD_LIGHTNING || c.intent != "charge" {
+            return None;
+        }
+        let request = crate::mpp::ChargeRequest::decode(&c.request).ok()?;
+        let invoice = request.method_details.invoice.clone();
+        (!invoice.is_empty()).then_some((c, invoice))
+    })
+}
+
+/// Pays a charge's invoice and retries with `Authorization: Payment <credential>` echoing the
+/// challenge (the receipt comes back in the answer's `Payment-Receipt`).
+fn pay_charge(
+    target: &Target,
+    opts: &FetchOptions,
+    (challenge, invoice): &(crate::mpp::ChallengeParams, String),
+) -> Result<FetchResponse, ClientError> {
+    let preimage_hex = hex::encode(pay_invoice(opts, invoice)?);
+    let credential = crate::mpp::Credential {
+        challenge: challenge.clone(),
+        source: String::new(),
+        payload: serde_json::json!({ "preimage": preimage_hex }),
+    };
+    let mut resp = request(target, opts, Some(&credential.to_header()))?;
+    resp.paid = Some(Payment {
+        scheme: "Payment",
+        macaroon: String::new(),
+        invoice: invoice.clone(),
         preimage_hex,
     });
     Ok(resp)
@@ -630,6 +685,7 @@ mod tests {
         assert_eq!(
             r.paid,
             Some(Payment {
+                scheme: "L402",
                 macaroon: MAC.into(),
                 invoice: INV.into(),
                 preimage_hex: hex::encode(pre)

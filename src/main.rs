@@ -55,7 +55,13 @@ fn fetch(args: &cli::FetchArgs) -> ExitCode {
     match client::fetch(&args.to_options()) {
         Ok(resp) => {
             if let Some(paid) = &resp.paid {
-                eprintln!("paid {} (preimage {})", paid.invoice, paid.preimage_hex);
+                eprintln!(
+                    "paid {} via {} (preimage {})",
+                    paid.invoice, paid.scheme, paid.preimage_hex
+                );
+                if let Some(receipt) = resp.header("payment-receipt") {
+                    eprintln!("Payment-Receipt: {receipt}");
+                }
             }
             eprintln!("HTTP {}", resp.status);
             let _ = std::io::stdout().write_all(&resp.body);

@@ -139,6 +139,10 @@ async fn read_head<C: Io>(
     stop: &mut ShutdownWait<'_>,
 ) -> Result<(), Option<Synthetic>> {
     let limits = core.routes().limits.clone();
+    // A head that started arriving must be whole within `readtimeout` of its first read, not of
+    // each read: a slowloris client trickling a byte at a time is cut (Go's total deadline).
+    // Set only when a head arrives in pieces, so the usual one-read head reads no clock.
+    let mut head_deadline: Option<monoio::time::Instant> = None;
     loop {
         if !client.data().is_empty() {
             match head.parse_request(client.data()) {
@@ -161,8 +165,13 @@ async fn read_head<C: Io>(
         let within = if idle {
             limits.idle_timeout
         } else {
-            limits.read_timeout
+            let now = monoio::time::Instant::now();
+            let deadline = *head_deadline.get_or_insert(now + limits.read_timeout);
+            deadline.saturating_duration_since(now)
         };
+        if within.is_zero() {
+            return Err(Some(Synthetic::RequestTimeout));
+        }
         let limit = limits.max_header_bytes + 1;
         let read = if idle {
             monoio::select! {

@@ -509,3 +509,40 @@ async fn an_h2_connection_that_drops_ends_all_its_upstream_work() {
     });
     drop(pending);
 }
+
+#[test]
+fn a_slowloris_head_is_cut_after_readtimeout_in_total() {
+    let origin = support::Origin::start();
+    let top = "readtimeout: 1s\n";
+    let proxy = Proxy::start_with(
+        &service("s", origin.addr, "    auth: \"off\"\n"),
+        1,
+        top,
+        4096,
+    );
+    let mut tcp = TcpStream::connect(proxy.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    // One byte every 100 ms: each read is quick, the head never ends.
+    let mut answer = Vec::new();
+    for b in b"GET / HTTP/1.1\r\nX-Slow: ".iter().cycle() {
+        if tcp.write_all(&[*b]).is_err() {
+            break;
+        }
+        let mut buf = [0u8; 512];
+        match tcp.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the slow head was never cut"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert_eq!(origin.hits.load(Ordering::SeqCst), 0);
+}

@@ -277,3 +277,69 @@ fn unanchored_host_warns() {
         c.warnings
     );
 }
+
+#[test]
+fn payment_scheme_keys() {
+    use aperture::config::Schemes;
+    let mpp = |extra: &str, scheme: &str| {
+        let yaml = format!(
+            "listenaddr: \"127.0.0.1:8081\"\ndbbackend: sqlite\nauthenticator:\n  dev: {{}}\n{extra}services:\n  - name: svc\n    hostregexp: '^a$'\n    address: \"127.0.0.1:9\"\n    price: 5\n{scheme}"
+        );
+        config::parse(&yaml, "t.yaml")
+    };
+    let both = Schemes {
+        l402: true,
+        payment: true,
+    };
+    // enablempp on: unset authscheme takes every scheme; the realm defaults to listenaddr.
+    let c = mpp("", "").unwrap();
+    assert!(c.authenticator.mpp.is_none());
+    assert_eq!(c.services[0].schemes, Schemes::default());
+    let c = mpp("", "    authscheme: mpp\n").unwrap();
+    assert_eq!(
+        c.services[0].schemes,
+        Schemes::default(),
+        "enablempp is off"
+    );
+    assert!(
+        c.warnings.iter().any(|w| w.contains("enablempp is off")),
+        "{:?}",
+        c.warnings
+    );
+    let on = "  enablempp: true\n";
+    let c = config::parse(
+        &format!("listenaddr: \"127.0.0.1:8081\"\ndbbackend: sqlite\nauthenticator:\n  dev: {{}}\n{on}services:\n  - name: svc\n    hostregexp: '^a$'\n    address: \"127.0.0.1:9\"\n    price: 5\n    authscheme: MPP\n"),
+        "t.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        c.authenticator.mpp.as_ref().unwrap().realm,
+        "127.0.0.1:8081"
+    );
+    assert_eq!(
+        c.services[0].schemes,
+        Schemes {
+            l402: false,
+            payment: true
+        }
+    );
+    let c = config::parse(
+        &format!("listenaddr: \"127.0.0.1:8081\"\ndbbackend: sqlite\nauthenticator:\n  dev: {{}}\n{on}  mpprealm: api.example.com\nservices:\n  - name: svc\n    hostregexp: '^a$'\n    address: \"127.0.0.1:9\"\n    price: 5\n"),
+        "t.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        c.authenticator.mpp.as_ref().unwrap().realm,
+        "api.example.com"
+    );
+    assert_eq!(c.services[0].schemes, both);
+    // Sessions are refused rather than ignored; a bad scheme names the key.
+    let e = config::parse(
+        "listenaddr: \"127.0.0.1:8081\"\nauthenticator:\n  dev: {}\n  enablempp: true\n  enablesessions: true\n",
+        "t.yaml",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("enablesessions"), "{e}");
+    let e = mpp("", "    authscheme: bolt12\n").unwrap_err();
+    assert!(e.to_string().contains("authscheme"), "{e}");
+}

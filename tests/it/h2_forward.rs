@@ -117,3 +117,109 @@ async fn a_response_larger_than_64_mib_streams_to_an_h2_client() {
     // The connection went back to the pool and serves the next request.
     assert_eq!(get(&mut send, "/small").await.0, 200);
 }
+
+/// An h2c origin that serves one stream per connection, echoing the request body, then goes
+/// away (GOAWAY NO_ERROR, h2's graceful two-step) and refuses every other stream with
+/// REFUSED_STREAM: each was left unprocessed, as nginx does after `keepalive_requests`.
+fn one_stream_h2c_origin() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let counted = conns.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((tcp, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let Ok(mut h2) = h2::server::handshake(tcp).await else {
+                        return;
+                    };
+                    // Two streams served per connection (the test warms one up first).
+                    let mut served = Vec::new();
+                    while served.len() < 2 {
+                        let Some(Ok((req, respond))) = h2.accept().await else {
+                            return;
+                        };
+                        served.push(tokio::spawn(echo(req, respond)));
+                    }
+                    h2.graceful_shutdown();
+                    // Drive the connection until the served streams are done and it closes.
+                    while let Some(Ok((_, mut refused))) = h2.accept().await {
+                        refused.send_reset(h2::Reason::REFUSED_STREAM);
+                    }
+                    for s in served {
+                        let _ = s.await;
+                    }
+                });
+            }
+        });
+    });
+    (addr, conns)
+}
+
+async fn echo(req: http::Request<h2::RecvStream>, mut respond: h2::server::SendResponse<Bytes>) {
+    let mut body = req.into_body();
+    let mut seen = Vec::new();
+    while let Some(Ok(chunk)) = body.data().await {
+        let _ = body.flow_control().release_capacity(chunk.len());
+        seen.extend_from_slice(&chunk);
+    }
+    let head = http::Response::builder().status(200).body(()).unwrap();
+    if let Ok(mut send) = respond.send_response(head, false) {
+        let _ = send.send_data(Bytes::from(seen), true);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_an_h2_upstream_refused_with_goaway_are_replayed_on_a_new_connection() {
+    let (upstream, conns) = one_stream_h2c_origin();
+    let services = format!(
+        "  - name: \"h2\"\n    hostregexp: \".*\"\n    address: \"{upstream}\"\n    protocol: h2c\n    auth: \"off\"\n"
+    );
+    let proxy = Proxy::start(&services, 1);
+    let mut send = h2c(proxy.addr).await;
+    // One call first, so the proxy holds one cached upstream connection that every next stream
+    // shares; it serves one more, then refuses the rest.
+    send = send.ready().await.unwrap();
+    let req = http::Request::post("http://test/echo").body(()).unwrap();
+    let (resp, mut body) = send.send_request(req, false).unwrap();
+    body.send_data(Bytes::from_static(b"warm"), true).unwrap();
+    assert_eq!(resp.await.unwrap().status(), 200);
+    let mut calls = Vec::new();
+    for i in 0..6 {
+        send = send.ready().await.unwrap();
+        let req = http::Request::post("http://test/echo").body(()).unwrap();
+        let (resp, mut body) = send.send_request(req, false).unwrap();
+        body.send_data(Bytes::from(format!("body {i}")), true)
+            .unwrap();
+        calls.push(async move {
+            let resp = resp.await.expect("response");
+            let status = resp.status();
+            let mut body = resp.into_body();
+            let mut seen = Vec::new();
+            while let Some(chunk) = body.data().await {
+                let chunk = chunk.expect("body");
+                let _ = body.flow_control().release_capacity(chunk.len());
+                seen.extend_from_slice(&chunk);
+            }
+            (status, String::from_utf8(seen).unwrap())
+        });
+    }
+    for (i, call) in calls.into_iter().enumerate() {
+        let (status, body) = tokio::time::timeout(Duration::from_secs(20), call)
+            .await
+            .expect("answered in time");
+        assert_eq!(status, 200, "stream {i} was not replayed");
+        assert_eq!(body, format!("body {i}"));
+    }
+    assert!(
+        conns.load(Ordering::SeqCst) >= 3,
+        "fresh connections were made"
+    );
+}

@@ -249,3 +249,20 @@ fn postgres_two_instances_exactly_one_of_two_concurrent_uses_succeeds() {
     sorted.sort();
     assert_eq!(sorted, [200, 402], "{statuses:?}");
 }
+
+#[test]
+fn aperture_fetch_pays_a_payment_charge() {
+    let origin = Origin::start();
+    let proxy = start("mpp", &origin);
+    let opts = aperture::client::FetchOptions {
+        url: format!("http://{}/paid", proxy.addr),
+        wallet: format!("http://{}", proxy.wallet),
+        ..Default::default()
+    };
+    let resp = aperture::client::fetch(&opts).expect("fetch");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body, b"origin saw /paid");
+    let paid = resp.paid.as_ref().expect("paid on the way");
+    assert_eq!(paid.scheme, "Payment");
+    assert!(resp.header("payment-receipt").is_some());
+}

@@ -7,6 +7,7 @@
 
 mod h1_fields;
 mod h1_upstream;
+mod replay;
 mod rewind;
 mod upstream;
 

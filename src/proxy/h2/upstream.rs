@@ -29,7 +29,7 @@ use super::super::pool::TlsUpstream;
 use super::super::respond::{self, CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS};
 use super::super::{grpc, CoreCtx, Route};
 use super::h1_upstream::forward_h1;
-use super::{stream_reset, Responder};
+use super::{replay, stream_reset, Responder};
 use monoio::net::TcpStream;
 
 /// Receive windows of our h2 client connections to upstreams (per stream, per connection).
@@ -358,14 +358,33 @@ async fn forward_h2(
     let end = body.is_end_stream();
     let started = std::time::Instant::now();
     let (response, up_send) = send
-        .send_request(upreq, end)
+        .send_request(upreq.clone(), end)
         .map_err(|e| failed(core, route, &e))?;
+    let limits = core.routes().limits.clone();
+    let kept = replay::Shared::default();
     if !end {
-        monoio::spawn(pump(body, up_send, core.routes().limits.read_timeout));
+        monoio::spawn(pump(body, up_send, limits.read_timeout, kept.clone()));
     }
-    let within = core.routes().limits.upstream_timeout;
+    let within = limits.upstream_timeout;
     let resp = match monoio::time::timeout(within, response).await {
         Ok(Ok(resp)) => resp,
+        Ok(Err(e)) if replay::refused_unprocessed(&e) && (end || kept.borrow().replayable()) => {
+            // Never processed upstream: once more on a fresh connection.
+            let mut send = fresh_sender(core, route, scheme == "https").await?;
+            let (response, mut up_send) = send
+                .send_request(upreq, end)
+                .map_err(|e| failed(core, route, &e))?;
+            // A copy (refcounted chunks): no borrow of the pump's state across the sends.
+            let body = kept.borrow().clone();
+            if !end && !body.send(&mut up_send, limits.write_timeout).await {
+                return Err(failed(core, route, &"replaying the request body failed"));
+            }
+            match monoio::time::timeout(within, response).await {
+                Ok(Ok(resp)) => resp,
+                Ok(Err(e)) => return Err(failed(core, route, &e)),
+                Err(_) => return Err(failed(core, route, &"no response head in time")),
+            }
+        }
         Ok(Err(e)) => return Err(failed(core, route, &e)),
         Err(_) => return Err(failed(core, route, &"no response head in time")),
     };
@@ -392,14 +411,23 @@ async fn forward_h2(
     Ok(status)
 }
 
-/// Copies the client's request body and trailers to the upstream stream.
-async fn pump(mut from: RecvStream, mut to: SendStream<Bytes>, idle: std::time::Duration) {
+/// Copies the client's request body and trailers to the upstream stream, keeping what it sent
+/// in `kept` for a replay ([`replay`]). A send that fails (the upstream refused the stream)
+/// still reads the client's body to its end, so it can be replayed.
+async fn pump(
+    mut from: RecvStream,
+    mut to: SendStream<Bytes>,
+    idle: std::time::Duration,
+    kept: replay::Shared,
+) {
+    let mut sending = true;
     loop {
         match monoio::time::timeout(idle, from.data()).await {
             Ok(Some(Ok(chunk))) => {
                 let n = chunk.len();
-                if send_all(&mut to, chunk, idle).await.is_err() {
-                    return;
+                kept.borrow_mut().sent(&chunk);
+                if sending && send_all(&mut to, chunk, idle).await.is_err() {
+                    sending = false;
                 }
                 let _ = from.flow_control().release_capacity(n);
             }
@@ -408,14 +436,39 @@ async fn pump(mut from: RecvStream, mut to: SendStream<Bytes>, idle: std::time::
         }
     }
     match from.trailers().await {
-        Ok(Some(trailers)) => {
-            let _ = to.send_trailers(trailers);
-        }
-        Ok(None) => {
-            let _ = to.send_data(Bytes::new(), true);
+        Ok(trailers) => {
+            kept.borrow_mut().ended(trailers.clone());
+            match trailers {
+                Some(t) if sending => drop(to.send_trailers(t)),
+                None if sending => drop(to.send_data(Bytes::new(), true)),
+                _ => {}
+            }
         }
         Err(_) => to.send_reset(h2::Reason::CANCEL),
     }
+}
+
+/// A new h2 connection to `route`'s upstream (h2c, or h2 over TLS), replacing the cached one:
+/// the old one is going away.
+async fn fresh_sender(
+    core: &CoreCtx,
+    route: &Route,
+    tls: bool,
+) -> Result<SendRequest<Bytes>, Synthetic> {
+    let key = (route.upstream, tls);
+    H2C.with(|m| m.borrow_mut().remove(&key));
+    if !tls {
+        return h2c_sender(core, route).await;
+    }
+    let settings = route
+        .upstream_tls
+        .as_ref()
+        .ok_or_else(|| failed(core, route, &"no TLS settings for this upstream"))?;
+    let within = core.routes().limits.upstream_timeout;
+    let stream = connect_h2_tls(route.upstream, settings, within)
+        .await
+        .map_err(|e| failed(core, route, &e))?;
+    h2_handshake(core, route, key, stream).await
 }
 
 /// Copies an upstream response body and trailers to the client; `fallback` trailers end a
