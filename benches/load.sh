@@ -109,6 +109,8 @@ aperture_conf() { # name port wallet-port
 listenaddr: "127.0.0.1:$2"
 insecure: true
 dbbackend: sqlite
+sqlite:
+  databasefilename: "$WORK/$1/aperture.db"
 debuglevel: warn
 authenticator:
   network: regtest
