@@ -407,10 +407,10 @@ fn reload(server: &runtime::Server, cli: &Cli, running: &Config) {
 
 fn wait_and_drain(server: runtime::Server, ready: &AtomicBool, cli: &Cli, running: &Config) {
     loop {
-        match signal::wait(Duration::from_secs(3600)) {
+        match signal::wait(runtime::TRIM_EVERY) {
             Some(signal::Signal::Terminate) => break,
             Some(signal::Signal::Reload) => reload(&server, cli, running),
-            None => {}
+            None => runtime::release_free_memory(),
         }
     }
     tracing::info!("draining: finishing in-flight requests (a second signal exits at once)");

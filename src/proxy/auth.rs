@@ -36,7 +36,7 @@ pub enum Decision {
     ForwardFree,
     /// A Payment charge that verified: rate limited by client IP (as Go keys it), then claimed
     /// ([`settle`]) before it is forwarded.
-    Charge(PendingCharge),
+    Charge(Box<PendingCharge>),
     /// Answer locally.
     Answer(Synthetic),
 }
@@ -47,7 +47,7 @@ pub enum Decision {
 pub struct Grant {
     pub upstream: Option<Upstream>,
     pub key: Option<ClientKey>,
-    pub charge: Option<PendingCharge>,
+    pub charge: Option<Box<PendingCharge>>,
 }
 
 impl Decision {
@@ -203,12 +203,13 @@ fn payment_credential(
     // Under dynamic pricing the price is the pricer's and not known here: any amount that the
     // HMAC vouches for (minted for this very resource) is accepted, as in Go.
     match payment::verify(secret, resource, value, price.unwrap_or(0), now) {
-        Ok(charge) => Some(Ok(Decision::Charge(PendingCharge {
+        // Boxed: the decision travels by value through the request path, and a charge is rare.
+        Ok(charge) => Some(Ok(Decision::Charge(Box::new(PendingCharge {
             charge,
             resource: resource.into(),
             price: price.unwrap_or(route.service.price),
             now,
-        }))),
+        })))),
         Err(why) => {
             core.counters().incr(Counter::PaymentRejected);
             tracing::debug!(core = core.id, service = %route.service.name, "payment credential refused: {why}");
@@ -223,9 +224,10 @@ fn payment_credential(
 pub async fn settle(
     core: &CoreCtx,
     route: &Route,
-    pending: PendingCharge,
+    pending: Box<PendingCharge>,
     accept: Option<&[u8]>,
 ) -> Result<Rc<str>, Synthetic> {
+    let pending = *pending;
     match payment::claim(core, pending.charge, pending.now).await {
         Ok(receipt) => {
             route.counters(core.id).accepted();

@@ -259,19 +259,18 @@ async fn handle<C: Io>(
                 Some(route) => {
                     let decision = authorize(core, client, route, head, client_ip, framing).await;
                     routed = Some(route);
-                    match after_auth(core, route, head, decision, client_ip, path).await {
+                    match decision.into_grant(client_ip) {
                         Err(synthetic) => Local(synthetic, framing, true),
                         Ok(grant) => {
-                            let req = Outbound {
+                            let inbound = Inbound {
                                 head,
                                 framing,
-                                peer: peer.ip(),
-                                upstream_auth: grant.upstream.as_deref(),
+                                conn,
+                                path,
                                 authorization: routes.upstream_authorization,
-                                client_fd: conn.fd,
-                                receipt: grant.receipt,
                             };
-                            return forward_phase(core, route, req, client, resp, out).await;
+                            return forward_phase(core, route, grant, inbound, client, resp, out)
+                                .await;
                         }
                     }
                 }
@@ -285,38 +284,13 @@ async fn handle<C: Io>(
     answer(core, client, head, framing, synthetic, out, may_keep).await
 }
 
-/// What the forward phase takes from the phases before it.
-struct Granted {
-    upstream: Option<super::tokens::Upstream>,
-    receipt: Option<Rc<str>>,
-}
-
-/// The rate-limit phase and, for a Payment charge, its claim: `Err` is the answer instead.
-async fn after_auth(
-    core: &CoreCtx,
-    route: &Route,
-    head: &Head,
-    decision: Decision,
-    client_ip: IpAddr,
-    path: &str,
-) -> Result<Granted, Synthetic> {
-    let grant = decision.into_grant(client_ip)?;
-    if let Some(key) = grant.key {
-        if let Some(denied) = limit::limit(core, route, key, path).await {
-            return Err(denied);
-        }
-    }
-    let receipt = match grant.charge {
-        Some(pending) => {
-            let accept = head.get("accept-payment");
-            Some(auth::settle(core, route, pending, accept).await?)
-        }
-        None => None,
-    };
-    Ok(Granted {
-        upstream: grant.upstream,
-        receipt,
-    })
+/// The request as the phases after authentication see it.
+struct Inbound<'a> {
+    head: &'a Head,
+    framing: Framing,
+    conn: Conn,
+    path: &'a str,
+    authorization: crate::l402::UpstreamAuthorization,
 }
 
 /// The authenticate phase, with the body prefix a dynamic pricer is shown: for a dynamically
@@ -390,15 +364,46 @@ async fn discovery<C: Io>(
     }
 }
 
+/// The rate-limit phase, a Payment charge's claim, then the forward: one async step after
+/// authentication (each nested async layer costs the request path a state machine).
 async fn forward_phase<C: Io>(
     core: &CoreCtx,
     route: &Route,
-    req: Outbound<'_>,
+    grant: auth::Grant,
+    inbound: Inbound<'_>,
     client: &mut BufStream<C>,
     resp: &mut Head,
     out: &mut Vec<u8>,
 ) -> bool {
-    let head = req.head;
+    let (head, framing) = (inbound.head, inbound.framing);
+    let denied = match grant.key {
+        Some(key) => limit::limit(core, route, key, inbound.path).await,
+        None => None,
+    };
+    let receipt = match (denied, grant.charge) {
+        (Some(denied), _) => Err(denied),
+        (None, Some(pending)) => {
+            let accept = head.get("accept-payment");
+            auth::settle(core, route, pending, accept).await.map(Some)
+        }
+        (None, None) => Ok(None),
+    };
+    let receipt = match receipt {
+        Ok(receipt) => receipt,
+        Err(synthetic) => {
+            route.counters(core.id).status(synthetic.status());
+            return answer(core, client, head, framing, synthetic, out, true).await;
+        }
+    };
+    let req = Outbound {
+        head,
+        framing,
+        peer: inbound.conn.peer.ip(),
+        upstream_auth: grant.upstream.as_deref(),
+        authorization: inbound.authorization,
+        client_fd: inbound.conn.fd,
+        receipt,
+    };
     match forward::forward(core, route, req, client, resp, out).await {
         Ok(done) => {
             core.counters().incr(Counter::Forwarded);

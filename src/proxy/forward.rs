@@ -140,7 +140,7 @@ async fn exchange<C: Io, U: Upstream>(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let (mut up, reused) = match super::pool::take::<U>(core, route.upstream) {
+        let (mut up, reused) = match U::pool(core).take(route.upstream) {
             Some(c) => (c, true),
             None => (
                 U::open(route, limits.upstream_timeout)

@@ -66,13 +66,12 @@ fn range_in(base: &[u8], part: &[u8]) -> Range<usize> {
     // Pointer arithmetic on two slices of the same buffer: httparse returns sub-slices of the
     // input it was given, except for empty parts, which may be a static `""` elsewhere (a
     // status line without a reason phrase). Anything outside `base` is the empty range.
-    let (base_at, at) = (base.as_ptr() as usize, part.as_ptr() as usize);
-    match at.checked_sub(base_at) {
-        Some(start) if start + part.len() <= base.len() && !part.is_empty() => {
-            start..start + part.len()
-        }
-        _ => 0..0,
+    if part.is_empty() {
+        return 0..0;
     }
+    let start = part.as_ptr() as usize - base.as_ptr() as usize;
+    debug_assert!(start + part.len() <= base.len());
+    start..start + part.len()
 }
 
 /// Where the authority of an absolute-form request target (`http://host/path`) ends inside

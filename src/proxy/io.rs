@@ -63,7 +63,7 @@ pub enum ReadError {
 /// How long a read on behalf of a client runs before the client is watched as well. Most
 /// upstream answers come sooner, so the hot path pays for no watch at all (one timer either
 /// way); a client that leaves is noticed within this plus its own event.
-pub const WATCH_AFTER: Duration = Duration::from_millis(25);
+pub const WATCH_AFTER: Duration = Duration::from_millis(50);
 
 impl<S: Io> BufStream<S> {
     /// Wraps a stream with an empty buffer.

@@ -34,6 +34,8 @@ pub struct Pool<S = TcpStream> {
     /// Idle connections now, all upstreams together.
     total: Cell<usize>,
     tick: Cell<u64>,
+    /// Connections found closed at `take` since the sweeper last counted them.
+    dropped: Cell<usize>,
 }
 
 /// One pooled connection: the tick it was pooled at and the connection.
@@ -53,25 +55,23 @@ impl<S: Io> Pool<S> {
             max_idle_per_upstream,
             total: Cell::new(0),
             tick: Cell::new(0),
+            dropped: Cell::new(0),
         }
     }
 
     /// The most recently returned idle connection to `addr` (warmest first) that is still
-    /// open. Returns how many it found closed and dropped on the way.
-    pub fn take(&self, addr: SocketAddr) -> (Option<BufStream<S>>, Evicted) {
+    /// open; the closed ones it drops on the way are counted at the next sweep.
+    pub fn take(&self, addr: SocketAddr) -> Option<BufStream<S>> {
         let mut idle = self.idle.borrow_mut();
-        let Some((_, list)) = idle.iter_mut().find(|(a, _)| *a == addr) else {
-            return (None, 0);
-        };
-        let mut dropped = 0;
+        let (_, list) = idle.iter_mut().find(|(a, _)| *a == addr)?;
         while let Some(entry) = list.pop() {
             self.total.set(self.total.get() - 1);
             if entry.since == self.tick.get() || entry.conn.raw_fd().is_none_or(still_open) {
-                return (Some(entry.conn), dropped);
+                return Some(entry.conn);
             }
-            dropped += 1;
+            self.dropped.set(self.dropped.get() + 1);
         }
-        (None, dropped)
+        None
     }
 
     /// Returns a connection whose last response was read completely. `limits` decide whether
@@ -114,7 +114,7 @@ impl<S: Io> Pool<S> {
         idle.retain(|(_, list)| !list.is_empty());
         let now: usize = idle.iter().map(|(_, l)| l.len()).sum();
         self.total.set(now);
-        before - now
+        before - now + self.dropped.replace(0)
     }
 
     /// Idle connections to `addr` now.
@@ -148,19 +148,6 @@ fn still_open(fd: RawFd) -> bool {
     // SAFETY: one valid `pollfd` on the stack and a zero timeout: only reads the socket state.
     let n = unsafe { libc::poll(&mut p, 1, 0) };
     n == 0
-}
-
-/// A pooled connection to `addr` of type `U` for a new request, counting the closed ones the
-/// pool dropped on the way.
-pub fn take<U: Upstream>(core: &CoreCtx, addr: SocketAddr) -> Option<BufStream<U>> {
-    let (conn, dropped) = U::pool(core).take(addr);
-    if dropped > 0 {
-        core.counters().add(
-            crate::metrics::Counter::UpstreamPoolEvictions,
-            dropped as u64,
-        );
-    }
-    conn
 }
 
 /// The core's sweeper: once a second, both pools drop expired and closed idle connections.

@@ -73,6 +73,22 @@ pub struct Settings {
     pub payment_secret: Option<[u8; 32]>,
 }
 
+/// How often the main thread hands freed heap memory back to the kernel.
+pub const TRIM_EVERY: Duration = Duration::from_secs(10);
+
+/// Returns free heap pages to the kernel (`malloc_trim`): glibc keeps what a burst freed (h2
+/// send buffers, a storm of 402s) in its per-thread arenas, so RSS would stay at the high-water
+/// mark of the last burst. Off the worker cores (the main thread, every [`TRIM_EVERY`]); each
+/// arena is locked only while it is trimmed.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only walks the allocator's own arenas under their locks; no memory of
+    // ours is touched.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The running workers.
 pub struct Server {
     addr: SocketAddr,

@@ -124,7 +124,7 @@ async fn exchange<U: Upstream>(
     let mut retried = false;
     let started = std::time::Instant::now();
     loop {
-        let (mut up, reused) = match super::super::pool::take::<U>(core, route.upstream) {
+        let (mut up, reused) = match U::pool(core).take(route.upstream) {
             Some(c) => (c, true),
             None => (
                 U::open(route, limits.upstream_timeout)
