@@ -205,4 +205,35 @@ challengeratelimits:
 }
 for name, text in CONFIGS.items():
     write("config", name, text)
+# mpp: byte 0 = mode (0 Authorization: Payment, 1 credential JSON, 2 Accept-Payment,
+# 3 base64url, 4 JCS, 5 WWW-Authenticate challenges, 6 request JSON, 7 RFC 3339), from the
+# Go vectors in src/mpp/testdata/vectors.jsonl and the unit tests.
+import json
+
+with open(os.path.join(ROOT, "..", "src", "mpp", "testdata", "vectors.jsonl")) as f:
+    vectors = [json.loads(l) for l in f if l.strip() and not l.startswith("//")]
+n = 0
+
+
+def mpp(mode, payload):
+    global n
+    write("mpp", f"m{mode}_{n:03}", bytes([mode]) + (payload.encode() if isinstance(payload, str) else payload))
+    n += 1
+
+
+for v in vectors:
+    if "encoded" in v:
+        mpp(3, v["encoded"])
+    if "input" in v:
+        mpp(4, v["input"])
+    if "credentialJson" in v:
+        mpp(1, v["credentialJson"])
+    if "header" in v:
+        mpp(0 if v["header"].lower().startswith("payment ") and "=" not in v["header"][8:].rstrip("=") else 5, v["header"])
+    if "json" in v:
+        mpp(1, v["json"])
+for a in ["tempo/*, solana/*;q=0.6, */session;q=0.3", " , lightning/charge ;Q=1.000 ,", "lightning/session;q=0", "*/*;q=0.5, lightning/charge"]:
+    mpp(2, a)
+for t in ["2023-11-14T22:13:20Z", "2026-01-01T00:00:00.123456789+05:30", "1990-12-31T23:59:60Z"]:
+    mpp(7, t)
 print("seeds written under", CORPUS)
