@@ -117,14 +117,14 @@ async fn many_concurrent_streams_with_bodies_both_ways_over_tls() {
         }
     }
     for task in downloads {
-        let (status, len) = tokio::time::timeout(Duration::from_secs(60), task)
+        let (status, len) = tokio::time::timeout(Duration::from_secs(180), task)
             .await
             .expect("in time")
             .unwrap();
         assert_eq!((status, len), (200, 3_000_000));
     }
     for task in tasks {
-        let (status, got, payload) = tokio::time::timeout(Duration::from_secs(60), task)
+        let (status, got, payload) = tokio::time::timeout(Duration::from_secs(180), task)
             .await
             .expect("in time")
             .unwrap();
