@@ -67,6 +67,10 @@ cleanup() {
   done
   for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  # KEEP_CALLGRIND=DIR keeps the callgrind profiles (callgrind_annotate, A/B diffs).
+  if [ -n "${KEEP_CALLGRIND:-}" ]; then
+    mkdir -p "$KEEP_CALLGRIND" && cp "$WORK"/callgrind.out.* "$KEEP_CALLGRIND"/ 2>/dev/null || true
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM

@@ -12,6 +12,8 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
+use super::deadline;
+
 /// Initial read buffer size: one typical request head plus a small body in one read.
 pub const READ_BUF: usize = 16 * 1024;
 
@@ -144,7 +146,8 @@ impl<S: Io> BufStream<S> {
         limit: usize,
         within: Duration,
     ) -> Result<usize, ReadError> {
-        match monoio::time::timeout(within, self.fill(limit)).await {
+        let read = std::pin::pin!(self.fill(limit));
+        match deadline::within(read, within).await {
             Ok(r) => r,
             Err(_) => Err(ReadError::Timeout),
         }
@@ -160,16 +163,12 @@ impl<S: Io> BufStream<S> {
         within: Duration,
         gone: G,
     ) -> Result<usize, ReadError> {
-        let read = self.fill(limit);
-        let mut read = std::pin::pin!(read);
-        if within <= WATCH_AFTER {
-            return match monoio::time::timeout(within, read).await {
-                Ok(r) => r,
-                Err(_) => Err(ReadError::Timeout),
-            };
-        }
-        if let Ok(r) = monoio::time::timeout(WATCH_AFTER, &mut read).await {
+        let mut read = std::pin::pin!(self.fill(limit));
+        if let Ok(r) = deadline::within(read.as_mut(), within.min(WATCH_AFTER)).await {
             return r;
+        }
+        if within <= WATCH_AFTER {
+            return Err(ReadError::Timeout);
         }
         let left = within - WATCH_AFTER;
         monoio::select! {
@@ -250,7 +249,8 @@ async fn write_rolling<D: AsyncWriteRent>(
     let mut at = range.start;
     while at < range.end {
         let slice = monoio::buf::IoBuf::slice(buf, at..range.end);
-        let (res, slice) = match monoio::time::timeout(within, dst.write(slice)).await {
+        let write = std::pin::pin!(dst.write(slice));
+        let (res, slice) = match deadline::within(write, within).await {
             Ok(r) => r,
             Err(_) => return (Err(timed_out()), None),
         };

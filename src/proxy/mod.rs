@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod conn;
+pub mod deadline;
 pub mod forward;
 pub mod grpc;
 pub mod h1;
