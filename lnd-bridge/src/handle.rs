@@ -70,6 +70,21 @@ impl BridgeHandle {
         Ok(rx)
     }
 
+    /// Queues a payment of `req.payment_request` (a session refund); never blocks. The
+    /// invoice is decoded here, so a malformed one, an amountless one without `amount_sat`
+    /// or an `amount_sat` that contradicts the invoice's amount fails at once with
+    /// `InvalidRequest`; otherwise it fails at once like [`Self::try_create_invoice`]
+    /// (`QueueFull`, `Closed`, disabled backend). The reply carries the [`PayReply`]
+    /// (`Succeeded` or `Failed` with lnd's reason), or `Backend` (lnd unreachable, or the
+    /// stream broke: outcome unknown) or `Timeout` after `req.timeout` +
+    /// [`PAY_TIMEOUT_MARGIN`] (not `call_timeout`). Paying the same invoice again is safe.
+    pub fn try_pay_invoice(&self, req: PayRequest) -> Result<PayReplyRx, BridgeError> {
+        let target = bolt11::pay_target(&req)?;
+        let (reply, rx) = oneshot::channel();
+        self.enqueue(Call::Pay { req, target, reply })?;
+        Ok(rx)
+    }
+
     /// Queues a `GetPrice` call to the dynamic pricer `target` for `path` (the request's URL
     /// path) with `http_request_text` (the serialized request head and a bounded body prefix);
     /// never blocks. Fails at once with `QueueFull` or `Closed`; the reply carries the price,

@@ -6,10 +6,13 @@
 //! aperture's `pricesrpc.Prices/GetPrice`, asked for the cores like invoices are, with the same
 //! deadline and load shedding), and the event fan-out. The worker cores run
 //! monoio and must never block, so every entry point here is non-blocking:
-//! [`BridgeHandle::try_create_invoice`] and [`BridgeHandle::try_lookup_invoice`] either
+//! [`BridgeHandle::try_create_invoice`], [`BridgeHandle::try_lookup_invoice`] and
+//! [`BridgeHandle::try_pay_invoice`] (outgoing payments: session refunds, through lnd's
+//! `routerrpc.SendPaymentV2` or the dev wallet) either
 //! queue the call at once or fail at once with [`BridgeError::QueueFull`]; replies come
 //! back on `futures_channel` oneshots, whose wakers may cross threads. Only plain Rust
-//! types cross this crate's public API.
+//! types cross this crate's public API. [`check_return_invoice`] (pure, `bolt11`) checks a
+//! session's return invoice.
 //!
 //! Why a crossbeam channel and a pump instead of `Handle::spawn` from each core: spawning
 //! from every worker core makes all cores contend on tokio's injection-queue mutex. Worker
@@ -35,6 +38,7 @@
 //! features (and webpki roots) stay off and the lock file holds one tonic, prost, hyper,
 //! h2 and rustls.
 
+mod bolt11;
 mod dev;
 mod events;
 #[cfg(feature = "fake")]
@@ -47,6 +51,8 @@ mod pricer;
 #[allow(clippy::all, clippy::pedantic, dead_code, missing_docs)]
 mod pricesrpc;
 pub mod protocol;
+#[allow(clippy::all, clippy::pedantic, dead_code, missing_docs)]
+mod routerrpc;
 mod stats;
 
 use std::net::SocketAddr;
@@ -59,10 +65,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use futures_channel::{mpsc, oneshot};
 
+pub use bolt11::{
+    check_return_invoice, ReturnInvoice, ReturnInvoiceError, DEFAULT_INVOICE_EXPIRY_SECS,
+};
 pub use dev::key::NODE_KEY_FILE;
 pub use protocol::{
-    BackendStats, BridgeError, Event, Invoice, InvoiceRequest, InvoiceState, PricerTarget,
-    DEFAULT_MEMO, MAX_INVOICE_SAT, MAX_MEMO_BYTES,
+    BackendStats, BridgeError, Event, Invoice, InvoiceRequest, InvoiceState, PayReply, PayRequest,
+    PayStatus, PricerTarget, DEFAULT_MEMO, MAX_INVOICE_SAT, MAX_MEMO_BYTES,
+    MAX_PAYMENT_REQUEST_BYTES,
 };
 
 pub use stats::{BridgeStats, INVOICE_LATENCY_BOUNDS_US};
@@ -70,6 +80,7 @@ pub use stats::{BridgeStats, INVOICE_LATENCY_BOUNDS_US};
 pub use handle::BridgeHandle;
 use handle::Permit;
 
+use bolt11::PayTarget;
 use dev::DevBackend;
 use events::EventBus;
 use lnd::LndBackend;
@@ -78,6 +89,9 @@ use lnd::LndBackend;
 pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
 /// Default per-call deadline, counted from the moment the call is queued.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// A payment's deadline is its [`PayRequest::timeout`] plus this: lnd gives up routing after
+/// `timeout_seconds` and then still needs a moment to report the failure.
+pub const PAY_TIMEOUT_MARGIN: Duration = Duration::from_secs(10);
 /// The error every invoice call gets from [`BackendConfig::Disabled`].
 const DISABLED_REASON: &str = "authentication is disabled";
 
@@ -87,6 +101,11 @@ pub type InvoiceReply = oneshot::Receiver<Result<Invoice, BridgeError>>;
 
 /// The reply to one invoice lookup; `Err(Canceled)` means the bridge shut down first.
 pub type LookupReply = oneshot::Receiver<Result<InvoiceState, BridgeError>>;
+
+/// The reply to one payment; `Err(Canceled)` means the bridge shut down first. A
+/// `Timeout` (past the request's timeout plus [`PAY_TIMEOUT_MARGIN`]) leaves the outcome
+/// unknown: pay the same invoice again later to learn it (lnd never pays it twice).
+pub type PayReplyRx = oneshot::Receiver<Result<PayReply, BridgeError>>;
 
 /// The reply to one price question (`pricesrpc.Prices/GetPrice`): the pricer's `price_sats`;
 /// `Err(Canceled)` means the bridge shut down first.
@@ -175,6 +194,18 @@ impl Backend {
         }
     }
 
+    async fn pay_invoice(
+        &self,
+        req: &PayRequest,
+        target: &PayTarget,
+    ) -> Result<PayReply, BridgeError> {
+        match self {
+            Backend::Dev(dev) => Ok(dev.pay_invoice(req, target)),
+            Backend::Lnd(lnd) => lnd.pay_invoice(req, target).await,
+            Backend::Disabled => Err(BridgeError::Backend(DISABLED_REASON.into())),
+        }
+    }
+
     fn stats(&self) -> BackendStats {
         match self {
             Backend::Lnd(lnd) => lnd.stats(),
@@ -202,6 +233,11 @@ enum Call {
         path: String,
         http_request_text: String,
         reply: oneshot::Sender<Result<i64, BridgeError>>,
+    },
+    Pay {
+        req: PayRequest,
+        target: PayTarget,
+        reply: oneshot::Sender<Result<PayReply, BridgeError>>,
     },
 }
 
@@ -375,10 +411,11 @@ async fn run_call(shared: Arc<Shared>, job: Job) {
         permit,
     } = job;
     let backend = &shared.backend;
+    let timeout = shared.call_timeout;
     match call {
         Call::Create { req, reply } => {
             let work = backend.create_invoice(&req);
-            if let Some(ok) = answer(&shared, enqueued, permit, reply, work).await {
+            if let Some(ok) = answer(enqueued, timeout, permit, reply, work).await {
                 shared.invoices.record(enqueued.elapsed(), ok);
             }
         }
@@ -387,7 +424,7 @@ async fn run_call(shared: Arc<Shared>, job: Job) {
             reply,
         } => {
             let work = backend.lookup_invoice(payment_hash);
-            answer(&shared, enqueued, permit, reply, work).await;
+            answer(enqueued, timeout, permit, reply, work).await;
         }
         Call::Price {
             target,
@@ -396,16 +433,23 @@ async fn run_call(shared: Arc<Shared>, job: Job) {
             reply,
         } => {
             let work = shared.pricers.get_price(&target, path, http_request_text);
-            answer(&shared, enqueued, permit, reply, work).await;
+            answer(enqueued, timeout, permit, reply, work).await;
+        }
+        Call::Pay { req, target, reply } => {
+            // Payments run for their own timeout, far beyond an invoice call's.
+            let timeout = req.timeout.saturating_add(PAY_TIMEOUT_MARGIN);
+            let work = backend.pay_invoice(&req, &target);
+            answer(enqueued, timeout, permit, reply, work).await;
         }
     }
 }
 
-/// Awaits `work` (lazy until polled) under the call's deadline and sends the result; whether
-/// it succeeded, or `None` when the caller had given up and nothing ran.
+/// Awaits `work` (lazy until polled) under the call's deadline (`enqueued + timeout`) and
+/// sends the result; whether it succeeded, or `None` when the caller had given up and nothing
+/// ran.
 async fn answer<T>(
-    shared: &Shared,
     enqueued: Instant,
+    timeout: Duration,
     permit: Permit,
     reply: oneshot::Sender<Result<T, BridgeError>>,
     work: impl std::future::Future<Output = Result<T, BridgeError>>,
@@ -416,7 +460,7 @@ async fn answer<T>(
         return None; // the caller gave up; skip the backend work
     }
     // A timeout too large for the clock (e.g. `Duration::MAX`) means "no deadline".
-    let deadline = enqueued.checked_add(shared.call_timeout);
+    let deadline = enqueued.checked_add(timeout);
     if deadline.is_some_and(|d| Instant::now() >= d) {
         // Expired while queued: answer at once instead of spending backend work on it
         // (`timeout_at` would poll the work once before looking at the clock).

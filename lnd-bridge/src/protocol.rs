@@ -59,6 +59,65 @@ impl InvoiceRequest {
     }
 }
 
+/// Longest BOLT11 string a payment accepts (a routed invoice with many hints stays far below).
+pub const MAX_PAYMENT_REQUEST_BYTES: usize = 8 * 1024;
+
+/// What a caller asks the bridge to pay (a session refund): lnd's
+/// `routerrpc.SendPaymentV2`, or the dev wallet's receive book on the dev backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayRequest {
+    /// The BOLT11 invoice to pay.
+    pub payment_request: String,
+    /// Satoshis to send for an invoice without an amount (required there, ≥ 1); 0 means the
+    /// invoice's own amount, and for an invoice with an amount only 0 or that amount is
+    /// accepted.
+    pub amount_sat: u64,
+    /// Most routing fee to pay, in satoshis (lnd's `fee_limit_sat`; 0 = zero-fee routes only).
+    pub fee_limit_sat: u64,
+    /// How long the backend may try (lnd's `timeout_seconds`, at least 1 s). The call's own
+    /// deadline is this plus [`crate::PAY_TIMEOUT_MARGIN`], not `call_timeout`.
+    pub timeout: std::time::Duration,
+}
+
+/// How a payment ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PayStatus {
+    Succeeded,
+    /// Not paid (now): no route, timeout, refused by the backend… Paying the same invoice
+    /// again later is safe: lnd never pays an invoice twice.
+    Failed,
+}
+
+/// The outcome of a payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayReply {
+    pub status: PayStatus,
+    /// The invoice's payment hash.
+    pub payment_hash: [u8; 32],
+    /// The preimage, when `Succeeded`.
+    pub preimage: Option<[u8; 32]>,
+    /// Satoshis delivered to the payee (0 when failed).
+    pub value_sat: u64,
+    /// Routing fee paid, in satoshis (0 when failed; lnd truncates msat to sat).
+    pub fee_sat: u64,
+    /// Why it failed: lnd's failure reason (`FAILURE_REASON_NO_ROUTE`, …) or error message.
+    pub failure: Option<String>,
+}
+
+impl PayReply {
+    /// A failed payment of `payment_hash` for `why`.
+    pub fn failed(payment_hash: [u8; 32], why: impl Into<String>) -> Self {
+        PayReply {
+            status: PayStatus::Failed,
+            payment_hash,
+            preimage: None,
+            value_sat: 0,
+            fee_sat: 0,
+            failure: Some(why.into()),
+        }
+    }
+}
+
 /// A dynamic pricer to ask (`pricesrpc.Prices`), as a service's `dynamicprice` names it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PricerTarget {
@@ -131,8 +190,8 @@ pub enum BridgeError {
     /// The call did not finish within `call_timeout`.
     #[error("lightning backend call timed out")]
     Timeout,
-    /// The request itself is invalid (zero amount, memo too long, …).
-    #[error("invalid invoice request: {0}")]
+    /// The request itself is invalid (zero amount, memo too long, malformed invoice to pay, …).
+    #[error("invalid request: {0}")]
     InvalidRequest(String),
     /// The backend refused or failed the call.
     #[error("lightning backend error: {0}")]

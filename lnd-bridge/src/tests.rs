@@ -494,3 +494,199 @@ fn pricer_answers_fails_and_is_unreachable_without_lightning() {
     let got = block_on(rx).unwrap_or(Err(BridgeError::Closed));
     assert!(matches!(got, Err(BridgeError::Backend(_))), "{got:?}");
 }
+
+fn pay_req(invoice: &str, amount_sat: u64) -> PayRequest {
+    PayRequest {
+        payment_request: invoice.to_owned(),
+        amount_sat,
+        fee_limit_sat: 1,
+        timeout: Duration::from_secs(30),
+    }
+}
+
+fn pay(handle: &BridgeHandle, req: PayRequest) -> Result<PayReply, BridgeError> {
+    block_on(handle.try_pay_invoice(req)?).unwrap_or(Err(BridgeError::Closed))
+}
+
+/// `POST /invoice` on the dev wallet: (invoice, payment hash).
+fn wallet_invoice(addr: SocketAddr, amount_sats: u64) -> (String, [u8; 32]) {
+    let body = format!(r#"{{"amount_sats":{amount_sats},"memo":"refund"}}"#);
+    let (status, reply) = http(addr, "POST", "/invoice", &body);
+    assert_eq!(status, 200, "{reply}");
+    let v = json(&reply);
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(v["payment_hash"].as_str().unwrap(), &mut hash).unwrap();
+    (v["invoice"].as_str().unwrap().to_owned(), hash)
+}
+
+fn wallet_state(addr: SocketAddr, hash: [u8; 32]) -> serde_json::Value {
+    let (status, reply) = http(addr, "GET", &format!("/invoice/{}", hex::encode(hash)), "");
+    assert_eq!(status, 200, "{reply}");
+    json(&reply)
+}
+
+#[test]
+fn dev_backend_pays_wallet_invoices_with_and_without_amount() {
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = start(dev_cfg(dir.path())).unwrap();
+    let addr = bridge.wallet_addr().unwrap();
+    let h = bridge.handle();
+
+    let (open, open_hash) = wallet_invoice(addr, 0);
+    let parsed = Bolt11Invoice::from_str(&open).unwrap();
+    parsed.check_signature().unwrap();
+    assert_eq!(parsed.currency(), Currency::Regtest);
+    assert_eq!(parsed.amount_milli_satoshis(), None);
+    assert_eq!(parsed.expiry_time(), Duration::from_secs(3600));
+    assert_eq!(parsed.payment_hash().to_byte_array(), open_hash);
+    assert_ne!(
+        Some(parsed.recover_payee_pub_key().serialize()),
+        bridge.dev_node_id(),
+        "the wallet signs with its own key"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let checked = check_return_invoice(&open, Network::Regtest, now).unwrap();
+    assert_eq!(checked.payment_hash, open_hash);
+    assert_eq!(
+        wallet_state(addr, open_hash),
+        serde_json::json!({"settled": false, "amount_paid_sats": 0})
+    );
+
+    // Amountless: the request names the amount, and must.
+    assert!(matches!(
+        h.try_pay_invoice(pay_req(&open, 0)),
+        Err(BridgeError::InvalidRequest(_))
+    ));
+    let paid = pay(&h, pay_req(&open, 25)).unwrap();
+    assert_eq!(paid.status, PayStatus::Succeeded, "{paid:?}");
+    assert_eq!(paid.payment_hash, open_hash);
+    let preimage = paid.preimage.unwrap();
+    assert_eq!(sha256::Hash::hash(&preimage).to_byte_array(), open_hash);
+    assert_eq!((paid.value_sat, paid.fee_sat, paid.failure), (25, 0, None));
+    assert_eq!(
+        wallet_state(addr, open_hash),
+        serde_json::json!({"settled": true, "amount_paid_sats": 25})
+    );
+    // Paying again answers the first payment and pays nothing more.
+    let again = pay(&h, pay_req(&open, 30)).unwrap();
+    assert_eq!((again.preimage, again.value_sat), (Some(preimage), 25));
+    assert_eq!(wallet_state(addr, open_hash)["amount_paid_sats"], 25);
+
+    // With an amount: 0 or that amount only.
+    let (fixed, fixed_hash) = wallet_invoice(addr, 40);
+    assert!(matches!(
+        h.try_pay_invoice(pay_req(&fixed, 39)),
+        Err(BridgeError::InvalidRequest(_))
+    ));
+    assert_eq!(wallet_state(addr, fixed_hash)["settled"], false);
+    let paid = pay(&h, pay_req(&fixed, 0)).unwrap();
+    assert_eq!((paid.status, paid.value_sat), (PayStatus::Succeeded, 40));
+    assert_eq!(
+        wallet_state(addr, fixed_hash),
+        serde_json::json!({"settled": true, "amount_paid_sats": 40})
+    );
+    assert_eq!(h.in_flight(), 0);
+}
+
+#[test]
+fn dev_payments_to_invoices_the_wallet_does_not_know_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    let bridge = start(dev_cfg(dir.path())).unwrap();
+    let other = start(dev_cfg(other_dir.path())).unwrap();
+    let h = bridge.handle();
+    let addr = bridge.wallet_addr().unwrap();
+
+    let (foreign, foreign_hash) = wallet_invoice(other.wallet_addr().unwrap(), 0);
+    let own_node = wait(h.try_create_invoice(5).unwrap()).unwrap();
+    for (invoice, hash, amount) in [
+        (foreign, foreign_hash, 10),
+        (own_node.payment_request, own_node.payment_hash, 0),
+    ] {
+        let reply = pay(&h, pay_req(&invoice, amount)).unwrap();
+        assert_eq!(reply, PayReply::failed(hash, "no route"));
+    }
+    assert_eq!(
+        block_on(h.try_lookup_invoice(own_node.payment_hash).unwrap()).unwrap(),
+        Ok(InvoiceState::Open),
+        "the proxy's own invoice is not settled by paying it"
+    );
+    for bad in ["", "garbage"] {
+        assert!(matches!(
+            h.try_pay_invoice(pay_req(bad, 1)),
+            Err(BridgeError::InvalidRequest(_))
+        ));
+    }
+
+    // The wallet's receive routes refuse what they cannot serve.
+    let unknown = format!("/invoice/{}", hex::encode([7u8; 32]));
+    let (status, reply) = http(addr, "GET", &unknown, "");
+    assert_eq!(
+        (status, json(&reply)["error"].as_str()),
+        (404, Some("unknown invoice"))
+    );
+    for (method, path, body, want) in [
+        ("GET", "/invoice/zz", "", 400),
+        ("GET", "/invoice/", "", 400),
+        ("POST", "/invoice", "not json", 400),
+        ("POST", "/invoice", r#"{"amount_sats":-1}"#, 400),
+        (
+            "POST",
+            "/invoice",
+            r#"{"amount_sats":18446744073709551615}"#,
+            400,
+        ),
+        ("GET", "/invoice", "", 405),
+        ("POST", unknown.as_str(), "{}", 405),
+    ] {
+        let (status, reply) = http(addr, method, path, body);
+        assert_eq!(status, want, "{method} {path} {body}: {reply}");
+        assert!(json(&reply)["error"].is_string(), "{reply}");
+    }
+    // Both fields are optional: an amountless invoice with an empty memo.
+    let (status, reply) = http(addr, "POST", "/invoice", "{}");
+    assert_eq!(status, 200, "{reply}");
+    let minted = Bolt11Invoice::from_str(json(&reply)["invoice"].as_str().unwrap()).unwrap();
+    assert_eq!(minted.amount_milli_satoshis(), None);
+}
+
+#[test]
+fn lnd_rest_send_reports_amounts_and_fees_as_strings() {
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = start(dev_cfg(dir.path())).unwrap();
+    let addr = bridge.wallet_addr().unwrap();
+    let inv = wait(bridge.handle().try_create_invoice(21).unwrap()).unwrap();
+    let send = format!(r#"{{"payment_request":"{}"}}"#, inv.payment_request);
+    let (status, body) = http(addr, "POST", "/v2/router/send", &send);
+    assert_eq!(status, 200, "{body}");
+    let result = &json(body.trim_end())["result"];
+    assert_eq!(result["status"], "SUCCEEDED");
+    assert_eq!(result["value_sat"], "21");
+    assert_eq!(result["value_msat"], "21000");
+    assert_eq!(result["fee_sat"], "0");
+    assert_eq!(result["fee_msat"], "0");
+}
+
+#[test]
+fn payments_on_a_disabled_or_closed_bridge_fail_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = start(dev_cfg(dir.path())).unwrap();
+    let (invoice, _) = wallet_invoice(dev.wallet_addr().unwrap(), 0);
+    let disabled = start(BridgeConfig::new(BackendConfig::Disabled)).unwrap();
+    assert_eq!(
+        disabled
+            .handle()
+            .try_pay_invoice(pay_req(&invoice, 1))
+            .map(|_| ()),
+        Err(BridgeError::Backend("authentication is disabled".into()))
+    );
+    let h = dev.handle();
+    dev.shutdown();
+    assert_eq!(
+        h.try_pay_invoice(pay_req(&invoice, 1)).map(|_| ()),
+        Err(BridgeError::Closed)
+    );
+}

@@ -1,12 +1,15 @@
 //! The embedded dev Lightning backend: signs real BOLT11 invoices with a persisted node key
-//! and settles them when its simulated wallet endpoint "pays" them.
+//! and settles them when its simulated wallet endpoint "pays" them; pays the wallet's own
+//! invoices (`receive`) when the proxy pays out (session refunds).
 //!
 //! Owns invoice minting, the in-memory invoice book (preimage + settled flag per payment
-//! hash) and settlement events. It must never touch real funds: payments are SIMULATED.
+//! hash), settlement events and the proxy's outgoing payments. It must never touch real
+//! funds: payments are SIMULATED.
 //! Runs on the bridge's tokio thread; the CPU-bound signing runs on a few signer threads
 //! (`signers`), inline only when they are saturated.
 
 pub mod key;
+pub(crate) mod receive;
 mod signers;
 mod store;
 pub(crate) mod wallet;
@@ -23,8 +26,11 @@ use bitcoin::secp256k1::{All, Message, PublicKey, Secp256k1, SecretKey};
 use lightning_invoice::{Currency, InvoiceBuilder, PaymentSecret, SignedRawBolt11Invoice};
 use rand::RngCore;
 
+use crate::bolt11::PayTarget;
 use crate::events::EventBus;
-use crate::protocol::{BridgeError, Event, Invoice, InvoiceRequest, InvoiceState};
+use crate::protocol::{
+    BridgeError, Event, Invoice, InvoiceRequest, InvoiceState, PayReply, PayStatus,
+};
 use crate::Network;
 use store::InvoiceStore;
 
@@ -40,6 +46,8 @@ pub const MAX_REMEMBERED_INVOICES: usize = 1_000_000;
 pub(crate) struct Paid {
     pub preimage: [u8; 32],
     pub payment_hash: [u8; 32],
+    /// The invoice's amount (0 for an amountless one).
+    pub amount_msat: u64,
 }
 
 /// Why a simulated payment was refused.
@@ -84,6 +92,8 @@ pub(crate) struct DevBackend {
     events: Arc<EventBus>,
     /// Threads that sign invoices off the runtime (`None`: sign inline).
     signers: Option<signers::Signers>,
+    /// The wallet's receive side, which the proxy's payments go to.
+    wallet: receive::Receiver,
 }
 
 /// Maps our network onto the BOLT11 currency prefix.
@@ -135,6 +145,7 @@ impl DevBackend {
             delay_nanos: AtomicU64::new(0),
             events,
             signers: None,
+            wallet: receive::Receiver::new(currency(network), receive::MAX_WALLET_INVOICES),
         }
     }
 
@@ -235,7 +246,7 @@ impl DevBackend {
 
     /// Simulates paying `bolt11`: marks it settled (once) and reveals its preimage.
     pub(crate) fn pay(&self, bolt11: &str) -> Result<Paid, PayError> {
-        let payment_hash = self.check_ours(bolt11)?;
+        let (payment_hash, amount_msat) = self.check_ours(bolt11)?;
         let (preimage, settled_now) = {
             let mut book = self.book();
             let next_settle = book.last_settle + 1;
@@ -257,11 +268,13 @@ impl DevBackend {
         Ok(Paid {
             preimage,
             payment_hash,
+            amount_msat,
         })
     }
 
-    /// Decodes `bolt11` and returns its payment hash if this node signed it.
-    fn check_ours(&self, bolt11: &str) -> Result<[u8; 32], PayError> {
+    /// Decodes `bolt11` and returns its payment hash and amount (msat, 0 if none) if this
+    /// node signed it.
+    fn check_ours(&self, bolt11: &str) -> Result<([u8; 32], u64), PayError> {
         // Parse the raw form: the full semantic parse may panic on some signature errors.
         let signed = SignedRawBolt11Invoice::from_str(bolt11.trim())
             .map_err(|e| PayError::Malformed(e.to_string()))?;
@@ -270,6 +283,10 @@ impl DevBackend {
             .payment_hash()
             .map(|h| h.0.to_byte_array())
             .ok_or_else(|| PayError::Malformed("invoice has no payment hash".into()))?;
+        let amount_msat = signed
+            .raw_invoice()
+            .amount_pico_btc()
+            .map_or(0, |pico| pico / 10);
         let (_, signable, sig) = signed.into_parts();
         let payee = self
             .secp
@@ -278,7 +295,52 @@ impl DevBackend {
         if payee != self.node_id {
             return Err(PayError::Unknown { payment_hash });
         }
-        Ok(payment_hash)
+        Ok((payment_hash, amount_msat))
+    }
+
+    /// The wallet's receive side (`POST /invoice`, `GET /invoice/<hash>`).
+    pub(crate) fn wallet(&self) -> &receive::Receiver {
+        &self.wallet
+    }
+
+    /// Pays `req` (checked into `target` by the caller) out of the proxy: only the wallet's
+    /// own unexpired invoices are reachable (anything else fails with "no route"); the fee is
+    /// always 0. Paying a paid invoice again answers the first payment, as lnd does once it
+    /// tracks the earlier payment.
+    pub(crate) fn pay_invoice(&self, req: &crate::PayRequest, target: &PayTarget) -> PayReply {
+        let hash = target.payment_hash;
+        let signed = match crate::bolt11::parse(&req.payment_request) {
+            Ok(signed) => signed,
+            Err(why) => return PayReply::failed(hash, format!("malformed invoice: {why}")),
+        };
+        match crate::bolt11::verify_signature(&signed) {
+            Some(payee) if payee == self.wallet.id() => {}
+            _ => return PayReply::failed(hash, receive::Refused::Unknown.to_string()),
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if now >= crate::bolt11::expires_at(&signed) {
+            return PayReply::failed(hash, "invoice expired");
+        }
+        match self.wallet.settle(&hash, target.send_sat) {
+            Ok(got) => {
+                tracing::debug!(
+                    hash = %hex::encode(hash),
+                    sat = got.amount_sat,
+                    "dev backend paid a wallet invoice"
+                );
+                PayReply {
+                    status: PayStatus::Succeeded,
+                    payment_hash: hash,
+                    preimage: Some(got.preimage),
+                    value_sat: got.amount_sat,
+                    fee_sat: 0,
+                    failure: None,
+                }
+            }
+            Err(refused) => PayReply::failed(hash, refused.to_string()),
+        }
     }
 
     fn book(&self) -> MutexGuard<'_, Book> {

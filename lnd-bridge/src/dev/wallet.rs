@@ -1,9 +1,15 @@
-//! The dev backend's simulated wallet: a small HTTP/1 server that "pays" our invoices.
+//! The dev backend's simulated wallet: a small HTTP/1 server that "pays" our invoices and
+//! mints its own for the proxy to pay (session refunds).
 //!
 //! Owns the wallet endpoint's routes and wire shapes:
 //! - `POST /pay` `{"invoice": "<bolt11>"}` → `{"preimage": "<hex>", "payment_hash": "<hex>"}`;
 //! - `POST /v2/router/send` (lnd REST shape, other fields ignored) → one NDJSON line
-//!   `{"result":{"status":"SUCCEEDED","payment_preimage":"<base64>","payment_hash":"<hex>"}}`;
+//!   `{"result":{"status":"SUCCEEDED","payment_preimage":"<base64>","payment_hash":"<hex>",
+//!   "value_sat":"<n>","value_msat":"<n>","fee_sat":"0","fee_msat":"0"}}` (int64 fields as
+//!   strings, as lnd's grpc-gateway renders them);
+//! - `POST /invoice` `{"amount_sats": N, "memo": "…"}` (both optional; N = 0: no amount) →
+//!   `{"invoice": "<bolt11>", "payment_hash": "<hex>"}`, signed by the wallet's own key;
+//! - `GET /invoice/<payment hash hex>` → `{"settled": bool, "amount_paid_sats": N}`;
 //! - `GET /healthz` → 200.
 //!
 //! Unknown invoices answer 404, malformed ones 400, always with a JSON `error`. Runs on the
@@ -86,11 +92,19 @@ async fn route(
     req: Request<Incoming>,
     backend: Arc<DevBackend>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let resp = match (req.method(), req.uri().path()) {
+    let path = req.uri().path().to_owned();
+    let resp = match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
         (&Method::POST, "/pay") => pay(req, &backend, Shape::Simple).await,
         (&Method::POST, "/v2/router/send") => pay(req, &backend, Shape::LndRest).await,
-        (_, "/healthz" | "/pay" | "/v2/router/send") => {
+        (&Method::POST, "/invoice") => mint(req, &backend).await,
+        (&Method::GET, p) if p.starts_with("/invoice/") => {
+            invoice_status(p.strip_prefix("/invoice/").unwrap_or(""), &backend)
+        }
+        (_, "/healthz" | "/pay" | "/v2/router/send" | "/invoice") => {
+            error_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        (_, p) if p.starts_with("/invoice/") => {
             error_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => error_response(StatusCode::NOT_FOUND, "not found"),
@@ -108,13 +122,70 @@ struct SendBody {
     payment_request: String,
 }
 
-async fn pay(req: Request<Incoming>, backend: &DevBackend, shape: Shape) -> Response<Full<Bytes>> {
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
+#[derive(Deserialize)]
+struct InvoiceBody {
+    #[serde(default)]
+    amount_sats: u64,
+    #[serde(default)]
+    memo: String,
+}
+
+/// Reads a body of at most [`MAX_BODY`] bytes, or the 400 to answer.
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>>> {
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
         Err(e) => {
             let msg = format!("cannot read body: {e}");
-            return error_response(StatusCode::BAD_REQUEST, &msg);
+            Err(error_response(StatusCode::BAD_REQUEST, &msg))
         }
+    }
+}
+
+/// `POST /invoice`: a wallet invoice the proxy can pay (e.g. a session's return invoice).
+async fn mint(req: Request<Incoming>, backend: &DevBackend) -> Response<Full<Bytes>> {
+    let body = match read_body(req).await {
+        Ok(body) => body,
+        Err(resp) => return resp,
+    };
+    let ask = match serde_json::from_slice::<InvoiceBody>(&body) {
+        Ok(ask) => ask,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, &format!("bad JSON body: {e}")),
+    };
+    match backend.wallet().mint(ask.amount_sats, &ask.memo) {
+        Ok(minted) => json_response(
+            StatusCode::OK,
+            &json!({
+                "invoice": minted.invoice,
+                "payment_hash": hex::encode(minted.payment_hash),
+            }),
+        ),
+        Err(BridgeError::InvalidRequest(msg)) => error_response(StatusCode::BAD_REQUEST, &msg),
+        Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// `GET /invoice/<hash hex>`: whether the proxy paid a wallet invoice, and how much.
+fn invoice_status(hash_hex: &str, backend: &DevBackend) -> Response<Full<Bytes>> {
+    let mut hash = [0u8; 32];
+    if hex::decode_to_slice(hash_hex, &mut hash).is_err() {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "payment hash must be 64 hex characters",
+        );
+    }
+    match backend.wallet().status(&hash) {
+        Some(status) => json_response(
+            StatusCode::OK,
+            &json!({"settled": status.settled, "amount_paid_sats": status.amount_paid_sat}),
+        ),
+        None => error_response(StatusCode::NOT_FOUND, "unknown invoice"),
+    }
+}
+
+async fn pay(req: Request<Incoming>, backend: &DevBackend, shape: Shape) -> Response<Full<Bytes>> {
+    let body = match read_body(req).await {
+        Ok(body) => body,
+        Err(resp) => return resp,
     };
     let bolt11 = match shape {
         Shape::Simple => serde_json::from_slice::<PayBody>(&body).map(|b| b.invoice),
@@ -147,10 +218,15 @@ fn paid_response(paid: &Paid, shape: Shape) -> Response<Full<Bytes>> {
         Shape::LndRest => {
             // l402-requests decodes this field as base64 unconditionally (clients.md §5).
             let preimage = base64::engine::general_purpose::STANDARD.encode(paid.preimage);
+            // lnd's grpc-gateway renders int64 fields as JSON strings.
             let line = json!({"result": {
                 "status": "SUCCEEDED",
                 "payment_preimage": preimage,
                 "payment_hash": hash,
+                "value_sat": (paid.amount_msat / 1000).to_string(),
+                "value_msat": paid.amount_msat.to_string(),
+                "fee_sat": "0",
+                "fee_msat": "0",
             }});
             let mut body = line.to_string().into_bytes();
             body.push(b'\n');

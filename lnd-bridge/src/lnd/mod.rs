@@ -1,12 +1,14 @@
 //! The lnd backend: `AddInvoice`, `LookupInvoice` and the `SubscribeInvoices` watcher over
 //! gRPC (tonic client generated from `proto/lightning.proto`), TLS pinned to `tls.cert`,
-//! the invoice macaroon on every call.
+//! the invoice macaroon on every call; payments (`pay`: `routerrpc.Router/SendPaymentV2`)
+//! with `admin.macaroon` from the same directory when there is one, as Go aperture's refunds.
 //!
 //! Owns the one lazily connected HTTP/2 channel to lnd (calls multiplex on it, so many run
 //! at once with no queue of our own) and the backend's connection state. Start-up only
 //! reads and checks the files; it never dials, so an unreachable lnd is logged and retried
 //! rather than failing the proxy's start. Must not block the bridge thread.
 
+mod pay;
 mod subscribe;
 #[cfg(all(test, feature = "fake"))]
 mod tests;
@@ -27,6 +29,7 @@ use crate::lnrpc::invoice::InvoiceState as RpcState;
 use crate::lnrpc::lightning_client::LightningClient;
 use crate::lnrpc::{self, PaymentHash};
 use crate::protocol::{BackendStats, BridgeError, Invoice, InvoiceRequest, InvoiceState};
+use crate::routerrpc::router_client::RouterClient;
 use crate::Network;
 
 pub(crate) use subscribe::Cursor;
@@ -41,6 +44,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The macaroon payments use when it sits next to the configured one (Go aperture's refunds
+/// open an admin connection from `macdir`): `invoice.macaroon` cannot pay.
+pub(crate) const ADMIN_MACAROON_FILE: &str = "admin.macaroon";
+
 /// What `BackendConfig::Lnd` carries, borrowed.
 pub(crate) struct LndSettings<'a> {
     pub host: &'a str,
@@ -51,8 +58,12 @@ pub(crate) struct LndSettings<'a> {
 
 pub(crate) struct LndBackend {
     client: LightningClient<Channel>,
+    /// The same channel, for payments.
+    router: RouterClient<Channel>,
     /// `hex(macaroon file)`, sent as the `macaroon` metadata of every call.
     macaroon: MetadataValue<Ascii>,
+    /// What payments send instead: `admin.macaroon` beside the configured file, if readable.
+    pay_macaroon: MetadataValue<Ascii>,
     connected: Arc<AtomicBool>,
     cursor: Cursor,
     /// `ln` + the network's BOLT11 currency, to spot an lnd on another network.
@@ -67,6 +78,7 @@ pub(crate) fn open(
     rt: &tokio::runtime::Runtime,
 ) -> Result<Arc<LndBackend>, BridgeError> {
     let macaroon = load_macaroon(s.macaroon_path)?;
+    let pay_macaroon = load_pay_macaroon(s.macaroon_path).unwrap_or_else(|| macaroon.clone());
     tls::load_cert(s.tls_path)?;
     let (endpoint, server_name) = parse_host(s.host)?;
     let connected = Arc::new(AtomicBool::new(false));
@@ -89,8 +101,10 @@ pub(crate) fn open(
         .keep_alive_while_idle(false)
         .connect_with_connector_lazy(connector);
     let backend = Arc::new(LndBackend {
-        client: LightningClient::new(channel),
+        client: LightningClient::new(channel.clone()),
+        router: RouterClient::new(channel),
         macaroon,
+        pay_macaroon,
         connected,
         cursor: Cursor::default(),
         prefix: format!("ln{}", crate::dev::currency(s.network)),
@@ -111,6 +125,31 @@ fn load_macaroon(path: &Path) -> Result<MetadataValue<Ascii>, BridgeError> {
         return Err(err("file is empty".into()));
     }
     MetadataValue::try_from(hex::encode(bytes)).map_err(|e| err(e.to_string()))
+}
+
+/// `admin.macaroon` next to `configured` (unless that is it), for payments. Optional: a
+/// missing or unreadable one (lnd's files are often readable only by lnd) leaves payments on
+/// the configured macaroon, which lnd refuses unless it grants `offchain:write`; start-up
+/// never fails for it.
+fn load_pay_macaroon(configured: &Path) -> Option<MetadataValue<Ascii>> {
+    let path = configured.parent()?.join(ADMIN_MACAROON_FILE);
+    if path == configured {
+        return None;
+    }
+    match load_macaroon(&path) {
+        Ok(m) => {
+            tracing::info!(path = %path.display(), "lnd payments (session refunds) use this macaroon");
+            Some(m)
+        }
+        Err(e) => {
+            tracing::info!(
+                error = %e,
+                "no usable {ADMIN_MACAROON_FILE} beside the invoice macaroon: lnd payments \
+                 (session refunds) use the configured macaroon and fail unless it may pay"
+            );
+            None
+        }
+    }
 }
 
 /// Turns `host:port` into the channel's endpoint and the TLS server name.
