@@ -1,16 +1,19 @@
-//! A scriptable in-process fake of lnd's gRPC `Lightning` service, for tests (feature
-//! `fake`).
+//! A scriptable in-process fake of lnd's gRPC `Lightning` and `routerrpc.Router` services,
+//! for tests (feature `fake`).
 //!
 //! Owns a TLS gRPC server on `127.0.0.1` (its own thread and tokio runtime) that speaks
-//! the same wire as lnd for `AddInvoice`, `LookupInvoice` and `SubscribeInvoices`: a
+//! the same wire as lnd for `AddInvoice`, `LookupInvoice`, `SubscribeInvoices`,
+//! `SendPaymentV2` and `TrackPaymentV2` (`router`: payments are recorded, never routed): a
 //! self-signed ECDSA P-256 certificate with CA:TRUE like lnd's, macaroon checking with
 //! lnd's error shape, real signed BOLT11 invoices (the dev backend's signer with a
 //! throwaway key), add/settle indices, backlog replay on subscribe and lnd's habit of
 //! sending a stream's headers only with its first event. Tests script it: settle or pay
 //! invoices (getting preimages), fail the next calls, add latency, drop subscriptions,
-//! read call counters. Never for production: it holds no funds and checks nothing else.
+//! read call counters, read the payments asked for and fail the next ones. Never for
+//! production: it holds no funds and checks nothing else.
 
 pub mod pricer;
+mod router;
 mod server;
 mod service;
 
@@ -35,6 +38,8 @@ use crate::{BackendConfig, Network};
 /// File names the fake writes into its directory, as lnd names them.
 pub const TLS_CERT_FILE: &str = "tls.cert";
 pub const MACAROON_FILE: &str = "invoice.macaroon";
+/// The macaroon `Router` calls need (the invoice macaroon is refused there, as by lnd).
+pub const ADMIN_MACAROON_FILE: &str = "admin.macaroon";
 
 /// Why the fake could not start or could not do what a test asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,8 +62,20 @@ pub struct FakeCounters {
     pub add_invoice: u64,
     pub lookup_invoice: u64,
     pub subscribe_invoices: u64,
-    /// Calls refused for a missing or wrong macaroon.
+    pub send_payment: u64,
+    pub track_payment: u64,
+    /// Calls refused for a missing, wrong or insufficient macaroon.
     pub auth_failures: u64,
+}
+
+/// One `SendPaymentV2` call as the fake received it (after the macaroon check).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakePayment {
+    pub payment_request: String,
+    pub amt: i64,
+    pub timeout_seconds: i32,
+    pub fee_limit_sat: i64,
+    pub no_inflight_updates: bool,
 }
 
 /// A live subscription's sink.
@@ -91,7 +108,14 @@ struct Book {
 pub(crate) struct State {
     signer: DevBackend,
     macaroon_hex: String,
+    admin_macaroon_hex: String,
     book: Mutex<Book>,
+    payments: Mutex<router::Payments>,
+    fail_payments: AtomicU32,
+    payment_fee_sat: AtomicU64,
+    payment_delay_nanos: AtomicU64,
+    send_payment_calls: AtomicU64,
+    track_payment_calls: AtomicU64,
     fail_next: AtomicU32,
     delay_nanos: AtomicU64,
     refuse_subs: AtomicBool,
@@ -114,7 +138,7 @@ pub struct FakeLnd {
 
 impl FakeLnd {
     /// Starts a fake on a free port of 127.0.0.1, writing a fresh `tls.cert` and (unless
-    /// present) an `invoice.macaroon` into `dir`.
+    /// present) an `invoice.macaroon` and an `admin.macaroon` into `dir`.
     pub fn start(dir: &Path, network: Network) -> Result<FakeLnd, FakeError> {
         Self::start_at(dir, network, SocketAddr::from(([127, 0, 0, 1], 0)))
     }
@@ -125,11 +149,19 @@ impl FakeLnd {
         let io = |e: std::io::Error| FakeError::Io(e.to_string());
         std::fs::create_dir_all(dir).map_err(io)?;
         let macaroon = load_or_create_macaroon(&dir.join(MACAROON_FILE))?;
+        let admin = load_or_create_macaroon(&dir.join(ADMIN_MACAROON_FILE))?;
         let tls = server::tls_config(&dir.join(TLS_CERT_FILE))?;
         let state = Arc::new(State {
             signer: DevBackend::ephemeral(network),
             macaroon_hex: hex::encode(macaroon),
+            admin_macaroon_hex: hex::encode(admin),
             book: Mutex::new(Book::default()),
+            payments: Mutex::new(router::Payments::default()),
+            fail_payments: AtomicU32::new(0),
+            payment_fee_sat: AtomicU64::new(0),
+            payment_delay_nanos: AtomicU64::new(0),
+            send_payment_calls: AtomicU64::new(0),
+            track_payment_calls: AtomicU64::new(0),
             fail_next: AtomicU32::new(0),
             delay_nanos: AtomicU64::new(0),
             refuse_subs: AtomicBool::new(false),
@@ -218,6 +250,30 @@ impl FakeLnd {
         Ok(())
     }
 
+    /// Every `SendPaymentV2` call received so far (after the macaroon check), oldest first.
+    pub fn payments(&self) -> Vec<FakePayment> {
+        self.state.payments().calls.clone()
+    }
+
+    /// The next `n` payments end `FAILED` with `FAILURE_REASON_NO_ROUTE` (paying the same
+    /// invoice again is then allowed, as in lnd).
+    pub fn fail_payments(&self, n: u32) {
+        self.state.fail_payments.store(n, Ordering::SeqCst);
+    }
+
+    /// The routing fee successful payments report (default 0).
+    pub fn set_payment_fee_sat(&self, fee_sat: u64) {
+        self.state.payment_fee_sat.store(fee_sat, Ordering::SeqCst);
+    }
+
+    /// Latency before each `SendPaymentV2` answers (its timeout is not enforced).
+    pub fn set_payment_delay(&self, delay: Duration) {
+        let nanos = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+        self.state
+            .payment_delay_nanos
+            .store(nanos, Ordering::SeqCst);
+    }
+
     /// The next `n` unary calls (AddInvoice, LookupInvoice) fail with status `UNKNOWN`.
     pub fn fail_next(&self, n: u32) {
         self.state.fail_next.store(n, Ordering::SeqCst);
@@ -257,6 +313,8 @@ impl FakeLnd {
             add_invoice: s.add_calls.load(Ordering::SeqCst),
             lookup_invoice: s.lookup_calls.load(Ordering::SeqCst),
             subscribe_invoices: s.subscribe_calls.load(Ordering::SeqCst),
+            send_payment: s.send_payment_calls.load(Ordering::SeqCst),
+            track_payment: s.track_payment_calls.load(Ordering::SeqCst),
             auth_failures: s.auth_failures.load(Ordering::SeqCst),
         }
     }
@@ -302,6 +360,29 @@ impl State {
     fn book(&self) -> MutexGuard<'_, Book> {
         // Every update is complete under the lock; a poisoned book is still consistent.
         self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn payments(&self) -> MutexGuard<'_, router::Payments> {
+        self.payments.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// lnd's answers to a missing or wrong macaroon (`UNKNOWN` with a message); `admin_only`
+    /// also refuses the invoice macaroon, as lnd does for calls it grants no permission for.
+    fn authorize<T>(&self, req: &tonic::Request<T>, admin_only: bool) -> Result<(), tonic::Status> {
+        let got = req.metadata().get("macaroon").map(|v| v.to_str());
+        let msg = match got {
+            Some(Ok(v)) if v.eq_ignore_ascii_case(&self.admin_macaroon_hex) => return Ok(()),
+            Some(Ok(v)) if v.eq_ignore_ascii_case(&self.macaroon_hex) => {
+                if !admin_only {
+                    return Ok(());
+                }
+                "verification failed: permission denied"
+            }
+            Some(_) => "verification failed: signature mismatch after caveat verification",
+            None => "expected 1 macaroon, got 0",
+        };
+        self.auth_failures.fetch_add(1, Ordering::SeqCst);
+        Err(tonic::Status::unknown(msg))
     }
 
     fn settle(&self, payment_hash: &[u8; 32]) -> Result<[u8; 32], FakeError> {

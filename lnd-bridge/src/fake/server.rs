@@ -1,11 +1,14 @@
 //! The fake's transport: an lnd-like self-signed certificate, the TLS acceptor and the
 //! HTTP/2 accept loop on the fake's own thread and tokio runtime.
 //!
-//! Owns certificate generation (ECDSA P-256, CA:TRUE, lnd's SANs and key usages) and the
-//! server thread's life. Must not be used outside tests.
+//! Owns certificate generation (ECDSA P-256, CA:TRUE, lnd's SANs and key usages), routing
+//! each call to its service by the gRPC path, and the server thread's life. Must not be used
+//! outside tests.
 
+use std::convert::Infallible;
 use std::path::Path;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -21,9 +24,37 @@ use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use super::router::RouterSvc;
 use super::service::Svc;
 use super::{FakeError, State};
 use crate::lnrpc::lightning_server::LightningServer;
+use crate::routerrpc::router_server::RouterServer;
+
+/// Both services behind one connection, picked by the request path (`/<package.Service>/…`).
+#[derive(Clone)]
+struct Routes {
+    lightning: LightningServer<Svc>,
+    router: RouterServer<RouterSvc>,
+}
+
+impl tower_service::Service<http::Request<hyper::body::Incoming>> for Routes {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(())) // both generated servers are always ready
+    }
+
+    fn call(&mut self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        if req.uri().path().starts_with("/routerrpc.Router/") {
+            self.router.call(req)
+        } else {
+            // Unknown paths get the generated server's `Unimplemented`.
+            self.lightning.call(req)
+        }
+    }
+}
 
 /// Makes a certificate shaped like lnd's, writes it (PEM) to `cert_path`, and returns a
 /// TLS server config that presents it and offers h2 by ALPN.
@@ -81,7 +112,10 @@ pub(super) fn spawn(
         TcpListener::from_std(listener).map_err(io)?
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let svc = LightningServer::new(Svc(state));
+    let svc = Routes {
+        lightning: LightningServer::new(Svc(state.clone())),
+        router: RouterServer::new(RouterSvc(state)),
+    };
     let thread = std::thread::Builder::new()
         .name("fake-lnd".into())
         .spawn(move || {
@@ -98,7 +132,7 @@ pub(super) fn spawn(
     Ok((stop, thread))
 }
 
-async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, svc: LightningServer<Svc>) {
+async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, svc: Routes) {
     loop {
         let tcp = match listener.accept().await {
             Ok((tcp, _)) => tcp,

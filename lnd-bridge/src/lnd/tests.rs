@@ -14,7 +14,7 @@ use futures_channel::mpsc::UnboundedReceiver;
 use futures_core::Stream;
 use lightning_invoice::{Bolt11Invoice, Currency};
 
-use crate::fake::FakeLnd;
+use crate::fake::{FakeLnd, FakePayment};
 use crate::tests::block_on;
 use crate::*;
 
@@ -340,4 +340,143 @@ fn host_parsing_and_network_prefix() {
     assert!(b.on_our_network("lnbcrt1xyz"));
     assert!(!b.on_our_network("lnbc10n1xyz"));
     assert!(!b.on_our_network("lntb10n1xyz"));
+}
+
+/// An amountless invoice from a dev wallet key (what a session's return invoice is).
+fn return_invoice() -> (String, [u8; 32]) {
+    let wallet = crate::dev::receive::Receiver::new(Currency::Regtest, 4);
+    let minted = wallet.mint(0, "refund").unwrap();
+    (minted.invoice, minted.payment_hash)
+}
+
+fn pay_req(invoice: &str, amount_sat: u64) -> PayRequest {
+    PayRequest {
+        payment_request: invoice.to_owned(),
+        amount_sat,
+        fee_limit_sat: 4,
+        timeout: Duration::from_secs(7),
+    }
+}
+
+fn pay(handle: &BridgeHandle, req: PayRequest) -> Result<PayReply, BridgeError> {
+    block_on(handle.try_pay_invoice(req)?).unwrap_or(Err(BridgeError::Closed))
+}
+
+#[test]
+fn send_payment_v2_pays_and_carries_the_request_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let lnd = fake(dir.path());
+    let bridge = bridge_for(&lnd);
+    let h = bridge.handle();
+    lnd.set_payment_fee_sat(3);
+
+    let (invoice, hash) = return_invoice();
+    let paid = pay(&h, pay_req(&invoice, 25)).unwrap();
+    assert_eq!(paid.status, PayStatus::Succeeded, "{paid:?}");
+    assert_eq!(paid.payment_hash, hash);
+    assert!(paid.preimage.is_some());
+    assert_eq!((paid.value_sat, paid.fee_sat, paid.failure), (25, 3, None));
+
+    // An invoice with an amount: `amt` is left 0 (lnd refuses it there), even when the
+    // request names the same amount; a sub-second timeout is sent as 1 s.
+    let fixed = create(&h, 40).unwrap();
+    let req = PayRequest {
+        timeout: Duration::from_millis(300),
+        fee_limit_sat: u64::MAX,
+        ..pay_req(&fixed.payment_request, 40)
+    };
+    let paid = pay(&h, req).unwrap();
+    assert_eq!((paid.status, paid.value_sat), (PayStatus::Succeeded, 40));
+    assert_eq!(paid.payment_hash, fixed.payment_hash);
+
+    let want = |payment_request: &str, amt, timeout_seconds, fee_limit_sat| FakePayment {
+        payment_request: payment_request.to_owned(),
+        amt,
+        timeout_seconds,
+        fee_limit_sat,
+        no_inflight_updates: true,
+    };
+    assert_eq!(
+        lnd.payments(),
+        vec![
+            want(&invoice, 25, 7, 4),
+            want(&fixed.payment_request, 0, 1, i64::MAX),
+        ]
+    );
+    assert_eq!(
+        lnd.counters().auth_failures,
+        0,
+        "payments use admin.macaroon"
+    );
+    assert_eq!(h.in_flight(), 0);
+}
+
+#[test]
+fn a_failed_payment_reports_lnds_reason_and_a_retry_pays_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let lnd = fake(dir.path());
+    let bridge = bridge_for(&lnd);
+    let h = bridge.handle();
+    let (invoice, hash) = return_invoice();
+
+    lnd.fail_payments(2);
+    for _ in 0..2 {
+        let failed = pay(&h, pay_req(&invoice, 10)).unwrap();
+        assert_eq!(failed, PayReply::failed(hash, "FAILURE_REASON_NO_ROUTE"));
+    }
+    let paid = pay(&h, pay_req(&invoice, 10)).unwrap();
+    assert_eq!(paid.status, PayStatus::Succeeded);
+    // lnd refuses a paid invoice ("invoice is already paid"); the bridge then tracks the
+    // earlier payment and answers it, so a retry after a lost answer still learns success.
+    let again = pay(&h, pay_req(&invoice, 10)).unwrap();
+    assert_eq!(again, paid);
+    assert_eq!(lnd.payments().len(), 4);
+    assert_eq!(lnd.counters().send_payment, 4);
+    assert_eq!(lnd.counters().track_payment, 1);
+}
+
+#[test]
+fn lnd_refusals_are_failed_payments_and_a_missing_lnd_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let lnd = fake(dir.path());
+    // Without admin.macaroon beside invoice.macaroon, payments go out with the invoice
+    // macaroon, which lnd refuses.
+    std::fs::remove_file(dir.path().join(crate::fake::ADMIN_MACAROON_FILE)).unwrap();
+    let bridge = bridge_for(&lnd);
+    let h = bridge.handle();
+    let (invoice, hash) = return_invoice();
+    let refused = pay(&h, pay_req(&invoice, 10)).unwrap();
+    assert_eq!(
+        refused,
+        PayReply::failed(hash, "verification failed: permission denied")
+    );
+    assert_eq!(lnd.counters().auth_failures, 1);
+    assert!(lnd.payments().is_empty());
+    assert!(create(&h, 1).is_ok(), "invoice calls are unaffected");
+
+    lnd.shutdown();
+    assert!(matches!(
+        pay(&h, pay_req(&invoice, 10)),
+        Err(BridgeError::Backend(_))
+    ));
+}
+
+#[test]
+fn a_payment_runs_past_call_timeout_up_to_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let lnd = fake(dir.path());
+    let mut cfg = BridgeConfig::new(lnd.backend_config());
+    cfg.call_timeout = Duration::from_millis(200);
+    let bridge = start(cfg).unwrap();
+    let h = bridge.handle();
+    // Connect first, so the invoice call below is not timed out by the TLS handshake.
+    wait_for("a connection", || create(&h, 1).is_ok());
+    lnd.set_payment_delay(Duration::from_millis(600));
+    let (invoice, _) = return_invoice();
+    let req = PayRequest {
+        timeout: Duration::from_millis(100),
+        ..pay_req(&invoice, 5)
+    };
+    let paid = pay(&h, req).unwrap();
+    assert_eq!(paid.status, PayStatus::Succeeded);
 }
