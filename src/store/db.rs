@@ -1,10 +1,16 @@
 //! The token database behind one trait ([`Store`]): the ledger of minted challenges, revoked
-//! token IDs and imported legacy root keys, with schema migrations for SQLite and PostgreSQL.
+//! token IDs, imported legacy root keys, consumed Payment charges and Payment sessions (their
+//! balances, leases and refunds; the values in [`super::session`]), with schema migrations for
+//! SQLite and PostgreSQL.
 //! Every call blocks on disk or network I/O, so a [`Store`] lives on the `aperture-store` thread
 //! (or in a short-lived CLI command), never on a worker core.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::session::{
+    CloseOutcome, LeaseOutcome, OpenOutcome, RefundRow, RefundStatus, SessionOpen, SessionRow,
+    TopUpOutcome,
+};
 use crate::config::Db;
 
 /// 32 bytes: a token ID, a payment hash, a root key or a `sha256(identifier)`.
@@ -37,6 +43,8 @@ pub enum DbError {
          ({supported}); upgrade aperture"
     )]
     TooNew { found: i64, supported: i64 },
+    #[error("the database holds an invalid {what}: {value:?}")]
+    Invalid { what: &'static str, value: String },
     /// Reading Go aperture's database for an import failed.
     #[error("{0}")]
     Import(String),
@@ -72,6 +80,16 @@ pub enum Op {
     Settle {
         payment_hash: Key32,
         settled_at: u64,
+    },
+    /// A session holder's write-behind debits: `spent += used` (while the session is open,
+    /// capped at the deposit), the holder's lease `−= used + returned` (the row goes at 0,
+    /// never below: clamped and logged), `updated_at = now`.
+    SessionSettle {
+        session_id: String,
+        holder: String,
+        used_sats: u64,
+        returned_sats: u64,
+        now: u64,
     },
 }
 
@@ -177,6 +195,134 @@ pub trait Store: Send {
         self.legacy_root_key(&MPP_SECRET_KEY)?
             .ok_or_else(|| DbError::Unavailable("the MPP secret was not stored".into()))
     }
+
+    // Payment sessions. Each method is one transaction; on PostgreSQL the session's row is
+    // locked first, so instances sharing the database never lease or spend a balance twice.
+    // The defaults describe a store without sessions (reads find nothing, writes fail).
+
+    /// Credits `open.payment_hash`, inserts the session and leases the whole deposit to
+    /// `open.holder`.
+    fn open_session(&mut self, open: &SessionOpen) -> Result<OpenOutcome, DbError> {
+        let _ = open;
+        Err(no_sessions())
+    }
+
+    /// Credits `amount_sats` paid to `credit_hash` to the session, once per hash; the deposit
+    /// and `holder`'s lease grow by it.
+    fn top_up(
+        &mut self,
+        session_id: &str,
+        credit_hash: Key32,
+        amount_sats: u64,
+        holder: &str,
+        now: u64,
+    ) -> Result<TopUpOutcome, DbError> {
+        let _ = (session_id, credit_hash, amount_sats, holder, now);
+        Err(no_sessions())
+    }
+
+    /// Adds min(`want_sats`, available) to `holder`'s lease.
+    fn lease(
+        &mut self,
+        session_id: &str,
+        want_sats: u64,
+        holder: &str,
+        now: u64,
+    ) -> Result<LeaseOutcome, DbError> {
+        let _ = (session_id, want_sats, holder, now);
+        Err(no_sessions())
+    }
+
+    /// Write-behind debits of `holder` (see [`Op::SessionSettle`]), in a transaction of its own.
+    fn settle_session(
+        &mut self,
+        session_id: &str,
+        holder: &str,
+        used_sats: u64,
+        returned_sats: u64,
+        now: u64,
+    ) -> Result<(), DbError> {
+        self.apply(&[Op::SessionSettle {
+            session_id: session_id.to_owned(),
+            holder: holder.to_owned(),
+            used_sats,
+            returned_sats,
+            now,
+        }])
+    }
+
+    /// Settles `holder` (its remaining lease is released too), then closes the session unless
+    /// other holders still lease part of it; the close inserts the refund row
+    /// ([`super::session::refund_split`] of `deposit − spent`) in the same transaction.
+    fn close_session(
+        &mut self,
+        session_id: &str,
+        holder: &str,
+        used_sats: u64,
+        returned_sats: u64,
+        now: u64,
+    ) -> Result<CloseOutcome, DbError> {
+        let _ = (session_id, holder, used_sats, returned_sats, now);
+        Err(no_sessions())
+    }
+
+    /// Closes the session even while others hold leases: those are forfeited (counted as
+    /// spent, logged), the refund is what remains.
+    fn force_close(&mut self, session_id: &str, now: u64) -> Result<CloseOutcome, DbError> {
+        let _ = (session_id, now);
+        Err(no_sessions())
+    }
+
+    /// Deletes every lease of `holder` (a restarted instance's unused leases go back to the
+    /// balances); returns how many.
+    fn release_holder(&mut self, holder: &str) -> Result<usize, DbError> {
+        let _ = holder;
+        Ok(0)
+    }
+
+    /// Open sessions nobody leases whose `updated_at + idle_timeout_secs ≤ now`, oldest first.
+    fn idle_sessions(&mut self, now: u64, limit: u32) -> Result<Vec<String>, DbError> {
+        let _ = (now, limit);
+        Ok(Vec::new())
+    }
+
+    /// Refunds to attempt now: `pending` ones never attempted whose row is at least
+    /// [`super::session::REFUND_RETRY_SECS`] old (a fresh one is paid by the instance that
+    /// closed it), and `failed` ones with fewer than
+    /// [`super::session::REFUND_MAX_ATTEMPTS`] attempts, the last that long ago.
+    fn refunds_due(&mut self, now: u64, limit: u32) -> Result<Vec<RefundRow>, DbError> {
+        let _ = (now, limit);
+        Ok(Vec::new())
+    }
+
+    /// Records an attempt's result: `status`, `last_error`, `attempts += 1`, `updated_at = now`.
+    /// False when there is no such refund.
+    fn record_refund(
+        &mut self,
+        session_id: &str,
+        status: RefundStatus,
+        last_error: Option<&str>,
+        now: u64,
+    ) -> Result<bool, DbError> {
+        let _ = (session_id, status, last_error, now);
+        Err(no_sessions())
+    }
+
+    /// The session, with Σ of its leases.
+    fn session(&mut self, session_id: &str) -> Result<Option<SessionRow>, DbError> {
+        let _ = session_id;
+        Ok(None)
+    }
+
+    /// The session's refund, once it is closed.
+    fn refund(&mut self, session_id: &str) -> Result<Option<RefundRow>, DbError> {
+        let _ = session_id;
+        Ok(None)
+    }
+}
+
+fn no_sessions() -> DbError {
+    DbError::Unavailable("this store does not keep Payment sessions".into())
 }
 
 /// Opens (and unless `skipmigrations`, migrates) the configured database.

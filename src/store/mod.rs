@@ -1,7 +1,8 @@
 //! Durable state (layer 1): the master secret in the basedir that every token's root key is
-//! derived from (this file; main thread, start-up only), and the token database behind the
-//! [`Store`] trait: the ledger, revocations and Go aperture's imported root keys ([`db`],
-//! [`sqlite`], [`postgres`], [`legacy`]), driven at run time only by the `aperture-store` thread
+//! derived from and this instance's id (this file; main thread, start-up only), and the token
+//! database behind the [`Store`] trait: the ledger, revocations, Go aperture's imported root
+//! keys, consumed Payment charges and Payment sessions ([`db`], [`session`], [`sqlite`],
+//! [`postgres`], [`legacy`]), driven at run time only by the `aperture-store` thread
 //! ([`service`]), never by a worker core.
 //!
 //! The secret is written once, atomically (temp file, fsync, rename, fsync of the directory), with
@@ -13,6 +14,7 @@ pub mod db;
 pub mod legacy;
 pub mod postgres;
 pub mod service;
+pub mod session;
 pub mod sqlite;
 
 pub use db::{
@@ -23,6 +25,10 @@ pub use legacy::{
     import, load_legacy_keys, load_mpp_secret, ImportReport, ImportSource, LegacyKeys,
 };
 pub use service::{start, start_with, StoreHandle, StoreService, StoreStats};
+pub use session::{
+    refund_split, CloseOutcome, LeaseOutcome, OpenOutcome, RefundRow, RefundStatus, SessionOpen,
+    SessionRow, SessionStatus, TopUpOutcome,
+};
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -31,6 +37,8 @@ use std::path::{Path, PathBuf};
 
 /// The file name of the master secret inside the basedir.
 pub const MASTER_SECRET_FILE: &str = "master.secret";
+/// The file name of this instance's id (the holder of its session leases) inside the basedir.
+pub const INSTANCE_ID_FILE: &str = "instance-id";
 
 /// Errors reading or creating durable state.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +55,11 @@ pub enum StoreError {
     Malformed { path: PathBuf, len: usize },
     #[error("cannot write the master secret {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
+    #[error(
+        "the instance id {path} is unusable ({reason}); delete it to start with a new one \
+         (session leases held under the old id are then only given back by a force close)"
+    )]
+    InstanceId { path: PathBuf, reason: String },
 }
 
 /// Loads the 32-byte master secret from `basedir`, creating it (and the directory, mode 0700)
@@ -66,6 +79,39 @@ pub fn load_or_create_master_secret(basedir: &Path) -> Result<[u8; 32], StoreErr
             Ok(secret)
         }
         Err(source) => Err(StoreError::Read { path, source }),
+    }
+}
+
+/// Loads this instance's id from `basedir` (`instance-id`: 32 hex digits), creating it (16
+/// random bytes, written atomically) when it does not exist yet. A restarted process keeps its
+/// id, so it can give back the session leases its previous run held.
+pub fn load_or_create_instance_id(basedir: &Path) -> Result<String, StoreError> {
+    create_basedir(basedir)?;
+    let path = basedir.join(INSTANCE_ID_FILE);
+    let unusable = |reason: String| StoreError::InstanceId {
+        path: path.clone(),
+        reason,
+    };
+    match File::open(&path) {
+        Ok(file) => {
+            let mut text = String::new();
+            file.take(256)
+                .read_to_string(&mut text)
+                .map_err(|e| unusable(e.to_string()))?;
+            let id = text.trim();
+            if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                Ok(id.to_ascii_lowercase())
+            } else {
+                Err(unusable("expected 32 hex digits".into()))
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let id = hex::encode(rand::random::<[u8; 16]>());
+            write_atomically(&path, format!("{id}\n").as_bytes(), 0o644)
+                .map_err(|e| unusable(e.to_string()))?;
+            Ok(id)
+        }
+        Err(e) => Err(unusable(e.to_string())),
     }
 }
 
@@ -138,6 +184,22 @@ mod tests {
             fs::metadata(&base).unwrap().permissions().mode() & 0o777,
             0o700
         );
+    }
+
+    #[test]
+    fn instance_id_is_created_once_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base");
+        let first = load_or_create_instance_id(&base).unwrap();
+        assert_eq!(first.len(), 32);
+        assert!(first.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(load_or_create_instance_id(&base).unwrap(), first);
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(load_or_create_instance_id(other.path()).unwrap(), first);
+        fs::write(base.join(INSTANCE_ID_FILE), b"not an id").unwrap();
+        let err = load_or_create_instance_id(&base).unwrap_err();
+        assert!(matches!(err, StoreError::InstanceId { .. }), "{err}");
+        assert_eq!(fs::read(base.join(INSTANCE_ID_FILE)).unwrap(), b"not an id");
     }
 
     #[test]

@@ -4,12 +4,18 @@
 //! only run on the store thread or in a CLI command. A dropped connection is reopened on the
 //! next call, so an outage heals once the server is back.
 
-use postgres::{Client, NoTls};
+use postgres::{Client, NoTls, Transaction};
 
 use super::db::{
     key32, to_i64, to_u64, unix_now, ChargeClaim, DbError, Key32, LedgerRow, Op, Store, TokenQuery,
 };
+use super::session::{
+    CloseOutcome, LeaseOutcome, OpenOutcome, RefundRaw, RefundRow, RefundStatus, SessionOpen,
+    SessionRaw, SessionRow, TopUpOutcome,
+};
 use super::sqlite::LedgerRaw;
+
+mod sessions;
 
 /// Schema migrations, in order; the same tables as SQLite in PostgreSQL's dialect.
 const MIGRATIONS: &[&str] = &[
@@ -44,6 +50,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX mpp_consumed_charges_expires_at ON mpp_consumed_charges (expires_at);
 ",
+    sessions::MIGRATION,
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: instances starting together migrate in turn.
@@ -161,11 +168,50 @@ impl PgStore {
         Ok(first)
     }
 
+    /// Runs `f` in a transaction and commits when `commit(&result)` says so (an outcome that
+    /// changed nothing rolls back). A broken connection is replaced on the next call.
+    fn write<T>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, postgres::Error>,
+        commit: impl FnOnce(&T) -> bool,
+    ) -> Result<T, DbError> {
+        let result = (|| {
+            let mut tx = self.client()?.transaction().map_err(pg_err(what))?;
+            let out = f(&mut tx).map_err(pg_err(what))?;
+            if commit(&out) {
+                tx.commit().map_err(pg_err(what))?;
+            }
+            Ok(out)
+        })();
+        if result.is_err() {
+            self.client = self.client.take().filter(|c| !c.is_closed());
+        }
+        result
+    }
+
+    /// A read or single statement outside a transaction.
+    fn read<T>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, DbError> {
+        f(self.client()?).map_err(pg_err(what))
+    }
+
     fn apply_inner(&mut self, ops: &[Op]) -> Result<(), DbError> {
         let mut tx = self
             .client()?
             .transaction()
             .map_err(pg_err("write batch"))?;
+        let mut sessions: Vec<String> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::SessionSettle { session_id, .. } => Some(session_id.clone()),
+                _ => None,
+            })
+            .collect();
+        sessions::lock_all(&mut tx, &mut sessions).map_err(pg_err("write batch: lock sessions"))?;
         let insert = tx
             .prepare(
                 "INSERT INTO ledger (payment_hash, token_id, service, price_sat, created_at) \
@@ -193,6 +239,21 @@ impl PgStore {
                     payment_hash,
                     settled_at,
                 } => tx.execute(&settle, &[&&payment_hash[..], &to_i64(*settled_at)]),
+                Op::SessionSettle {
+                    session_id,
+                    holder,
+                    used_sats,
+                    returned_sats,
+                    now,
+                } => sessions::settle(
+                    &mut tx,
+                    session_id,
+                    holder,
+                    *used_sats,
+                    *returned_sats,
+                    *now,
+                )
+                .map(|()| 1),
             }
             .map_err(pg_err("write batch"))?;
         }
@@ -348,5 +409,108 @@ impl Store for PgStore {
                 ))
             })
             .collect()
+    }
+
+    fn open_session(&mut self, open: &SessionOpen) -> Result<OpenOutcome, DbError> {
+        self.write(
+            "open session",
+            |tx| sessions::open_session(tx, open),
+            |o| *o == OpenOutcome::Opened,
+        )
+    }
+
+    fn top_up(
+        &mut self,
+        session_id: &str,
+        credit_hash: Key32,
+        amount_sats: u64,
+        holder: &str,
+        now: u64,
+    ) -> Result<TopUpOutcome, DbError> {
+        self.write(
+            "top up session",
+            |tx| sessions::top_up(tx, session_id, credit_hash, amount_sats, holder, now),
+            |o| *o == TopUpOutcome::Applied,
+        )
+    }
+
+    fn lease(
+        &mut self,
+        session_id: &str,
+        want_sats: u64,
+        holder: &str,
+        _now: u64,
+    ) -> Result<LeaseOutcome, DbError> {
+        self.write(
+            "lease session balance",
+            |tx| sessions::lease(tx, session_id, want_sats, holder),
+            |_| true,
+        )?
+        .into_outcome()
+    }
+
+    fn close_session(
+        &mut self,
+        session_id: &str,
+        holder: &str,
+        used_sats: u64,
+        returned_sats: u64,
+        now: u64,
+    ) -> Result<CloseOutcome, DbError> {
+        self.write(
+            "close session",
+            |tx| sessions::close_session(tx, session_id, holder, used_sats, returned_sats, now),
+            |_| true,
+        )
+    }
+
+    fn force_close(&mut self, session_id: &str, now: u64) -> Result<CloseOutcome, DbError> {
+        self.write(
+            "force-close session",
+            |tx| sessions::force_close(tx, session_id, now),
+            |_| true,
+        )
+    }
+
+    fn release_holder(&mut self, holder: &str) -> Result<usize, DbError> {
+        let n = self.read("release leases", |c| sessions::release_holder(c, holder))?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    fn idle_sessions(&mut self, now: u64, limit: u32) -> Result<Vec<String>, DbError> {
+        self.read("find idle sessions", |c| {
+            sessions::idle_sessions(c, now, limit)
+        })
+    }
+
+    fn refunds_due(&mut self, now: u64, limit: u32) -> Result<Vec<RefundRow>, DbError> {
+        self.read("find refunds due", |c| sessions::refunds_due(c, now, limit))?
+            .into_iter()
+            .map(RefundRaw::into_row)
+            .collect()
+    }
+
+    fn record_refund(
+        &mut self,
+        session_id: &str,
+        status: RefundStatus,
+        last_error: Option<&str>,
+        now: u64,
+    ) -> Result<bool, DbError> {
+        self.read("record refund", |c| {
+            sessions::record_refund(c, session_id, status, last_error, now)
+        })
+    }
+
+    fn session(&mut self, session_id: &str) -> Result<Option<SessionRow>, DbError> {
+        self.read("read session", |c| sessions::session(c, session_id))?
+            .map(SessionRaw::into_row)
+            .transpose()
+    }
+
+    fn refund(&mut self, session_id: &str) -> Result<Option<RefundRow>, DbError> {
+        self.read("read refund", |c| sessions::refund(c, session_id))?
+            .map(RefundRaw::into_row)
+            .transpose()
     }
 }

@@ -517,6 +517,8 @@ impl Worker {
                         match op {
                             Op::Challenge(_) => &stats.challenges_recorded,
                             Op::Settle { .. } => &stats.settlements_recorded,
+                            // Session debits: counted by the session service (next commit).
+                            Op::SessionSettle { .. } => &stats.settlements_recorded,
                         }
                         .fetch_add(1, Ordering::Relaxed);
                     }

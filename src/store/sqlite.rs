@@ -10,6 +10,12 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use super::db::{
     key32, to_i64, to_u64, unix_now, ChargeClaim, DbError, Key32, LedgerRow, Op, Store, TokenQuery,
 };
+use super::session::{
+    CloseOutcome, LeaseOutcome, OpenOutcome, RefundRaw, RefundRow, RefundStatus, SessionOpen,
+    SessionRaw, SessionRow, TopUpOutcome,
+};
+
+mod sessions;
 
 /// Schema migrations, in order; version N is `MIGRATIONS[N - 1]`.
 const MIGRATIONS: &[&str] = &[
@@ -44,6 +50,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX mpp_consumed_charges_expires_at ON mpp_consumed_charges (expires_at);
 ",
+    sessions::MIGRATION,
 ];
 
 /// The store in one SQLite file.
@@ -79,6 +86,30 @@ impl SqliteStore {
         move |source| DbError::Sqlite { context, source }
     }
 
+    /// Runs `f` in an immediate transaction and commits when `commit(&result)` says so
+    /// (an outcome that changed nothing rolls back).
+    fn write<T>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+        commit: impl FnOnce(&T) -> bool,
+    ) -> Result<T, DbError> {
+        let context = format!("{what} ({})", self.path);
+        let err = |source| DbError::Sqlite {
+            context: context.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let out = f(&tx).map_err(err)?;
+        if commit(&out) {
+            tx.commit().map_err(err)?;
+        }
+        Ok(out)
+    }
+
     fn pragmas(&mut self) -> Result<(), DbError> {
         self.conn
             .busy_timeout(std::time::Duration::from_secs(5))
@@ -95,7 +126,9 @@ impl SqliteStore {
             // 512 KiB of page cache (SQLite's default is 2 MiB per connection): the store
             // appends and looks rows up by key, the kernel's page cache holds the file anyway,
             // and a proxy's resident memory should not creep up as its ledger grows.
-            .execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA cache_size=-512;")
+            .execute_batch(
+                "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA cache_size=-512;",
+            )
             .map_err(self.err("pragmas"))
     }
 
@@ -214,6 +247,16 @@ impl Store for SqliteStore {
                         payment_hash,
                         settled_at,
                     } => settle.execute(params![&payment_hash[..], to_i64(*settled_at)]),
+                    Op::SessionSettle {
+                        session_id,
+                        holder,
+                        used_sats,
+                        returned_sats,
+                        now,
+                    } => {
+                        sessions::settle(&tx, session_id, holder, *used_sats, *returned_sats, *now)
+                            .map(|()| 1)
+                    }
                 }
                 .map_err(&err)?;
             }
@@ -418,6 +461,108 @@ impl Store for SqliteStore {
         }
         Ok(out)
     }
+
+    fn open_session(&mut self, open: &SessionOpen) -> Result<OpenOutcome, DbError> {
+        self.write(
+            "open session",
+            |tx| sessions::open_session(tx, open),
+            |o| *o == OpenOutcome::Opened,
+        )
+    }
+
+    fn top_up(
+        &mut self,
+        session_id: &str,
+        credit_hash: Key32,
+        amount_sats: u64,
+        holder: &str,
+        now: u64,
+    ) -> Result<TopUpOutcome, DbError> {
+        self.write(
+            "top up session",
+            |tx| sessions::top_up(tx, session_id, credit_hash, amount_sats, holder, now),
+            |o| *o == TopUpOutcome::Applied,
+        )
+    }
+
+    fn lease(
+        &mut self,
+        session_id: &str,
+        want_sats: u64,
+        holder: &str,
+        _now: u64,
+    ) -> Result<LeaseOutcome, DbError> {
+        self.write(
+            "lease session balance",
+            |tx| sessions::lease(tx, session_id, want_sats, holder),
+            |_| true,
+        )?
+        .into_outcome()
+    }
+
+    fn close_session(
+        &mut self,
+        session_id: &str,
+        holder: &str,
+        used_sats: u64,
+        returned_sats: u64,
+        now: u64,
+    ) -> Result<CloseOutcome, DbError> {
+        self.write(
+            "close session",
+            |tx| sessions::close_session(tx, session_id, holder, used_sats, returned_sats, now),
+            |_| true,
+        )
+    }
+
+    fn force_close(&mut self, session_id: &str, now: u64) -> Result<CloseOutcome, DbError> {
+        self.write(
+            "force-close session",
+            |tx| sessions::force_close(tx, session_id, now),
+            |_| true,
+        )
+    }
+
+    fn release_holder(&mut self, holder: &str) -> Result<usize, DbError> {
+        sessions::release_holder(&self.conn, holder).map_err(self.err("release leases"))
+    }
+
+    fn idle_sessions(&mut self, now: u64, limit: u32) -> Result<Vec<String>, DbError> {
+        sessions::idle_sessions(&self.conn, now, limit).map_err(self.err("find idle sessions"))
+    }
+
+    fn refunds_due(&mut self, now: u64, limit: u32) -> Result<Vec<RefundRow>, DbError> {
+        sessions::refunds_due(&self.conn, now, limit)
+            .map_err(self.err("find refunds due"))?
+            .into_iter()
+            .map(RefundRaw::into_row)
+            .collect()
+    }
+
+    fn record_refund(
+        &mut self,
+        session_id: &str,
+        status: RefundStatus,
+        last_error: Option<&str>,
+        now: u64,
+    ) -> Result<bool, DbError> {
+        sessions::record_refund(&self.conn, session_id, status, last_error, now)
+            .map_err(self.err("record refund"))
+    }
+
+    fn session(&mut self, session_id: &str) -> Result<Option<SessionRow>, DbError> {
+        sessions::session(&self.conn, session_id)
+            .map_err(self.err("read session"))?
+            .map(SessionRaw::into_row)
+            .transpose()
+    }
+
+    fn refund(&mut self, session_id: &str) -> Result<Option<RefundRow>, DbError> {
+        sessions::refund(&self.conn, session_id)
+            .map_err(self.err("read refund"))?
+            .map(RefundRaw::into_row)
+            .transpose()
+    }
 }
 
 #[cfg(test)]
@@ -476,6 +621,13 @@ mod tests {
         };
         assert_eq!(s.list_tokens(&q).unwrap().len(), 1);
         assert!(s.revoked_at([2; 32]).unwrap().is_some());
+    }
+
+    #[test]
+    fn sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SqliteStore::open(&dir.path().join("a.db"), true).unwrap();
+        crate::store::session::suite::all(&mut s);
     }
 
     #[test]
