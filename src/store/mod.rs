@@ -24,7 +24,10 @@ pub use db::{
 pub use legacy::{
     import, load_legacy_keys, load_mpp_secret, ImportReport, ImportSource, LegacyKeys,
 };
-pub use service::{start, start_with, StoreHandle, StoreService, StoreStats};
+pub use service::{
+    bridge_payer, no_payer, start, start_with, PayFuture, PayOutcome, Payer, RefundPayment,
+    SessionReply, StoreHandle, StoreService, StoreStats,
+};
 pub use session::{
     refund_split, CloseOutcome, LeaseOutcome, OpenOutcome, RefundRow, RefundStatus, SessionOpen,
     SessionRow, SessionStatus, TopUpOutcome,

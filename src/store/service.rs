@@ -6,6 +6,10 @@
 //! the revocations table every [`REVOCATION_POLL`], publishing each new one to every worker core
 //! as `Event::TokenRevoked`. A database outage is logged and counted and retried with backoff;
 //! paid requests never wait on it (they need no store).
+//!
+//! Payment sessions live here too (`sessions`: calls answered as soon as they commit, debits
+//! batched with the ledger, the idle sweep; `refunds`: the refund worker). At start the thread
+//! gives back the leases this instance (its holder id) held before a restart.
 
 use std::collections::HashSet;
 use std::pin::Pin;
@@ -21,6 +25,16 @@ use futures_core::Stream;
 use lnd_bridge::{BridgeHandle, Event};
 
 use super::db::{unix_now, Challenge, ChargeClaim, DbError, Key32, Op, Store};
+
+mod refunds;
+mod sessions;
+mod stats;
+
+pub use refunds::{
+    bridge_payer, no_payer, PayFuture, PayOutcome, Payer, RefundPayment, CLOSE_WAIT, REFUND_TIMEOUT,
+};
+pub use sessions::{SessionReply, IDLE_SWEEP};
+pub use stats::StoreStats;
 
 /// Most ops committed in one transaction.
 pub const MAX_BATCH: usize = 256;
@@ -53,28 +67,12 @@ enum Msg {
         ChargeClaim,
         futures_channel::oneshot::Sender<Result<bool, ()>>,
     ),
+    /// A write batched with the ledger's (a session's debits).
+    Write(Op),
+    /// A session call, answered as soon as it commits.
+    Session(sessions::SessionMsg),
     /// Something else needs a look (bridge event, stop flag); carries nothing.
     Wake,
-}
-
-/// Counters for logs, metrics and tests; every field only grows except `up` and `pending`.
-#[derive(Debug, Default)]
-pub struct StoreStats {
-    pub challenges_recorded: AtomicU64,
-    /// Challenge records dropped because the channel was full or the store stayed down.
-    pub dropped: AtomicU64,
-    pub settlements_recorded: AtomicU64,
-    pub batches_committed: AtomicU64,
-    pub write_errors: AtomicU64,
-    pub poll_errors: AtomicU64,
-    pub revocations_published: AtomicU64,
-    /// 1 while the last database call succeeded.
-    pub up: AtomicU64,
-    /// Payment charges claimed (first use) and refused as replays.
-    pub charges_claimed: AtomicU64,
-    pub charges_replayed: AtomicU64,
-    /// Charge claims the database could not answer (each a 503).
-    pub claim_errors: AtomicU64,
 }
 
 /// What worker cores (and main) hold: cheap to clone, `Send + Sync`, never blocks.
@@ -137,87 +135,6 @@ impl StoreHandle {
     pub fn stats(&self) -> &StoreStats {
         &self.stats
     }
-
-    /// Appends the store's Prometheus metrics (text format) to `out`.
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write;
-        let s = &self.stats;
-        let rows: [(&str, &str, &AtomicU64, &str); 11] = [
-            (
-                "aperture_store_up",
-                "gauge",
-                &s.up,
-                "1 while the token database answers",
-            ),
-            (
-                "aperture_store_challenges_recorded_total",
-                "counter",
-                &s.challenges_recorded,
-                "Minted challenges written to the ledger",
-            ),
-            (
-                "aperture_store_records_dropped_total",
-                "counter",
-                &s.dropped,
-                "Ledger writes dropped (store behind or down)",
-            ),
-            (
-                "aperture_store_settlements_recorded_total",
-                "counter",
-                &s.settlements_recorded,
-                "Settlement events written to the ledger",
-            ),
-            (
-                "aperture_store_batches_total",
-                "counter",
-                &s.batches_committed,
-                "Write transactions committed",
-            ),
-            (
-                "aperture_store_write_errors_total",
-                "counter",
-                &s.write_errors,
-                "Failed write transactions",
-            ),
-            (
-                "aperture_store_poll_errors_total",
-                "counter",
-                &s.poll_errors,
-                "Failed reads of the revocations table",
-            ),
-            (
-                "aperture_store_revocations_published_total",
-                "counter",
-                &s.revocations_published,
-                "Revocations sent to the worker cores",
-            ),
-            (
-                "aperture_mpp_charges_claimed_total",
-                "counter",
-                &s.charges_claimed,
-                "Payment charge credentials used for the first time (claimed durably before forwarding)",
-            ),
-            (
-                "aperture_mpp_charges_replayed_total",
-                "counter",
-                &s.charges_replayed,
-                "Payment charge credentials refused as already used",
-            ),
-            (
-                "aperture_mpp_claim_errors_total",
-                "counter",
-                &s.claim_errors,
-                "Payment charge claims the database could not answer (each a 503)",
-            ),
-        ];
-        for (name, kind, v, help) in rows {
-            let _ = write!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}\n",
-                v.load(Ordering::Relaxed)
-            );
-        }
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -234,25 +151,43 @@ pub struct StoreService {
 }
 
 /// Opens the configured database on the caller's thread (so errors surface at start-up), loads
-/// the revoked set, and starts the store thread fed by `bridge`'s events, publishing revocations
-/// through `bridge`.
-pub fn start(db: &crate::config::Db, bridge: &BridgeHandle) -> Result<StoreService, DbError> {
+/// the revoked set, gives back `holder`'s session leases (this instance's id, from
+/// [`super::load_or_create_instance_id`]), and starts the store thread fed by `bridge`'s
+/// events, publishing revocations and paying session refunds through `bridge`.
+pub fn start(
+    db: &crate::config::Db,
+    bridge: &BridgeHandle,
+    holder: &str,
+) -> Result<StoreService, DbError> {
     let store = super::db::open(db)?;
     let publisher = bridge.clone();
     start_with(
         store,
         Some(bridge.subscribe()),
         Box::new(move |token_id| publisher.publish(Event::TokenRevoked { token_id })),
+        holder,
+        bridge_payer(bridge.clone()),
     )
 }
 
-/// [`start`] with the pieces injected: any [`Store`], any event stream, any revocation sink.
+/// [`start`] with the pieces injected: any [`Store`], any event stream, any revocation sink,
+/// any refund payer.
 pub fn start_with(
     mut store: Box<dyn Store>,
     events: Option<UnboundedReceiver<Event>>,
     publish: Box<dyn Fn(Key32) + Send>,
+    holder: &str,
+    payer: Payer,
 ) -> Result<StoreService, DbError> {
     let (initial, cursor) = store.revoked_since(0)?;
+    let released = store.release_holder(holder)?;
+    if released > 0 {
+        tracing::info!(
+            holder,
+            released,
+            "session leases of this instance's previous run given back"
+        );
+    }
     let (tx, rx) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
     let handle = StoreHandle {
         tx: tx.clone(),
@@ -273,6 +208,9 @@ pub fn start_with(
         stop: stop.clone(),
         pending: Vec::new(),
         claims: Vec::new(),
+        holder: holder.to_owned(),
+        refunds: refunds::Refunds::new(payer),
+        next_sweep: Instant::now() + IDLE_SWEEP,
         next_prune: Instant::now(),
         batch_since: None,
         cursor,
@@ -341,6 +279,10 @@ struct Worker {
         ChargeClaim,
         futures_channel::oneshot::Sender<Result<bool, ()>>,
     )>,
+    /// This instance's id: the holder of its session leases.
+    holder: String,
+    refunds: refunds::Refunds,
+    next_sweep: Instant,
     next_prune: Instant,
     /// When the oldest uncommitted op arrived.
     batch_since: Option<Instant>,
@@ -371,6 +313,7 @@ impl Worker {
             }
             self.drain_events();
             self.commit_claims();
+            self.poll_refunds();
             let stopping = self.stop.load(Ordering::SeqCst);
             let now = Instant::now();
             if now >= self.next_prune {
@@ -387,7 +330,12 @@ impl Worker {
                 self.poll_revocations();
                 self.next_poll = now + REVOCATION_POLL;
             }
+            if now >= self.next_sweep {
+                self.idle_sweep();
+                self.next_sweep = Instant::now() + IDLE_SWEEP;
+            }
         }
+        self.abandon_refunds();
         if !self.pending.is_empty() {
             tracing::error!(
                 lost = self.pending.len(),
@@ -397,7 +345,10 @@ impl Worker {
     }
 
     fn deadline(&self) -> Instant {
-        let mut d = self.next_poll;
+        let mut d = self.next_poll.min(self.next_sweep);
+        if let Some(refund) = self.refunds.deadline() {
+            d = d.min(refund);
+        }
         if let Some(since) = self.batch_since {
             let due = since + BATCH_WINDOW;
             d = d.min(self.retry_at.map_or(due, |r| r.max(due)));
@@ -419,6 +370,8 @@ impl Worker {
         match msg {
             Msg::Challenge(c) => self.push(Op::Challenge(c)),
             Msg::Claim(claim, reply) => self.claims.push((claim, reply)),
+            Msg::Write(op) => self.push(op),
+            Msg::Session(call) => self.session_call(call),
             Msg::Wake => {}
         }
     }
@@ -469,7 +422,12 @@ impl Worker {
 
     fn push(&mut self, op: Op) {
         if self.pending.len() >= MAX_PENDING {
-            self.handle.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            let stats = &self.handle.stats;
+            match op {
+                Op::SessionSettle { .. } => &stats.settles_dropped,
+                _ => &stats.dropped,
+            }
+            .fetch_add(1, Ordering::Relaxed);
             return;
         }
         self.batch_since.get_or_insert_with(Instant::now);
@@ -517,8 +475,7 @@ impl Worker {
                         match op {
                             Op::Challenge(_) => &stats.challenges_recorded,
                             Op::Settle { .. } => &stats.settlements_recorded,
-                            // Session debits: counted by the session service (next commit).
-                            Op::SessionSettle { .. } => &stats.settlements_recorded,
+                            Op::SessionSettle { .. } => &stats.settles_recorded,
                         }
                         .fetch_add(1, Ordering::Relaxed);
                     }
