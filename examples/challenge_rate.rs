@@ -46,6 +46,7 @@ fn main() {
         store: None,
         tls: None,
         payment_secret: None,
+        session_holder: None,
     })
     .unwrap();
     let addr = server.local_addr();

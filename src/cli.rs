@@ -172,6 +172,11 @@ pub struct FetchArgs {
     /// Extra request header, repeatable.
     #[arg(short = 'H', long = "header", value_name = "'Name: value'", value_parser = parse_header)]
     pub headers: Vec<(String, String)>,
+
+    /// Open a Payment session (deposit), make N requests debited from it (paying top-ups when
+    /// asked), then close it; the unspent balance is refunded to an invoice from the wallet.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub session: Option<u32>,
 }
 
 impl FetchArgs {

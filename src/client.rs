@@ -5,6 +5,9 @@
 //! `main.rs` prints the returned response.
 
 mod h1;
+mod session;
+
+pub use session::{fetch_session, SessionReport};
 
 use std::io::Read;
 use std::time::Duration;
@@ -114,6 +117,8 @@ pub enum ClientError {
     PaymentFailed(String),
     #[error("wallet stream ended without a final payment status")]
     WalletIncomplete,
+    #[error("session: {0}")]
+    Session(String),
 }
 
 /// A parsed L402/LSAT challenge.

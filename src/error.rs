@@ -66,6 +66,18 @@ pub enum Synthetic {
     BadGateway,
     /// 503 with `Retry-After`: the bridge is saturated or Lightning is down.
     Unavailable { retry_after: u64 },
+    /// 200 answered by the proxy for a Payment session's `topUp` or `close` (never forwarded):
+    /// a JSON body and its `Payment-Receipt`.
+    Session(Box<SessionAnswer>),
+}
+
+/// The proxy's own answer to a session `topUp` or `close`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionAnswer {
+    /// `{"status":"ok"}` or `{"status":"closed","refundSats":N,"refundStatus":…}`.
+    pub body: String,
+    /// The `Payment-Receipt` value.
+    pub receipt: String,
 }
 
 impl Synthetic {
@@ -76,7 +88,7 @@ impl Synthetic {
             Self::Unauthorized => 401,
             Self::Forbidden => 403,
             Self::NotFound => 404,
-            Self::Options => 200,
+            Self::Options | Self::Session(_) => 200,
             Self::BadRequest(_) => 400,
             Self::RequestTimeout => 408,
             Self::PayloadTooLarge => 413,
@@ -95,7 +107,7 @@ impl Synthetic {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "access denied",
             Self::NotFound => "404 page not found",
-            Self::Options => "",
+            Self::Options | Self::Session(_) => "",
             Self::BadRequest(why) => why,
             Self::RequestTimeout => "request timeout",
             Self::PayloadTooLarge => "request body too large",
@@ -113,6 +125,7 @@ impl Synthetic {
         match self {
             Self::TooManyRequests { .. } => 8,
             Self::BadGateway | Self::Unavailable { .. } => 14,
+            Self::Session(_) => 0,
             _ => 13,
         }
     }
@@ -149,6 +162,7 @@ impl Synthetic {
             | Self::Forbidden
             | Self::NotFound
             | Self::Options
+            | Self::Session(_)
             | Self::TooManyRequests { .. } => Fault::None,
             Self::BadRequest(_)
             | Self::RequestTimeout

@@ -52,6 +52,9 @@ fn main() -> ExitCode {
 
 fn fetch(args: &cli::FetchArgs) -> ExitCode {
     use std::io::Write;
+    if let Some(n) = args.session {
+        return fetch_session(args, n);
+    }
     match client::fetch(&args.to_options()) {
         Ok(resp) => {
             if let Some(paid) = &resp.paid {
@@ -114,6 +117,7 @@ fn store_command(cli: &Cli, command: &Command) -> ExitCode {
 fn start_store(
     config: &Config,
     bridge: &lnd_bridge::Bridge,
+    holder: &str,
 ) -> Result<(store::StoreService, store::LegacyKeys)> {
     let db_error = |e: store::DbError| -> anyhow::Error {
         let message = format!("token database: {e}");
@@ -123,7 +127,7 @@ fn start_store(
             anyhow!(message)
         }
     };
-    let service = store::start(&config.db, &bridge.handle()).map_err(db_error)?;
+    let service = store::start(&config.db, &bridge.handle(), holder).map_err(db_error)?;
     let legacy = store::load_legacy_keys(config).map_err(db_error)?;
     let revoked = service.handle().revoked_snapshot().len();
     tracing::info!(
@@ -244,7 +248,7 @@ fn start_bridge(config: &Config) -> Result<lnd_bridge::Bridge> {
         Backend::Dev { listen_addr } => lnd_bridge::BackendConfig::Dev {
             basedir: config.basedir.clone(),
             wallet_listen: *listen_addr,
-            network: bridge_network(config.authenticator.network),
+            network: Network::to_bridge(config.authenticator.network),
         },
         Backend::Lnd {
             host,
@@ -256,7 +260,7 @@ fn start_bridge(config: &Config) -> Result<lnd_bridge::Bridge> {
             // Go aperture uses the invoice macaroon from macdir: enough for AddInvoice,
             // LookupInvoice and SubscribeInvoices, nothing more.
             macaroon_path: mac_dir.join("invoice.macaroon"),
-            network: bridge_network(config.authenticator.network),
+            network: Network::to_bridge(config.authenticator.network),
         },
         Backend::None => lnd_bridge::BackendConfig::Disabled,
     };
@@ -270,13 +274,48 @@ fn start_bridge(config: &Config) -> Result<lnd_bridge::Bridge> {
     })
 }
 
-fn bridge_network(network: Network) -> lnd_bridge::Network {
-    match network {
-        Network::Mainnet => lnd_bridge::Network::Mainnet,
-        Network::Testnet => lnd_bridge::Network::Testnet,
-        Network::Regtest => lnd_bridge::Network::Regtest,
-        Network::Simnet => lnd_bridge::Network::Simnet,
-        Network::Signet => lnd_bridge::Network::Signet,
+/// `aperture fetch --session N`: one line per request on stderr, the last body on stdout, the
+/// close answer (with the refund) last.
+fn fetch_session(args: &cli::FetchArgs, n: u32) -> ExitCode {
+    use std::io::Write;
+    match client::fetch_session(&args.to_options(), n) {
+        Ok(report) => {
+            eprintln!(
+                "session {} opened with a deposit of {} sats",
+                report.session_id, report.deposit_sats
+            );
+            for (i, resp) in report.responses.iter().enumerate() {
+                eprintln!("request {}: HTTP {}", i + 1, resp.status);
+            }
+            for sats in &report.top_ups_sats {
+                eprintln!("topped up {sats} sats");
+            }
+            eprintln!(
+                "closed: HTTP {} {}",
+                report.close.status,
+                String::from_utf8_lossy(&report.close.body)
+            );
+            eprintln!(
+                "refund invoice: {} (hash {})",
+                report.return_invoice, report.return_hash
+            );
+            if let Some(last) = report.responses.last() {
+                let _ = std::io::stdout().write_all(&last.body);
+            }
+            let all_ok = report
+                .responses
+                .iter()
+                .all(|r| (200..300).contains(&r.status));
+            if all_ok && report.close.status == 200 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("aperture fetch --session: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -292,7 +331,11 @@ fn run(cli: &Cli) -> Result<()> {
     let master_secret = store::load_or_create_master_secret(&config.basedir)?;
     let tls = load_tls(&config)?;
     let bridge = start_bridge(&config)?;
-    let (store, legacy_keys) = start_store(&config, &bridge)?;
+    // This process's name as a holder of Payment session leases (kept across restarts, so a
+    // restarted instance hands back the leases it held).
+    let holder = store::load_or_create_instance_id(&config.basedir)
+        .map_err(|e| anyhow!("instance id in {}: {e}", config.basedir.display()))?;
+    let (store, legacy_keys) = start_store(&config, &bridge, &holder)?;
     let payment_secret = match &config.authenticator.mpp {
         Some(_) => Some(
             store::load_mpp_secret(&config)
@@ -319,6 +362,12 @@ fn run(cli: &Cli) -> Result<()> {
         store: Some(store.handle()),
         tls,
         payment_secret,
+        session_holder: config
+            .authenticator
+            .mpp
+            .as_ref()
+            .and_then(|m| m.sessions)
+            .map(|_| holder.clone()),
     })?;
     let addr = server.local_addr();
     let scheme = if config.insecure { "http" } else { "https" };

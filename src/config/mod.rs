@@ -139,6 +139,19 @@ pub enum Network {
     Signet,
 }
 
+impl Network {
+    /// The same network as the Lightning bridge names it.
+    pub fn to_bridge(self) -> lnd_bridge::Network {
+        match self {
+            Network::Mainnet => lnd_bridge::Network::Mainnet,
+            Network::Testnet => lnd_bridge::Network::Testnet,
+            Network::Regtest => lnd_bridge::Network::Regtest,
+            Network::Simnet => lnd_bridge::Network::Simnet,
+            Network::Signet => lnd_bridge::Network::Signet,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Authenticator {
     pub network: Network,
@@ -155,6 +168,18 @@ pub struct Mpp {
     /// The `realm` auth-param (covered by the challenge HMAC): `mpprealm`, else `listenaddr`
     /// as written in the file, as Go aperture does.
     pub realm: String,
+    /// The session intent, when `enablesessions` is on.
+    pub sessions: Option<Sessions>,
+}
+
+/// The Payment session intent's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sessions {
+    /// Deposit = unit price × this (`sessiondepositmultiplier`, default 20).
+    pub deposit_multiplier: u64,
+    /// A session with no debit for this long is closed and refunded (`sessionidletimeout`,
+    /// default 300 s; Go only advertises it).
+    pub idle_timeout_secs: u64,
 }
 
 /// Which credential schemes a service accepts and offers (`authscheme`).

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use super::raw::{RawAuthenticator, RawConfig};
 use super::values::{expand_tilde, parse_duration, parse_go_duration, parse_listen_addr, IpNet};
-use super::{service, Authenticator, Backend, Config, ConfigError, Db, Mpp, Network, Postgres};
+use super::{
+    service, Authenticator, Backend, Config, ConfigError, Db, Mpp, Network, Postgres, Sessions,
+};
 use crate::l402::{ChallengeShape, UpstreamAuthorization};
 
 /// Validation context: where errors point, and the warnings collected so far.
@@ -372,45 +374,62 @@ fn authenticator(
     })
 }
 
-/// Whether the proxy answers and accepts Payment charges yet; until it does, `enablempp` is
-/// refused rather than accepted and ignored.
-const PAYMENT_ON_THE_DATA_PATH: bool = true;
-
-/// `enablempp` and its companions. Sessions are not built yet: turning them on is refused rather
-/// than ignored; their tuning keys without them only earn a warning.
+/// `enablempp` and its companions: the realm and the session intent (`enablesessions`, its
+/// deposit multiplier and idle timeout; Go's defaults 20 and 300 s, a value ≤ 0 meaning the
+/// default as in Go).
 fn mpp(
     a: &RawAuthenticator,
     listen_addr: &str,
     cx: &mut Ctx<'_>,
 ) -> Result<Option<Mpp>, ConfigError> {
-    if a.enablesessions.unwrap_or(false) {
-        return Err(ConfigError::Unsupported {
-            origin: cx.origin.to_owned(),
-            key: "authenticator.enablesessions".to_owned(),
-            message: "the Payment session intent is not supported yet (charge is); remove the key or set it to false".to_owned(),
-        });
-    }
-    if a.sessiondepositmultiplier.is_some() || a.sessionidletimeout.is_some() {
-        cx.warn("authenticator.sessiondepositmultiplier/sessionidletimeout only apply to sessions, which are not supported yet; ignored");
-    }
+    let sessions_on = a.enablesessions.unwrap_or(false);
     if !a.enablempp.unwrap_or(false) {
+        if sessions_on {
+            return Err(cx.invalid(
+                "authenticator.enablesessions",
+                "sessions are an intent of the Payment scheme: set authenticator.enablempp: true as well, or remove enablesessions",
+            ));
+        }
         if nonempty(a.mpprealm.as_deref()).is_some() {
             cx.warn("authenticator.mpprealm is set but enablempp is off; ignored");
+        }
+        if a.sessiondepositmultiplier.is_some() || a.sessionidletimeout.is_some() {
+            cx.warn("authenticator.sessiondepositmultiplier/sessionidletimeout are set but enablempp and enablesessions are off; ignored");
         }
         return Ok(None);
     }
     let realm = nonempty(a.mpprealm.as_deref()).unwrap_or(listen_addr);
-    if PAYMENT_ON_THE_DATA_PATH {
-        return Ok(Some(Mpp {
-            realm: realm.to_owned(),
-        }));
-    }
-    Err(ConfigError::Unsupported {
-        origin: cx.origin.to_owned(),
-        key: "authenticator.enablempp".to_owned(),
-        message: "the Payment (MPP) scheme is not supported yet; remove the key or set it to false"
-            .to_owned(),
-    })
+    let sessions = if sessions_on {
+        let positive =
+            |v: Option<i64>, default: u64| v.filter(|v| *v > 0).map_or(default, |v| v as u64);
+        let deposit_multiplier = positive(a.sessiondepositmultiplier, 20);
+        let idle_timeout_secs = positive(a.sessionidletimeout, 300);
+        if deposit_multiplier > 1_000_000 {
+            return Err(cx.invalid(
+                "authenticator.sessiondepositmultiplier",
+                format!("{deposit_multiplier} is not a sane deposit (unit price × N); use at most 1000000"),
+            ));
+        }
+        if idle_timeout_secs > 30 * 86_400 {
+            return Err(cx.invalid(
+                "authenticator.sessionidletimeout",
+                format!("{idle_timeout_secs} s is longer than 30 days; a session's unspent deposit waits that long for its refund"),
+            ));
+        }
+        Some(Sessions {
+            deposit_multiplier,
+            idle_timeout_secs,
+        })
+    } else {
+        if a.sessiondepositmultiplier.is_some() || a.sessionidletimeout.is_some() {
+            cx.warn("authenticator.sessiondepositmultiplier/sessionidletimeout only apply with enablesessions: true; ignored");
+        }
+        None
+    };
+    Ok(Some(Mpp {
+        realm: realm.to_owned(),
+        sessions,
+    }))
 }
 
 fn lnd(a: &RawAuthenticator, network: Network) -> Backend {

@@ -22,6 +22,7 @@ use super::h1::Head;
 use super::limit;
 use super::payment;
 use super::price;
+use super::session;
 use super::settled;
 use super::tokens::{Hit, Upstream};
 use super::{CoreCtx, Route, BRIDGE_WAIT};
@@ -34,20 +35,21 @@ pub enum Decision {
     /// Forward without payment and without rate limiting: the dynamic pricer priced the
     /// request at 0 (Go aperture skips the limiter on this path too).
     ForwardFree,
-    /// A Payment charge that verified: rate limited by client IP (as Go keys it), then claimed
-    /// ([`settle`]) before it is forwarded.
-    Charge(Box<PendingCharge>),
+    /// A Payment credential (charge or session) that verified statelessly: rate limited by
+    /// client IP (as Go keys it), then settled ([`settle`]: a charge claimed once, a session
+    /// debited, topped up or closed) before it is forwarded or answered.
+    Payment(Box<PendingPayment>),
     /// Answer locally.
     Answer(Synthetic),
 }
 
 /// What the later phases need from a forwarding decision: the `Authorization` fields to send
-/// upstream instead of the client's, the rate-limit key (none: not limited) and a charge to
-/// claim after the limit.
+/// upstream instead of the client's, the rate-limit key (none: not limited) and a Payment
+/// credential to settle after the limit.
 pub struct Grant {
     pub upstream: Option<Upstream>,
     pub key: Option<ClientKey>,
-    pub charge: Option<Box<PendingCharge>>,
+    pub payment: Option<Box<PendingPayment>>,
 }
 
 impl Decision {
@@ -60,34 +62,40 @@ impl Decision {
             Decision::Forward(upstream, Some(id)) => Grant {
                 upstream,
                 key: Some(ClientKey::Token(id)),
-                charge: None,
+                payment: None,
             },
             Decision::Forward(upstream, None) => Grant {
                 upstream,
                 key: by_ip,
-                charge: None,
+                payment: None,
             },
             // Priced at 0 by the pricer: neither paid for nor rate limited.
             Decision::ForwardFree => Grant {
                 upstream: None,
                 key: None,
-                charge: None,
+                payment: None,
             },
-            Decision::Charge(pending) => Grant {
+            Decision::Payment(pending) => Grant {
                 upstream: None,
                 key: by_ip,
-                charge: Some(pending),
+                payment: Some(pending),
             },
         })
     }
 }
 
-/// A verified charge and what a fresh challenge needs if its claim finds it used.
-pub struct PendingCharge {
-    charge: payment::Charge,
+/// A verified Payment credential and what a fresh challenge needs if it is refused after all.
+pub struct PendingPayment {
+    intent: PendingIntent,
     resource: Rc<str>,
     price: u64,
     now: u64,
+}
+
+/// The scheme's intent behind a [`PendingPayment`].
+enum PendingIntent {
+    Charge(payment::Charge),
+    Session(session::PendingSession),
 }
 
 /// Seconds since the Unix epoch (the only clock read on the auth path; layer 0 takes it as input).
@@ -184,6 +192,7 @@ pub async fn authorize(
 
 /// The Payment path: `None` when the request carries no Payment credential (or the service
 /// takes none); `Some(Err)` when it carries one that is refused (counted, logged at debug).
+/// `Some(Ok(Answer))` for a refusal with its own answer (400, a bearer challenge).
 fn payment_credential(
     core: &CoreCtx,
     route: &Route,
@@ -200,50 +209,173 @@ fn payment_credential(
         Ok(value) => value,
         Err(answer) => return Some(Ok(Decision::Answer(answer))),
     };
-    // Under dynamic pricing the price is the pricer's and not known here: any amount that the
-    // HMAC vouches for (minted for this very resource) is accepted, as in Go.
-    match payment::verify(secret, resource, value, price.unwrap_or(0), now) {
-        // Boxed: the decision travels by value through the request path, and a charge is rare.
-        Ok(charge) => Some(Ok(Decision::Charge(Box::new(PendingCharge {
-            charge,
+    let refused = |why: &dyn std::fmt::Display| {
+        core.counters().incr(Counter::PaymentRejected);
+        tracing::debug!(core = core.id, service = %route.service.name, "payment credential refused: {why}");
+    };
+    let credential = match crate::mpp::parse_credential(value) {
+        Ok(c) => c,
+        Err(e) => {
+            refused(&payment::Refusal::Malformed(e));
+            return Some(Err(()));
+        }
+    };
+    let pending = |intent| {
+        // Boxed: the decision travels by value through the request path, and a payment is rare.
+        Decision::Payment(Box::new(PendingPayment {
+            intent,
             resource: resource.into(),
             price: price.unwrap_or(route.service.price),
             now,
-        })))),
+        }))
+    };
+    let routes = core.routes();
+    let sessions = routes.payment.as_ref().and_then(|p| p.sessions);
+    if credential.challenge.intent == crate::mpp::Intent::Session.as_str() && sessions.is_some() {
+        return Some(
+            match session::verify(secret, resource, &credential, price.unwrap_or(0), now) {
+                Ok(s) => Ok(pending(PendingIntent::Session(s))),
+                Err((why, session::Offer::Bearer)) => {
+                    refused(&why);
+                    let settings = routes.payment.as_ref()?;
+                    let price = price.unwrap_or(route.service.price);
+                    let value = session::challenge(
+                        secret,
+                        settings,
+                        sessions.as_ref()?,
+                        resource,
+                        price,
+                        None,
+                        now,
+                    );
+                    Ok(Decision::Answer(Synthetic::PaymentRequired(Challenge {
+                        www_authenticate: vec![value],
+                    })))
+                }
+                Err((why, _)) => {
+                    refused(&why);
+                    Err(())
+                }
+            },
+        );
+    }
+    // Under dynamic pricing the price is the pricer's and not known here: any amount that the
+    // HMAC vouches for (minted for this very resource) is accepted, as in Go.
+    match payment::verify(secret, resource, &credential, price.unwrap_or(0), now) {
+        Ok(charge) => Some(Ok(pending(PendingIntent::Charge(charge)))),
         Err(why) => {
-            core.counters().incr(Counter::PaymentRejected);
-            tracing::debug!(core = core.id, service = %route.service.name, "payment credential refused: {why}");
+            refused(&why);
             Some(Err(()))
         }
     }
 }
 
-/// After the rate-limit phase: claims a verified charge's single use and returns the
-/// `Payment-Receipt` for its answer, or the answer instead (a replay gets a fresh 402; a store
-/// that cannot say gets 503 `Retry-After: 1`, never a second use).
+/// After the rate-limit phase: settles a verified Payment credential and returns the
+/// `Payment-Receipt` for its forwarded answer, or the answer instead. A charge is claimed once (a
+/// replay gets a fresh 402; a store that cannot say gets 503 `Retry-After: 1`, never a second
+/// use); a session is debited (or topped up, or closed: answered here, `Err` with a 200).
 pub async fn settle(
     core: &CoreCtx,
     route: &Route,
-    pending: Box<PendingCharge>,
+    pending: Box<PendingPayment>,
     accept: Option<&[u8]>,
 ) -> Result<Rc<str>, Synthetic> {
-    let pending = *pending;
-    match payment::claim(core, pending.charge, pending.now).await {
+    let PendingPayment {
+        intent,
+        resource,
+        price,
+        now,
+    } = *pending;
+    let unavailable = || {
+        tracing::warn!(core = core.id, service = %route.service.name, "cannot settle a Payment credential: the token database did not answer");
+        Synthetic::Unavailable { retry_after: 1 }
+    };
+    let refused = |why: &str| {
+        core.counters().incr(Counter::PaymentRejected);
+        tracing::debug!(core = core.id, service = %route.service.name, "payment credential refused: {why}");
+    };
+    let charge = match intent {
+        PendingIntent::Charge(charge) => charge,
+        PendingIntent::Session(pending) => {
+            let routes = core.routes();
+            let Some(settings) = routes.payment.as_ref() else {
+                return Err(challenge(core, route, &resource, price, now, accept).await);
+            };
+            return match session::settle(core, settings, pending).await {
+                session::Outcome::Forward(receipt) => {
+                    route.counters(core.id).accepted();
+                    Ok(receipt)
+                }
+                session::Outcome::Answer(answer) => Err(answer),
+                session::Outcome::Unavailable => Err(unavailable()),
+                session::Outcome::Challenge(offer) => {
+                    refused("session refused");
+                    Err(session_offer(core, route, &resource, price, now, accept, offer).await)
+                }
+            };
+        }
+    };
+    match payment::claim(core, charge, now).await {
         Ok(receipt) => {
             route.counters(core.id).accepted();
             Ok(receipt)
         }
         Err(payment::ClaimError::Replayed) => {
-            core.counters().incr(Counter::PaymentRejected);
-            tracing::debug!(core = core.id, service = %route.service.name, "payment credential refused: already used");
-            let (resource, price, now) = (&*pending.resource, pending.price, pending.now);
-            Err(challenge(core, route, resource, price, now, accept).await)
+            refused("already used");
+            Err(challenge(core, route, &resource, price, now, accept).await)
         }
-        Err(payment::ClaimError::Unavailable) => {
-            tracing::warn!(core = core.id, service = %route.service.name, "cannot claim a payment charge: the token database did not answer");
-            Err(Synthetic::Unavailable { retry_after: 1 })
-        }
+        Err(payment::ClaimError::Unavailable) => Err(unavailable()),
     }
+}
+
+/// The 402 for a refused session request: a top-up invoice for a short balance, else the
+/// usual challenge.
+async fn session_offer(
+    core: &CoreCtx,
+    route: &Route,
+    resource: &str,
+    price: u64,
+    now: u64,
+    accept: Option<&[u8]>,
+    offer: session::Offer,
+) -> Synthetic {
+    let routes = core.routes();
+    let (Some(settings), Some(secret)) = (routes.payment.as_ref(), core.payment_secret.as_ref())
+    else {
+        return challenge(core, route, resource, price, now, accept).await;
+    };
+    let Some(sessions) = settings.sessions else {
+        return challenge(core, route, resource, price, now, accept).await;
+    };
+    let value = match offer {
+        session::Offer::Fresh => return challenge(core, route, resource, price, now, accept).await,
+        session::Offer::Bearer => {
+            session::challenge(secret, settings, &sessions, resource, price, None, now)
+        }
+        session::Offer::TopUp { .. } => {
+            let deposit = session::deposit_of(price, &sessions);
+            match invoice(core, deposit).await {
+                Ok(inv) => session::challenge(
+                    secret,
+                    settings,
+                    &sessions,
+                    resource,
+                    price,
+                    Some(&inv),
+                    now,
+                ),
+                Err(why) => {
+                    core.counters().incr(Counter::BridgeUnavailable);
+                    tracing::warn!(core = core.id, service = %route.service.name, "cannot mint a top-up invoice: {why}");
+                    return Synthetic::Unavailable { retry_after: 1 };
+                }
+            }
+        }
+    };
+    core.counters().incr(Counter::PaymentChallenges);
+    Synthetic::PaymentRequired(Challenge {
+        www_authenticate: vec![value],
+    })
 }
 
 /// The paid path: a credential that verifies for `resource`, is not revoked and (with
@@ -323,10 +455,11 @@ fn single_authorization(head: &Head) -> Option<&[u8]> {
 }
 
 /// Asks the bridge for one invoice per offered scheme (concurrently; separate payment hashes,
-/// so an L402 preimage never pays a charge) and renders the 402: L402 (and LSAT) for a macaroon
-/// bound to its invoice, then a Payment charge challenge, each only where `route` accepts that
-/// scheme and `Accept-Payment` (when sent) asks for it. `resource` is the service name, or
-/// `<name><path>` under dynamic pricing.
+/// so an L402 preimage never pays a charge and a charge's never opens a session) and renders
+/// the 402: L402 (and LSAT) for a macaroon bound to its invoice, then the Payment challenges
+/// (charge, then session with its deposit invoice), each only where `route` accepts that scheme
+/// and `Accept-Payment` (when sent) admits it, the Payment ones in the client's order of
+/// preference. `resource` is the service name, or `<name><path>` under dynamic pricing.
 pub async fn challenge(
     core: &CoreCtx,
     route: &Route,
@@ -336,52 +469,93 @@ pub async fn challenge(
     accept_payment: Option<&[u8]>,
 ) -> Synthetic {
     let service = &route.service;
-    let unavailable = |why: &str| {
-        core.counters().incr(Counter::BridgeUnavailable);
-        tracing::warn!(core = core.id, service = %service.name, "cannot mint a challenge: {why}");
-        Synthetic::Unavailable { retry_after: 1 }
-    };
     let routes = core.routes();
-    let charge = match (&routes.payment, core.payment_secret.as_ref()) {
-        (Some(settings), Some(secret)) if service.schemes.payment => {
-            payment::offers_charge(accept_payment).then_some((settings, secret))
-        }
+    let payment = match (&routes.payment, core.payment_secret.as_ref()) {
+        (Some(settings), Some(secret)) if service.schemes.payment => Some((settings, secret)),
         _ => None,
     };
-    let l402 = service.schemes.l402 || charge.is_none();
-    let (macaroon, payment) = match (l402, charge) {
-        (true, None) => (invoice(core, price).await.map(Some), Ok(None)),
-        (false, Some(_)) => (Ok(None), invoice(core, price).await.map(Some)),
-        (true, Some(_)) => {
-            let (a, b) = futures_join(invoice(core, price), invoice(core, price)).await;
-            (a.map(Some), b.map(Some))
+    let intents = payment.map_or_else(Vec::new, |(settings, _)| {
+        payment::offered_intents(accept_payment, settings.sessions.is_some())
+    });
+    let l402 = service.schemes.l402 || intents.is_empty();
+    let deposit = payment
+        .and_then(|(s, _)| s.sessions)
+        .map_or(0, |s| session::deposit_of(price, &s));
+    let wants = |intent| intents.contains(&intent);
+    let (macaroon, charge, deposit_invoice) = join3(
+        maybe_invoice(core, l402, price),
+        maybe_invoice(core, wants(crate::mpp::Intent::Charge), price),
+        maybe_invoice(core, wants(crate::mpp::Intent::Session), deposit),
+    )
+    .await;
+    let (macaroon, charge, deposit_invoice) = match (macaroon, charge, deposit_invoice) {
+        (Ok(m), Ok(c), Ok(d)) => (m, c, d),
+        (Err(why), _, _) | (_, Err(why), _) | (_, _, Err(why)) => {
+            core.counters().incr(Counter::BridgeUnavailable);
+            tracing::warn!(core = core.id, service = %service.name, "cannot mint a challenge: {why}");
+            return Synthetic::Unavailable { retry_after: 1 };
         }
-        (false, None) => unreachable!("l402 is on when no charge is offered"),
     };
-    let (macaroon, payment) = match (macaroon, payment) {
-        (Ok(m), Ok(p)) => (m, p),
-        (Err(why), _) | (_, Err(why)) => return unavailable(&why),
-    };
-    let mut values = Vec::with_capacity(3);
+    let mut values = Vec::with_capacity(4);
     if let Some(invoice) = macaroon {
         values.extend(l402_values(core, route, resource, price, now, &invoice));
     }
-    if let (Some(invoice), Some((settings, secret))) = (payment, charge) {
-        core.counters().incr(Counter::PaymentChallenges);
-        values.push(payment::charge_challenge(
-            secret, settings, resource, price, &invoice, now,
-        ));
-        if let Some(store) = &core.store {
-            // The charge in the ledger too (Go records it as `mpp_charge`): its payment hash is
-            // its token id.
-            let hash = invoice.payment_hash;
-            store.try_record_challenge(hash, hash, &service.name, price, now);
+    if let Some((settings, secret)) = payment {
+        for intent in intents {
+            let value = match (intent, &charge, &deposit_invoice, settings.sessions) {
+                (crate::mpp::Intent::Charge, Some(invoice), _, _) => {
+                    record_payment_challenge(core, &service.name, invoice, price, now);
+                    payment::charge_challenge(secret, settings, resource, price, invoice, now)
+                }
+                (crate::mpp::Intent::Session, _, Some(invoice), Some(sessions)) => {
+                    record_payment_challenge(core, &service.name, invoice, deposit, now);
+                    session::challenge(
+                        secret,
+                        settings,
+                        &sessions,
+                        resource,
+                        price,
+                        Some(invoice),
+                        now,
+                    )
+                }
+                _ => continue,
+            };
+            core.counters().incr(Counter::PaymentChallenges);
+            values.push(value);
         }
     }
     route.counters(core.id).minted();
     Synthetic::PaymentRequired(Challenge {
         www_authenticate: values,
     })
+}
+
+/// A Payment challenge in the ledger too (Go records it as `mpp_charge`): its payment hash is
+/// its token id.
+fn record_payment_challenge(
+    core: &CoreCtx,
+    service: &str,
+    invoice: &lnd_bridge::Invoice,
+    price: u64,
+    now: u64,
+) {
+    if let Some(store) = &core.store {
+        let hash = invoice.payment_hash;
+        store.try_record_challenge(hash, hash, service, price, now);
+    }
+}
+
+/// An invoice of `price` sats when `wanted`.
+async fn maybe_invoice(
+    core: &CoreCtx,
+    wanted: bool,
+    price: u64,
+) -> Result<Option<lnd_bridge::Invoice>, String> {
+    if !wanted {
+        return Ok(None);
+    }
+    invoice(core, price).await.map(Some)
 }
 
 /// One invoice of `price` sats from the bridge, within [`BRIDGE_WAIT`].
@@ -398,34 +572,41 @@ async fn invoice(core: &CoreCtx, price: u64) -> Result<lnd_bridge::Invoice, Stri
     }
 }
 
-/// Both futures to completion, polled together (two invoices in flight at once).
-async fn futures_join<A: std::future::Future, B: std::future::Future>(
+/// Three futures to completion, polled together (the invoices of one 402 in flight at once).
+async fn join3<A: std::future::Future, B: std::future::Future, C: std::future::Future>(
     a: A,
     b: B,
-) -> (A::Output, B::Output) {
-    let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
-    let (mut ra, mut rb) = (None, None);
+    c: C,
+) -> (A::Output, B::Output, C::Output) {
+    let (mut a, mut b, mut c) = (std::pin::pin!(a), std::pin::pin!(b), std::pin::pin!(c));
+    let (mut ra, mut rb, mut rc) = (None, None, None);
     std::future::poll_fn(|cx| {
-        if ra.is_none() {
-            if let std::task::Poll::Ready(v) = a.as_mut().poll(cx) {
-                ra = Some(v);
-            }
-        }
-        if rb.is_none() {
-            if let std::task::Poll::Ready(v) = b.as_mut().poll(cx) {
-                rb = Some(v);
-            }
-        }
-        if ra.is_some() && rb.is_some() {
+        poll_into(a.as_mut(), &mut ra, cx);
+        poll_into(b.as_mut(), &mut rb, cx);
+        poll_into(c.as_mut(), &mut rc, cx);
+        if ra.is_some() && rb.is_some() && rc.is_some() {
             std::task::Poll::Ready(())
         } else {
             std::task::Poll::Pending
         }
     })
     .await;
-    match (ra, rb) {
-        (Some(a), Some(b)) => (a, b),
-        _ => unreachable!("both completed"),
+    match (ra, rb, rc) {
+        (Some(a), Some(b), Some(c)) => (a, b, c),
+        _ => unreachable!("all three completed"),
+    }
+}
+
+/// Polls `f` unless its output is already in `slot`.
+fn poll_into<F: std::future::Future>(
+    f: std::pin::Pin<&mut F>,
+    slot: &mut Option<F::Output>,
+    cx: &mut std::task::Context<'_>,
+) {
+    if slot.is_none() {
+        if let std::task::Poll::Ready(v) = f.poll(cx) {
+            *slot = Some(v);
+        }
     }
 }
 

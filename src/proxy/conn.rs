@@ -380,7 +380,7 @@ async fn forward_phase<C: Io>(
         Some(key) => limit::limit(core, route, key, inbound.path).await,
         None => None,
     };
-    let receipt = match (denied, grant.charge) {
+    let receipt = match (denied, grant.payment) {
         (Some(denied), _) => Err(denied),
         (None, Some(pending)) => {
             let accept = head.get("accept-payment");

@@ -56,6 +56,8 @@ pub enum PeerMsg {
         /// Whether a free request was taken.
         reply: oneshot::Sender<bool>,
     },
+    /// Run an operation on a Payment session this core owns.
+    Session(super::session::SessionCall),
 }
 
 /// Free requests tallied per core (for the clients it owns), at most this many clients.
@@ -375,6 +377,7 @@ pub async fn serve_peers(
             } => {
                 let _ = reply.send(core.limits.take_freebie(&service, key, allowance));
             }
+            PeerMsg::Session(call) => super::session::serve_call(&core, call),
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod price;
 pub mod proxyproto;
 pub mod respond;
 pub mod route;
+pub mod session;
 pub mod settled;
 pub mod tls_accept;
 pub mod tokens;
@@ -69,6 +70,8 @@ pub struct CoreCtx {
     pub shutdown: Rc<Shutdown>,
     /// The Payment scheme's HMAC secret (shared through the database), when `enablempp` is on.
     pub payment_secret: Option<[u8; 32]>,
+    /// The Payment sessions this core owns, when sessions are on.
+    pub sessions: Option<session::CoreSessions>,
 }
 
 impl CoreCtx {

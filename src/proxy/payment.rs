@@ -32,6 +32,10 @@ pub struct PaymentSettings {
     pub realm: String,
     /// `methodDetails.network` (`authenticator.network`, lower case).
     pub network: String,
+    /// The same network, for checking a session's return invoice.
+    pub bridge_network: lnd_bridge::Network,
+    /// The session intent, when `enablesessions` is on.
+    pub sessions: Option<crate::config::Sessions>,
 }
 
 /// A charge credential that verified, waiting for its claim (after the rate-limit phase).
@@ -118,13 +122,12 @@ pub fn credential_field(head: &Head) -> Option<Result<&[u8], Synthetic>> {
 pub fn verify(
     secret: &[u8; 32],
     resource: &str,
-    value: &[u8],
+    credential: &Credential,
     price: u64,
     now: u64,
 ) -> Result<Charge, Refusal> {
-    let credential: Credential = mpp::parse_credential(value).map_err(Refusal::Malformed)?;
     let key = resource_secret(secret, resource);
-    let ok = mpp::verify_charge(&key, &credential, None, now).map_err(Refusal::Rejected)?;
+    let ok = mpp::verify_charge(&key, credential, None, now).map_err(Refusal::Rejected)?;
     if ok.amount_sats < price {
         // A challenge for less than the price now (minted before a price rise) is refused; Go
         // checks no amount at all.
@@ -165,9 +168,30 @@ pub async fn claim(core: &CoreCtx, charge: Charge, now: u64) -> Result<Rc<str>, 
     Ok(receipt.to_header().into())
 }
 
-/// Whether a client's `Accept-Payment` (absent: anything) admits a Lightning charge. An
+/// The Payment intents to offer, in the client's order of preference: charge, and session
+/// when `sessions` is on, filtered and ordered by `Accept-Payment` (absent or unparseable: all,
+/// charge first, as Go orders them).
+pub fn offered_intents(accept_payment: Option<&[u8]>, sessions: bool) -> Vec<mpp::Intent> {
+    let ours: &[mpp::Intent] = if sessions {
+        &[mpp::Intent::Charge, mpp::Intent::Session]
+    } else {
+        &[mpp::Intent::Charge]
+    };
+    let admitted: Vec<mpp::Intent> = ours
+        .iter()
+        .copied()
+        .filter(|&i| admits(accept_payment, i))
+        .collect();
+    if admitted.is_empty() {
+        return admitted;
+    }
+    let value = accept_payment.and_then(|v| std::str::from_utf8(v).ok());
+    mpp::preference_order(value, &admitted)
+}
+
+/// Whether a client's `Accept-Payment` (absent: anything) admits a Lightning `intent`. An
 /// unparseable header is ignored, as if absent.
-pub fn offers_charge(accept_payment: Option<&[u8]>) -> bool {
+pub fn admits(accept_payment: Option<&[u8]>, intent: mpp::Intent) -> bool {
     let Some(value) = accept_payment.and_then(|v| std::str::from_utf8(v).ok()) else {
         return true;
     };
@@ -177,7 +201,7 @@ pub fn offers_charge(accept_payment: Option<&[u8]>) -> bool {
     // The most specific matching range decides (the first of equally specific ones).
     let mut best: Option<(u8, u16)> = None;
     for r in &ranges {
-        if let Some(s) = r.specificity(mpp::METHOD_LIGHTNING, mpp::Intent::Charge.as_str()) {
+        if let Some(s) = r.specificity(mpp::METHOD_LIGHTNING, intent.as_str()) {
             if best.is_none_or(|(b, _)| s > b) {
                 best = Some((s, r.q));
             }
@@ -186,5 +210,26 @@ pub fn offers_charge(accept_payment: Option<&[u8]>) -> bool {
     match best {
         None => ranges.is_empty(),
         Some((_, q)) => q > 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mpp::Intent::{Charge, Session};
+
+    #[test]
+    fn intents_follow_accept_payment() {
+        assert_eq!(offered_intents(None, true), [Charge, Session]);
+        assert_eq!(offered_intents(None, false), [Charge]);
+        let pick = |h: &str| offered_intents(Some(h.as_bytes()), true);
+        assert_eq!(
+            pick("lightning/session, lightning/charge;q=0.5"),
+            [Session, Charge]
+        );
+        assert_eq!(pick("lightning/session"), [Session]);
+        assert_eq!(pick("lightning/*, lightning/charge;q=0"), [Session]);
+        assert_eq!(pick("tempo/charge"), Vec::<mpp::Intent>::new());
+        assert_eq!(pick("%%% not a header"), [Charge, Session]);
     }
 }

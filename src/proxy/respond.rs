@@ -30,8 +30,10 @@ pub fn render_h1(answer: &Synthetic, head_only: bool, close: bool, out: &mut Vec
         push_field(out, "Access-Control-Allow-Origin", "*");
         push_field(out, "Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS);
     }
-    if matches!(answer, Synthetic::PaymentRequired(_)) {
-        push_field(out, "Cache-Control", "no-store");
+    match answer {
+        Synthetic::PaymentRequired(_) => push_field(out, "Cache-Control", "no-store"),
+        Synthetic::Session(_) => push_field(out, "Cache-Control", "private"),
+        _ => {}
     }
     if close {
         push_field(out, "Connection", "close");
@@ -47,6 +49,9 @@ pub fn render_h1(answer: &Synthetic, head_only: bool, close: bool, out: &mut Vec
     out.extend_from_slice(b"\r\n");
     if let Some(secs) = answer.retry_after() {
         let _ = write!(out, "Retry-After: {secs}\r\n");
+    }
+    if let Synthetic::Session(session) = answer {
+        push_field(out, "Payment-Receipt", &session.receipt);
     }
     if let Synthetic::PaymentRequired(challenge) = answer {
         for value in &challenge.www_authenticate {
@@ -67,6 +72,7 @@ pub fn render_h1(answer: &Synthetic, head_only: bool, close: bool, out: &mut Vec
 fn body_of(answer: &Synthetic) -> (&'static str, std::borrow::Cow<'static, str>) {
     match answer {
         Synthetic::BadGateway => ("", "".into()),
+        Synthetic::Session(session) => ("application/json", session.body.clone().into()),
         Synthetic::PaymentRequired(c) if c.offers_payment() => (
             crate::mpp::PROBLEM_CONTENT_TYPE,
             crate::mpp::PAYMENT_REQUIRED_BODY.into(),
@@ -137,6 +143,12 @@ fn common_fields(answer: &Synthetic, headers: &mut http::HeaderMap) {
             if let Ok(v) = V::from_str(value) {
                 headers.append(http::header::WWW_AUTHENTICATE, v);
             }
+        }
+    }
+    if let Synthetic::Session(session) = answer {
+        headers.insert(http::header::CACHE_CONTROL, V::from_static("private"));
+        if let Ok(v) = V::from_str(&session.receipt) {
+            headers.insert("payment-receipt", v);
         }
     }
     if let Some(secs) = answer.retry_after() {

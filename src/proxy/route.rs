@@ -130,7 +130,7 @@ pub const DISCOVERY_PATH: &[u8] = b"/.well-known/l402.json";
 
 /// The L402 discovery document: what each service costs and which caveats its tokens carry, so
 /// a client can see the price before it asks for a challenge. Never payment-gated.
-fn discovery_document(routes: &[Route]) -> String {
+fn discovery_document(routes: &[Route], mpp: Option<&crate::config::Mpp>) -> String {
     let services: Vec<serde_json::Value> = routes
         .iter()
         .map(|r| {
@@ -140,8 +140,20 @@ fn discovery_document(routes: &[Route]) -> String {
                 crate::config::Auth::Off => "off".to_string(),
                 crate::config::Auth::Freebie(n) => format!("freebie {n}"),
             };
+            // Each service's accepted credentials, as its 402 offers them.
+            let mut schemes = Vec::new();
+            if s.schemes.l402 || mpp.is_none() {
+                schemes.extend(["L402", "LSAT"]);
+            }
+            if s.schemes.payment && mpp.is_some() {
+                schemes.push("Payment/charge");
+                if mpp.is_some_and(|m| m.sessions.is_some()) {
+                    schemes.push("Payment/session");
+                }
+            }
             serde_json::json!({
                 "name": s.name,
+                "schemes": schemes,
                 "host_pattern": s.host_regexp.as_str(),
                 "path_pattern": s.path_regexp.as_ref().map(|p| p.as_str()),
                 "auth": auth,
@@ -163,7 +175,7 @@ fn discovery_document(routes: &[Route]) -> String {
         .collect();
     serde_json::json!({
         "version": "0",
-        "schemes": ["L402", "LSAT"],
+        "schemes": if mpp.is_some() { vec!["L402", "LSAT", "Payment"] } else { vec!["L402", "LSAT"] },
         "services": services,
     })
     .to_string()
@@ -218,7 +230,7 @@ impl Routes {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let discovery = discovery_document(&routes).into();
+        let discovery = discovery_document(&routes, config.authenticator.mpp.as_ref()).into();
         Ok(Self {
             routes,
             limits: Limits {
@@ -248,6 +260,8 @@ impl Routes {
                 .map(|m| super::payment::PaymentSettings {
                     realm: m.realm.clone(),
                     network: format!("{:?}", config.authenticator.network).to_ascii_lowercase(),
+                    bridge_network: config.authenticator.network.to_bridge(),
+                    sessions: m.sessions,
                 }),
         })
     }

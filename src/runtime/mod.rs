@@ -71,6 +71,8 @@ pub struct Settings {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The Payment scheme's HMAC secret, when `enablempp` is on (read from the database).
     pub payment_secret: Option<[u8; 32]>,
+    /// This instance's id as a holder of Payment session leases, when sessions are on.
+    pub session_holder: Option<String>,
 }
 
 /// How often the main thread hands freed heap memory back to the kernel.
@@ -229,6 +231,7 @@ pub fn start(settings: Settings) -> Result<Server, RuntimeError> {
             peer_inbox: peer_rxs.remove(0),
             tls: settings.tls.clone(),
             payment_secret: settings.payment_secret,
+            session_holder: settings.session_holder.clone(),
         };
         let (handle, tx, driver) = worker::spawn(spec)?;
         workers.push((handle, tx));

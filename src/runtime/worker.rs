@@ -21,6 +21,7 @@ use crate::l402::Verifier;
 use crate::metrics::{Counter, Metrics};
 use crate::proxy::limit::{self, CoreLimits, PeerMsg};
 use crate::proxy::pool::{self, Pool};
+use crate::proxy::session::{self, CoreSessions};
 use crate::proxy::{conn, settled, tls_accept, CoreCtx, Routes, Shutdown};
 
 /// Idle upstream connections kept per upstream and core.
@@ -44,6 +45,7 @@ pub struct Spec {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The Payment scheme's HMAC secret (`enablempp`).
     pub payment_secret: Option<[u8; 32]>,
+    pub session_holder: Option<String>,
 }
 
 /// The CPUs this process may run on (its inherited affinity set).
@@ -126,12 +128,16 @@ fn run(
             peers: spec.peers.iter().cloned().collect(),
             shutdown: Rc::new(Shutdown::default()),
             payment_secret: spec.payment_secret,
+            sessions: spec.session_holder.as_deref().map(CoreSessions::new),
         });
         let grace = Rc::new(Cell::new(Duration::from_secs(10)));
         monoio::spawn(control_loop(ctx.clone(), inbox, grace.clone()));
         monoio::spawn(limit::serve_peers(ctx.clone(), spec.peer_inbox));
         monoio::spawn(settled::consume_events(ctx.clone(), ctx.bridge.subscribe()));
         monoio::spawn(pool::sweep_forever(ctx.clone()));
+        if ctx.sessions.is_some() {
+            monoio::spawn(session::sync_forever(ctx.clone()));
+        }
         let _ = ready.send(Ok(driver));
         tracing::info!(core = ctx.id, driver, cpu = ?spec.cpu.map(|c| c.id), "worker serving");
         let active = Rc::new(Cell::new(0usize));

@@ -333,13 +333,24 @@ fn payment_scheme_keys() {
         "api.example.com"
     );
     assert_eq!(c.services[0].schemes, both);
-    // Sessions are refused rather than ignored; a bad scheme names the key.
-    let e = config::parse(
-        "listenaddr: \"127.0.0.1:8081\"\nauthenticator:\n  dev: {}\n  enablempp: true\n  enablesessions: true\n",
-        "t.yaml",
-    )
-    .unwrap_err();
-    assert!(e.to_string().contains("enablesessions"), "{e}");
+    // Sessions: Go's defaults (a value <= 0 means the default), and only beside enablempp.
+    let sessions = |extra: &str| {
+        config::parse(
+            &format!("listenaddr: \"127.0.0.1:8081\"\ndbbackend: sqlite\nauthenticator:\n  dev: {{}}\n{extra}"),
+            "t.yaml",
+        )
+    };
+    let c = sessions("  enablempp: true\n  enablesessions: true\n").unwrap();
+    let s = c.authenticator.mpp.unwrap().sessions.unwrap();
+    assert_eq!((s.deposit_multiplier, s.idle_timeout_secs), (20, 300));
+    let c = sessions("  enablempp: true\n  enablesessions: true\n  sessiondepositmultiplier: 5\n  sessionidletimeout: -1\n").unwrap();
+    let s = c.authenticator.mpp.unwrap().sessions.unwrap();
+    assert_eq!((s.deposit_multiplier, s.idle_timeout_secs), (5, 300));
+    let c = sessions("  enablempp: true\n").unwrap();
+    assert_eq!(c.authenticator.mpp.unwrap().sessions, None);
+    let e = sessions("  enablesessions: true\n").unwrap_err();
+    assert!(e.to_string().contains("enablempp"), "{e}");
+    // A bad scheme names the key.
     let e = mpp("", "    authscheme: bolt12\n").unwrap_err();
     assert!(e.to_string().contains("authscheme"), "{e}");
 }

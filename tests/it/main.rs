@@ -20,6 +20,7 @@ mod proxy;
 mod proxyproto;
 mod ratelimit;
 mod reload;
+mod session;
 mod store;
 mod support;
 mod tls;

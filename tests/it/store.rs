@@ -65,7 +65,7 @@ fn ledger_records_challenges_and_settlements_from_bridge_events() {
     let dir = tempfile::tempdir().unwrap();
     let db = sqlite_db(dir.path());
     let bridge = bridge();
-    let service = store::start(&db, &bridge.handle()).unwrap();
+    let service = store::start(&db, &bridge.handle(), "holder").unwrap();
     let handle = service.handle();
     for n in 0..300u16 {
         let mut id = [0u8; 32];
@@ -123,7 +123,7 @@ fn revocation_reaches_every_subscriber_within_a_second_and_is_loaded_at_start() 
     assert!(cli.revoke([1; 32]).unwrap());
     let bridge = bridge();
     let mut core = bridge.handle().subscribe(); // what a worker core's event task sees
-    let service = store::start(&db, &bridge.handle()).unwrap();
+    let service = store::start(&db, &bridge.handle(), "holder").unwrap();
     assert_eq!(service.handle().revoked_snapshot(), vec![[1; 32]]);
     // As `aperture token revoke` does it: a separate connection, no running proxy involved.
     let started = Instant::now();
@@ -196,7 +196,14 @@ fn an_outage_is_counted_and_the_writes_land_once_the_store_is_back() {
         inner: SqliteStore::open(&path, true).unwrap(),
         down: down.clone(),
     };
-    let service: StoreService = store::start_with(Box::new(flaky), None, Box::new(|_| {})).unwrap();
+    let service: StoreService = store::start_with(
+        Box::new(flaky),
+        None,
+        Box::new(|_| {}),
+        "holder",
+        store::no_payer("tests"),
+    )
+    .unwrap();
     let handle = service.handle();
     assert!(handle.try_record_challenge([9; 32], [8; 32], "svc", 1, 5));
     let stats = handle.stats();
@@ -220,7 +227,14 @@ fn an_outage_is_counted_and_the_writes_land_once_the_store_is_back() {
 fn shutdown_commits_pending_writes() {
     let dir = tempfile::tempdir().unwrap();
     let db = sqlite_db(dir.path());
-    let service = store::start_with(store::open(&db).unwrap(), None, Box::new(|_| {})).unwrap();
+    let service = store::start_with(
+        store::open(&db).unwrap(),
+        None,
+        Box::new(|_| {}),
+        "holder",
+        store::no_payer("tests"),
+    )
+    .unwrap();
     assert!(service
         .handle()
         .try_record_challenge([4; 32], [5; 32], "s", 3, 7));
@@ -430,16 +444,28 @@ fn postgres_two_instances_share_revocations_and_the_ledger() {
     let (bridge_a, bridge_b) = (bridge(), bridge());
     let mut cores_b = bridge_b.handle().subscribe();
     let store_a = PgStore::connect(&url, true).unwrap();
-    let service_a = store::start_with(Box::new(store_a), Some(bridge_a.handle().subscribe()), {
-        let h = bridge_a.handle();
-        Box::new(move |token_id| h.publish(Event::TokenRevoked { token_id }))
-    })
+    let service_a = store::start_with(
+        Box::new(store_a),
+        Some(bridge_a.handle().subscribe()),
+        {
+            let h = bridge_a.handle();
+            Box::new(move |token_id| h.publish(Event::TokenRevoked { token_id }))
+        },
+        "holder",
+        store::no_payer("tests"),
+    )
     .unwrap();
     let store_b = PgStore::connect(&url, true).unwrap();
-    let service_b = store::start_with(Box::new(store_b), Some(bridge_b.handle().subscribe()), {
-        let h = bridge_b.handle();
-        Box::new(move |token_id| h.publish(Event::TokenRevoked { token_id }))
-    })
+    let service_b = store::start_with(
+        Box::new(store_b),
+        Some(bridge_b.handle().subscribe()),
+        {
+            let h = bridge_b.handle();
+            Box::new(move |token_id| h.publish(Event::TokenRevoked { token_id }))
+        },
+        "holder",
+        store::no_payer("tests"),
+    )
     .unwrap();
     // A mints; the settlement arrives at B (whose lnd saw it); the shared ledger has both.
     assert!(service_a
@@ -517,7 +543,14 @@ fn claim(hash: Key32, expires_at: u64) -> ChargeClaim {
 fn a_charge_is_claimed_once_through_the_store_thread() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("a.db"), true).unwrap();
-    let service = store::start_with(Box::new(store), None, Box::new(|_| {})).unwrap();
+    let service = store::start_with(
+        Box::new(store),
+        None,
+        Box::new(|_| {}),
+        "holder",
+        store::no_payer("tests"),
+    )
+    .unwrap();
     let handle = service.handle();
     let hash: Key32 = rand::random();
     let answer = |h: &store::StoreHandle| {
@@ -540,7 +573,14 @@ fn a_database_outage_answers_a_claim_with_an_error_never_a_second_use() {
         inner: SqliteStore::open(&dir.path().join("a.db"), true).unwrap(),
         down: down.clone(),
     };
-    let service = store::start_with(Box::new(flaky), None, Box::new(|_| {})).unwrap();
+    let service = store::start_with(
+        Box::new(flaky),
+        None,
+        Box::new(|_| {}),
+        "holder",
+        store::no_payer("tests"),
+    )
+    .unwrap();
     let handle = service.handle();
     let hash: Key32 = rand::random();
     let rx = handle.try_claim_charge(claim(hash, u64::MAX / 4)).unwrap();

@@ -398,13 +398,19 @@ impl Proxy {
             ..lnd_bridge::BridgeConfig::new(backend)
         };
         let bridge = lnd_bridge::start(bridge_cfg).expect("bridge");
+        let holder = aperture::store::load_or_create_instance_id(&config.basedir).expect("id");
         let (store, payment_secret) = match config.authenticator.mpp {
             Some(_) => (
-                Some(aperture::store::start(&config.db, &bridge.handle()).expect("store")),
+                Some(aperture::store::start(&config.db, &bridge.handle(), &holder).expect("store")),
                 Some(aperture::store::load_mpp_secret(&config).expect("mpp secret")),
             ),
             None => (None, None),
         };
+        let sessions_on = config
+            .authenticator
+            .mpp
+            .as_ref()
+            .is_some_and(|m| m.sessions.is_some());
         let server = runtime::start(Settings {
             cores,
             pin: false,
@@ -418,6 +424,7 @@ impl Proxy {
             store: store.as_ref().map(|s| s.handle()),
             tls,
             payment_secret,
+            session_holder: sessions_on.then_some(holder),
         })
         .expect("workers");
         Proxy {

@@ -333,7 +333,7 @@ async fn phases(
             return Err(answered(denied));
         }
     }
-    let receipt = match grant.charge {
+    let receipt = match grant.payment {
         Some(pending) => {
             let accept = head.get("accept-payment");
             Some(
