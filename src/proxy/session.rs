@@ -183,6 +183,9 @@ pub enum OpReply {
     Replayed,
     /// Not enough balance (bearer).
     Short,
+    /// Not enough here, but other instances hold leases on the balance (they hand idle ones
+    /// back): try again shortly, rather than pay a top-up the balance may not need.
+    Busy,
     /// No such open session (or a payment hash already used elsewhere).
     Refused,
     Unavailable,
@@ -269,7 +272,7 @@ pub async fn settle(
             match call(core, &session_id, op).await {
                 OpReply::Done => Outcome::Forward(receipt(&session_id)),
                 OpReply::Short => Outcome::Challenge(Offer::TopUp { session_id }),
-                OpReply::Unavailable => Outcome::Unavailable,
+                OpReply::Busy | OpReply::Unavailable => Outcome::Unavailable,
                 _ => Outcome::Challenge(Offer::Fresh),
             }
         }
@@ -480,9 +483,19 @@ async fn debit(
                 slot.lease_left += granted;
             }
             if take(sessions, session_id, amount) {
-                OpReply::Done
-            } else {
-                OpReply::Short
+                return OpReply::Done;
+            }
+            // Short here: is the rest leased to other instances? (Our own lease row is what we
+            // have left plus the debits not yet written.)
+            let mine = sessions
+                .slots
+                .borrow()
+                .get(session_id)
+                .map_or(0, |s| s.lease_left + s.unsynced);
+            match wait(store.try_session(session_id)).await {
+                Some(Some(row)) if row.leased_sats > mine => OpReply::Busy,
+                Some(_) => OpReply::Short,
+                None => OpReply::Unavailable,
             }
         }
         Some(LeaseOutcome::NotOpen) => {

@@ -275,3 +275,118 @@ fn fetch_session_opens_uses_tops_up_and_closes() {
     );
     assert_eq!(origin.hits.load(Ordering::SeqCst), 7);
 }
+
+/// Two instances on one PostgreSQL: the balance is never spent twice. A opens (its lease holds
+/// the rest of the deposit); B, asked meanwhile, answers 503 rather than a top-up; once A's
+/// lease goes idle it returns to the database, B leases it, and the total the two forwarded is
+/// exactly what the deposit paid for.
+#[test]
+fn postgres_two_instances_never_spend_a_balance_twice() {
+    let Some(url) = crate::store::pg_url() else {
+        return;
+    };
+    let origin = Origin::start();
+    let parsed: postgres::Config = url.parse().unwrap();
+    let host = match &parsed.get_hosts()[0] {
+        postgres::config::Host::Tcp(h) => h.clone(),
+        other => panic!("{other:?}"),
+    };
+    let top = format!(
+        "authenticator:\n  network: regtest\n  enablempp: true\n  enablesessions: true\n  sessiondepositmultiplier: 3\n  sessionidletimeout: 8\n  mpprealm: \"fleet\"\n  dev:\n    listenaddr: \"127.0.0.1:0\"\ndbbackend: postgres\npostgres:\n  host: \"{host}\"\n  port: {}\n  user: \"{}\"\n  password: \"\"\n  dbname: \"{}\"\n",
+        parsed.get_ports()[0],
+        parsed.get_user().unwrap_or("postgres"),
+        parsed.get_dbname().unwrap_or("postgres"),
+    );
+    let services = service("svc", origin.addr, "    authscheme: mpp\n");
+    let a = Proxy::start_in(tempfile::tempdir().unwrap(), &services, 1, &top, 4096);
+    let b = Proxy::start_in(tempfile::tempdir().unwrap(), &services, 1, &top, 4096);
+    let (c, session_id, preimage, _, opened) = open(&a);
+    assert_eq!(opened.status, 200, "{}", opened.text());
+    let bearer = credential(
+        &c,
+        serde_json::json!({"action": "bearer", "sessionId": session_id, "preimage": preimage}),
+    );
+    // Both at once, many times: at most the 20 sats left can be spent.
+    let spent: usize = (0..8)
+        .map(|i| {
+            let (addr, bearer) = (if i % 2 == 0 { a.addr } else { b.addr }, bearer.clone());
+            std::thread::spawn(move || get(addr, Some(&bearer)).status)
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .filter(|s| *s == 200)
+        .count();
+    assert!(spent <= 2, "{spent} bearers passed on 20 sats of 10");
+    // Whatever is left is spent through B once A hands its idle lease back; then B is short.
+    let mut forwarded = spent;
+    let mut last = 0;
+    wait_until("the balance to run out", Duration::from_secs(60), || {
+        last = get(b.addr, Some(&bearer)).status;
+        if last == 200 {
+            forwarded += 1;
+        }
+        last == 402
+    });
+    assert_eq!(
+        forwarded, 2,
+        "exactly the deposit's worth was forwarded after the open"
+    );
+    assert_eq!(origin.hits.load(Ordering::SeqCst), 3);
+}
+
+/// The refund of a close through lnd: `routerrpc.SendPaymentV2` on the fake LND, with a timeout
+/// and a fee budget taken from the refund; the return invoice comes from a dev wallet.
+#[test]
+fn a_refund_goes_through_lnd_send_payment_v2() {
+    use lnd_bridge::fake::FakeLnd;
+    let origin = Origin::start();
+    let lnd_dir = tempfile::tempdir().unwrap();
+    let fake = FakeLnd::start(lnd_dir.path(), lnd_bridge::Network::Regtest).expect("fake lnd");
+    let dir = tempfile::tempdir().unwrap();
+    let top = format!(
+        "authenticator:\n  network: regtest\n  enablempp: true\n  enablesessions: true\n  sessiondepositmultiplier: 3\n  dev:\n    listenaddr: \"127.0.0.1:0\"\nsqlite:\n  databasefilename: \"{}\"\n",
+        dir.path().join("aperture.db").display()
+    );
+    let services = service("svc", origin.addr, "    authscheme: mpp\n");
+    let proxy = Proxy::start_on(dir, fake.backend_config(), &services, 1, &top, 4096);
+    // A wallet that can issue an amountless regtest invoice: a dev bridge of its own.
+    let wallet_dir = tempfile::tempdir().unwrap();
+    let wallet = lnd_bridge::start(lnd_bridge::BridgeConfig::new(
+        lnd_bridge::BackendConfig::Dev {
+            basedir: wallet_dir.path().to_path_buf(),
+            wallet_listen: "127.0.0.1:0".parse().unwrap(),
+            network: lnd_bridge::Network::Regtest,
+        },
+    ))
+    .expect("dev wallet");
+    let first = get(proxy.addr, None);
+    assert_eq!(first.status, 402, "{}", first.text());
+    let (c, request) = session_challenge(&first);
+    let deposit = request["depositInvoice"].as_str().unwrap();
+    let preimage = hex::encode(fake.pay(deposit).expect("the fake lnd settles its invoice"));
+    let session_id = request["paymentHash"].as_str().unwrap().to_owned();
+    let (invoice, _) = return_invoice(wallet.wallet_addr().unwrap());
+    let payload =
+        serde_json::json!({"action": "open", "preimage": preimage, "returnInvoice": invoice});
+    assert_eq!(get(proxy.addr, Some(&credential(&c, payload))).status, 200);
+    let close =
+        serde_json::json!({"action": "close", "sessionId": session_id, "preimage": preimage});
+    let closed = get(proxy.addr, Some(&credential(&c, close)));
+    assert_eq!(closed.status, 200, "{}", closed.text());
+    let body: serde_json::Value = serde_json::from_slice(&closed.body).unwrap();
+    assert_eq!(
+        (body["refundSats"].as_u64(), body["refundStatus"].as_str()),
+        (Some(19), Some("succeeded"))
+    );
+    let payments = fake.payments();
+    assert_eq!(payments.len(), 1, "{payments:?}");
+    let p = &payments[0];
+    assert_eq!(p.payment_request, invoice);
+    assert_eq!((p.amt, p.fee_limit_sat), (19, 1));
+    assert!(
+        p.timeout_seconds > 0,
+        "lnd before 0.19 refuses a payment without a timeout"
+    );
+    wallet.shutdown();
+}
