@@ -2,7 +2,7 @@
 # aperture against nginx in front of the same origin, on loopback: the one load script.
 #
 #   benches/load.sh [--duration SECONDS] [--requests N] [--connections C]
-#                   [--skip-concurrent] [--skip-instructions] [--skip-sequential]
+#                   [--skip-concurrent] [--skip-instructions] [--skip-sequential] [--no-mpp]
 #
 # On a fresh Debian machine it installs what is missing (wrk, nginx-light, nghttp2-client,
 # valgrind), builds aperture (release), and starts:
@@ -11,7 +11,9 @@
 #     and an h2c listener (`listen ... http2`, prior knowledge) on :18583;
 #   - three `aperture --cores 1` processes (dev Lightning backend, services `/free` with auth off
 #     and everything else priced) on :18582 (paid), :18584 (402), :18586 (free), so that each
-#     traffic class has a process of its own whose CPU time can be read.
+#     traffic class has a process of its own whose CPU time can be read. The Payment scheme
+#     (charge and sessions) is on, so every 402 also mints a charge and a session deposit
+#     invoice; `--no-mpp` turns it off (to compare with builds from before it).
 # It buys one L402 token through the real 402 -> pay -> retry flow, then prints three tables:
 #   (a) concurrent CPU per request: every proxy under load at the same moment, one wrk each (all
 #       pinned to the last CPU; proxies and origin on CPU 0), CPU time of each proxy process
@@ -28,7 +30,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=10 N=5000 CONNS=32 CONCURRENT=1 INSTRUCTIONS=1 SEQUENTIAL=1
+DURATION=10 N=5000 CONNS=32 CONCURRENT=1 INSTRUCTIONS=1 SEQUENTIAL=1 MPP=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -37,6 +39,7 @@ while [ $# -gt 0 ]; do
     --skip-concurrent) CONCURRENT=0; shift ;;
     --skip-instructions) INSTRUCTIONS=0; shift ;;
     --skip-sequential) SEQUENTIAL=0; shift ;;
+    --no-mpp) MPP=0; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -107,6 +110,10 @@ nginx_conf proxy "server { listen 127.0.0.1:18581; $PROXY_LOCATION }
 spawn "$PROXY_CPU" nginx -c "$WORK/origin.conf" -p "$WORK" >/dev/null
 wait_up http://127.0.0.1:18580/
 
+MPP_KEYS=""
+if [ $MPP = 1 ]; then
+  MPP_KEYS=$'  enablempp: true\n  enablesessions: true\n'
+fi
 aperture_conf() { # name port wallet-port
   mkdir -p "$WORK/$1"
   cat > "$WORK/$1/aperture.yaml" <<YAML
@@ -118,7 +125,7 @@ sqlite:
 debuglevel: warn
 authenticator:
   network: regtest
-  dev:
+$MPP_KEYS  dev:
     listenaddr: "127.0.0.1:$3"
 services:
   - name: free
