@@ -532,15 +532,25 @@ async fn close(core: &CoreCtx, sessions: &CoreSessions, session_id: &str, holder
     let Some(store) = core.store.as_ref() else {
         return OpReply::Unavailable;
     };
-    let (mut used, mut returned) = match sessions.slots.borrow_mut().remove(session_id) {
-        Some(slot) => (slot.unsynced, slot.lease_left),
-        None => (0, 0),
-    };
+    let taken = sessions.slots.borrow_mut().remove(session_id);
+    let (mut used, mut returned) = taken
+        .as_ref()
+        .map_or((0, 0), |s| (s.unsynced, s.lease_left));
     let idle = lease_idle(core);
     let give_up = Instant::now() + idle + CLOSE_WAIT_EXTRA;
     loop {
         let now = super::auth::now_unix();
         let reply = wait(store.try_close_session(session_id, holder, used, returned, now)).await;
+        if reply.is_none() && (used, returned) != (0, 0) {
+            // The store could not say: keep what this core holds for the next attempt.
+            if let Some(slot) = taken {
+                sessions
+                    .slots
+                    .borrow_mut()
+                    .insert(session_id.to_owned(), slot);
+            }
+            return OpReply::Unavailable;
+        }
         // Whatever this core held went back with the first attempt.
         (used, returned) = (0, 0);
         match reply {
