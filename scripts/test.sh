@@ -10,7 +10,41 @@ echo "== installing test dependencies"
 python3 -m pip install --quiet --disable-pip-version-check pymacaroons==0.13.0
 # pympp is the oracle for the Payment (MPP) scheme's challenges, ids and receipts (src/mpp).
 python3 -m pip install --quiet --disable-pip-version-check pympp==0.16.0
+# l402-requests is a real third-party client driven against the proxy (tests/it/clients.rs).
+python3 -m pip install --quiet --disable-pip-version-check l402-requests==0.9.0
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+# Debian packages, as root or through passwordless sudo.
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi
+}
+apt_install() {
+  as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# The JavaScript clients driven against the proxy (tests/it/clients.rs): Alby's lightning-tools
+# and the mppx SDK, pinned in tests/clients/package-lock.json, into tests/clients/node_modules.
+# Node and npm come from Debian's packages when missing. The tests skip a client that is not
+# installed only outside CI; in CI (CI set) an install that fails fails the run here.
+install_node_clients() {
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    apt_install nodejs npm || return 1
+  fi
+  # The clients use the global fetch: Node 18 or later.
+  node -e 'process.exit(+process.versions.node.split(".")[0] >= 18 ? 0 : 1)' || {
+    echo "node $(node --version) is older than 18" >&2
+    return 1
+  }
+  (cd tests/clients && npm ci --no-audit --no-fund --loglevel=error) || return 1
+}
+echo "== installing the JavaScript clients (npm ci in tests/clients)"
+if ! install_node_clients; then
+  if [ -n "${CI:-}" ]; then
+    echo "the JavaScript clients could not be installed; CI needs them (tests/it/clients.rs)" >&2
+    exit 1
+  fi
+  echo "warning: the JavaScript clients could not be installed; their tests will be skipped" >&2
+fi
 
 # A throwaway PostgreSQL server on loopback for the store tests (tests/it/store.rs), from Debian's
 # packages. The tests skip PostgreSQL only when APERTURE_TEST_PG is unset outside CI; in CI
@@ -20,11 +54,7 @@ as_pg() {
 }
 start_postgres() {
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ]; then
-      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-    else
-      sudo -n apt-get update -qq && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-    fi
+    apt_install postgresql
   fi
   local bin port dir
   bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)

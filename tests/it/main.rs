@@ -2,6 +2,7 @@
 
 mod admin;
 mod cancel;
+mod clients;
 mod config;
 mod echo_proto;
 mod fleet;
