@@ -187,7 +187,9 @@ pub async fn authorize(
         return Decision::Answer(denied);
     }
     let accept = head.get("accept-payment");
-    Decision::Answer(challenge(core, route, &resource, price, now, accept).await)
+    // Boxed: minting is rare next to paid requests, and inline its three invoice futures
+    // would grow every request's state machine (moved whole when an h2 stream is spawned).
+    Decision::Answer(Box::pin(challenge(core, route, &resource, price, now, accept)).await)
 }
 
 /// The Payment path: `None` when the request carries no Payment credential (or the service
@@ -299,9 +301,11 @@ pub async fn settle(
         PendingIntent::Session(pending) => {
             let routes = core.routes();
             let Some(settings) = routes.payment.as_ref() else {
-                return Err(challenge(core, route, &resource, price, now, accept).await);
+                return Err(Box::pin(challenge(core, route, &resource, price, now, accept)).await);
             };
-            return match session::settle(core, settings, pending).await {
+            // Boxed, like every rare path here: a session's store round trips are a deep
+            // state machine that must not grow the paid request's future.
+            return match Box::pin(session::settle(core, settings, pending)).await {
                 session::Outcome::Forward(receipt) => {
                     route.counters(core.id).accepted();
                     Ok(receipt)
@@ -310,7 +314,8 @@ pub async fn settle(
                 session::Outcome::Unavailable => Err(unavailable()),
                 session::Outcome::Challenge(offer) => {
                     refused("session refused");
-                    Err(session_offer(core, route, &resource, price, now, accept, offer).await)
+                    let offer = session_offer(core, route, &resource, price, now, accept, offer);
+                    Err(Box::pin(offer).await)
                 }
             };
         }
@@ -322,7 +327,7 @@ pub async fn settle(
         }
         Err(payment::ClaimError::Replayed) => {
             refused("already used");
-            Err(challenge(core, route, &resource, price, now, accept).await)
+            Err(Box::pin(challenge(core, route, &resource, price, now, accept)).await)
         }
         Err(payment::ClaimError::Unavailable) => Err(unavailable()),
     }

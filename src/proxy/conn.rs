@@ -384,7 +384,11 @@ async fn forward_phase<C: Io>(
         (Some(denied), _) => Err(denied),
         (None, Some(pending)) => {
             let accept = head.get("accept-payment");
-            auth::settle(core, route, pending, accept).await.map(Some)
+            // Boxed: Payment credentials are the rare case, and their state machine must not
+            // grow every request's.
+            Box::pin(auth::settle(core, route, pending, accept))
+                .await
+                .map(Some)
         }
         (None, None) => Ok(None),
     };

@@ -337,7 +337,8 @@ async fn phases(
         Some(pending) => {
             let accept = head.get("accept-payment");
             Some(
-                auth::settle(core, route, pending, accept)
+                // Boxed: the rare case must not grow every stream's task.
+                Box::pin(auth::settle(core, route, pending, accept))
                     .await
                     .map_err(answered)?,
             )
