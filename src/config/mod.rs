@@ -2,7 +2,8 @@
 //! serde mirror that rejects unknown keys, then validates it into the typed [`Config`] the other
 //! layers consume. Owns every user-facing config error message. It must not print or log:
 //! warnings are collected in [`Config::warnings`] for the binary to log. The only file I/O is
-//! reading the config file itself ([`load`]) and `!file+hex:`/`!file+base64:` header values.
+//! reading the config file itself ([`load`]), `!file+hex:`/`!file+base64:` header values, and
+//! resolving `staticroot` (it must be a directory).
 
 mod http2;
 mod raw;
@@ -123,6 +124,9 @@ pub struct Config {
     pub db: Db,
     /// Metrics listener, when `prometheus.enabled`.
     pub prometheus: Option<SocketAddr>,
+    /// The static site served for requests no service matches (`servestatic: true`): the
+    /// canonical `staticroot` directory, checked at load.
+    pub static_root: Option<PathBuf>,
     /// Tried in order; the first whose host (and path) regexp matches wins.
     pub services: Vec<Service>,
     /// Human-readable warnings for the binary to log; config code never prints them.
@@ -365,7 +369,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Parses and validates YAML `text`; `origin` names it in error messages (usually the path).
-/// No file I/O except reading `!file+` header values.
+/// No file I/O except reading `!file+` header values and checking that `staticroot` is a
+/// directory (with `servestatic: true`).
 pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
     let raw = raw::from_yaml(text, origin)?;
     validate::validate(raw, origin)

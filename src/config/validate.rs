@@ -114,6 +114,7 @@ pub(crate) fn validate(mut raw: RawConfig, origin: &str) -> Result<Config, Confi
     }
     let db = db(&raw, basedir_set.is_some(), &mut cx)?;
     let prometheus = prometheus(&raw, &cx)?;
+    let static_root = static_root(&raw, &cx)?;
     let listen_text = nonempty(raw.listenaddr.as_deref())
         .unwrap_or_default()
         .to_owned();
@@ -152,9 +153,42 @@ pub(crate) fn validate(mut raw: RawConfig, origin: &str) -> Result<Config, Confi
         authenticator,
         db,
         prometheus,
+        static_root,
         services,
         warnings: cx.warnings,
     })
+}
+
+/// `servestatic` and `staticroot`: with `servestatic: true`, the canonical `staticroot`, which
+/// must be an existing directory (Go would serve its working directory for an empty one).
+/// A relative `staticroot` is relative to the working directory, as in Go aperture.
+fn static_root(raw: &RawConfig, cx: &Ctx<'_>) -> Result<Option<std::path::PathBuf>, ConfigError> {
+    if !raw.servestatic.unwrap_or(false) {
+        return Ok(None);
+    }
+    let Some(root) = nonempty(raw.staticroot.as_deref()) else {
+        return Err(cx.invalid(
+            "staticroot",
+            "is required with `servestatic: true`: set it to the directory to serve, e.g. staticroot: \"/var/www/aperture\"",
+        ));
+    };
+    let path = expand_tilde(root);
+    let fix = "create it, point staticroot at your site's directory, or set servestatic: false";
+    let meta = std::fs::metadata(&path).map_err(|e| {
+        cx.invalid(
+            "staticroot",
+            format!("{}: {e}\n  fix: {fix}", path.display()),
+        )
+    })?;
+    if !meta.is_dir() {
+        return Err(cx.invalid(
+            "staticroot",
+            format!("{} is not a directory\n  fix: {fix}", path.display()),
+        ));
+    }
+    std::fs::canonicalize(&path)
+        .map(Some)
+        .map_err(|e| cx.invalid("staticroot", format!("{}: {e}", path.display())))
 }
 
 /// idle, read, write (0 = none, as in Go) and upstream (> 0) timeouts.
@@ -270,11 +304,6 @@ fn check_go_only(raw: &RawConfig, cx: &mut Ctx<'_>) -> Result<(), ConfigError> {
                 format!("{p} is not a port in 1024..65535 (0 disables)"),
             ))
         }
-    }
-    if raw.servestatic.unwrap_or(false) {
-        cx.warn(
-            "servestatic: the static file server is not supported yet; unmatched requests get 404",
-        );
     }
     if raw.admin.as_ref().and_then(|a| a.enabled).unwrap_or(false) {
         cx.warn("admin.enabled: the admin API is not supported yet; ignored");

@@ -1,8 +1,8 @@
 //! One downstream connection: protocol selection on plaintext (the HTTP/2 preface; TLS and ALPN
-//! are in [`super::tls_accept`]), then HTTP/1.1 here: read a head, run the
-//! request phases (route → authenticate → forward), answer, repeat while keep-alive holds. HTTP/2
-//! connections go to [`super::h2`]. Every failure becomes either a synthetic answer or a closed
-//! connection; nothing here panics on network input.
+//! are in [`super::tls_accept`]), then HTTP/1.1 here: read a head, run the request phases
+//! (route → authenticate → forward, or the static site when nothing matched), answer, repeat
+//! while keep-alive holds. HTTP/2 connections go to [`super::h2`]. Every failure becomes either
+//! a synthetic answer or a closed connection; nothing here panics on network input.
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
@@ -255,7 +255,12 @@ async fn handle<C: Io>(
             let host = std::str::from_utf8(head.host().unwrap_or_default()).unwrap_or("");
             let path = std::str::from_utf8(head.path()).unwrap_or("");
             match routes.find(host, path) {
-                None => Local(Synthetic::NotFound, framing, true),
+                None => match &routes.statics {
+                    Some(site) => {
+                        return static_phase(core, client, head, framing, site, out).await
+                    }
+                    None => Local(Synthetic::NotFound, framing, true),
+                },
                 Some(route) => {
                     let decision = authorize(core, client, route, head, client_ip, framing).await;
                     routed = Some(route);
@@ -282,6 +287,46 @@ async fn handle<C: Io>(
         route.counters(core.id).status(synthetic.status());
     }
     answer(core, client, head, framing, synthetic, out, may_keep).await
+}
+
+/// Answers a request no service matched from the static site (`servestatic`); returns whether
+/// the connection stays open. A body sent with the request is drained (small) or the connection
+/// closed, as for any local answer.
+async fn static_phase<C: Io>(
+    core: &CoreCtx,
+    client: &mut BufStream<C>,
+    head: &Head,
+    framing: Framing,
+    site: &super::statics::Site,
+    out: &mut Vec<u8>,
+) -> bool {
+    let ask = super::statics::Ask {
+        method: head.method(),
+        path: head.path(),
+        query: head
+            .target()
+            .get(head.path().len() + 1..)
+            .unwrap_or_default(),
+        if_none_match: head.get("if-none-match"),
+        if_modified_since: head.get("if-modified-since"),
+        range: head.get("range"),
+        if_range: head.get("if-range"),
+    };
+    let answer = match super::statics::prepare(site, &ask).await {
+        Ok(answer) => answer,
+        Err(synthetic) => return answer(core, client, head, framing, synthetic, out, true).await,
+    };
+    let expects_body = head.get("expect").is_some();
+    let mut keep = head.keep_alive() && !core.shutdown.is_set() && !expects_body;
+    if keep && framing != Framing::Length(0) {
+        keep = drain_body(core, client, framing).await;
+    }
+    let status = answer.head.status;
+    core.counters().status(status);
+    log_request(core, head, status, None);
+    let within = core.routes().limits.write_timeout;
+    let head_only = head.method() == b"HEAD";
+    super::statics::send_h1(answer, client, head_only, !keep, within, out).await && keep
 }
 
 /// The request as the phases after authentication see it.

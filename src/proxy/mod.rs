@@ -1,7 +1,8 @@
 //! The data path (layer 2), run by each worker core on its own monoio runtime: route →
 //! authenticate → (rate limit, later) → forward → respond. Everything here is owned by one core
 //! (`Rc`, `RefCell`, `Cell`); the only cross-core things are immutable `Arc` snapshots and the
-//! bridge's channel. Nothing here blocks: no DNS, no file I/O, no blocking receive.
+//! bridge's channel. Nothing here blocks: no DNS, no file I/O, no blocking receive (static files
+//! are read by io_uring or handed to the file threads, see [`statics`]).
 
 pub mod auth;
 pub mod conn;
@@ -20,6 +21,7 @@ pub mod respond;
 pub mod route;
 pub mod session;
 pub mod settled;
+pub mod statics;
 pub mod tls_accept;
 pub mod tokens;
 pub mod watch;

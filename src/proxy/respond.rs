@@ -1,7 +1,8 @@
 //! The one place that turns a [`Synthetic`] answer into bytes: HTTP/1.1, HTTP/2 and the gRPC
 //! Trailers-Only form (`wire-format.md` §3.2, §4: `:status 200`, `grpc-status`/`grpc-message`, the
 //! challenges, in one HEADERS frame with END_STREAM), so every answer keeps one definition. Also owns the CORS set Go aperture adds to answers and to
-//! proxied responses, and the per-core `Date` header cache.
+//! proxied responses, the per-core `Date` header cache, and the heads of static file answers
+//! (`super::statics::Head`, both protocols).
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -159,6 +160,100 @@ fn common_fields(answer: &Synthetic, headers: &mut http::HeaderMap) {
             headers.insert(http::header::DATE, v);
         }
     });
+}
+
+/// Renders a static file answer's head (`super::statics`) as HTTP/1.1, fields sorted by name.
+/// A 304 carries no `Content-Length` (it never has a body).
+pub fn render_static_h1(head: &super::statics::Head, close: bool, out: &mut Vec<u8>) {
+    let status = head.status;
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {}\r\n",
+        crate::error::reason_phrase(status)
+    );
+    if head.accept_ranges {
+        push_field(out, "Accept-Ranges", "bytes");
+    }
+    if head.allow {
+        push_field(out, "Allow", super::statics::ALLOW);
+    }
+    if close {
+        push_field(out, "Connection", "close");
+    }
+    if let Some(len) = head.length {
+        let _ = write!(out, "Content-Length: {len}\r\n");
+    }
+    if let Some(range) = &head.content_range {
+        push_field(out, "Content-Range", range);
+    }
+    if let Some(content_type) = head.content_type {
+        push_field(out, "Content-Type", content_type);
+    }
+    out.extend_from_slice(b"Date: ");
+    with_date(|d| out.extend_from_slice(d));
+    out.extend_from_slice(b"\r\n");
+    if let Some(etag) = &head.etag {
+        push_field(out, "Etag", etag);
+    }
+    if let Some(secs) = head.last_modified {
+        push_field(out, "Last-Modified", imf_fixdate(secs));
+    }
+    if let Some(location) = &head.location {
+        push_field(out, "Location", location);
+    }
+    if head.content_type.is_some() {
+        push_field(out, "X-Content-Type-Options", "nosniff");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Renders a static file answer's head as an HTTP/2 response (the same fields as HTTP/1.1
+/// minus `Connection`).
+pub fn render_static_h2(head: &super::statics::Head) -> http::Response<()> {
+    use http::header;
+    use http::HeaderValue as V;
+    let mut resp = http::Response::new(());
+    *resp.status_mut() =
+        http::StatusCode::from_u16(head.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    let h = resp.headers_mut();
+    if head.accept_ranges {
+        h.insert(header::ACCEPT_RANGES, V::from_static("bytes"));
+    }
+    if head.allow {
+        h.insert(header::ALLOW, V::from_static(super::statics::ALLOW));
+    }
+    if let Some(len) = head.length {
+        h.insert(header::CONTENT_LENGTH, len.into());
+    }
+    let mut text = |name: header::HeaderName, value: &str| {
+        if let Ok(v) = V::from_str(value) {
+            h.insert(name, v);
+        }
+    };
+    if let Some(range) = &head.content_range {
+        text(header::CONTENT_RANGE, range);
+    }
+    if let Some(etag) = &head.etag {
+        text(header::ETAG, etag);
+    }
+    if let Some(location) = &head.location {
+        text(header::LOCATION, location);
+    }
+    if let Some(content_type) = head.content_type {
+        h.insert(header::CONTENT_TYPE, V::from_static(content_type));
+        h.insert("x-content-type-options", V::from_static("nosniff"));
+    }
+    if let Some(secs) = head.last_modified {
+        if let Ok(v) = V::from_bytes(&imf_fixdate(secs)) {
+            h.insert(header::LAST_MODIFIED, v);
+        }
+    }
+    with_date(|d| {
+        if let Ok(v) = V::from_bytes(d) {
+            h.insert(header::DATE, v);
+        }
+    });
+    resp
 }
 
 /// Renders the discovery document (200, JSON, CORS, never cached stale for long).

@@ -103,6 +103,8 @@ pub struct Routes {
     pub challenge_rule_stats: Arc<[Arc<RuleStats>]>,
     /// The Payment scheme's realm and network, when `enablempp` is on.
     pub payment: Option<super::payment::PaymentSettings>,
+    /// The static site that answers requests no service matches (`servestatic`).
+    pub statics: Option<Arc<super::statics::Site>>,
 }
 
 /// An upstream address that did not resolve.
@@ -263,6 +265,10 @@ impl Routes {
                     bridge_network: config.authenticator.network.to_bridge(),
                     sessions: m.sessions,
                 }),
+            statics: config
+                .static_root
+                .as_deref()
+                .map(|root| Arc::new(super::statics::Site::new(root))),
         })
     }
 

@@ -102,6 +102,8 @@ fn run(
         monoio::FusionRuntime::Uring(_) => "io_uring",
         monoio::FusionRuntime::Legacy(_) => "epoll",
     };
+    // Static file bodies are read by io_uring on this core only when it runs io_uring.
+    crate::proxy::statics::set_io_uring(driver == "io_uring");
     rt.block_on(async move {
         let listener = match TcpListener::from_std(spec.listener) {
             Ok(l) => l,

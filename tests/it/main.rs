@@ -22,6 +22,7 @@ mod proxyproto;
 mod ratelimit;
 mod reload;
 mod session;
+mod static_files;
 mod store;
 mod support;
 mod tls;

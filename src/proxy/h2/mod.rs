@@ -1,9 +1,10 @@
 //! HTTP/2 downstream: one connection served by upstream hyperium `h2` 0.4 (its rapid-reset and
 //! local-error-reset protections on) over monoio through `monoio-compat`'s stream adapter (TLS:
 //! poll-based tokio-rustls over it, see [`super::tls_accept`]), limits from `http2:`. Each
-//! stream runs the same phases as HTTP/1.1 (route → authorize → rate limit → forward) in its own
-//! task on this core. gRPC requests get every synthetic answer in the Trailers-Only form. Nothing
-//! here panics on network input; a broken stream is reset, a broken connection closed.
+//! stream runs the same phases as HTTP/1.1 (route → authorize → rate limit → forward, or the
+//! static site for an unmatched non-gRPC request) in its own task on this core. gRPC requests
+//! get every synthetic answer in the Trailers-Only form. Nothing here panics on network input; a
+//! broken stream is reset, a broken connection closed.
 
 mod h1_fields;
 mod h1_upstream;
@@ -314,9 +315,12 @@ async fn phases(
         return Err(Synthetic::Options);
     }
     let path = req.uri().path();
-    let route = routes
-        .find(authority(&req), path)
-        .ok_or(Synthetic::NotFound)?;
+    let Some(route) = routes.find(authority(&req), path) else {
+        return match &routes.statics {
+            Some(site) if !is_grpc => serve_static(core, site, &req, respond).await,
+            _ => Err(Synthetic::NotFound),
+        };
+    };
     // The pricer sees the head only: the body is still a stream here.
     let input = auth::PriceInput {
         version: "2.0",
@@ -359,6 +363,82 @@ async fn phases(
     core.counters().incr(Counter::Forwarded);
     core.counters().status(status);
     route.counters(core.id).status(status);
+    Ok(())
+}
+
+/// Answers a request no service matched from the static site (`servestatic`): the head, then
+/// the file in chunks as the client's window allows (each grant within `writetimeout`). A
+/// client that stalls or resets, or a file that shrinks, ends the stream with a reset.
+async fn serve_static(
+    core: &CoreCtx,
+    site: &super::statics::Site,
+    req: &http::Request<RecvStream>,
+    respond: &Responder,
+) -> Result<(), Synthetic> {
+    use super::statics::{self, Body};
+    let fields = req.headers();
+    let field = |name: http::header::HeaderName| fields.get(name).map(|v| v.as_bytes());
+    let ask = statics::Ask {
+        method: req.method().as_str().as_bytes(),
+        path: req.uri().path().as_bytes(),
+        query: req.uri().query().unwrap_or_default().as_bytes(),
+        if_none_match: field(http::header::IF_NONE_MATCH),
+        if_modified_since: field(http::header::IF_MODIFIED_SINCE),
+        range: field(http::header::RANGE),
+        if_range: field(http::header::IF_RANGE),
+    };
+    let answer = statics::prepare(site, &ask).await?;
+    core.counters().status(answer.head.status);
+    let head = respond::render_static_h2(&answer.head);
+    let body = match answer.body {
+        _ if req.method() == http::Method::HEAD => Body::Empty,
+        body => body,
+    };
+    let (reader, mut at, len) = match body {
+        Body::Empty => {
+            let _ = respond.send_response(head, true);
+            return Ok(());
+        }
+        Body::Text(text) => {
+            if let Ok(mut send) = respond.send_response(head, false) {
+                let _ = send.send_data(Bytes::from_static(text.as_bytes()), true);
+            }
+            return Ok(());
+        }
+        Body::File {
+            reader,
+            offset,
+            len,
+        } => (reader, offset, len),
+    };
+    let Ok(mut send) = respond.send_response(head, false) else {
+        return Ok(());
+    };
+    let within = core.routes().limits.write_timeout;
+    let end = at.saturating_add(len);
+    while at < end {
+        let want = usize::try_from(end - at).map_or(statics::CHUNK, |l| l.min(statics::CHUNK));
+        let (res, buf) = reader.read_into(Vec::with_capacity(want), at, want).await;
+        match res {
+            Ok(n) if n > 0 => at += n as u64,
+            _ => {
+                tracing::debug!(
+                    core = core.id,
+                    "static file read failed or shrank; stream reset"
+                );
+                send.send_reset(h2::Reason::INTERNAL_ERROR);
+                return Ok(());
+            }
+        }
+        let last = at >= end;
+        if upstream::send_all_then(&mut send, Bytes::from(buf), last, within)
+            .await
+            .is_err()
+        {
+            send.send_reset(h2::Reason::CANCEL);
+            return Ok(());
+        }
+    }
     Ok(())
 }
 
