@@ -94,5 +94,9 @@ mkdir -p target
 # Library, binary and integration tests of every crate (there are no doctests).
 cargo test --workspace --lib --bins --tests 2>&1 | tee target/test.log
 
+echo "== Debian package: build around the tested binary, dpkg -i, checks, dpkg -r"
+# packaging/test-deb.sh: needs root (CI's fresh machine is); elsewhere it skips without it.
+bash packaging/test-deb.sh target/debug/aperture
+
 # One closing line for the whole run, in the plain "N passed, N failed" form.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "all suites: %d passed, %d failed\n", p, f; exit (f > 0) }' target/test.log

@@ -1,10 +1,13 @@
-//! Command line (clap derive), the `--check-config` action and the `token`/`import` actions on
-//! the token database. It binds no ports and starts no threads. `main.rs` wires [`Cli`] to the
-//! runtime and to [`crate::client`].
+//! Command line (clap derive), the `--check-config` action, the `token`/`import` actions on
+//! the token database, and the shell completions and man page generated from this definition.
+//! It binds no ports and starts no threads. `main.rs` wires [`Cli`] to the runtime and to
+//! [`crate::client`].
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap_complete::Shell;
 
 use crate::client::FetchOptions;
 use crate::config::{self, Config, Db};
@@ -51,9 +54,18 @@ EXIT CODES
   1   runtime failure (listener, Lightning backend, payment, network)
   64  configuration or usage error";
 
+/// What `aperture --version` prints after the name: the crate version and the git revision it
+/// was built from ("unknown" in a build without `.git`; see `build/git_revision.rs`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (rev ",
+    env!("APERTURE_GIT_REV"),
+    ")"
+);
+
 /// `aperture` command line.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "aperture", version, about = "L402 (Lightning HTTP 402) reverse proxy", long_about = LONG_ABOUT)]
+#[command(name = "aperture", version = VERSION, about = "L402 (Lightning HTTP 402) reverse proxy", long_about = LONG_ABOUT)]
 pub struct Cli {
     /// Config file (YAML).
     #[arg(long, global = true, value_name = "PATH", default_value_os_t = Config::default_path())]
@@ -106,6 +118,20 @@ pub enum Command {
     /// Reads the `secrets` table of Go aperture's database and stores the keys in this
     /// aperture's database (the one the config names). Run it once before switching over.
     Import(ImportArgs),
+
+    /// Print a shell completion script to stdout.
+    ///
+    /// bash: `aperture completions bash > /etc/bash_completion.d/aperture`;
+    /// zsh: into a directory of `$fpath` as `_aperture`; fish: into
+    /// `~/.config/fish/completions/aperture.fish`. The Debian package installs all three.
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: Shell,
+    },
+
+    /// Print the man page (roff) to stdout: `aperture man | man -l -`.
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -255,13 +281,34 @@ pub fn check_config(path: &Path) -> i32 {
     }
 }
 
+/// The command definition as the generated files show it: machine-specific defaults (the
+/// `--config` path under this user's home, the number of CPUs here) are written generically.
+fn documented_command() -> clap::Command {
+    Cli::command()
+        .mut_arg("config", |a| {
+            a.hide_default_value(true)
+                .help("Config file (YAML) [default: ~/.aperture/aperture.yaml]")
+        })
+        .mut_arg("cores", |a| a.hide_default_value(true))
+}
+
+/// `aperture completions SHELL`: the completion script for `shell`, to `out`.
+pub fn completions(shell: Shell, out: &mut dyn Write) {
+    clap_complete::generate(shell, &mut documented_command(), "aperture", out);
+}
+
+/// `aperture man`: the man page (section 1, roff), to `out`.
+pub fn man_page(out: &mut dyn Write) -> std::io::Result<()> {
+    clap_mangen::Man::new(documented_command()).render(out)
+}
+
 /// Runs a `token` or `import` subcommand against `db`; prints to stdout, errors to stderr.
 /// Returns the exit code (0 done, 1 database failure, 64 unsupported backend).
 pub fn store_command(db: &Db, command: &Command) -> i32 {
     let result = store::open(db).and_then(|mut s| match command {
         Command::Token(t) => token_command(s.as_mut(), t),
         Command::Import(args) => import_command(s.as_mut(), args),
-        Command::Fetch(_) => Ok(()),
+        Command::Fetch(_) | Command::Completions { .. } | Command::Man => Ok(()),
     });
     match result {
         Ok(()) => 0,
@@ -477,6 +524,59 @@ mod tests {
         std::fs::write(&bad, "listenaddr: \":1\"\nbogus: 1\n").unwrap();
         assert_eq!(check_config(&bad), 64);
         assert_eq!(check_config(&dir.path().join("missing.yaml")), 64);
+    }
+
+    #[test]
+    fn version_names_the_crate_version_and_revision() {
+        let version = parse(&["--version"]).unwrap_err().to_string();
+        let rest = version
+            .strip_prefix(&format!("aperture {} (rev ", env!("CARGO_PKG_VERSION")))
+            .unwrap_or_else(|| panic!("{version}"));
+        let rev = rest.trim_end().strip_suffix(')').expect(&version);
+        assert!(
+            rev == "unknown" || (!rev.is_empty() && rev.bytes().all(|b| b.is_ascii_hexdigit())),
+            "{version}"
+        );
+    }
+
+    #[test]
+    fn completions_and_man_page_cover_every_subcommand() {
+        for (shell, marker) in [
+            (Shell::Bash, "_aperture()"),
+            (Shell::Zsh, "#compdef aperture"),
+            (Shell::Fish, "complete -c aperture"),
+        ] {
+            let mut out = Vec::new();
+            completions(shell, &mut out);
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.contains(marker), "{shell}: {text}");
+            for word in ["fetch", "token", "import", "completions", "check-config"] {
+                assert!(text.contains(word), "{shell} lacks {word}");
+            }
+            // Nothing of the machine that generated it (the package is built on one machine).
+            assert!(
+                !text.contains("/root/") && !text.contains("/home/"),
+                "{text}"
+            );
+        }
+        let mut out = Vec::new();
+        man_page(&mut out).unwrap();
+        let roff = String::from_utf8(out).unwrap();
+        assert!(
+            roff.starts_with(".ie") || roff.contains(".TH aperture 1"),
+            "{roff}"
+        );
+        assert!(roff.contains(".TH aperture 1"), "{roff}");
+        for word in ["EXIT CODES", "fetch", "token", "~/.aperture/aperture.yaml"] {
+            assert!(roff.contains(word), "the man page lacks {word}");
+        }
+        assert!(!roff.contains("/root/") && !roff.contains("/home/"));
+        assert!(parse(&["completions", "bash"]).is_ok());
+        assert!(parse(&["completions", "tcsh"]).is_err());
+        assert!(matches!(
+            parse(&["man"]).unwrap().command,
+            Some(Command::Man)
+        ));
     }
 
     impl Cli {

@@ -3,7 +3,8 @@
 //! The crate is layered; a lower layer never imports a higher one:
 //! - layer 0, pure (no I/O, no threads, no clock reads): [`l402`], [`mpp`], [`error`];
 //! - layer 1: [`config`], [`store`], [`metrics`], [`exposition`] (the Prometheus
-//!   text format), [`admin`] (the std-only metrics listener);
+//!   text format), [`admin`] (the std-only metrics listener), [`logging`] (text or JSON lines),
+//!   [`systemd`] (readiness notifications);
 //! - layer 2, the data path on monoio: [`proxy`];
 //! - layer 3: [`runtime`] (pinned worker threads, listeners, control inboxes).
 //!
@@ -18,8 +19,10 @@ pub mod ratelimit;
 pub mod admin;
 pub mod config;
 pub mod exposition;
+pub mod logging;
 pub mod metrics;
 pub mod store;
+pub mod systemd;
 pub mod tls;
 pub mod upstream_tls;
 

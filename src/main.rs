@@ -25,8 +25,22 @@ const GRACE: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
-    if let Some(Command::Fetch(args)) = &cli.command {
-        return fetch(args);
+    match &cli.command {
+        Some(Command::Fetch(args)) => return fetch(args),
+        Some(Command::Completions { shell }) => {
+            cli::completions(*shell, &mut std::io::stdout().lock());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Man) => {
+            return match cli::man_page(&mut std::io::stdout().lock()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("aperture man: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
+        _ => {}
     }
     if let Some(command @ (Command::Token(_) | Command::Import(_))) = &cli.command {
         return store_command(&cli, command);
@@ -207,21 +221,11 @@ fn load_tls(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>> {
     Ok(Some(identity.config))
 }
 
-fn init_logging(level: &str) {
-    // lnd-style levels ("info,PRXY=debug"): the first component is the global level.
-    let global = level.split(',').next().unwrap_or("info").trim();
-    let global = match global {
-        "critical" => "error",
-        "off" | "trace" | "debug" | "info" | "warn" | "error" => global,
-        _ => "info",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(global));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+/// Tells systemd (`$NOTIFY_SOCKET`, `Type=notify`) about a state change; nothing without it.
+fn sd_notify(state: &str) {
+    if let Err(e) = aperture::systemd::notify(state) {
+        tracing::warn!("cannot notify systemd ({state:?}): {e}");
+    }
 }
 
 /// Refuses to start when lnd cannot be reached at all: a typo in `lndhost` should fail loudly at
@@ -323,7 +327,7 @@ fn run(cli: &Cli) -> Result<()> {
     // Before any thread exists, so that only this thread ever receives the signals.
     signal::block();
     let config = load_config(cli)?;
-    init_logging(&config.debug_level);
+    aperture::logging::init(&config.logging);
     for warning in &config.warnings {
         tracing::warn!("config: {warning}");
     }
@@ -387,6 +391,11 @@ fn run(cli: &Cli) -> Result<()> {
     if cli.dev {
         print_dev_walkthrough(addr, bridge.wallet_addr());
     }
+    // Every core serves (`start` returned) and the admin listener is up.
+    sd_notify(&aperture::systemd::ready(&format!(
+        "serving on {scheme}://{addr} with {} cores",
+        server.cores()
+    )));
     wait_and_drain(server, &ready, cli, &config);
     if let Some(admin) = admin {
         admin.shutdown();
@@ -422,10 +431,11 @@ fn start_admin(
 
 /// SIGHUP: re-reads and validates the config here, off the data path, then hands every core the
 /// new routing snapshot. A file that fails validation leaves the running config in place.
-fn reload(server: &runtime::Server, cli: &Cli, running: &Config) {
+/// Returns the outcome in a few words (systemd's status line).
+fn reload(server: &runtime::Server, cli: &Cli, running: &Config) -> &'static str {
     if cli.dev && default_config(cli) {
         tracing::warn!("SIGHUP: --dev has no config file to reload");
-        return;
+        return "no config file to reload (--dev)";
     }
     let path = config_path(cli);
     let loaded = config::load(&path)
@@ -438,7 +448,7 @@ fn reload(server: &runtime::Server, cli: &Cli, running: &Config) {
                 "SIGHUP: reload of {} failed, keeping the running config: {e:#}",
                 path.display()
             );
-            return;
+            return "reload failed, serving the previous configuration";
         }
     };
     for warning in &new.warnings {
@@ -447,21 +457,30 @@ fn reload(server: &runtime::Server, cli: &Cli, running: &Config) {
     if new.listen_addr != running.listen_addr || new.insecure != running.insecure {
         tracing::warn!("SIGHUP: listenaddr and insecure take effect only after a restart");
     }
+    if new.logging != running.logging {
+        tracing::warn!("SIGHUP: debuglevel and logging take effect only after a restart");
+    }
     server.reload(&routes);
     tracing::info!(
         services = routes.routes.len(),
         "SIGHUP: configuration reloaded"
     );
+    "serving, configuration reloaded"
 }
 
 fn wait_and_drain(server: runtime::Server, ready: &AtomicBool, cli: &Cli, running: &Config) {
     loop {
         match signal::wait(runtime::TRIM_EVERY) {
             Some(signal::Signal::Terminate) => break,
-            Some(signal::Signal::Reload) => reload(&server, cli, running),
+            Some(signal::Signal::Reload) => {
+                sd_notify(&aperture::systemd::reloading());
+                let outcome = reload(&server, cli, running);
+                sd_notify(&aperture::systemd::ready(outcome));
+            }
             None => runtime::release_free_memory(),
         }
     }
+    sd_notify(&aperture::systemd::stopping());
     tracing::info!("draining: finishing in-flight requests (a second signal exits at once)");
     ready.store(false, Ordering::Relaxed); // load balancers stop sending while we drain
     server.begin_shutdown(GRACE);

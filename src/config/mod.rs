@@ -6,6 +6,7 @@
 //! resolving `staticroot` (it must be a directory).
 
 mod http2;
+mod logging;
 mod raw;
 mod service;
 mod validate;
@@ -20,6 +21,7 @@ use regex::Regex;
 use crate::l402::{ChallengeShape, UpstreamAuthorization};
 
 pub use http2::Http2;
+pub use logging::{Callsite, Level, LogFormat, Logging};
 pub use values::IpNet;
 
 /// Exit code for any configuration error (sysexits' `EX_USAGE`).
@@ -89,7 +91,10 @@ pub struct Config {
     pub autocert: bool,
     /// Require the invoice to be settled on each authenticated request.
     pub strict_verify: bool,
+    /// `debuglevel` as written; [`Config::logging`] holds what it means.
     pub debug_level: String,
+    /// Log level and line format (`debuglevel`, `logging:`).
+    pub logging: Logging,
     /// Zero means no timeout (as in Go).
     pub idle_timeout: Duration,
     /// Zero means no timeout (as in Go).

@@ -4,8 +4,8 @@
 //! (`dbfile`, `requireSSL`, ...). No validation and no defaults here: everything is `Option` so
 //! the validator can tell "unset" from "set to zero".
 
-// Some Go keys are mirrored only so that valid Go files parse (admin, tor, logging, LNC, ...);
-// their values are intentionally unused.
+// Some Go keys are mirrored only so that valid Go files parse (admin, tor, LNC, ...); their
+// values are checked and reported by the validator, never silently dropped.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -156,6 +156,9 @@ pub(crate) struct RawPrometheus {
 pub(crate) struct RawLogging {
     pub console: Option<RawLogTarget>,
     pub file: Option<RawLogTarget>,
+    /// Ours: `text` (default) or `json`. Go aperture ignores the key, so a file keeps working
+    /// with both.
+    pub format: Option<String>,
 }
 
 /// lnd's `build.LogConfig` console/file sections (a superset of both, so either parses).

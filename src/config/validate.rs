@@ -112,6 +112,8 @@ pub(crate) fn validate(mut raw: RawConfig, origin: &str) -> Result<Config, Confi
             "needs `servername` (the public DNS name to get a Let's Encrypt certificate for)",
         ));
     }
+    let logging =
+        super::logging::logging(raw.debuglevel.as_deref(), raw.logging.as_ref(), &mut cx)?;
     let db = db(&raw, basedir_set.is_some(), &mut cx)?;
     let prometheus = prometheus(&raw, &cx)?;
     let static_root = static_root(&raw, &cx)?;
@@ -134,6 +136,7 @@ pub(crate) fn validate(mut raw: RawConfig, origin: &str) -> Result<Config, Confi
         debug_level: nonempty(raw.debuglevel.as_deref())
             .unwrap_or("info")
             .to_owned(),
+        logging,
         idle_timeout,
         read_timeout,
         write_timeout,
@@ -284,6 +287,12 @@ fn check_go_only(raw: &RawConfig, cx: &mut Ctx<'_>) -> Result<(), ConfigError> {
             format!("{n} must be greater than 0 (default 100000)"),
         ));
     }
+    if let Some(n) = raw.invoicebatchsize.filter(|n| *n != 100_000) {
+        cx.warn(format!("invoicebatchsize: {n} has no effect here: no invoices are loaded at start-up (strictverify looks each payment hash up when it is first used); ignored"));
+    }
+    if let Some(path) = nonempty(raw.configfile.as_deref()) {
+        cx.warn(format!("configfile: {path:?} has no effect inside a config file (this file is the one loaded); pass --config PATH to choose the file; ignored"));
+    }
     let ping = signed_duration(cx, "wspinginterval", raw.wspinginterval.as_deref(), 30)?;
     let pong = signed_duration(cx, "wspongwait", raw.wspongwait.as_deref(), 15)?;
     if ping < 0 || pong < 0 {
@@ -306,16 +315,16 @@ fn check_go_only(raw: &RawConfig, cx: &mut Ctx<'_>) -> Result<(), ConfigError> {
         }
     }
     if raw.admin.as_ref().and_then(|a| a.enabled).unwrap_or(false) {
-        cx.warn("admin.enabled: the admin API is not supported yet; ignored");
+        cx.warn("admin.enabled: the admin API is not supported yet; the admin section (macaroonpath, corsorigins) is ignored");
     }
     if raw.tor.as_ref().is_some_and(|t| t.v3.unwrap_or(false)) {
-        cx.warn("tor: onion services are not supported yet; ignored");
+        cx.warn("tor.v3: onion services are not supported yet; the tor section (control, listenport, virtualport) is ignored");
     }
     if let Some(h) = &raw.hashmail {
         signed_duration(cx, "hashmail.messagerate", h.messagerate.as_deref(), 0)?;
         signed_duration(cx, "hashmail.staletimeout", h.staletimeout.as_deref(), 0)?;
         if h.enabled.unwrap_or(false) {
-            cx.warn("hashmail.enabled: hashmail is not supported yet; ignored");
+            cx.warn("hashmail.enabled: hashmail is not supported yet; the hashmail section (messagerate, messageburstallowance, staletimeout) and its WebSocket keepalive (wspinginterval, wspongwait) are ignored");
         }
     }
     Ok(())
@@ -371,6 +380,16 @@ fn authenticator(
     .filter_map(|(k, on)| on.then_some(k))
     .collect();
     let mpp = mpp(&a, listen_addr, cx)?;
+    let lnd_files = [("tlspath", &a.tlspath), ("macdir", &a.macdir)]
+        .into_iter()
+        .filter_map(|(k, v)| nonempty(v.as_deref()).map(|_| k))
+        .collect::<Vec<_>>();
+    if !lnd_files.is_empty() && !set.contains(&"lndhost") {
+        cx.warn(format!(
+            "authenticator.{} only apply to an lnd backend (lndhost); ignored",
+            lnd_files.join("/")
+        ));
+    }
     if disable {
         if !set.is_empty() {
             cx.warn(format!(
@@ -478,9 +497,9 @@ fn lnd(a: &RawAuthenticator, network: Network) -> Backend {
 
 fn unsupported_backend(cx: &Ctx<'_>, key: &str) -> ConfigError {
     let what = if key == "passphrase" {
-        "lnd over LNC (passphrase)"
+        "lnd over LNC (passphrase, mailboxaddress, devserver)"
     } else {
-        "the Wavelength invoice gateway"
+        "the Wavelength invoice gateway (wavelengthgateway, wavelengthmacaroonpath)"
     };
     ConfigError::Unsupported {
         origin: cx.origin.to_owned(),

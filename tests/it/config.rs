@@ -354,3 +354,340 @@ fn payment_scheme_keys() {
     let e = mpp("", "    authscheme: bolt12\n").unwrap_err();
     assert!(e.to_string().contains("authscheme"), "{e}");
 }
+
+/// Go aperture's own sample (copied from its repository), the keys it shows in comments included.
+const GO_SAMPLE: &str = include_str!("../data/go-sample-conf.yaml");
+
+/// `text` with its commented-out settings (`# key: value`, `#   - item`) made live, so that the
+/// keys Go's sample documents but leaves off are walked too. Prose comments stay comments.
+fn uncomment(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        let live = trimmed.strip_prefix('#').and_then(|rest| {
+            let rest = rest.strip_prefix(' ').unwrap_or(rest);
+            let body = rest.trim_start();
+            let key = body.split_once(':').is_some_and(|(k, _)| {
+                !k.is_empty()
+                    && k.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            });
+            (key || body.starts_with("- \"")).then_some(rest)
+        });
+        out.push_str(indent);
+        out.push_str(live.unwrap_or(trimmed));
+        out.push('\n');
+    }
+    out
+}
+
+/// Every key path of a parsed YAML document, dotted (`services.dynamicprice.enabled`); list
+/// items share their list's path. Map values whose keys are data, not settings (`constraints`,
+/// `headers`), are not descended into.
+fn key_paths(v: &serde_json::Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, child) in map {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                if !matches!(k.as_str(), "constraints" | "headers") {
+                    key_paths(child, &path, out);
+                }
+                out.insert(path);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                key_paths(item, prefix, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Sets `value` at the dotted `path` (a list step goes into its first item), creating what is
+/// missing.
+fn set_path(doc: &mut serde_json::Value, path: &str, value: serde_json::Value) {
+    let mut at = doc;
+    let steps: Vec<&str> = path.split('.').collect();
+    for (i, step) in steps.iter().enumerate() {
+        if let serde_json::Value::Array(items) = at {
+            if items.is_empty() {
+                items.push(serde_json::json!({}));
+            }
+            at = &mut items[0];
+        }
+        let map = at.as_object_mut().expect("a mapping on the path");
+        if i + 1 == steps.len() {
+            map.insert((*step).to_owned(), value);
+            return;
+        }
+        at = map
+            .entry((*step).to_owned())
+            .or_insert_with(|| serde_json::json!({}));
+    }
+}
+
+/// The keys (and values) a probed key needs to matter.
+type Context = Vec<(&'static str, serde_json::Value)>;
+
+/// How loading a file that sets one key came out.
+#[derive(Debug)]
+enum Outcome {
+    /// The validated config differs from the one without the key.
+    Honoured,
+    /// A warning (or the error) names the key.
+    Reported(String),
+    /// Accepted with no effect and no word: what this test exists to catch.
+    Silent,
+}
+
+/// The validated config without its warnings, to compare two loads.
+fn effect(c: &config::Config) -> String {
+    let mut c = c.clone();
+    c.warnings.clear();
+    format!("{c:?}")
+}
+
+fn outcome(doc: &serde_json::Value, key: &str, value: serde_json::Value) -> Outcome {
+    let leaf = key.rsplit('.').next().unwrap();
+    let mentions = |text: &str| text.contains(leaf);
+    let without = config::parse(&doc.to_string(), "go.yaml");
+    let mut with = doc.clone();
+    set_path(&mut with, key, value);
+    let c = match config::parse(&with.to_string(), "go.yaml") {
+        Err(e) if mentions(&e.to_string()) => return Outcome::Reported(e.to_string()),
+        Err(e) => panic!("{key}: an error that does not name the key: {e}"),
+        Ok(c) => c,
+    };
+    // The context alone is incomplete (`dbbackend: postgres` without `postgres:`): the key
+    // completed it.
+    let Ok(base) = without else {
+        return Outcome::Honoured;
+    };
+    let new_warning = c
+        .warnings
+        .iter()
+        .find(|w| mentions(w) && !base.warnings.contains(w));
+    if let Some(w) = new_warning {
+        return Outcome::Reported(w.clone());
+    }
+    if effect(&base) != effect(&c) {
+        return Outcome::Honoured;
+    }
+    // The context's own warning covers the key (`tor.v3` reports the whole `tor` section).
+    match c.warnings.iter().find(|w| mentions(w)) {
+        Some(w) => Outcome::Reported(w.clone()),
+        None => Outcome::Silent,
+    }
+}
+
+/// Every key of Go aperture's sample is honoured (it changes the validated config) or reported
+/// (a warning or an error names it): none is accepted and silently dropped, as Go aperture does
+/// with unknown keys. Each key is set to a value that is not Go's default, in the context where
+/// Go uses it (a Payment session key with `enablesessions` on, a `tor` key with `v3` on, ...).
+/// A key of a newer Go sample that this table does not know fails the test until it is decided.
+#[test]
+fn no_key_of_go_apertures_sample_is_silently_ignored() {
+    use serde_json::{json, Value};
+    let live = uncomment(GO_SAMPLE);
+    let parsed: Value = serde_saphyr::from_str(&live).expect("Go's sample, uncommented, parses");
+    let mut keys = std::collections::BTreeSet::new();
+    key_paths(&parsed, "", &mut keys);
+    for commented in [
+        "enablempp",
+        "enablesessions",
+        "admin.macaroonpath",
+        "rewrite.prefix",
+    ] {
+        assert!(
+            keys.iter().any(|k| k.ends_with(commented)),
+            "the commented-out {commented} was not found: {keys:?}"
+        );
+    }
+    let static_dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let static_root = |i: usize| json!(static_dirs[i].path().to_str().unwrap());
+    let on = json!(true);
+    let sessions = [
+        ("authenticator.enablempp", on.clone()),
+        ("authenticator.enablesessions", on.clone()),
+    ];
+    let lnc = [
+        ("authenticator.lndhost", Value::Null),
+        ("authenticator.passphrase", json!("one two three")),
+    ];
+    let pricer = [
+        ("services.dynamicprice.enabled", on.clone()),
+        (
+            "services.dynamicprice.grpcaddress",
+            json!("127.0.0.1:10010"),
+        ),
+        ("services.dynamicprice.insecure", on.clone()),
+    ];
+    let limit = [("services.ratelimits", json!([{"requests": 5, "per": "1s"}]))];
+    // key, a value other than Go's default, the keys it needs to matter.
+    #[rustfmt::skip]
+    let table: Vec<(&str, Value, Context)> = vec![
+        ("listenaddr", json!("127.0.0.1:9999"), vec![]),
+        ("staticroot", static_root(1), vec![("servestatic", on.clone()), ("staticroot", static_root(0))]),
+        ("servestatic", on.clone(), vec![("staticroot", static_root(0))]),
+        ("debuglevel", json!("debug"), vec![]),
+        ("configfile", json!("/etc/other.yaml"), vec![]),
+        ("basedir", json!("/var/lib/other"), vec![]),
+        ("autocert", on.clone(), vec![("servername", json!("aperture.example.com"))]),
+        ("servername", json!("aperture.example.com"), vec![]),
+        ("insecure", on.clone(), vec![]),
+        ("strictverify", on.clone(), vec![]),
+        ("invoicebatchsize", json!(500), vec![]),
+        ("profile", json!(9999), vec![]),
+        ("idletimeout", json!("1m"), vec![]),
+        ("readtimeout", json!("5s"), vec![]),
+        ("writetimeout", json!("10s"), vec![]),
+        ("wspinginterval", json!("60s"), vec![("hashmail.enabled", on.clone())]),
+        ("wspongwait", json!("5s"), vec![("hashmail.enabled", on.clone())]),
+        ("authenticator", json!({"disable": true}), vec![]),
+        ("authenticator.network", json!("testnet"), vec![]),
+        ("authenticator.disable", on.clone(), vec![]),
+        ("authenticator.lndhost", json!("lnd.example.com:10009"), vec![]),
+        ("authenticator.tlspath", json!("/etc/lnd/tls.cert"), vec![]),
+        ("authenticator.macdir", json!("/etc/lnd/macaroons"), vec![]),
+        ("authenticator.passphrase", json!("one two three"), vec![("authenticator.lndhost", Value::Null)]),
+        ("authenticator.mailboxaddress", json!("mailbox.example.com:443"), lnc.to_vec()),
+        ("authenticator.devserver", on.clone(), lnc.to_vec()),
+        ("authenticator.wavelengthgateway", json!("http://localhost:10061"), vec![("authenticator.lndhost", Value::Null)]),
+        ("authenticator.wavelengthmacaroonpath", json!("/w.macaroon"), vec![("authenticator.lndhost", Value::Null), ("authenticator.wavelengthgateway", json!("http://localhost:10061"))]),
+        ("authenticator.enablempp", on.clone(), vec![]),
+        ("authenticator.mpprealm", json!("api.example.com"), vec![("authenticator.enablempp", on.clone())]),
+        ("authenticator.enablesessions", on.clone(), vec![("authenticator.enablempp", on.clone())]),
+        ("authenticator.sessiondepositmultiplier", json!(30), sessions.to_vec()),
+        ("authenticator.sessionidletimeout", json!(600), sessions.to_vec()),
+        ("admin", json!({"enabled": true}), vec![]),
+        ("admin.enabled", on.clone(), vec![]),
+        ("admin.macaroonpath", json!("/a.macaroon"), vec![("admin.enabled", on.clone())]),
+        ("admin.corsorigin", json!(["https://x.example"]), vec![("admin.enabled", on.clone())]),
+        ("admin.corsorigins", json!(["https://x.example"]), vec![("admin.enabled", on.clone())]),
+        ("blocklist", json!(["192.0.2.1"]), vec![]),
+        ("dbbackend", json!("postgres"), vec![("postgres.host", json!("db"))]),
+        ("sqlite", json!({"skipmigrations": true}), vec![]),
+        ("sqlite.dbfile", json!("/var/lib/a.db"), vec![]),
+        ("sqlite.databasefilename", json!("/var/lib/a.db"), vec![]),
+        ("sqlite.skipmigrations", on.clone(), vec![]),
+        ("postgres", json!({"host": "db"}), vec![("dbbackend", json!("postgres"))]),
+        ("postgres.host", json!("db.example.com"), vec![("dbbackend", json!("postgres"))]),
+        ("postgres.port", json!(5433), vec![("dbbackend", json!("postgres"))]),
+        ("postgres.user", json!("u"), vec![("dbbackend", json!("postgres"))]),
+        ("postgres.password", json!("p"), vec![("dbbackend", json!("postgres"))]),
+        ("postgres.dbname", json!("d"), vec![("dbbackend", json!("postgres"))]),
+        ("postgres.maxconnections", json!(5), vec![("dbbackend", json!("postgres"))]),
+        ("postgres.maxopenconnections", json!(5), vec![("dbbackend", json!("postgres"))]),
+        ("postgres.requireSSL", on.clone(), vec![("dbbackend", json!("postgres"))]),
+        ("postgres.requiressl", on.clone(), vec![("dbbackend", json!("postgres"))]),
+        ("postgres.skipmigrations", on.clone(), vec![("dbbackend", json!("postgres"))]),
+        ("etcd", json!({"host": "etcd:2379"}), vec![("dbbackend", json!("etcd")), ("etcd.host", json!("e:2379"))]),
+        ("etcd.host", json!("etcd.example.com:2379"), vec![("dbbackend", json!("etcd")), ("etcd.host", json!("e:2379"))]),
+        ("etcd.user", json!("u"), vec![("dbbackend", json!("etcd")), ("etcd.host", json!("e:2379"))]),
+        ("etcd.password", json!("p"), vec![("dbbackend", json!("etcd")), ("etcd.host", json!("e:2379"))]),
+        ("services", json!([]), vec![]),
+        ("services.name", json!("other"), vec![]),
+        ("services.hostregexp", json!("^b$"), vec![]),
+        ("services.pathregexp", json!("^/x.*$"), vec![]),
+        ("services.address", json!("127.0.0.1:10"), vec![]),
+        ("services.protocol", json!("https"), vec![]),
+        ("services.authscheme", json!("l402+mpp"), vec![("authenticator.enablempp", on.clone())]),
+        ("services.headers", json!({"X-Api-Key": "k"}), vec![]),
+        ("services.rewrite", json!({"prefix": "/api"}), vec![]),
+        ("services.rewrite.prefix", json!("/api"), vec![]),
+        ("services.tlscertpath", json!("/etc/aperture/ca.pem"), vec![("services.protocol", json!("https"))]),
+        ("services.capabilities", json!("add,subtract"), vec![]),
+        ("services.constraints", json!({"tier": "gold"}), vec![]),
+        ("services.timeout", json!(31557600), vec![]),
+        ("services.price", json!(7), vec![]),
+        ("services.authwhitelistpaths", json!(["^/free.*$"]), vec![]),
+        ("services.authskipinvoicecreationpaths", json!(["^/stream.*$"]), vec![]),
+        ("services.ratelimits", json!([{"requests": 5, "per": "1s"}]), vec![]),
+        ("services.ratelimits.pathregexp", json!("^/x.*$"), limit.to_vec()),
+        ("services.ratelimits.requests", json!(7), limit.to_vec()),
+        ("services.ratelimits.per", json!("2s"), limit.to_vec()),
+        ("services.ratelimits.burst", json!(9), limit.to_vec()),
+        ("services.dynamicprice", json!({"enabled": true, "grpcaddress": "127.0.0.1:10010", "insecure": true}), vec![]),
+        ("services.dynamicprice.enabled", on.clone(), pricer[1..].to_vec()),
+        ("services.dynamicprice.enbled", on.clone(), pricer[1..].to_vec()),
+        ("services.dynamicprice.grpcaddress", json!("127.0.0.1:10011"), pricer.to_vec()),
+        ("services.dynamicprice.insecure", on.clone(), vec![pricer[0].clone(), pricer[1].clone(), ("services.dynamicprice.tlscertpath", json!("/p.cert"))]),
+        ("services.dynamicprice.tlscertpath", json!("/p.cert"), pricer[..2].to_vec()),
+        ("services.dynamicprice.metered", on.clone(), pricer.to_vec()),
+        ("services.dynamicprice.usagetailbytes", json!(1024), pricer.to_vec()),
+        ("tor", json!({"v3": true}), vec![]),
+        ("tor.control", json!("localhost:9052"), vec![("tor.v3", on.clone())]),
+        ("tor.listenport", json!(8083), vec![("tor.v3", on.clone())]),
+        ("tor.virtualport", json!(8083), vec![("tor.v3", on.clone())]),
+        ("tor.v3", on.clone(), vec![]),
+        ("hashmail", json!({"enabled": true}), vec![]),
+        ("hashmail.enabled", on.clone(), vec![]),
+        ("hashmail.messagerate", json!("20ms"), vec![("hashmail.enabled", on.clone())]),
+        ("hashmail.messageburstallowance", json!(1000), vec![("hashmail.enabled", on.clone())]),
+        ("hashmail.staletimeout", json!("5m"), vec![("hashmail.enabled", on.clone())]),
+        ("prometheus", json!({"enabled": true}), vec![]),
+        ("prometheus.enabled", on.clone(), vec![]),
+        ("prometheus.listenaddr", json!("127.0.0.1:9100"), vec![("prometheus.enabled", on.clone())]),
+        ("logging", json!({"console": {"level": "warn"}}), vec![]),
+        ("logging.console", json!({"level": "warn"}), vec![]),
+        ("logging.console.style", json!(false), vec![]),
+        ("logging.console.disable", on.clone(), vec![]),
+        ("logging.console.callsite", json!("long"), vec![]),
+        ("logging.console.notimestamps", on.clone(), vec![]),
+        ("logging.console.level", json!("warn"), vec![]),
+        ("logging.file", json!({"level": "debug"}), vec![]),
+        ("logging.file.disable", json!(false), vec![]),
+        ("logging.file.callsite", json!("long"), vec![]),
+        ("logging.file.level", json!("debug"), vec![]),
+    ];
+    let known: std::collections::BTreeSet<&str> = table.iter().map(|(k, _, _)| *k).collect();
+    let unknown: Vec<&String> = keys
+        .iter()
+        .filter(|k| !known.contains(k.as_str()))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "Go aperture's sample has keys this test does not know; decide for each whether it is \
+         honoured or reported and add it to the table: {unknown:?}"
+    );
+    // An lnd-backed file like Go's sample, with one plain service.
+    let base = json!({
+        "listenaddr": "127.0.0.1:8081",
+        "dbbackend": "sqlite",
+        "authenticator": {
+            "network": "regtest",
+            "lndhost": "localhost:10009",
+            "tlspath": "/lnd/tls.cert",
+            "macdir": "/lnd/macaroons",
+        },
+        "services": [{
+            "name": "svc",
+            "hostregexp": "^a$",
+            "address": "127.0.0.1:9",
+            "protocol": "http",
+            "price": 5,
+        }],
+    });
+    let mut silent = Vec::new();
+    for (key, value, context) in table {
+        let mut doc = base.clone();
+        for (k, v) in context {
+            set_path(&mut doc, k, v);
+        }
+        match outcome(&doc, key, value) {
+            Outcome::Honoured => eprintln!("{key}: honoured"),
+            Outcome::Reported(why) => eprintln!("{key}: reported: {why}"),
+            Outcome::Silent => silent.push(key),
+        }
+    }
+    assert!(
+        silent.is_empty(),
+        "accepted and silently ignored: {silent:?}"
+    );
+}

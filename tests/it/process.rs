@@ -556,3 +556,126 @@ fn workers_are_pinned_inside_the_inherited_cpu_set() {
             .collect::<Vec<_>>()
     );
 }
+
+/// The revision logic of the build script, compiled here too (`OVERRIDE` is the script's).
+#[allow(dead_code)]
+#[path = "../../build/git_revision.rs"]
+mod git_revision;
+
+#[test]
+fn version_names_the_crate_version_and_the_git_revision() {
+    let out = crate::support::aperture_command()
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let prefix = format!("aperture {} (rev ", env!("CARGO_PKG_VERSION"));
+    let rev = text
+        .trim_end()
+        .strip_prefix(&prefix)
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{text:?}"));
+    // The build script stamps the same value into every target of the package.
+    assert_eq!(rev, env!("APERTURE_GIT_REV"));
+    assert!(
+        rev == "unknown" || (rev.len() == 12 && rev.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{text:?}"
+    );
+    // A tarball without .git (even one unpacked inside another repository) says "unknown"; a
+    // packager may name the revision instead.
+    let tarball = tempfile::tempdir().unwrap();
+    assert_eq!(git_revision::git_revision(tarball.path(), None), "unknown");
+    assert_eq!(
+        git_revision::git_revision(tarball.path(), Some("1a2b3c")),
+        "1a2b3c"
+    );
+    assert!(git_revision::watched_files(tarball.path()).is_empty());
+    let checkout = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let here = git_revision::git_revision(checkout, None);
+    assert!(
+        here == "unknown" || (here.len() == 12 && here.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{here}"
+    );
+}
+
+/// A config serving one free service, with `extra` top-level YAML.
+fn free_service_config(dir: &tempfile::TempDir, origin: SocketAddr, extra: &str) -> [String; 2] {
+    let (config, base) = free_service_args(dir, origin);
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{extra}{yaml}")).unwrap();
+    [config, base]
+}
+
+#[test]
+fn json_log_lines_parse() {
+    let origin = Origin::start();
+    let dir = tempfile::tempdir().unwrap();
+    let [config, base] = free_service_config(&dir, origin.addr, "logging:\n  format: json\n");
+    let args = ["--config", &config, "--basedir", &base, "--cores", "1"];
+    let mut proc = Running::spawn(&args, dir);
+    assert_eq!(get(proc.addr, "/", "").status, 200);
+    proc.signal(libc::SIGTERM);
+    assert_eq!(proc.wait_exit(Duration::from_secs(10)), 0);
+    let mut lines = proc.startup.clone();
+    lines.extend(proc.logs.try_iter());
+    assert!(lines.iter().any(|l| l.contains("drained")), "{lines:?}");
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v["timestamp"].is_string() && v["level"].is_string() && v["message"].is_string(),
+            "{line}"
+        );
+    }
+    let listening = lines
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("aperture listening on"))
+        })
+        .expect("the listening line");
+    assert_eq!(listening["cores"], 1, "{listening}");
+}
+
+#[test]
+fn systemd_hears_ready_reloading_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let origin = Origin::start();
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let systemd = UnixDatagram::bind(&socket_path).unwrap();
+    systemd
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let next = || {
+        let mut buf = [0u8; 1024];
+        let n = systemd.recv(&mut buf).expect("a notification");
+        String::from_utf8(buf[..n].to_vec()).unwrap()
+    };
+    let [config, base] = free_service_config(&dir, origin.addr, "");
+    let mut cmd = crate::support::aperture_command();
+    cmd.env(aperture::systemd::NOTIFY_SOCKET, &socket_path);
+    let args = ["--config", &config, "--basedir", &base, "--cores", "2"];
+    let mut proc = Running::spawn_command(cmd, &args, dir, "info");
+    let ready = next();
+    assert!(
+        ready.starts_with("READY=1\nSTATUS=serving on http://")
+            && ready.contains(&proc.addr.to_string())
+            && ready.contains("2 cores"),
+        "{ready:?}"
+    );
+    assert_eq!(get(proc.addr, "/", "").status, 200);
+    proc.signal(libc::SIGHUP);
+    let reloading = next();
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading:?}"
+    );
+    assert_eq!(next(), "READY=1\nSTATUS=serving, configuration reloaded");
+    proc.signal(libc::SIGTERM);
+    assert!(next().starts_with("STOPPING=1"));
+    assert_eq!(proc.wait_exit(Duration::from_secs(10)), 0);
+}
