@@ -83,6 +83,19 @@ else
   fi
 fi
 
+# Pebble, Let's Encrypt's ACME test server, for the autocert tests (tests/it/acme.rs start it
+# themselves on loopback). They skip when it is missing outside CI; in CI it must install.
+if ! command -v pebble >/dev/null 2>&1; then
+  echo "== installing pebble (Debian package)"
+  if ! apt_install pebble; then
+    if [ -n "${CI:-}" ]; then
+      echo "pebble could not be installed; CI needs it for the autocert tests" >&2
+      exit 1
+    fi
+    echo "warning: pebble could not be installed; the autocert tests will be skipped" >&2
+  fi
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -4,7 +4,8 @@
 //! - layer 0, pure (no I/O, no threads, no clock reads): [`l402`], [`mpp`], [`error`];
 //! - layer 1: [`config`], [`store`], [`metrics`], [`exposition`] (the Prometheus
 //!   text format), [`admin`] (the std-only metrics listener), [`logging`] (text or JSON lines),
-//!   [`systemd`] (readiness notifications);
+//!   [`systemd`] (readiness notifications), [`acme`] (autocert: the ACME client on its own
+//!   thread, the certificate resolver the cores read);
 //! - layer 2, the data path on monoio: [`proxy`];
 //! - layer 3: [`runtime`] (pinned worker threads, listeners, control inboxes).
 //!
@@ -16,6 +17,7 @@ pub mod l402;
 pub mod mpp;
 pub mod ratelimit;
 
+pub mod acme;
 pub mod admin;
 pub mod config;
 pub mod exposition;

@@ -201,10 +201,22 @@ fn load_config(cli: &Cli) -> Result<Config> {
 }
 
 /// The TLS identity for `insecure: false`: `<basedir>/tls.cert` + `tls.key`, generated
-/// self-signed on first start. A broken or half pair is a configuration error (exit 64).
-fn load_tls(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>> {
+/// self-signed on first start, or under `autocert` the ACME resolver (started once the cores
+/// serve). A broken or half pair is a configuration error (exit 64).
+fn load_tls(
+    config: &Config,
+) -> Result<(
+    Option<Arc<rustls::ServerConfig>>,
+    Option<aperture::acme::Autocert>,
+)> {
     if config.insecure {
-        return Ok(None);
+        return Ok((None, None));
+    }
+    if let Some(settings) = &config.autocert {
+        let autocert =
+            aperture::acme::Autocert::prepare(settings, &config.basedir, config.listen_addr)
+                .map_err(|e| UsageError(e.to_string()))?;
+        return Ok((Some(autocert.server_config()), Some(autocert)));
     }
     let identity = aperture::tls::load_or_create(&config.basedir, config.server_name.as_deref())
         .map_err(|e| UsageError(format!("TLS: {e}")))?;
@@ -218,7 +230,7 @@ fn load_tls(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>> {
         "TLS: {verb} certificate {}",
         config.basedir.join(aperture::tls::CERT_FILE).display()
     );
-    Ok(Some(identity.config))
+    Ok((Some(identity.config), None))
 }
 
 /// Tells systemd (`$NOTIFY_SOCKET`, `Type=notify`) about a state change; nothing without it.
@@ -333,7 +345,7 @@ fn run(cli: &Cli) -> Result<()> {
     }
     let routes = Routes::resolve(&config).map_err(|e| UsageError(e.to_string()))?;
     let master_secret = store::load_or_create_master_secret(&config.basedir)?;
-    let tls = load_tls(&config)?;
+    let (tls, autocert) = load_tls(&config)?;
     let bridge = start_bridge(&config)?;
     // This process's name as a holder of Payment session leases (kept across restarts, so a
     // restarted instance hands back the leases it held).
@@ -380,6 +392,8 @@ fn run(cli: &Cli) -> Result<()> {
         drivers = ?server.drivers(),
         "aperture listening on {scheme}://{addr}"
     );
+    // The CA validates against the listener, so the ACME client starts once the cores serve.
+    let autocert = autocert.map(aperture::acme::Autocert::start).transpose()?;
     let ready = Arc::new(AtomicBool::new(true)); // the workers serve once `start` returns
     let admin = start_admin(
         config.prometheus,
@@ -397,6 +411,9 @@ fn run(cli: &Cli) -> Result<()> {
         server.cores()
     )));
     wait_and_drain(server, &ready, cli, &config);
+    if let Some(autocert) = autocert {
+        autocert.shutdown();
+    }
     if let Some(admin) = admin {
         admin.shutdown();
     }
@@ -456,6 +473,11 @@ fn reload(server: &runtime::Server, cli: &Cli, running: &Config) -> &'static str
     }
     if new.listen_addr != running.listen_addr || new.insecure != running.insecure {
         tracing::warn!("SIGHUP: listenaddr and insecure take effect only after a restart");
+    }
+    if new.autocert != running.autocert || new.server_name != running.server_name {
+        tracing::warn!(
+            "SIGHUP: autocert, servername and the autocert* keys take effect only after a restart"
+        );
     }
     if new.logging != running.logging {
         tracing::warn!("SIGHUP: debuglevel and logging take effect only after a restart");

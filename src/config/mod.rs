@@ -88,7 +88,8 @@ pub struct Config {
     /// Plaintext (h2c) listener, for use behind a TLS-terminating load balancer.
     pub insecure: bool,
     pub server_name: Option<String>,
-    pub autocert: bool,
+    /// Let's Encrypt (ACME) for `servername`, when `autocert: true` on a TLS listener.
+    pub autocert: Option<Autocert>,
     /// Require the invoice to be settled on each authenticated request.
     pub strict_verify: bool,
     /// `debuglevel` as written; [`Config::logging`] holds what it means.
@@ -136,6 +137,24 @@ pub struct Config {
     pub services: Vec<Service>,
     /// Human-readable warnings for the binary to log; config code never prints them.
     pub warnings: Vec<String>,
+}
+
+/// Let's Encrypt's production ACME directory, `autocertdirectory`'s default.
+pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// `autocert: true`: obtain and renew the listener's certificate over ACME.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Autocert {
+    /// The DNS name to get the certificate for (`servername`).
+    pub domain: String,
+    /// The ACME directory URL (`autocertdirectory`, ours; default Let's Encrypt production).
+    pub directory: String,
+    /// A PEM file of the CAs to trust for the directory's own HTTPS (`autocertdirectoryca`,
+    /// ours; default: the public web PKI roots).
+    pub directory_ca: Option<PathBuf>,
+    /// Where to answer HTTP-01 challenges (`autocerthttplisten`, ours; default off: TLS-ALPN-01
+    /// on the main listener only).
+    pub http_listen: Option<SocketAddr>,
 }
 
 /// Lightning network the invoice backend runs on.

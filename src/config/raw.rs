@@ -60,6 +60,9 @@ pub(crate) struct RawConfig {
     pub proxyprotocol: Option<bool>,
     pub challengeratelimits: Option<Vec<RawRateLimit>>,
     pub http2: Option<RawHttp2>,
+    pub autocertdirectory: Option<String>,
+    pub autocertdirectoryca: Option<String>,
+    pub autocerthttplisten: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -8,7 +8,8 @@ use std::time::Duration;
 use super::raw::{RawAuthenticator, RawConfig};
 use super::values::{expand_tilde, parse_duration, parse_go_duration, parse_listen_addr, IpNet};
 use super::{
-    service, Authenticator, Backend, Config, ConfigError, Db, Mpp, Network, Postgres, Sessions,
+    service, Authenticator, Autocert, Backend, Config, ConfigError, Db, Mpp, Network, Postgres,
+    Sessions,
 };
 use crate::l402::{ChallengeShape, UpstreamAuthorization};
 
@@ -104,14 +105,8 @@ pub(crate) fn validate(mut raw: RawConfig, origin: &str) -> Result<Config, Confi
             "needs `trustedproxies` (the load balancers whose connections carry a PROXY header)",
         ));
     }
-    let autocert = raw.autocert.unwrap_or(false);
     let server_name = nonempty(raw.servername.as_deref()).map(str::to_owned);
-    if autocert && server_name.is_none() {
-        return Err(cx.invalid(
-            "autocert",
-            "needs `servername` (the public DNS name to get a Let's Encrypt certificate for)",
-        ));
-    }
+    let autocert = autocert(&raw, server_name.as_deref(), listen_addr, &mut cx)?;
     let logging =
         super::logging::logging(raw.debuglevel.as_deref(), raw.logging.as_ref(), &mut cx)?;
     let db = db(&raw, basedir_set.is_some(), &mut cx)?;
@@ -160,6 +155,87 @@ pub(crate) fn validate(mut raw: RawConfig, origin: &str) -> Result<Config, Confi
         services,
         warnings: cx.warnings,
     })
+}
+
+/// `autocert` and our `autocert*` keys. `None` when off (or ignored under `insecure`, warned).
+fn autocert(
+    raw: &RawConfig,
+    server_name: Option<&str>,
+    listen_addr: SocketAddr,
+    cx: &mut Ctx<'_>,
+) -> Result<Option<Autocert>, ConfigError> {
+    let ours = [
+        ("autocertdirectory", raw.autocertdirectory.as_deref()),
+        ("autocertdirectoryca", raw.autocertdirectoryca.as_deref()),
+        ("autocerthttplisten", raw.autocerthttplisten.as_deref()),
+    ];
+    let on = raw.autocert.unwrap_or(false);
+    if on && raw.insecure.unwrap_or(false) {
+        cx.warn("autocert: ignored: `insecure: true` serves plaintext, so there is no certificate to get; remove one of the two");
+    }
+    if !on || raw.insecure.unwrap_or(false) {
+        for (key, value) in ours {
+            if nonempty(value).is_some() {
+                cx.warn(format!(
+                    "{key}: has no effect without `autocert: true` on a TLS listener; ignored"
+                ));
+            }
+        }
+        return Ok(None);
+    }
+    let Some(domain) = server_name else {
+        return Err(cx.invalid(
+            "autocert",
+            "needs `servername` (the public DNS name to get a Let's Encrypt certificate for)",
+        ));
+    };
+    let is_dns_name = domain.parse::<std::net::IpAddr>().is_err()
+        && !domain.contains('*')
+        && rustls::pki_types::DnsName::try_from(domain).is_ok();
+    if !is_dns_name {
+        return Err(cx.invalid(
+            "servername",
+            format!("{domain:?} is not a DNS name; autocert gets certificates for a public host name such as \"api.example.com\" (no IP address, port or wildcard)"),
+        ));
+    }
+    let directory = nonempty(raw.autocertdirectory.as_deref())
+        .unwrap_or(super::LETS_ENCRYPT_DIRECTORY)
+        .to_owned();
+    if !directory.starts_with("https://") {
+        return Err(cx.invalid(
+            "autocertdirectory",
+            format!("{directory:?} is not an https:// URL; ACME directories are served over HTTPS (default {})", super::LETS_ENCRYPT_DIRECTORY),
+        ));
+    }
+    let directory_ca = nonempty(raw.autocertdirectoryca.as_deref()).map(expand_tilde);
+    let http_listen = match nonempty(raw.autocerthttplisten.as_deref()) {
+        None => None,
+        Some(s) => {
+            let addr = parse_listen_addr(s).map_err(|m| cx.invalid("autocerthttplisten", m))?;
+            if addr.port() == listen_addr.port() {
+                return Err(cx.invalid(
+                    "autocerthttplisten",
+                    format!("port {} is the proxy's own (listenaddr); HTTP-01 needs its own plaintext port, normally \":80\"", addr.port()),
+                ));
+            }
+            Some(addr)
+        }
+    };
+    if directory.contains(".api.letsencrypt.org/")
+        && listen_addr.port() != 443
+        && http_listen.is_none()
+    {
+        cx.warn(format!(
+            "autocert: Let's Encrypt validates TLS-ALPN-01 on port 443 only and listenaddr is on port {}: forward port 443 to it, or set autocerthttplisten: \":80\" to answer HTTP-01",
+            listen_addr.port()
+        ));
+    }
+    Ok(Some(Autocert {
+        domain: domain.to_owned(),
+        directory,
+        directory_ca,
+        http_listen,
+    }))
 }
 
 /// `servestatic` and `staticroot`: with `servestatic: true`, the canonical `staticroot`, which
@@ -758,5 +834,65 @@ mod tests {
         )
         .unwrap();
         assert!(c.proxy_protocol);
+    }
+
+    #[test]
+    fn autocert_keys_default_validate_and_warn() {
+        let on = "autocert: true\nservername: \"api.example.com\"\n";
+        let c = parse(&format!("{MIN}{on}"), "t").unwrap();
+        let a = c.autocert.unwrap();
+        assert_eq!(a.domain, "api.example.com");
+        assert_eq!(a.directory, super::super::LETS_ENCRYPT_DIRECTORY);
+        assert_eq!((a.directory_ca, a.http_listen), (None, None));
+        // Let's Encrypt validates TLS-ALPN-01 on 443 only: a listener elsewhere is warned about.
+        assert!(
+            c.warnings.iter().any(|w| w.contains("port 443")),
+            "{:?}",
+            c.warnings
+        );
+        let ours = "autocertdirectory: \"https://127.0.0.1:14000/dir\"\n\
+                    autocertdirectoryca: \"/etc/pebble/ca.pem\"\nautocerthttplisten: \":80\"\n";
+        let c = parse(&format!("{MIN}{on}{ours}"), "t").unwrap();
+        let a = c.autocert.unwrap();
+        assert_eq!(a.directory, "https://127.0.0.1:14000/dir");
+        assert_eq!(
+            a.directory_ca.unwrap(),
+            std::path::Path::new("/etc/pebble/ca.pem")
+        );
+        assert_eq!(a.http_listen, Some(addr("0.0.0.0:80")));
+        assert!(
+            !c.warnings.iter().any(|w| w.contains("autocert")),
+            "{:?}",
+            c.warnings
+        );
+        // Errors name the key and the fix.
+        assert!(err("autocert: true\n").contains("servername"));
+        let e = err("autocert: true\nservername: \"10.0.0.1\"\n");
+        assert!(e.contains("`servername`") && e.contains("DNS name"), "{e}");
+        let e = err(&format!("{on}autocertdirectory: \"http://x/dir\"\n"));
+        assert!(
+            e.contains("`autocertdirectory`") && e.contains("https://"),
+            "{e}"
+        );
+        let e = err(&format!("{on}autocerthttplisten: \"0.0.0.0:8081\"\n"));
+        assert!(
+            e.contains("`autocerthttplisten`") && e.contains("own"),
+            "{e}"
+        );
+        // Never silently ignored: our keys without autocert, autocert under insecure.
+        let c = parse(&format!("{MIN}autocerthttplisten: \":80\"\n"), "t").unwrap();
+        assert!(c.autocert.is_none());
+        assert!(
+            c.warnings.iter().any(|w| w.contains("autocerthttplisten")),
+            "{:?}",
+            c.warnings
+        );
+        let c = parse(&format!("{MIN}{on}insecure: true\n"), "t").unwrap();
+        assert!(c.autocert.is_none());
+        assert!(
+            c.warnings.iter().any(|w| w.contains("autocert: ignored")),
+            "{:?}",
+            c.warnings
+        );
     }
 }

@@ -5,7 +5,9 @@
 //!   tokio-rustls over `monoio-compat`, whose separate read and write buffers take the concurrent
 //!   reads and writes of h2's connection driver (monoio-rustls under the compat adapter panics on
 //!   them: "buffer mut expected");
-//! - otherwise HTTP/1.1 on monoio-rustls over the socket (owned io_uring buffers, the fast path).
+//! - otherwise HTTP/1.1 on monoio-rustls over the socket (owned io_uring buffers, the fast path);
+//! - ALPN `acme-tls/1` alone (an autocert TLS-ALPN-01 validation): the handshake, which shows the
+//!   challenge certificate, is all the validator wants; the connection is closed after it.
 //!
 //! Every failure (EOF, garbage, timeout, handshake error) is counted in
 //! `tls_handshake_failures` and logged at debug level; nothing here panics on network input.
@@ -66,13 +68,24 @@ pub async fn serve_tls(
     let within = core.routes().limits.read_timeout.min(HANDSHAKE_TIMEOUT);
     let deadline = Instant::now() + within;
     let mut stream = stream;
-    let (hello, offers_h2) = match monoio::time::timeout(within, client_hello(&mut stream)).await {
+    let (hello, hello_kind) = match monoio::time::timeout(within, client_hello(&mut stream)).await {
         Ok(Ok(read)) => read,
         Ok(Err(why)) => return handshake_failed(&core, peer, &why),
         Err(_) => return handshake_failed(&core, peer, &"timed out"),
     };
     let left = deadline.saturating_duration_since(Instant::now());
-    if offers_h2 {
+    if hello_kind == Hello::Acme {
+        let io = PrefixedReadIo::new(stream, Cursor::new(hello));
+        return match monoio::time::timeout(left, acceptor.h1.accept(io)).await {
+            Ok(Ok(tls)) => {
+                tracing::info!(core = core.id, %peer, "answered a TLS-ALPN-01 validation");
+                drop(tls);
+            }
+            Ok(Err(e)) => handshake_failed(&core, peer, &e),
+            Err(_) => handshake_failed(&core, peer, &"timed out"),
+        };
+    }
+    if hello_kind == Hello::H2 {
         let compat =
             monoio_compat::StreamWrapper::new_with_buffer_size(stream, COMPAT_BUF, COMPAT_BUF);
         let tls = match monoio::time::timeout(left, acceptor.h2.accept(Rewind::new(hello, compat)))
@@ -103,8 +116,19 @@ fn handshake_failed(core: &CoreCtx, peer: SocketAddr, why: &dyn std::fmt::Displa
     tracing::debug!(core = core.id, %peer, "TLS handshake failed: {why}");
 }
 
-/// Reads until a whole ClientHello is in; returns every byte read and whether it offers `h2`.
-async fn client_hello(stream: &mut TcpStream) -> Result<(Vec<u8>, bool), String> {
+/// What a ClientHello asks for, as far as choosing the handshake goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hello {
+    /// Offers ALPN `h2` (the server prefers it, so it is what rustls will select).
+    H2,
+    /// Offers ALPN `acme-tls/1` alone: an ACME TLS-ALPN-01 validation.
+    Acme,
+    /// Anything else: HTTP/1.1.
+    Other,
+}
+
+/// Reads until a whole ClientHello is in; returns every byte read and what it asks for.
+async fn client_hello(stream: &mut TcpStream) -> Result<(Vec<u8>, Hello), String> {
     let mut acceptor = rustls::server::Acceptor::default();
     let mut seen: Vec<u8> = Vec::with_capacity(2048);
     loop {
@@ -132,16 +156,23 @@ async fn client_hello(stream: &mut TcpStream) -> Result<(Vec<u8>, bool), String>
             }
         }
         match acceptor.accept() {
-            Ok(Some(accepted)) => return Ok((seen, offers_h2(&accepted.client_hello()))),
+            Ok(Some(accepted)) => return Ok((seen, kind_of(&accepted.client_hello()))),
             Ok(None) => {}
             Err((e, _alert)) => return Err(e.to_string()),
         }
     }
 }
 
-/// Whether the ClientHello lists ALPN `h2`.
-fn offers_h2(hello: &rustls::server::ClientHello<'_>) -> bool {
-    hello
+/// What the ClientHello's ALPN list asks for.
+fn kind_of(hello: &rustls::server::ClientHello<'_>) -> Hello {
+    if crate::acme::is_acme_hello(hello) {
+        Hello::Acme
+    } else if hello
         .alpn()
         .is_some_and(|mut offered| offered.any(|p| p == crate::tls::ALPN_H2))
+    {
+        Hello::H2
+    } else {
+        Hello::Other
+    }
 }

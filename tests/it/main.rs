@@ -1,5 +1,6 @@
 //! The one integration test binary (ripgrep's pattern): every suite is a module here.
 
+mod acme;
 mod admin;
 mod cancel;
 mod clients;
