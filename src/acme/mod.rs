@@ -333,6 +333,8 @@ fn run(
             _ = stop.wait_for(|stop| *stop) => {}
         }
     });
+    // A name lookup stuck in the blocking pool must not hold up the process's exit.
+    rt.shutdown_timeout(Duration::from_secs(1));
 }
 
 /// The ACME client's state, owned by its thread.
@@ -351,6 +353,36 @@ struct Manager {
     /// Validity of the ACME certificate being served (none yet: the self-signed fallback).
     current: Option<(SystemTime, SystemTime)>,
     failures: u32,
+}
+
+/// Why one attempt failed, which decides what the log line tells the operator to check.
+#[derive(Debug)]
+enum Failure {
+    /// Reaching or talking to the ACME server (network, TLS, account, order, download).
+    Directory(String),
+    /// The CA could not validate control of the name.
+    Validation(String),
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure::Directory(message)
+    }
+}
+
+/// An instant-acme error with its sources (hyper's own message is only "client error (Connect)").
+fn chain(error: &instant_acme::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = e.source();
+    }
+    text
 }
 
 /// Longest single sleep: the schedule is recomputed at least daily (clock jumps, suspend).
@@ -378,10 +410,10 @@ impl Manager {
                     .await
                 {
                     Ok(outcome) => outcome,
-                    Err(_) => Err(format!(
+                    Err(_) => Err(Failure::Directory(format!(
                         "no certificate within {} s",
                         self.policy.attempt_timeout.as_secs()
-                    )),
+                    ))),
                 };
             self.resolver.clear_challenge();
             self.answers.clear();
@@ -421,26 +453,45 @@ impl Manager {
         kinds[self.failures as usize % kinds.len()].clone()
     }
 
-    fn log_failure(&self, kind: &ChallengeType, error: &str) {
+    fn log_failure(&self, kind: &ChallengeType, failure: &Failure) {
         let retry = self.policy.backoff(self.failures);
         let serving = if self.current.is_some() {
             "the current certificate stays in place"
         } else {
             "the self-signed certificate stays in place"
         };
-        let reach = match kind {
-            ChallengeType::Http01 => "port 80 of that host reaches autocerthttplisten (HTTP-01)",
-            _ => "port 443 of that host reaches listenaddr (TLS-ALPN-01)",
+        let (error, check) = match failure {
+            Failure::Directory(error) => (
+                error,
+                format!(
+                    "Check that this host reaches {} over HTTPS (outbound firewall, DNS, a proxy) and, \
+                     for a private ACME server, autocertdirectoryca",
+                    self.directory
+                ),
+            ),
+            Failure::Validation(error) => {
+                let reach = match kind {
+                    ChallengeType::Http01 => {
+                        "port 80 of that host reaches autocerthttplisten (HTTP-01)"
+                    }
+                    _ => "port 443 of that host reaches listenaddr (TLS-ALPN-01)",
+                };
+                (
+                    error,
+                    format!(
+                        "Check that {} resolves to this host, that {reach}, and that nothing in \
+                         front of the proxy terminates TLS",
+                        self.domain
+                    ),
+                )
+            }
         };
         tracing::error!(
             attempt = self.failures,
-            "autocert: cannot get a certificate for {} from {}: {error}; {serving}; retrying in {} s. \
-             Check that {} resolves to this host, that {reach}, and that nothing in front of the proxy \
-             terminates TLS",
+            "autocert: cannot get a certificate for {} from {}: {error}; {serving}; retrying in {} s. {check}",
             self.domain,
             self.directory,
             retry.as_secs(),
-            self.domain,
         );
     }
 
@@ -463,7 +514,7 @@ impl Manager {
                 Account::builder_with_http(http)
                     .from_credentials(credentials)
                     .await
-                    .map_err(|e| format!("the ACME directory: {e}"))?
+                    .map_err(|e| format!("the ACME directory: {}", chain(&e)))?
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let (account, credentials) = Account::builder_with_http(http)
@@ -477,7 +528,7 @@ impl Manager {
                         None,
                     )
                     .await
-                    .map_err(|e| format!("registering an ACME account: {e}"))?;
+                    .map_err(|e| format!("registering an ACME account: {}", chain(&e)))?;
                 let json = serde_json::to_vec_pretty(&credentials).map_err(|e| e.to_string())?;
                 files::write_private(&path, &json).map_err(|e| e.to_string())?;
                 tracing::info!(
@@ -494,13 +545,13 @@ impl Manager {
     }
 
     /// One attempt: order, validate with `kind`, finalize, install and save.
-    async fn obtain(&mut self, kind: ChallengeType) -> Result<(), String> {
+    async fn obtain(&mut self, kind: ChallengeType) -> Result<(), Failure> {
         let account = self.account().await?;
         let identifiers = [Identifier::Dns(self.domain.clone())];
         let mut order = account
             .new_order(&NewOrder::new(&identifiers))
             .await
-            .map_err(|e| format!("new order: {e}"))?;
+            .map_err(|e| format!("new order: {}", chain(&e)))?;
         self.answer_challenges(&mut order, &kind).await?;
         let retries = RetryPolicy::new()
             .initial_delay(Duration::from_millis(250))
@@ -509,11 +560,11 @@ impl Manager {
         let status = order
             .poll_ready(&retries)
             .await
-            .map_err(|e| format!("waiting for validation: {e}"))?;
+            .map_err(|e| Failure::Validation(format!("waiting for validation: {}", chain(&e))))?;
         self.resolver.clear_challenge();
         self.answers.clear();
         if status != OrderStatus::Ready {
-            return Err(why_invalid(&mut order, &kind).await);
+            return Err(Failure::Validation(why_invalid(&mut order, &kind).await));
         }
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .map_err(|e| e.to_string())?;
@@ -526,12 +577,12 @@ impl Manager {
         order
             .finalize_csr(csr.der())
             .await
-            .map_err(|e| format!("finalizing the order: {e}"))?;
+            .map_err(|e| format!("finalizing the order: {}", chain(&e)))?;
         let chain_pem = order
             .poll_certificate(&retries)
             .await
-            .map_err(|e| format!("downloading the certificate: {e}"))?;
-        self.install(&key.serialize_pem(), &chain_pem)
+            .map_err(|e| format!("downloading the certificate: {}", chain(&e)))?;
+        Ok(self.install(&key.serialize_pem(), &chain_pem)?)
     }
 
     /// Sets up the `kind` response for every pending authorization and tells the CA to validate.
@@ -542,7 +593,8 @@ impl Manager {
     ) -> Result<(), String> {
         let mut authorizations = order.authorizations();
         while let Some(authorization) = authorizations.next().await {
-            let mut authorization = authorization.map_err(|e| format!("authorization: {e}"))?;
+            let mut authorization =
+                authorization.map_err(|e| format!("authorization: {}", chain(&e)))?;
             match authorization.status {
                 AuthorizationStatus::Pending => {}
                 AuthorizationStatus::Valid => continue,
@@ -571,10 +623,9 @@ impl Manager {
                     self.resolver.set_challenge(&self.domain, cert);
                 }
             }
-            challenge
-                .set_ready()
-                .await
-                .map_err(|e| format!("starting the {} validation: {e}", kind_name(kind)))?;
+            challenge.set_ready().await.map_err(|e| {
+                format!("starting the {} validation: {}", kind_name(kind), chain(&e))
+            })?;
         }
         Ok(())
     }
