@@ -322,6 +322,8 @@ pub enum Auth {
 #[derive(Clone, Debug)]
 pub struct Service {
     pub name: String,
+    /// The config file or the database (a service created through the admin API).
+    pub source: ServiceSource,
     pub host_regexp: Regex,
     pub path_regexp: Option<Regex>,
     /// Backend `host:port`.
@@ -390,6 +392,62 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         source,
     })?;
     parse(&text, &path.display().to_string())
+}
+
+/// A service kept in the token database (created through the admin API): its name and its
+/// block in the config file's service syntax (YAML; JSON is YAML too), every service key allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbService {
+    pub name: String,
+    pub spec: String,
+}
+
+/// Where a service was defined. A database service replaces the file's service of the same
+/// name (Go aperture's rule), and otherwise comes after the file's services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServiceSource {
+    #[default]
+    File,
+    Db,
+}
+
+impl ServiceSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceSource::File => "file",
+            ServiceSource::Db => "db",
+        }
+    }
+}
+
+/// [`parse`] with the database's services applied over the file's (see [`ServiceSource`]),
+/// then validated together: a database service is held to every rule a file service is.
+pub fn parse_with_db(text: &str, origin: &str, db: &[DbService]) -> Result<Config, ConfigError> {
+    let mut raw = raw::from_yaml(text, origin)?;
+    let services = raw.services.get_or_insert_with(Vec::new);
+    for d in db {
+        let label = format!("{origin} (database service {:?})", d.name);
+        let mut service = raw::service_from_yaml(&d.spec, &label)?;
+        service.name = Some(d.name.clone());
+        match services.iter_mut().find(|s| s.name.as_deref() == Some(d.name.as_str())) {
+            Some(slot) => *slot = service,
+            None => services.push(service),
+        }
+    }
+    let mut config = validate::validate(raw, origin)?;
+    for s in &mut config.services {
+        if db.iter().any(|d| d.name == s.name) {
+            s.source = ServiceSource::Db;
+        }
+    }
+    Ok(config)
+}
+
+/// Checks one service block (the admin API's input) in the file's syntax, alone: `Err` names
+/// the field. Cross-service rules (unique names) are checked when it is applied.
+pub fn check_service_spec(spec: &str, name: &str) -> Result<(), ConfigError> {
+    let label = format!("database service {name:?}");
+    raw::service_from_yaml(spec, &label).map(|_| ())
 }
 
 /// Parses and validates YAML `text`; `origin` names it in error messages (usually the path).

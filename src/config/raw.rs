@@ -241,6 +241,26 @@ pub(crate) struct RawHttp2 {
 }
 
 /// Parses YAML text into the raw mirror. This is the only place that touches the YAML library.
+/// One service block (the admin API's stored form), with the file's rules: unknown keys refused.
+pub(crate) fn service_from_yaml(text: &str, origin: &str) -> Result<RawService, ConfigError> {
+    serde_saphyr::from_str::<RawService>(text).map_err(|err| {
+        if let serde_saphyr::Error::SerdeUnknownField {
+            field, expected, ..
+        } = err.without_snippet()
+        {
+            return unknown_key(origin, field, expected, None);
+        }
+        let rendered = err.to_string().replace("<input>", origin);
+        ConfigError::Yaml {
+            origin: origin.to_owned(),
+            message: rendered
+                .strip_prefix("error: ")
+                .unwrap_or(&rendered)
+                .to_owned(),
+        }
+    })
+}
+
 pub(crate) fn from_yaml(text: &str, origin: &str) -> Result<RawConfig, ConfigError> {
     if text.trim().is_empty() {
         return Ok(RawConfig::default());

@@ -113,6 +113,7 @@ fn service(i: usize, s: RawService, cx: &mut Ctx<'_>) -> Result<Service, ConfigE
     let rewrite_prefix = rewrite_prefix(&at, &s, cx)?;
     let dynamic_price = dynamic_price(&at, s.dynamicprice, cx)?;
     Ok(Service {
+        source: super::ServiceSource::File,
         schemes: Schemes::default(),
         auth_scheme_raw,
         host_regexp,
