@@ -135,12 +135,17 @@ while IFS=$'\t' read -r kind src dest mode; do
   [ "$kind" = asset ] || continue
   # As cargo-deb does: target/release/ names the build output, here the binary being packaged.
   case "$src" in target/release/aperture) src=$binary ;; esac
-  case "$dest" in */) dest="$dest$(basename "$src")" ;; esac
-  install -D -m "$mode" "$src" "$root/$dest"
-  if [ "$src" = "$binary" ] && command -v strip >/dev/null 2>&1; then
-    # Debug info out (symbols stay, for backtraces), as Debian packages ship binaries.
-    strip --strip-debug "$root/$dest"
-  fi
+  # A glob names several files (as cargo-deb allows), each into the destination directory.
+  for file in $src; do
+    [ -e "$file" ] || { echo "build-deb.sh: asset $src matches nothing" >&2; exit 1; }
+    to=$dest
+    case "$to" in */) to="$to$(basename "$file")" ;; esac
+    install -D -m "$mode" "$file" "$root/$to"
+    if [ "$file" = "$binary" ] && command -v strip >/dev/null 2>&1; then
+      # Debug info out (symbols stay, for backtraces), as Debian packages ship binaries.
+      strip --strip-debug "$root/$to"
+    fi
+  done
 done <<<"$meta"
 
 doc="$root/usr/share/doc/aperture"
