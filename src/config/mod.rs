@@ -411,6 +411,18 @@ pub enum ServiceSource {
     Db,
 }
 
+impl Service {
+    /// The upstream credential fields go out only when `headers` does not set `Authorization`
+    /// itself: Go `Set`s the configured headers after rewriting the credential, so a configured
+    /// `Authorization` replaces it (an API key for the upstream instead of the client's token).
+    pub fn forwards_credential(&self) -> bool {
+        !self
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("authorization"))
+    }
+}
+
 impl ServiceSource {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -429,7 +441,10 @@ pub fn parse_with_db(text: &str, origin: &str, db: &[DbService]) -> Result<Confi
         let label = format!("{origin} (database service {:?})", d.name);
         let mut service = raw::service_from_yaml(&d.spec, &label)?;
         service.name = Some(d.name.clone());
-        match services.iter_mut().find(|s| s.name.as_deref() == Some(d.name.as_str())) {
+        match services
+            .iter_mut()
+            .find(|s| s.name.as_deref() == Some(d.name.as_str()))
+        {
             Some(slot) => *slot = service,
             None => services.push(service),
         }

@@ -235,7 +235,10 @@ fn write_request_head(route: &Route, req: &Outbound<'_>, out: &mut Vec<u8>) {
         }
         push_field(out, name.as_bytes(), value);
     }
-    if let Some([lsat, l402]) = req.upstream_auth {
+    let credential = req
+        .upstream_auth
+        .filter(|_| route.service.forwards_credential());
+    if let Some([lsat, l402]) = credential {
         if req.authorization == UpstreamAuthorization::Aperture {
             push_field(out, b"Authorization", lsat.as_bytes());
         }

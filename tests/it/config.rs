@@ -691,3 +691,39 @@ fn no_key_of_go_apertures_sample_is_silently_ignored() {
         "accepted and silently ignored: {silent:?}"
     );
 }
+
+/// Database services (the admin API's) apply over the file's: same name replaces, a new name
+/// appends, every service key is allowed and every rule applies; `source` says which is which.
+#[test]
+fn database_services_replace_file_services_by_name_and_are_validated() {
+    use aperture::config::{DbService, ServiceSource};
+    let file = "listenaddr: \"127.0.0.1:8081\"\ndbbackend: sqlite\nauthenticator:\n  dev: {}\nservices:\n  - name: a\n    hostregexp: '.*'\n    pathregexp: '^/a'\n    address: \"127.0.0.1:9\"\n    price: 5\n";
+    let db = [
+        DbService {
+            name: "a".into(),
+            spec: "hostregexp: '.*'\npathregexp: '^/a'\naddress: \"127.0.0.1:10\"\nprice: 7\n".into(),
+        },
+        DbService {
+            name: "b".into(),
+            spec: r#"{"hostregexp": ".*", "pathregexp": "^/b", "address": "127.0.0.1:11", "price": 3, "ratelimits": [{"requests": 1, "per": "1s"}]}"#.into(),
+        },
+    ];
+    let c = aperture::config::parse_with_db(file, "t.yaml", &db).unwrap();
+    let by = |n: &str| c.services.iter().find(|s| s.name == n).unwrap();
+    assert_eq!(c.services.len(), 2);
+    assert_eq!((by("a").price, by("a").source), (7, ServiceSource::Db));
+    assert_eq!((by("b").price, by("b").source), (3, ServiceSource::Db));
+    // A bad database service is refused with the field named, like a file's.
+    let bad = [DbService {
+        name: "c".into(),
+        spec: "hostregexp: '('\naddress: \"127.0.0.1:12\"\n".into(),
+    }];
+    let e = aperture::config::parse_with_db(file, "t.yaml", &bad).unwrap_err();
+    assert!(e.to_string().contains("hostregexp"), "{e}");
+    let unknown = [DbService {
+        name: "c".into(),
+        spec: "adress: \"127.0.0.1:12\"\n".into(),
+    }];
+    let e = aperture::config::parse_with_db(file, "t.yaml", &unknown).unwrap_err();
+    assert!(e.to_string().contains("adress"), "{e}");
+}

@@ -429,6 +429,22 @@ fn configured_headers_replace_client_values_and_prefix_rewrites_the_path() {
     assert_eq!(r.text(), "origin saw /api/v2/items?id=1");
 }
 
+/// Go `Set`s the configured headers after rewriting the credential: a configured
+/// `Authorization` (the upstream's own API key) replaces the client's token upstream.
+#[test]
+fn a_configured_authorization_replaces_the_paid_credential_upstream() {
+    let origin = Origin::start();
+    let extra = "    headers:\n      Authorization: \"Bearer upstream-key\"\n";
+    let proxy = Proxy::start(&service("svc", origin.addr, extra), 1);
+    let auth = buy_token(&proxy, "/echo");
+    let seen = get(proxy.addr, "/echo", &format!("Authorization: {auth}\r\n")).text();
+    assert!(
+        seen.contains("Authorization: Bearer upstream-key\r\n"),
+        "{seen}"
+    );
+    assert_eq!(seen.matches("Authorization:").count(), 1, "{seen}");
+}
+
 #[test]
 fn a_macaroon_header_beside_a_bearer_value_is_not_cached_under_it() {
     let origin = Origin::start();

@@ -52,7 +52,10 @@ pub(super) fn request_bytes(
         }
         push_field(&mut raw, n.as_bytes(), value.as_bytes());
     }
-    if let Some([lsat, l402]) = out.upstream_auth {
+    let credential = out
+        .upstream_auth
+        .filter(|_| route.service.forwards_credential());
+    if let Some([lsat, l402]) = credential {
         // Built from a verified token (base64 and hex): always a valid field value.
         if out.authorization == UpstreamAuthorization::Aperture {
             push_field(&mut raw, b"authorization", lsat.as_bytes());

@@ -183,7 +183,10 @@ pub(super) fn request_headers(out: &Outbound<'_>, incoming: &HeaderMap) -> Heade
         }
         headers.append(name.clone(), value.clone());
     }
-    if let Some([lsat, l402]) = out.upstream_auth {
+    let credential = out
+        .upstream_auth
+        .filter(|_| out.route.service.forwards_credential());
+    if let Some([lsat, l402]) = credential {
         let auth = http::header::AUTHORIZATION;
         if out.authorization == UpstreamAuthorization::Aperture {
             if let Ok(v) = HeaderValue::from_str(lsat) {
