@@ -499,7 +499,35 @@ pub fn dev(basedir: &Path, origin: SocketAddr) -> Config {
     let text = DEV_YAML.replace("{origin}", &origin.to_string());
     // Only `origin` is substituted and a SocketAddr always renders as a valid host:port, so the
     // embedded config cannot fail validation (a unit test pins this).
-    let mut config = parse(&text, "<dev config>").expect("embedded dev config validates");
+    let config = parse(&text, "<dev config>").expect("embedded dev config validates");
+    dev_paths(config, basedir)
+}
+
+/// [`dev`] with the database's services applied (see [`parse_with_db`]); `Err` when one of
+/// them does not validate.
+pub fn dev_with_db(
+    basedir: &Path,
+    origin: SocketAddr,
+    db: &[DbService],
+) -> Result<Config, ConfigError> {
+    let text = DEV_YAML.replace("{origin}", &origin.to_string());
+    Ok(dev_paths(
+        parse_with_db(&text, "<dev config>", db)?,
+        basedir,
+    ))
+}
+
+/// [`load`] with the database's services applied (see [`parse_with_db`]).
+pub fn load_with_db(path: &Path, db: &[DbService]) -> Result<Config, ConfigError> {
+    let path = values::expand_tilde(&path.to_string_lossy());
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    parse_with_db(&text, &path.display().to_string(), db)
+}
+
+fn dev_paths(mut config: Config, basedir: &Path) -> Config {
     config.basedir = basedir.to_path_buf();
     config.db = Db::Sqlite {
         path: basedir.join("aperture.db"),
