@@ -1,12 +1,14 @@
 //! The token database behind one trait ([`Store`]): the ledger of minted challenges, revoked
-//! token IDs, imported legacy root keys, consumed Payment charges and Payment sessions (their
-//! balances, leases and refunds; the values in [`super::session`]), with schema migrations for
-//! SQLite and PostgreSQL.
+//! token IDs, imported legacy root keys, consumed Payment charges, Payment sessions (their
+//! balances, leases and refunds; the values in [`super::session`]) and what the admin API reads
+//! and writes (services, transactions, revenue; the values in [`super::admin`]), with schema
+//! migrations for SQLite and PostgreSQL.
 //! Every call blocks on disk or network I/O, so a [`Store`] lives on the `aperture-store` thread
 //! (or in a short-lived CLI command), never on a worker core.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::admin::{DayRevenue, DbService, Stats, TxKind, TxQuery, TxRow, TxState};
 use super::session::{
     CloseOutcome, LeaseOutcome, OpenOutcome, RefundRow, RefundStatus, SessionOpen, SessionRow,
     TopUpOutcome,
@@ -74,8 +76,11 @@ pub struct Challenge {
 /// One write. A batch of them commits in a single transaction ([`Store::apply`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// Insert a ledger row (a duplicate payment hash is ignored).
+    /// Insert a ledger row (a duplicate payment hash is ignored), of the kind
+    /// [`TxKind::infer`] gives it.
     Challenge(Challenge),
+    /// Insert a ledger row of `kind` (a duplicate payment hash is ignored).
+    Transaction { challenge: Challenge, kind: TxKind },
     /// Set `settled_at` on the row with this payment hash, if it is not settled yet.
     Settle {
         payment_hash: Key32,
@@ -135,6 +140,39 @@ pub struct TokenQuery {
     /// At most this many rows (0: no limit).
     pub limit: u32,
 }
+
+/// A ledger row before its blobs are checked (the blobs travel beside it).
+pub(crate) struct LedgerRaw {
+    pub service: String,
+    pub price_sat: i64,
+    pub created_at: i64,
+    pub settled_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+impl LedgerRaw {
+    pub(crate) fn into_row(
+        self,
+        token_id: &[u8],
+        payment_hash: &[u8],
+    ) -> Result<LedgerRow, DbError> {
+        Ok(LedgerRow {
+            token_id: key32(token_id, "token id")?,
+            payment_hash: key32(payment_hash, "payment hash")?,
+            service: self.service,
+            price_sat: to_u64(self.price_sat),
+            created_at: to_u64(self.created_at),
+            settled_at: self.settled_at.map(to_u64),
+            revoked_at: self.revoked_at.map(to_u64),
+        })
+    }
+}
+
+/// Ledger columns as both backends select them for [`LedgerRaw`].
+pub(crate) const LEDGER_SELECT: &str =
+    "SELECT l.token_id, l.payment_hash, l.service, l.price_sat, \
+    l.created_at, l.settled_at, r.revoked_at FROM ledger l \
+    LEFT JOIN revoked_tokens r ON r.token_id = l.token_id";
 
 /// The token database. Implementations: SQLite (embedded default) and PostgreSQL (shared by a
 /// fleet). Methods take `&mut self` because a database connection is used by one thread at once.
@@ -319,6 +357,82 @@ pub trait Store: Send {
         let _ = session_id;
         Ok(None)
     }
+
+    // The admin API: services stored in the database, the ledger as transactions, revenue.
+    // The defaults describe a store without them (reads find nothing, writes fail).
+
+    /// Every service created through the admin API, by name.
+    fn list_db_services(&mut self) -> Result<Vec<DbService>, DbError> {
+        Ok(Vec::new())
+    }
+
+    /// Stores a new service (`spec`: the admin layer's JSON, kept as is) and bumps
+    /// [`Self::services_version`] in the same transaction. False (nothing changed) when one of
+    /// that name exists.
+    fn create_service(&mut self, name: &str, spec: &str, now: u64) -> Result<bool, DbError> {
+        let _ = (name, spec, now);
+        Err(no_admin())
+    }
+
+    /// Replaces the service's spec (`updated_at = now`) and bumps the version. False (nothing
+    /// changed) when there is no such service.
+    fn update_service(&mut self, name: &str, spec: &str, now: u64) -> Result<bool, DbError> {
+        let _ = (name, spec, now);
+        Err(no_admin())
+    }
+
+    /// Deletes the service and bumps the version. False when there is no such service.
+    fn delete_service(&mut self, name: &str) -> Result<bool, DbError> {
+        let _ = name;
+        Err(no_admin())
+    }
+
+    /// The services' change counter: it grows with every committed create, update and delete,
+    /// by any instance sharing the database.
+    fn services_version(&mut self) -> Result<i64, DbError> {
+        Ok(0)
+    }
+
+    /// One page of ledger rows, newest first, and how many rows match the query in all.
+    fn list_transactions(&mut self, query: &TxQuery) -> Result<(Vec<TxRow>, u64), DbError> {
+        let _ = query;
+        Ok((Vec::new(), 0))
+    }
+
+    /// Go's ListTokens: one page of settled rows, newest first, and how many there are.
+    fn list_settled_tokens(
+        &mut self,
+        limit: u32,
+        offset: u32,
+    ) -> Result<(Vec<TxRow>, u64), DbError> {
+        self.list_transactions(&TxQuery {
+            state: Some(TxState::Settled),
+            limit,
+            offset,
+            ..TxQuery::default()
+        })
+    }
+
+    /// Go's GetStats: settled rows only, `settled_at` within `[from, to]` (either end open).
+    fn stats(&mut self, from: Option<u64>, to: Option<u64>) -> Result<Stats, DbError> {
+        let _ = (from, to);
+        Ok(Stats::default())
+    }
+
+    /// Settled revenue per UTC day and service, `settled_at` within `[from, to]`, by day then
+    /// service.
+    fn revenue_by_day(
+        &mut self,
+        from: Option<u64>,
+        to: Option<u64>,
+    ) -> Result<Vec<DayRevenue>, DbError> {
+        let _ = (from, to);
+        Ok(Vec::new())
+    }
+}
+
+fn no_admin() -> DbError {
+    DbError::Unavailable("this store does not keep services".into())
 }
 
 fn no_sessions() -> DbError {

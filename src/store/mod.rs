@@ -1,15 +1,17 @@
 //! Durable state (layer 1): the master secret in the basedir that every token's root key is
 //! derived from and this instance's id (this file; main thread, start-up only), and the token
 //! database behind the [`Store`] trait: the ledger, revocations, Go aperture's imported root
-//! keys, consumed Payment charges and Payment sessions ([`db`], [`session`], [`sqlite`],
-//! [`postgres`], [`legacy`]), driven at run time only by the `aperture-store` thread
-//! ([`service`]), never by a worker core.
+//! keys, consumed Payment charges, Payment sessions, and the admin API's services, transactions
+//! and revenue ([`db`], [`session`], [`admin`], [`sqlite`], [`postgres`], [`legacy`]), driven at
+//! run time only by the `aperture-store` thread ([`service`]) or the admin plane's own
+//! connection, never by a worker core.
 //!
 //! The secret is written once, atomically (temp file, fsync, rename, fsync of the directory), with
 //! mode 0600, before the first challenge is ever minted: a token that was handed out must verify
 //! after any crash or restart. A present but malformed file is an error, never silently replaced,
 //! because replacing it would invalidate every token already sold.
 
+pub mod admin;
 pub mod db;
 pub mod legacy;
 pub mod postgres;
@@ -17,6 +19,7 @@ pub mod service;
 pub mod session;
 pub mod sqlite;
 
+pub use admin::{DayRevenue, DbService, ServiceRevenue, Stats, TxKind, TxQuery, TxRow, TxState};
 pub use db::{
     open, unix_now, Challenge, ChargeClaim, DbError, Key32, LedgerRow, Op, Store, TokenQuery,
     MPP_SECRET_KEY,

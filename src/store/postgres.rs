@@ -6,15 +6,17 @@
 
 use postgres::{Client, NoTls, Transaction};
 
+use super::admin::{page_of, DayRevenue, DbService, Stats, TxKind, TxQuery, TxRow};
 use super::db::{
-    key32, to_i64, to_u64, unix_now, ChargeClaim, DbError, Key32, LedgerRow, Op, Store, TokenQuery,
+    key32, to_i64, to_u64, unix_now, ChargeClaim, DbError, Key32, LedgerRaw, LedgerRow, Op, Store,
+    TokenQuery, LEDGER_SELECT,
 };
 use super::session::{
     CloseOutcome, LeaseOutcome, OpenOutcome, RefundRaw, RefundRow, RefundStatus, SessionOpen,
     SessionRaw, SessionRow, TopUpOutcome,
 };
-use super::sqlite::LedgerRaw;
 
+mod admin;
 mod sessions;
 
 /// Schema migrations, in order; the same tables as SQLite in PostgreSQL's dialect.
@@ -51,6 +53,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX mpp_consumed_charges_expires_at ON mpp_consumed_charges (expires_at);
 ",
     sessions::MIGRATION,
+    admin::MIGRATION,
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: instances starting together migrate in turn.
@@ -213,10 +216,7 @@ impl PgStore {
             .collect();
         sessions::lock_all(&mut tx, &mut sessions).map_err(pg_err("write batch: lock sessions"))?;
         let insert = tx
-            .prepare(
-                "INSERT INTO ledger (payment_hash, token_id, service, price_sat, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (payment_hash) DO NOTHING",
-            )
+            .prepare(admin::INSERT_LEDGER)
             .map_err(pg_err("write batch"))?;
         let settle = tx
             .prepare(
@@ -224,8 +224,8 @@ impl PgStore {
             )
             .map_err(pg_err("write batch"))?;
         for op in ops {
-            match op {
-                Op::Challenge(c) => tx.execute(
+            let mut record = |c: &super::db::Challenge, kind: TxKind| {
+                tx.execute(
                     &insert,
                     &[
                         &&c.payment_hash[..],
@@ -233,8 +233,13 @@ impl PgStore {
                         &c.service,
                         &to_i64(c.price_sat),
                         &to_i64(c.created_at),
+                        &kind.as_str(),
                     ],
-                ),
+                )
+            };
+            match op {
+                Op::Challenge(c) => record(c, TxKind::infer(&c.token_id, &c.payment_hash)),
+                Op::Transaction { challenge, kind } => record(challenge, *kind),
                 Op::Settle {
                     payment_hash,
                     settled_at,
@@ -260,10 +265,6 @@ impl PgStore {
         tx.commit().map_err(pg_err("write batch: commit"))
     }
 }
-
-const LEDGER_SELECT: &str = "SELECT l.token_id, l.payment_hash, l.service, l.price_sat, \
-    l.created_at, l.settled_at, r.revoked_at FROM ledger l \
-    LEFT JOIN revoked_tokens r ON r.token_id = l.token_id";
 
 impl Store for PgStore {
     fn claim_charges(&mut self, claims: &[ChargeClaim]) -> Result<Vec<bool>, DbError> {
@@ -340,11 +341,11 @@ impl Store for PgStore {
         let client = self.client()?;
         let rows = match &query.token_id {
             Some(id) => client.query(
-                &format!("{LEDGER_SELECT} WHERE l.token_id = $1 ORDER BY l.created_at DESC, l.payment_hash LIMIT $2"),
+                &format!("{LEDGER_SELECT} WHERE l.token_id = $1 ORDER BY l.created_at DESC, l.id DESC LIMIT $2"),
                 &[&&id[..], &limit],
             ),
             None => client.query(
-                &format!("{LEDGER_SELECT} ORDER BY l.created_at DESC, l.payment_hash LIMIT $1"),
+                &format!("{LEDGER_SELECT} ORDER BY l.created_at DESC, l.id DESC LIMIT $1"),
                 &[&limit],
             ),
         }
@@ -414,7 +415,7 @@ impl Store for PgStore {
     fn open_session(&mut self, open: &SessionOpen) -> Result<OpenOutcome, DbError> {
         self.write(
             "open session",
-            |tx| sessions::open_session(tx, open),
+            |tx| admin::open_session(tx, open),
             |o| *o == OpenOutcome::Opened,
         )
     }
@@ -429,7 +430,7 @@ impl Store for PgStore {
     ) -> Result<TopUpOutcome, DbError> {
         self.write(
             "top up session",
-            |tx| sessions::top_up(tx, session_id, credit_hash, amount_sats, holder, now),
+            |tx| admin::top_up(tx, session_id, credit_hash, amount_sats, holder, now),
             |o| *o == TopUpOutcome::Applied,
         )
     }
@@ -512,5 +513,48 @@ impl Store for PgStore {
         self.read("read refund", |c| sessions::refund(c, session_id))?
             .map(RefundRaw::into_row)
             .transpose()
+    }
+
+    fn list_db_services(&mut self) -> Result<Vec<DbService>, DbError> {
+        self.read("list services", admin::list_services)
+    }
+
+    fn create_service(&mut self, name: &str, spec: &str, now: u64) -> Result<bool, DbError> {
+        let create = |tx: &mut Transaction<'_>| admin::create_service(tx, name, spec, now);
+        self.write("create service", create, |&done| done)
+    }
+
+    fn update_service(&mut self, name: &str, spec: &str, now: u64) -> Result<bool, DbError> {
+        let update = |tx: &mut Transaction<'_>| admin::update_service(tx, name, spec, now);
+        self.write("update service", update, |&done| done)
+    }
+
+    fn delete_service(&mut self, name: &str) -> Result<bool, DbError> {
+        let delete = |tx: &mut Transaction<'_>| admin::delete_service(tx, name);
+        self.write("delete service", delete, |&done| done)
+    }
+
+    fn services_version(&mut self) -> Result<i64, DbError> {
+        self.read("read the services version", admin::services_version)
+    }
+
+    fn list_transactions(&mut self, query: &TxQuery) -> Result<(Vec<TxRow>, u64), DbError> {
+        let (raw, total) =
+            self.read("list transactions", |c| admin::list_transactions(c, query))?;
+        page_of(raw, total)
+    }
+
+    fn stats(&mut self, from: Option<u64>, to: Option<u64>) -> Result<Stats, DbError> {
+        self.read("read revenue", |c| admin::stats(c, from, to))
+    }
+
+    fn revenue_by_day(
+        &mut self,
+        from: Option<u64>,
+        to: Option<u64>,
+    ) -> Result<Vec<DayRevenue>, DbError> {
+        self.read("read revenue by day", |c| {
+            admin::revenue_by_day(c, from, to)
+        })
     }
 }

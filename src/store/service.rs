@@ -9,7 +9,9 @@
 //!
 //! Payment sessions live here too (`sessions`: calls answered as soon as they commit, debits
 //! batched with the ledger, the idle sweep; `refunds`: the refund worker). At start the thread
-//! gives back the leases this instance (its holder id) held before a restart.
+//! gives back the leases this instance (its holder id) held before a restart. Once someone asks
+//! ([`StoreService::on_services_changed`], in `watch`), the thread also polls the services'
+//! change counter with the revocations and calls back when any instance changed a service.
 
 use std::collections::HashSet;
 use std::pin::Pin;
@@ -24,11 +26,13 @@ use futures_channel::mpsc::UnboundedReceiver;
 use futures_core::Stream;
 use lnd_bridge::{BridgeHandle, Event};
 
+use super::admin::TxKind;
 use super::db::{unix_now, Challenge, ChargeClaim, DbError, Key32, Op, Store};
 
 mod refunds;
 mod sessions;
 mod stats;
+mod watch;
 
 pub use refunds::{
     bridge_payer, no_payer, PayFuture, PayOutcome, Payer, RefundPayment, CLOSE_WAIT, REFUND_TIMEOUT,
@@ -61,7 +65,7 @@ pub type ClaimReply = futures_channel::oneshot::Receiver<Result<bool, ()>>;
 
 /// What travels to the store thread.
 enum Msg {
-    Challenge(Challenge),
+    Challenge(Challenge, TxKind),
     /// A charge to claim before its request is forwarded; answered as soon as it committed.
     Claim(
         ChargeClaim,
@@ -71,6 +75,8 @@ enum Msg {
     Write(Op),
     /// A session call, answered as soon as it commits.
     Session(sessions::SessionMsg),
+    /// Call this when the services change (see [`StoreService::on_services_changed`]).
+    WatchServices(watch::Callback),
     /// Something else needs a look (bridge event, stop flag); carries nothing.
     Wake,
 }
@@ -91,9 +97,25 @@ const _: fn() = || {
 impl StoreHandle {
     /// Records a minted challenge in the ledger, later; never blocks. Returns false (and counts
     /// `dropped`) when the store thread is behind or gone: the challenge is still valid, only
-    /// its ledger row is lost. `created_at` is unix seconds.
+    /// its ledger row is lost. `created_at` is unix seconds. Its kind is inferred
+    /// ([`TxKind::infer`]: a Payment charge when `token_id == payment_hash`, else L402); a
+    /// session's deposit or top-up invoice goes through [`Self::try_record_transaction`].
     pub fn try_record_challenge(
         &self,
+        token_id: Key32,
+        payment_hash: Key32,
+        service: &str,
+        price_sat: u64,
+        created_at: u64,
+    ) -> bool {
+        let kind = TxKind::infer(&token_id, &payment_hash);
+        self.try_record_transaction(kind, token_id, payment_hash, service, price_sat, created_at)
+    }
+
+    /// [`Self::try_record_challenge`] with the row's kind given.
+    pub fn try_record_transaction(
+        &self,
+        kind: TxKind,
         token_id: Key32,
         payment_hash: Key32,
         service: &str,
@@ -107,7 +129,7 @@ impl StoreHandle {
             price_sat,
             created_at,
         };
-        match self.tx.try_send(Msg::Challenge(c)) {
+        match self.tx.try_send(Msg::Challenge(c, kind)) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -180,6 +202,7 @@ pub fn start_with(
     payer: Payer,
 ) -> Result<StoreService, DbError> {
     let (initial, cursor) = store.revoked_since(0)?;
+    let services = watch::Watch::new(store.as_mut());
     let released = store.release_holder(holder)?;
     if released > 0 {
         tracing::info!(
@@ -214,6 +237,7 @@ pub fn start_with(
         next_prune: Instant::now(),
         batch_since: None,
         cursor,
+        services,
         next_poll: Instant::now() + REVOCATION_POLL,
         retry_at: None,
         backoff: Duration::from_millis(50),
@@ -287,6 +311,8 @@ struct Worker {
     /// When the oldest uncommitted op arrived.
     batch_since: Option<Instant>,
     cursor: i64,
+    /// The services' change counter and who to call when it moves.
+    services: watch::Watch,
     next_poll: Instant,
     /// After a failed write: not before this.
     retry_at: Option<Instant>,
@@ -328,7 +354,10 @@ impl Worker {
             }
             if now >= self.next_poll {
                 self.poll_revocations();
+                self.poll_services();
                 self.next_poll = now + REVOCATION_POLL;
+            } else if self.services.due() {
+                self.poll_services();
             }
             if now >= self.next_sweep {
                 self.idle_sweep();
@@ -368,10 +397,11 @@ impl Worker {
 
     fn take(&mut self, msg: Msg) {
         match msg {
-            Msg::Challenge(c) => self.push(Op::Challenge(c)),
+            Msg::Challenge(challenge, kind) => self.push(Op::Transaction { challenge, kind }),
             Msg::Claim(claim, reply) => self.claims.push((claim, reply)),
             Msg::Write(op) => self.push(op),
             Msg::Session(call) => self.session_call(call),
+            Msg::WatchServices(callback) => self.services.add(callback),
             Msg::Wake => {}
         }
     }
@@ -473,7 +503,7 @@ impl Worker {
                     let stats = &self.handle.stats;
                     for op in self.pending.drain(..n) {
                         match op {
-                            Op::Challenge(_) => &stats.challenges_recorded,
+                            Op::Challenge(_) | Op::Transaction { .. } => &stats.challenges_recorded,
                             Op::Settle { .. } => &stats.settlements_recorded,
                             Op::SessionSettle { .. } => &stats.settles_recorded,
                         }

@@ -7,14 +7,17 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+use super::admin::{page_of, DayRevenue, DbService, Stats, TxKind, TxQuery, TxRow};
 use super::db::{
-    key32, to_i64, to_u64, unix_now, ChargeClaim, DbError, Key32, LedgerRow, Op, Store, TokenQuery,
+    key32, to_i64, to_u64, unix_now, ChargeClaim, DbError, Key32, LedgerRaw, LedgerRow, Op, Store,
+    TokenQuery, LEDGER_SELECT,
 };
 use super::session::{
     CloseOutcome, LeaseOutcome, OpenOutcome, RefundRaw, RefundRow, RefundStatus, SessionOpen,
     SessionRaw, SessionRow, TopUpOutcome,
 };
 
+mod admin;
 mod sessions;
 
 /// Schema migrations, in order; version N is `MIGRATIONS[N - 1]`.
@@ -51,6 +54,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX mpp_consumed_charges_expires_at ON mpp_consumed_charges (expires_at);
 ",
     sessions::MIGRATION,
+    admin::MIGRATION,
 ];
 
 /// The store in one SQLite file.
@@ -179,37 +183,6 @@ fn ledger_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Vec<u8>, Vec<u8>, Ledg
     ))
 }
 
-/// A ledger row before its blobs are checked.
-pub(crate) struct LedgerRaw {
-    pub service: String,
-    pub price_sat: i64,
-    pub created_at: i64,
-    pub settled_at: Option<i64>,
-    pub revoked_at: Option<i64>,
-}
-
-impl LedgerRaw {
-    pub(crate) fn into_row(
-        self,
-        token_id: &[u8],
-        payment_hash: &[u8],
-    ) -> Result<LedgerRow, DbError> {
-        Ok(LedgerRow {
-            token_id: key32(token_id, "token id")?,
-            payment_hash: key32(payment_hash, "payment hash")?,
-            service: self.service,
-            price_sat: to_u64(self.price_sat),
-            created_at: to_u64(self.created_at),
-            settled_at: self.settled_at.map(to_u64),
-            revoked_at: self.revoked_at.map(to_u64),
-        })
-    }
-}
-
-const LEDGER_SELECT: &str = "SELECT l.token_id, l.payment_hash, l.service, l.price_sat, \
-    l.created_at, l.settled_at, r.revoked_at FROM ledger l \
-    LEFT JOIN revoked_tokens r ON r.token_id = l.token_id";
-
 impl Store for SqliteStore {
     fn apply(&mut self, ops: &[Op]) -> Result<(), DbError> {
         let path = self.path.clone();
@@ -222,12 +195,7 @@ impl Store for SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&err)?;
         {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO ledger (payment_hash, token_id, service, price_sat, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (payment_hash) DO NOTHING",
-                )
-                .map_err(&err)?;
+            let mut insert = tx.prepare_cached(admin::INSERT_LEDGER).map_err(&err)?;
             let mut settle = tx
                 .prepare_cached(
                     "UPDATE ledger SET settled_at = ?2 \
@@ -235,14 +203,19 @@ impl Store for SqliteStore {
                 )
                 .map_err(&err)?;
             for op in ops {
-                match op {
-                    Op::Challenge(c) => insert.execute(params![
+                let mut record = |c: &super::db::Challenge, kind: TxKind| {
+                    insert.execute(params![
                         &c.payment_hash[..],
                         &c.token_id[..],
                         c.service,
                         to_i64(c.price_sat),
-                        to_i64(c.created_at)
-                    ]),
+                        to_i64(c.created_at),
+                        kind.as_str()
+                    ])
+                };
+                match op {
+                    Op::Challenge(c) => record(c, TxKind::infer(&c.token_id, &c.payment_hash)),
+                    Op::Transaction { challenge, kind } => record(challenge, *kind),
                     Op::Settle {
                         payment_hash,
                         settled_at,
@@ -326,7 +299,7 @@ impl Store for SqliteStore {
         };
         let raw: Vec<_> = match &query.token_id {
             Some(id) => {
-                let sql = format!("{LEDGER_SELECT} WHERE l.token_id = ?1 ORDER BY l.created_at DESC, l.rowid DESC LIMIT ?2");
+                let sql = format!("{LEDGER_SELECT} WHERE l.token_id = ?1 ORDER BY l.created_at DESC, l.id DESC LIMIT ?2");
                 let mut stmt = self.conn.prepare(&sql).map_err(&err)?;
                 let rows = stmt
                     .query_map(params![&id[..], limit], ledger_row)
@@ -334,8 +307,7 @@ impl Store for SqliteStore {
                 rows.collect::<Result<_, _>>().map_err(&err)?
             }
             None => {
-                let sql =
-                    format!("{LEDGER_SELECT} ORDER BY l.created_at DESC, l.rowid DESC LIMIT ?1");
+                let sql = format!("{LEDGER_SELECT} ORDER BY l.created_at DESC, l.id DESC LIMIT ?1");
                 let mut stmt = self.conn.prepare(&sql).map_err(&err)?;
                 let rows = stmt.query_map([limit], ledger_row).map_err(&err)?;
                 rows.collect::<Result<_, _>>().map_err(&err)?
@@ -465,7 +437,7 @@ impl Store for SqliteStore {
     fn open_session(&mut self, open: &SessionOpen) -> Result<OpenOutcome, DbError> {
         self.write(
             "open session",
-            |tx| sessions::open_session(tx, open),
+            |tx| admin::open_session(tx, open),
             |o| *o == OpenOutcome::Opened,
         )
     }
@@ -480,7 +452,7 @@ impl Store for SqliteStore {
     ) -> Result<TopUpOutcome, DbError> {
         self.write(
             "top up session",
-            |tx| sessions::top_up(tx, session_id, credit_hash, amount_sats, holder, now),
+            |tx| admin::top_up(tx, session_id, credit_hash, amount_sats, holder, now),
             |o| *o == TopUpOutcome::Applied,
         )
     }
@@ -562,6 +534,49 @@ impl Store for SqliteStore {
             .map_err(self.err("read refund"))?
             .map(RefundRaw::into_row)
             .transpose()
+    }
+
+    fn list_db_services(&mut self) -> Result<Vec<DbService>, DbError> {
+        admin::list_services(&self.conn).map_err(self.err("list services"))
+    }
+
+    fn create_service(&mut self, name: &str, spec: &str, now: u64) -> Result<bool, DbError> {
+        let create = |tx: &Connection| admin::create_service(tx, name, spec, now);
+        self.write("create service", create, |&done| done)
+    }
+
+    fn update_service(&mut self, name: &str, spec: &str, now: u64) -> Result<bool, DbError> {
+        let update = |tx: &Connection| admin::update_service(tx, name, spec, now);
+        self.write("update service", update, |&done| done)
+    }
+
+    fn delete_service(&mut self, name: &str) -> Result<bool, DbError> {
+        let delete = |tx: &Connection| admin::delete_service(tx, name);
+        self.write("delete service", delete, |&done| done)
+    }
+
+    fn services_version(&mut self) -> Result<i64, DbError> {
+        admin::services_version(&self.conn).map_err(self.err("read the services version"))
+    }
+
+    fn list_transactions(&mut self, query: &TxQuery) -> Result<(Vec<TxRow>, u64), DbError> {
+        let context = format!("list transactions ({})", self.path);
+        let (raw, total) = admin::list_transactions(&mut self.conn, query)
+            .map_err(|source| DbError::Sqlite { context, source })?;
+        page_of(raw, total)
+    }
+
+    fn stats(&mut self, from: Option<u64>, to: Option<u64>) -> Result<Stats, DbError> {
+        let context = format!("read revenue ({})", self.path);
+        admin::stats(&mut self.conn, from, to).map_err(|source| DbError::Sqlite { context, source })
+    }
+
+    fn revenue_by_day(
+        &mut self,
+        from: Option<u64>,
+        to: Option<u64>,
+    ) -> Result<Vec<DayRevenue>, DbError> {
+        admin::revenue_by_day(&self.conn, from, to).map_err(self.err("read revenue by day"))
     }
 }
 
