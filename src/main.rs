@@ -179,25 +179,89 @@ fn config_path(cli: &Cli) -> PathBuf {
     }
 }
 
+/// Where the running config is re-read from, with the database's services.
+fn config_source(cli: &Cli, config: &Config) -> aperture::admin::live::ConfigSource {
+    use aperture::admin::live::ConfigSource;
+    if cli.dev && default_config(cli) {
+        let origin = config
+            .services
+            .iter()
+            .find(|s| s.name == "demo")
+            .and_then(|s| s.address.parse().ok())
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        ConfigSource::Dev {
+            basedir: config.basedir.clone(),
+            origin,
+        }
+    } else {
+        ConfigSource::File(config_path(cli))
+    }
+}
+
+/// The services stored in the token database (created through the admin API).
+fn db_services(config: &Config) -> Result<Vec<config::DbService>> {
+    let mut db = store::open(&config.db).map_err(|e| anyhow!("token database: {e}"))?;
+    let rows = db
+        .list_db_services()
+        .map_err(|e| anyhow!("token database: the services table: {e}"))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| config::DbService {
+            name: r.name,
+            spec: r.spec,
+        })
+        .collect())
+}
+
+/// `config` with the database's services applied (unchanged when there are none).
+fn with_db_services(cli: &Cli, config: Config) -> Result<Config> {
+    let db = db_services(&config)?;
+    if db.is_empty() {
+        return Ok(config);
+    }
+    let merged = config_source(cli, &config).load(&db).map_err(|e| {
+        UsageError(format!(
+            "the services stored through the admin API do not load with this config: {e}"
+        ))
+    })?;
+    Ok(cli_overrides(cli, merged))
+}
+
+/// Asks the main thread to reload, as SIGHUP does (the signal is blocked in every thread and
+/// taken by the main thread's wait).
+fn raise_reload() {
+    // SAFETY: kill(2) on our own pid with a signal every thread blocks; touches no memory.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGHUP);
+    }
+}
+
 fn load_config(cli: &Cli) -> Result<Config> {
-    let mut config = if cli.dev && default_config(cli) {
+    let config = if cli.dev && default_config(cli) {
         let basedir = cli.basedir.clone().unwrap_or_else(Config::default_basedir);
         let origin = origin::start(SocketAddr::from(([127, 0, 0, 1], 0)))
             .context("cannot start the demo origin")?;
         config::dev(&basedir, origin)
     } else {
-        let mut config = config::load(&config_path(cli))?;
-        if cli.dev && !matches!(config.authenticator.backend, Backend::Dev { .. }) {
-            config.authenticator.backend = Backend::Dev {
-                listen_addr: SocketAddr::from(([127, 0, 0, 1], 8089)),
-            };
-        }
-        config
+        config::load(&config_path(cli))?
     };
+    Ok(cli_overrides(cli, config))
+}
+
+/// What the command line changes in a loaded config: `--basedir`, and `--dev` with a file.
+fn cli_overrides(cli: &Cli, mut config: Config) -> Config {
+    if cli.dev
+        && !default_config(cli)
+        && !matches!(config.authenticator.backend, Backend::Dev { .. })
+    {
+        config.authenticator.backend = Backend::Dev {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 8089)),
+        };
+    }
     if let Some(basedir) = &cli.basedir {
         config.basedir = basedir.clone();
     }
-    Ok(config)
+    config
 }
 
 /// The TLS identity for `insecure: false`: `<basedir>/tls.cert` + `tls.key`, generated
@@ -343,7 +407,6 @@ fn run(cli: &Cli) -> Result<()> {
     for warning in &config.warnings {
         tracing::warn!("config: {warning}");
     }
-    let routes = Routes::resolve(&config).map_err(|e| UsageError(e.to_string()))?;
     let master_secret = store::load_or_create_master_secret(&config.basedir)?;
     let (tls, autocert) = load_tls(&config)?;
     let bridge = start_bridge(&config)?;
@@ -352,6 +415,13 @@ fn run(cli: &Cli) -> Result<()> {
     let holder = store::load_or_create_instance_id(&config.basedir)
         .map_err(|e| anyhow!("instance id in {}: {e}", config.basedir.display()))?;
     let (store, legacy_keys) = start_store(&config, &bridge, &holder)?;
+    // Services created through the admin API live in the database and apply over the file's;
+    // a change there (by this instance or another on the same database) reloads like SIGHUP.
+    let config = with_db_services(cli, config)?;
+    let routes = Routes::resolve(&config).map_err(|e| UsageError(e.to_string()))?;
+    store
+        .on_services_changed(Box::new(raise_reload))
+        .map_err(|e| anyhow!("token database: {e}"))?;
     let payment_secret = match &config.authenticator.mpp {
         Some(_) => Some(
             store::load_mpp_secret(&config)
@@ -450,13 +520,14 @@ fn start_admin(
 /// new routing snapshot. A file that fails validation leaves the running config in place.
 /// Returns the outcome in a few words (systemd's status line).
 fn reload(server: &runtime::Server, cli: &Cli, running: &Config) -> &'static str {
-    if cli.dev && default_config(cli) {
-        tracing::warn!("SIGHUP: --dev has no config file to reload");
-        return "no config file to reload (--dev)";
-    }
-    let path = config_path(cli);
-    let loaded = config::load(&path)
-        .map_err(anyhow::Error::from)
+    let source = config_source(cli, running);
+    let path = match &source {
+        aperture::admin::live::ConfigSource::File(path) => path.clone(),
+        aperture::admin::live::ConfigSource::Dev { .. } => PathBuf::from("<dev config>"),
+    };
+    let loaded = db_services(running)
+        .and_then(|db| Ok(source.load(&db)?))
+        .map(|c| cli_overrides(cli, c))
         .and_then(|c| Ok((Routes::resolve(&c)?, c)));
     let (routes, new) = match loaded {
         Ok(ok) => ok,

@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod fake;
+pub mod live;
 mod listener;
 
 use std::sync::Arc;
