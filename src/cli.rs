@@ -1,7 +1,7 @@
 //! Command line (clap derive), the `--check-config` action, the `token`/`import` actions on
-//! the token database, and the shell completions and man page generated from this definition.
-//! It binds no ports and starts no threads. `main.rs` wires [`Cli`] to the runtime and to
-//! [`crate::client`].
+//! the token database, the `admin` action (a client of a running instance's admin API), and the
+//! shell completions and man page generated from this definition. It binds no ports and starts
+//! no threads. `main.rs` wires [`Cli`] to the runtime and to [`crate::client`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
 
+use crate::client::admin::{self as admin_client, AuthScheme, Output, Page, Range, TxState};
 use crate::client::FetchOptions;
 use crate::config::{self, Config, Db};
 use crate::store::{self, DbError, ImportSource, Store, TokenQuery};
@@ -42,6 +43,14 @@ TOKENS
   aperture token show <TOKEN_ID>        one token: settlement, revocation
   aperture token revoke <TOKEN_ID>      every instance rejects it within 1 s
   aperture import --from-sqlite PATH    keep Go aperture's tokens valid
+
+ADMIN (a running instance with admin.enabled)
+  aperture admin info | health | stats  its settings, liveness, revenue
+  aperture admin services [list]        create | update | delete NAME too
+  aperture admin transactions           --service, --state, --from/--to
+  aperture admin revoke <TOKEN_ID>      through the running instance
+  JSON (Go aperture's API shapes) when piped or with --json, tables on a
+  terminal.
 
 TRY IT
   aperture --dev                        proxy a demo origin on 127.0.0.1:8081,
@@ -113,6 +122,14 @@ pub enum Command {
     #[command(subcommand)]
     Token(TokenCommand),
 
+    /// Query and manage a running instance through its admin API (admin.enabled).
+    ///
+    /// Talks to Go aperture's REST API under /api/admin/ on the admin listener (--admin, else
+    /// the listener the config names, else http://127.0.0.1:8082), presenting the admin macaroon
+    /// (--macaroon, else admin.macaroonpath, else <basedir>/admin.macaroon). Prints the API's
+    /// JSON when stdout is not a terminal or with --json, aligned tables otherwise.
+    Admin(AdminArgs),
+
     /// Import Go aperture's token root keys so the tokens it sold keep verifying here.
     ///
     /// Reads the `secrets` table of Go aperture's database and stores the keys in this
@@ -165,6 +182,260 @@ pub struct ImportArgs {
     /// Go aperture's PostgreSQL database, as `postgres://user:pass@host:port/dbname?sslmode=disable`.
     #[arg(long, value_name = "DSN")]
     pub from_postgres: Option<String>,
+}
+
+/// `aperture admin`: where the API is, how to print, and the RPC.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// The admin API's base URL, http:// only [default: the admin listener the config names
+    /// (prometheus.listenaddr, else admin.listenaddr), else http://127.0.0.1:8082].
+    #[arg(long, global = true, value_name = "URL")]
+    pub admin: Option<String>,
+
+    /// The admin macaroon file, sent hex-encoded [default: the config's admin.macaroonpath,
+    /// else <basedir>/admin.macaroon].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub macaroon: Option<PathBuf>,
+
+    /// Print the API's JSON as received (the default when stdout is not a terminal).
+    #[arg(long, global = true, conflicts_with = "human")]
+    pub json: bool,
+
+    /// Print tables even when stdout is not a terminal.
+    #[arg(long, global = true)]
+    pub human: bool,
+
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum AdminCommand {
+    /// Network, listen address and Payment (MPP) settings (GetInfo).
+    Info,
+    /// Whether the admin API answers (GetHealth; needs no macaroon).
+    Health,
+    /// List services (the default), or create, update or delete one.
+    Services {
+        #[command(subcommand)]
+        action: Option<ServicesCommand>,
+    },
+    /// The ledger: every invoice handed out, pending or settled (ListTransactions).
+    Transactions(TransactionsArgs),
+    /// Paid tokens: settled transactions (ListTokens).
+    Tokens(PageArgs),
+    /// Revenue, settled transactions and revenue per service (GetStats).
+    Stats(RangeArgs),
+    /// Revoke a token through the running instance (RevokeToken): it is refused from then on.
+    Revoke {
+        /// The token ID: 64 hex characters.
+        #[arg(value_name = "TOKEN_ID", value_parser = parse_token_id)]
+        token_id: [u8; 32],
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ServicesCommand {
+    /// List every service with its source (config file or database).
+    List,
+    /// Create a service (stored in the database, live on every instance sharing it).
+    Create(ServiceArgs),
+    /// Change a service: only the fields given change.
+    Update(ServiceArgs),
+    /// Delete a service created through the API.
+    Delete {
+        /// The service's name.
+        #[arg(value_name = "NAME", required_unless_present = "name")]
+        name_arg: Option<String>,
+        /// The service's name (or as the first argument).
+        #[arg(long = "name", value_name = "NAME", conflicts_with = "name_arg")]
+        name: Option<String>,
+    },
+}
+
+/// Go's CreateService/UpdateService fields, and `--spec` for every other service key.
+#[derive(Debug, Clone, Args)]
+pub struct ServiceArgs {
+    /// The service's name.
+    #[arg(value_name = "NAME")]
+    pub name_arg: Option<String>,
+    /// The service's name (or as the first argument; or name: in --spec).
+    #[arg(long = "name", value_name = "NAME", conflicts_with = "name_arg")]
+    pub name: Option<String>,
+    /// Backend host:port.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub address: Option<String>,
+    /// Backend protocol (the API takes Go's two).
+    #[arg(long, value_parser = ["http", "https"])]
+    pub protocol: Option<String>,
+    /// Regexp the request's Host must match [server default: .*].
+    #[arg(long, value_name = "REGEXP")]
+    pub host_regexp: Option<String>,
+    /// Regexp the request's path must match.
+    #[arg(long, value_name = "REGEXP")]
+    pub path_regexp: Option<String>,
+    /// Price per token, in sats.
+    #[arg(long, value_name = "SATS")]
+    pub price: Option<u64>,
+    /// "on", "off" or "freebie N".
+    #[arg(long, value_name = "LEVEL")]
+    pub auth: Option<String>,
+    /// Payment scheme(s) offered and accepted.
+    #[arg(long, value_enum, value_name = "SCHEME")]
+    pub auth_scheme: Option<AuthScheme>,
+    /// A service block as in aperture.yaml (YAML or JSON), for every service key (ratelimits,
+    /// dynamicprice, headers, constraints, ...); the flags above override its keys.
+    #[arg(long, value_name = "FILE")]
+    pub spec: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TransactionsArgs {
+    /// Only this service's transactions.
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<String>,
+    /// Only pending or settled ones.
+    #[arg(long, value_enum)]
+    pub state: Option<TxState>,
+    #[command(flatten)]
+    pub range: RangeArgs,
+    #[command(flatten)]
+    pub page: PageArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RangeArgs {
+    /// From this time: RFC 3339 (2026-03-01T00:00:00Z) or unix seconds.
+    #[arg(long, value_name = "TIME", value_parser = admin_client::parse_time)]
+    pub from: Option<String>,
+    /// Up to this time: RFC 3339 or unix seconds.
+    #[arg(long, value_name = "TIME", value_parser = admin_client::parse_time)]
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PageArgs {
+    /// At most this many rows [server default: 50].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
+    /// Skip this many rows.
+    #[arg(long, value_name = "N")]
+    pub offset: Option<u32>,
+}
+
+impl AdminCommand {
+    /// The RPC these arguments ask for. Reads the `--spec` file, if any.
+    pub fn to_request(&self) -> Result<admin_client::Request, admin_client::AdminError> {
+        use admin_client::Request;
+        let page = |p: &PageArgs| Page {
+            limit: p.limit,
+            offset: p.offset,
+        };
+        let range = |r: &RangeArgs| Range {
+            from: r.from.clone(),
+            to: r.to.clone(),
+        };
+        Ok(match self {
+            AdminCommand::Info => Request::Info,
+            AdminCommand::Health => Request::Health,
+            AdminCommand::Services { action } => match action {
+                None | Some(ServicesCommand::List) => Request::ListServices,
+                Some(ServicesCommand::Create(args)) => Request::CreateService(args.body(true)?),
+                Some(ServicesCommand::Update(args)) => {
+                    let name = args.name_arg.clone().or_else(|| args.name.clone());
+                    let body = args.body(false)?;
+                    let name = name.or_else(|| args.spec_name()).ok_or_else(|| {
+                        admin_client::AdminError::Usage(
+                            "which service? give its name (or --name NAME)".into(),
+                        )
+                    })?;
+                    Request::UpdateService { name, body }
+                }
+                Some(ServicesCommand::Delete { name_arg, name }) => Request::DeleteService {
+                    name: name_arg
+                        .clone()
+                        .or_else(|| name.clone())
+                        .unwrap_or_default(),
+                },
+            },
+            AdminCommand::Transactions(t) => Request::ListTransactions(admin_client::TxFilter {
+                service: t.service.clone(),
+                state: t.state,
+                range: range(&t.range),
+                page: page(&t.page),
+            }),
+            AdminCommand::Tokens(p) => Request::ListTokens(page(p)),
+            AdminCommand::Stats(r) => Request::Stats(range(r)),
+            AdminCommand::Revoke { token_id } => Request::RevokeToken {
+                token_id: hex::encode(token_id),
+            },
+        })
+    }
+}
+
+impl ServiceArgs {
+    fn body(
+        &self,
+        create: bool,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, admin_client::AdminError> {
+        let fields = admin_client::ServiceFields {
+            // For an update the name is the path's, not a field.
+            name: if create {
+                self.name_arg.clone().or_else(|| self.name.clone())
+            } else {
+                None
+            },
+            address: self.address.clone(),
+            protocol: self.protocol.clone(),
+            host_regexp: self.host_regexp.clone(),
+            path_regexp: self.path_regexp.clone(),
+            price: self.price,
+            auth: self.auth.clone(),
+            auth_scheme: self.auth_scheme,
+        };
+        let spec = self
+            .spec
+            .as_deref()
+            .map(admin_client::read_spec)
+            .transpose()?;
+        admin_client::service_body(&fields, spec, create)
+    }
+
+    /// The `name:` of the `--spec` file, if it has one.
+    fn spec_name(&self) -> Option<String> {
+        let spec = admin_client::read_spec(self.spec.as_deref()?).ok()?;
+        spec.get("name")?.as_str().map(str::to_owned)
+    }
+}
+
+/// `aperture admin …`: sends the RPC to the running instance and prints the reply to stdout,
+/// errors to stderr. `config` is the config file's text, if there is one (it names the admin
+/// listener and the macaroon); `basedir` is `--basedir`. Returns the exit code (0 done, 1
+/// failure, 64 usage).
+pub fn admin_command(args: &AdminArgs, config: Option<&str>, basedir: Option<&Path>) -> i32 {
+    use std::io::IsTerminal;
+    let endpoint = admin_client::resolve_endpoint(
+        args.admin.as_deref(),
+        args.macaroon.as_deref(),
+        config,
+        basedir,
+    );
+    let output = Output::choose(args.json, args.human, std::io::stdout().is_terminal());
+    let result = args.command.to_request().and_then(|request| {
+        let body = admin_client::call(&endpoint, &request)?;
+        Ok(admin_client::render(&request, &body, output))
+    });
+    match result {
+        Ok(text) => {
+            // A closed stdout (`| head`) is not worth an error.
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
+            0
+        }
+        Err(e) => {
+            eprintln!("aperture admin: {e}");
+            e.exit_code()
+        }
+    }
 }
 
 fn parse_token_id(s: &str) -> Result<[u8; 32], String> {
@@ -308,7 +579,9 @@ pub fn store_command(db: &Db, command: &Command) -> i32 {
     let result = store::open(db).and_then(|mut s| match command {
         Command::Token(t) => token_command(s.as_mut(), t),
         Command::Import(args) => import_command(s.as_mut(), args),
-        Command::Fetch(_) | Command::Completions { .. } | Command::Man => Ok(()),
+        Command::Fetch(_) | Command::Admin(_) | Command::Completions { .. } | Command::Man => {
+            Ok(())
+        }
     });
     match result {
         Ok(()) => 0,
@@ -550,7 +823,14 @@ mod tests {
             completions(shell, &mut out);
             let text = String::from_utf8(out).unwrap();
             assert!(text.contains(marker), "{shell}: {text}");
-            for word in ["fetch", "token", "import", "completions", "check-config"] {
+            for word in [
+                "fetch",
+                "token",
+                "import",
+                "admin",
+                "completions",
+                "check-config",
+            ] {
                 assert!(text.contains(word), "{shell} lacks {word}");
             }
             // Nothing of the machine that generated it (the package is built on one machine).
@@ -577,6 +857,185 @@ mod tests {
             parse(&["man"]).unwrap().command,
             Some(Command::Man)
         ));
+    }
+
+    fn admin_request(args: &[&str]) -> admin_client::Request {
+        let cli = parse(&[&["admin"], args].concat()).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        let Some(Command::Admin(a)) = cli.command else {
+            panic!("no admin")
+        };
+        a.command.to_request().unwrap()
+    }
+
+    #[test]
+    fn admin_arguments_map_to_requests() {
+        use admin_client::{Request, TxFilter};
+        use serde_json::json;
+        assert_eq!(admin_request(&["info"]), Request::Info);
+        assert_eq!(admin_request(&["health"]), Request::Health);
+        assert_eq!(admin_request(&["services"]), Request::ListServices);
+        assert_eq!(admin_request(&["services", "list"]), Request::ListServices);
+        assert_eq!(
+            admin_request(&[
+                "transactions",
+                "--service",
+                "echo",
+                "--state",
+                "settled",
+                "--from",
+                "1773176400",
+                "--to",
+                "2026-03-31T23:59:59Z",
+                "--limit",
+                "20",
+                "--offset",
+                "40",
+            ]),
+            Request::ListTransactions(TxFilter {
+                service: Some("echo".into()),
+                state: Some(TxState::Settled),
+                range: Range {
+                    from: Some("2026-03-10T21:00:00Z".into()),
+                    to: Some("2026-03-31T23:59:59Z".into()),
+                },
+                page: Page {
+                    limit: Some(20),
+                    offset: Some(40),
+                },
+            })
+        );
+        assert_eq!(
+            admin_request(&["tokens", "--limit", "5"]),
+            Request::ListTokens(Page {
+                limit: Some(5),
+                offset: None
+            })
+        );
+        assert_eq!(
+            admin_request(&["stats", "--from", "0"]),
+            Request::Stats(Range {
+                from: Some("1970-01-01T00:00:00Z".into()),
+                to: None
+            })
+        );
+        let id = "0f".repeat(32);
+        assert_eq!(
+            admin_request(&["revoke", &id]),
+            Request::RevokeToken { token_id: id }
+        );
+        let Request::CreateService(body) = admin_request(&[
+            "services",
+            "create",
+            "api",
+            "--address",
+            "127.0.0.1:9000",
+            "--price",
+            "100",
+            "--auth-scheme",
+            "l402+mpp",
+            "--path-regexp",
+            "^/api/",
+        ]) else {
+            panic!("not a create")
+        };
+        assert_eq!(
+            serde_json::Value::Object(body),
+            json!({"name": "api", "address": "127.0.0.1:9000", "price": 100,
+                   "path_regexp": "^/api/", "auth_scheme": "AUTH_SCHEME_L402_MPP"})
+        );
+        assert_eq!(
+            admin_request(&["services", "update", "--name", "api", "--price", "250"]),
+            Request::UpdateService {
+                name: "api".into(),
+                body: json!({"price": 250})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            }
+        );
+        assert_eq!(
+            admin_request(&["services", "delete", "api"]),
+            Request::DeleteService { name: "api".into() }
+        );
+        assert_eq!(
+            admin_request(&["services", "delete", "--name", "api"]),
+            Request::DeleteService { name: "api".into() }
+        );
+    }
+
+    #[test]
+    fn admin_options_and_mistakes() {
+        let cli = parse(&[
+            "admin",
+            "services",
+            "list",
+            "--admin",
+            "http://h:1",
+            "--macaroon",
+            "/m",
+            "--json",
+        ])
+        .unwrap();
+        let Some(Command::Admin(a)) = cli.command else {
+            panic!("no admin")
+        };
+        assert_eq!(a.admin.as_deref(), Some("http://h:1"));
+        assert_eq!(a.macaroon.as_deref(), Some(Path::new("/m")));
+        assert!(a.json && !a.human);
+        for bad in [
+            &["admin"][..],
+            &["admin", "info", "--json", "--human"],
+            &["admin", "transactions", "--state", "paid"],
+            &["admin", "transactions", "--limit", "0"],
+            &["admin", "transactions", "--limit", "1001"],
+            &["admin", "stats", "--from", "yesterday"],
+            &["admin", "revoke", "abc"],
+            &["admin", "services", "delete"],
+            &["admin", "services", "delete", "a", "--name", "b"],
+            &["admin", "services", "create", "--auth-scheme", "lnurl"],
+            &["admin", "services", "create", "--protocol", "ftp"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        let usage = |args: &[&str]| {
+            let cli = parse(args).unwrap();
+            let Some(Command::Admin(a)) = cli.command else {
+                panic!("no admin")
+            };
+            a.command.to_request().unwrap_err()
+        };
+        let e = usage(&["admin", "services", "create", "--address", "h:1"]);
+        assert_eq!(e.exit_code(), 64, "{e}");
+        let e = usage(&["admin", "services", "update", "--price", "1"]);
+        assert!(e.to_string().contains("which service"), "{e}");
+        let e = usage(&["admin", "services", "update", "api"]);
+        assert!(e.to_string().contains("nothing to update"), "{e}");
+    }
+
+    #[test]
+    fn admin_spec_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = dir.path().join("svc.yaml");
+        std::fs::write(
+            &spec,
+            "name: api\naddress: 127.0.0.1:9000\npathregexp: '^/api/'\nprice: 10\n\
+             headers:\n  X-Tier: gold\n",
+        )
+        .unwrap();
+        let spec = spec.to_str().unwrap();
+        let admin_client::Request::UpdateService { name, body } =
+            admin_request(&["services", "update", "--spec", spec, "--price", "20"])
+        else {
+            panic!("not an update")
+        };
+        assert_eq!(name, "api", "the spec names the service");
+        assert_eq!(body["price"], 20);
+        assert_eq!(body["path_regexp"], "^/api/");
+        assert_eq!(body["headers"]["X-Tier"], "gold");
+        assert!(
+            body.get("name").is_none(),
+            "an update's name is in the path"
+        );
     }
 
     impl Cli {

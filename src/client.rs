@@ -2,8 +2,10 @@
 //! the main thread, never on a worker core. Flow: request → on 402 parse the L402/LSAT challenge →
 //! pay the invoice through an LND-REST-compatible wallet (`/v2/router/send`, NDJSON stream) →
 //! retry with `Authorization: L402 <macaroon>:<hex preimage>`. It must not log or print:
-//! `main.rs` prints the returned response.
+//! `main.rs` prints the returned response. [`admin`] is the client of a running instance's admin
+//! API (`aperture admin …`), on the same HTTP/1.1 code.
 
+pub mod admin;
 mod h1;
 mod session;
 

@@ -27,6 +27,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse_args();
     match &cli.command {
         Some(Command::Fetch(args)) => return fetch(args),
+        Some(Command::Admin(args)) => return admin(&cli, args),
         Some(Command::Completions { shell }) => {
             cli::completions(*shell, &mut std::io::stdout().lock());
             return ExitCode::SUCCESS;
@@ -93,6 +94,13 @@ fn fetch(args: &cli::FetchArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `aperture admin …`: the config file, when there is one, names the admin listener and the
+/// macaroon; the instance's API does the rest.
+fn admin(cli: &Cli, args: &cli::AdminArgs) -> ExitCode {
+    let config = std::fs::read_to_string(config_path(cli)).ok();
+    ExitCode::from(cli::admin_command(args, config.as_deref(), cli.basedir.as_deref()) as u8)
 }
 
 /// `aperture token …` / `aperture import …`: opens the database the config names, directly (no
