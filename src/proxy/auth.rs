@@ -360,15 +360,20 @@ async fn session_offer(
         session::Offer::TopUp { .. } => {
             let deposit = session::deposit_of(price, &sessions);
             match invoice(core, deposit).await {
-                Ok(inv) => session::challenge(
-                    secret,
-                    settings,
-                    &sessions,
-                    resource,
-                    price,
-                    Some(&inv),
-                    now,
-                ),
+                Ok(inv) => {
+                    let kind = crate::store::TxKind::TopUp;
+                    let name = &route.service.name;
+                    record_payment_challenge(core, kind, name, &inv, deposit, now);
+                    session::challenge(
+                        secret,
+                        settings,
+                        &sessions,
+                        resource,
+                        price,
+                        Some(&inv),
+                        now,
+                    )
+                }
                 Err(why) => {
                     core.counters().incr(Counter::BridgeUnavailable);
                     tracing::warn!(core = core.id, service = %route.service.name, "cannot mint a top-up invoice: {why}");
@@ -509,11 +514,13 @@ pub async fn challenge(
         for intent in intents {
             let value = match (intent, &charge, &deposit_invoice, settings.sessions) {
                 (crate::mpp::Intent::Charge, Some(invoice), _, _) => {
-                    record_payment_challenge(core, &service.name, invoice, price, now);
+                    let kind = crate::store::TxKind::Charge;
+                    record_payment_challenge(core, kind, &service.name, invoice, price, now);
                     payment::charge_challenge(secret, settings, resource, price, invoice, now)
                 }
                 (crate::mpp::Intent::Session, _, Some(invoice), Some(sessions)) => {
-                    record_payment_challenge(core, &service.name, invoice, deposit, now);
+                    let kind = crate::store::TxKind::SessionDeposit;
+                    record_payment_challenge(core, kind, &service.name, invoice, deposit, now);
                     session::challenge(
                         secret,
                         settings,
@@ -540,6 +547,7 @@ pub async fn challenge(
 /// its token id.
 fn record_payment_challenge(
     core: &CoreCtx,
+    kind: crate::store::TxKind,
     service: &str,
     invoice: &lnd_bridge::Invoice,
     price: u64,
@@ -547,7 +555,7 @@ fn record_payment_challenge(
 ) {
     if let Some(store) = &core.store {
         let hash = invoice.payment_hash;
-        store.try_record_challenge(hash, hash, service, price, now);
+        store.try_record_transaction(kind, hash, hash, service, price, now);
     }
 }
 
