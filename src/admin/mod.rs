@@ -13,6 +13,7 @@ pub mod auth;
 pub mod backend;
 pub mod fake;
 pub mod grpc;
+pub mod live;
 pub mod probes;
 pub mod proto;
 pub mod rest;
