@@ -4,6 +4,7 @@
 //! Checks the request each command sends (method, path, query, body, the hex macaroon header),
 //! what it prints (the JSON as received when piped, tables with --human), where it finds the
 //! API and the macaroon (flags, the config, the basedir), and its error messages and exit codes.
+//! [`real_api`] then runs the CLI against the real admin server over a `FakeBackend`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -600,4 +601,156 @@ fn failures_say_what_to_check() {
     let out = admin(dir.path(), Some("https://127.0.0.1:1"), &["info"]);
     assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
     assert!(api.take().is_empty());
+}
+
+/// The real admin API (`aperture::admin`'s server, REST over a `FakeBackend`): the CLI and the
+/// server agree on every RPC's wire, the macaroon and the errors.
+mod real_api {
+    use std::sync::Arc;
+
+    use aperture::admin::fake::FakeBackend;
+    use aperture::admin::{Admin, AdminKey, AdminOptions, ApiOptions};
+
+    use super::*;
+
+    struct Api {
+        admin: Admin,
+        backend: Arc<FakeBackend>,
+        dir: tempfile::TempDir,
+    }
+
+    impl Api {
+        /// The server on a loopback port; its macaroon written to `<basedir>/admin.macaroon`.
+        fn start() -> Api {
+            let dir = tempfile::tempdir().unwrap();
+            let (key, created) = AdminKey::load_or_create(&dir.path().join("admin.macaroon"))
+                .expect("admin macaroon");
+            assert!(created);
+            let backend = Arc::new(FakeBackend::sample());
+            let admin = Admin::start_with(AdminOptions {
+                addr: "127.0.0.1:0".parse().unwrap(),
+                metrics: aperture::metrics::Metrics::new(1),
+                ready: Arc::new(|| true),
+                extra: Arc::new(|_: &mut String| {}),
+                api: Some(ApiOptions {
+                    backend: backend.clone(),
+                    key,
+                    cors_origins: Vec::new(),
+                }),
+                dashboard: None,
+            })
+            .expect("admin listener");
+            Api {
+                admin,
+                backend,
+                dir,
+            }
+        }
+
+        fn run(&self, args: &[&str]) -> Output {
+            let url = format!("http://{}", self.admin.local_addr());
+            admin(self.dir.path(), Some(&url), args)
+        }
+    }
+
+    #[test]
+    fn every_rpc_round_trips() {
+        let api = Api::start();
+        assert_eq!(ok(&api.run(&["health"])), json!({"status": "ok"}));
+        assert_eq!(ok(&api.run(&["info"]))["network"], "regtest");
+
+        let spec = api.dir.path().join("svc.yaml");
+        std::fs::write(
+            &spec,
+            "name: metered\naddress: 127.0.0.1:9100\npathregexp: '^/metered/'\nprice: 5\n\
+             timeout: 3600\n",
+        )
+        .unwrap();
+        let created = ok(&api.run(&[
+            "services",
+            "create",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--auth-scheme",
+            "l402+mpp",
+        ]));
+        assert_eq!(created["name"], "metered");
+        assert_eq!(created["price"], "5");
+        assert_eq!(created["auth_scheme"], "AUTH_SCHEME_L402_MPP");
+        {
+            let state = api.backend.state();
+            let s = state.services.iter().find(|s| s.name == "metered").unwrap();
+            assert_eq!(s.extra.get("timeout"), Some(&json!(3600)), "{s:?}");
+        }
+        let updated = ok(&api.run(&["services", "update", "metered", "--price", "9"]));
+        assert_eq!(updated["price"], "9");
+        let list = ok(&api.run(&["services"]));
+        let names: Vec<&str> = list["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["name"].as_str())
+            .collect();
+        assert_eq!(names, ["file-svc", "metered"]);
+        ok(&api.run(&["services", "delete", "metered"]));
+        let out = api.run(&["services", "delete", "metered"]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+
+        let txs = ok(&api.run(&["transactions", "--state", "settled", "--limit", "1"]));
+        assert_eq!(txs["total_count"], "2");
+        assert_eq!(txs["transactions"].as_array().unwrap().len(), 1);
+        let all = ok(&api.run(&["transactions"]));
+        assert_eq!(all["total_count"], "3");
+        let stats = ok(&api.run(&["stats"]));
+        assert_eq!(stats["total_revenue_sats"], "35");
+        let tokens = ok(&api.run(&["tokens"]));
+        let token = tokens["tokens"][0]["token_id"].as_str().unwrap().to_owned();
+        ok(&api.run(&["revoke", &token]));
+        let tokens = ok(&api.run(&["tokens"]));
+        assert!(
+            tokens["tokens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|t| t["token_id"] != token.as_str()),
+            "{tokens}"
+        );
+    }
+
+    #[test]
+    fn the_servers_refusals_read_clearly() {
+        let api = Api::start();
+        let other = tempfile::tempdir().unwrap();
+        AdminKey::load_or_create(&other.path().join("admin.macaroon")).unwrap();
+        let url = format!("http://{}", api.admin.local_addr());
+        let out = admin(other.path(), Some(&url), &["info"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains("the admin macaroon at") && stderr(&out).contains("was refused"),
+            "{}",
+            stderr(&out)
+        );
+        let out = api.run(&[
+            "services",
+            "create",
+            "x",
+            "--address",
+            "h:1",
+            "--path-regexp",
+            "^/api/admin/",
+        ]);
+        assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+        assert!(stderr(&out).contains("path_regexp"), "{}", stderr(&out));
+        let out = api.run(&[
+            "services",
+            "create",
+            "file-svc",
+            "--address",
+            "h:1",
+            "--path-regexp",
+            "^/f/",
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    }
 }
