@@ -5,6 +5,7 @@
 //! reading the config file itself ([`load`]), `!file+hex:`/`!file+base64:` header values, and
 //! resolving `staticroot` (it must be a directory).
 
+mod admin;
 mod http2;
 mod logging;
 mod raw;
@@ -20,6 +21,7 @@ use regex::Regex;
 
 use crate::l402::{ChallengeShape, UpstreamAuthorization};
 
+pub use admin::{AdminConfig, DEFAULT_ADMIN_ADDR, DEFAULT_MACAROON_FILE};
 pub use http2::Http2;
 pub use logging::{Callsite, Level, LogFormat, Logging};
 pub use values::IpNet;
@@ -130,6 +132,8 @@ pub struct Config {
     pub db: Db,
     /// Metrics listener, when `prometheus.enabled`.
     pub prometheus: Option<SocketAddr>,
+    /// The admin API, when `admin.enabled`.
+    pub admin: Option<AdminConfig>,
     /// The static site served for requests no service matches (`servestatic: true`): the
     /// canonical `staticroot` directory, checked at load.
     pub static_root: Option<PathBuf>,

@@ -127,6 +127,8 @@ pub(crate) struct RawAdmin {
     pub enabled: Option<bool>,
     pub macaroonpath: Option<String>,
     pub corsorigins: Option<Vec<String>>,
+    /// Ours: the admin listener's address when it is not the prometheus one.
+    pub listenaddr: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -111,6 +111,8 @@ pub(crate) fn validate(mut raw: RawConfig, origin: &str) -> Result<Config, Confi
         super::logging::logging(raw.debuglevel.as_deref(), raw.logging.as_ref(), &mut cx)?;
     let db = db(&raw, basedir_set.is_some(), &mut cx)?;
     let prometheus = prometheus(&raw, &cx)?;
+    let basedir = basedir_set.unwrap_or_else(Config::default_basedir);
+    let admin = super::admin::admin(&raw, &basedir, prometheus, &mut cx)?;
     let static_root = static_root(&raw, &cx)?;
     let listen_text = nonempty(raw.listenaddr.as_deref())
         .unwrap_or_default()
@@ -123,7 +125,7 @@ pub(crate) fn validate(mut raw: RawConfig, origin: &str) -> Result<Config, Confi
     service::resolve_schemes(&mut services, authenticator.mpp.is_some(), &mut cx);
     Ok(Config {
         listen_addr,
-        basedir: basedir_set.unwrap_or_else(Config::default_basedir),
+        basedir,
         insecure: raw.insecure.unwrap_or(false),
         server_name,
         autocert,
@@ -151,6 +153,7 @@ pub(crate) fn validate(mut raw: RawConfig, origin: &str) -> Result<Config, Confi
         authenticator,
         db,
         prometheus,
+        admin,
         static_root,
         services,
         warnings: cx.warnings,
@@ -389,9 +392,6 @@ fn check_go_only(raw: &RawConfig, cx: &mut Ctx<'_>) -> Result<(), ConfigError> {
                 format!("{p} is not a port in 1024..65535 (0 disables)"),
             ))
         }
-    }
-    if raw.admin.as_ref().and_then(|a| a.enabled).unwrap_or(false) {
-        cx.warn("admin.enabled: the admin API is not supported yet; the admin section (macaroonpath, corsorigins) is ignored");
     }
     if raw.tor.as_ref().is_some_and(|t| t.v3.unwrap_or(false)) {
         cx.warn("tor.v3: onion services are not supported yet; the tor section (control, listenport, virtualport) is ignored");
