@@ -42,6 +42,8 @@ use crate::metrics::Metrics;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest HTTP/1 request head (a larger one is answered 431).
 const MAX_HEAD: usize = 16 * 1024;
+/// How long a client may take to send a request body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest request body the REST API or the dashboard reads.
 pub const MAX_BODY: usize = 1 << 20;
 /// Connections served at once; more wait in the kernel's backlog.
@@ -292,17 +294,23 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, s: &Shared) -> Respons
 /// The request's head and its whole body (at most [`MAX_BODY`]), or the answer refusing it.
 async fn collect(req: Request<Incoming>) -> Result<(http::request::Parts, Bytes), Response<Bytes>> {
     let (parts, body) = req.into_parts();
-    match Limited::new(body, MAX_BODY).collect().await {
-        Ok(b) => Ok((parts, b.to_bytes())),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(probes::text(
+    let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect());
+    match collected.await {
+        Ok(Ok(b)) => Ok((parts, b.to_bytes())),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(probes::text(
             StatusCode::PAYLOAD_TOO_LARGE,
             probes::TEXT,
             "request body too large\n",
         )),
-        Err(_) => Err(probes::text(
+        Ok(Err(_)) => Err(probes::text(
             StatusCode::BAD_REQUEST,
             probes::TEXT,
             "cannot read the request body\n",
+        )),
+        Err(_) => Err(probes::text(
+            StatusCode::REQUEST_TIMEOUT,
+            probes::TEXT,
+            "request body too slow\n",
         )),
     }
 }

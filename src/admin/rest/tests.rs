@@ -315,6 +315,7 @@ fn query_and_path_decoding() {
     assert_eq!(percent_decode("a+b", false).as_deref(), Some("a+b"));
     assert_eq!(percent_decode("%zz", false), None);
     assert_eq!(percent_decode("%2", false), None);
+    assert_eq!(percent_decode("%+1", false), None);
     assert_eq!(percent_decode("%ff", false), None, "not UTF-8");
     assert_eq!(
         Route::of("services/a%2Fb"),
