@@ -267,6 +267,12 @@ fn cli_overrides(cli: &Cli, mut config: Config) -> Config {
         };
     }
     if let Some(basedir) = &cli.basedir {
+        // The admin macaroon's default lives in the basedir: it moves with it.
+        if let Some(admin) = &mut config.admin {
+            if admin.macaroon_path == config.basedir.join("admin.macaroon") {
+                admin.macaroon_path = basedir.join("admin.macaroon");
+            }
+        }
         config.basedir = basedir.clone();
     }
     config
@@ -473,13 +479,7 @@ fn run(cli: &Cli) -> Result<()> {
     // The CA validates against the listener, so the ACME client starts once the cores serve.
     let autocert = autocert.map(aperture::acme::Autocert::start).transpose()?;
     let ready = Arc::new(AtomicBool::new(true)); // the workers serve once `start` returns
-    let admin = start_admin(
-        config.prometheus,
-        &server,
-        &ready,
-        store.handle(),
-        bridge.handle(),
-    )?;
+    let admin = start_admin(cli, &config, &server, &ready, &store, &bridge)?;
     if cli.dev {
         print_dev_walkthrough(addr, bridge.wallet_addr());
     }
@@ -492,36 +492,84 @@ fn run(cli: &Cli) -> Result<()> {
     if let Some(autocert) = autocert {
         autocert.shutdown();
     }
-    if let Some(admin) = admin {
-        admin.shutdown();
+    for listener in admin {
+        listener.shutdown();
     }
     store.shutdown(); // commits pending ledger writes; before the bridge ends its event stream
     bridge.shutdown();
     Ok(())
 }
 
-/// The metrics and health listener, when `prometheus` is enabled; `/readyz` follows `ready`.
+/// The admin listeners: the metrics and health probes when `prometheus` is enabled (`/readyz`
+/// follows `ready`), and with `admin.enabled` the admin API and dashboard on
+/// `admin.listenaddr` (one listener when the two addresses are the same).
 fn start_admin(
-    addr: Option<SocketAddr>,
+    cli: &Cli,
+    config: &Config,
     server: &runtime::Server,
     ready: &Arc<AtomicBool>,
-    store: store::StoreHandle,
-    bridge: lnd_bridge::BridgeHandle,
-) -> Result<Option<Admin>> {
-    let Some(addr) = addr else { return Ok(None) };
-    let ready = ready.clone();
-    let admin = Admin::start(
-        addr,
-        server.metrics().clone(),
-        Arc::new(move || ready.load(Ordering::Relaxed)),
-        Arc::new(move |out: &mut String| {
-            aperture::exposition::render_bridge(&bridge.stats(), out);
-            store.render_metrics(out);
-        }),
-    )
-    .with_context(|| format!("cannot listen for metrics on {addr} (prometheus.listenaddr)"))?;
-    tracing::info!("admin listening on http://{}", admin.local_addr());
-    Ok(Some(admin))
+    store: &store::StoreService,
+    bridge: &lnd_bridge::Bridge,
+) -> Result<Vec<Admin>> {
+    let probes = |addr| {
+        let (ready, store, bridge) = (ready.clone(), store.handle(), bridge.handle());
+        aperture::admin::AdminOptions {
+            addr,
+            metrics: server.metrics().clone(),
+            ready: Arc::new(move || ready.load(Ordering::Relaxed)),
+            extra: Arc::new(move |out: &mut String| {
+                aperture::exposition::render_bridge(&bridge.stats(), out);
+                store.render_metrics(out);
+            }),
+            api: None,
+            dashboard: None,
+        }
+    };
+    let mut listeners = Vec::new();
+    if let Some(admin) = &config.admin {
+        let (key, created) = aperture::admin::AdminKey::load_or_create(&admin.macaroon_path)
+            .with_context(|| format!("admin macaroon {}", admin.macaroon_path.display()))?;
+        if created {
+            tracing::info!(
+                "admin macaroon created at {}",
+                admin.macaroon_path.display()
+            );
+        }
+        let db = store::open(&config.db).map_err(|e| anyhow!("token database (admin): {e}"))?;
+        let backend: Arc<dyn aperture::admin::AdminBackend> =
+            Arc::new(aperture::admin::live::LiveBackend::new(
+                config_source(cli, config),
+                Arc::new(config.clone()),
+                db,
+                bridge.handle(),
+                server.cores(),
+                Box::new(raise_reload),
+            ));
+        let mut options = probes(admin.listen_addr);
+        options.api = Some(aperture::admin::ApiOptions {
+            backend,
+            key,
+            cors_origins: admin.cors_origins.clone(),
+        });
+        let api = Admin::start_with(options).with_context(|| {
+            format!(
+                "cannot listen for the admin API on {} (admin.listenaddr)",
+                admin.listen_addr
+            )
+        })?;
+        tracing::info!("admin API and dashboard on http://{}", api.local_addr());
+        listeners.push(api);
+    }
+    if let Some(addr) = config.prometheus {
+        if config.admin.as_ref().is_none_or(|a| a.listen_addr != addr) {
+            let metrics = Admin::start_with(probes(addr)).with_context(|| {
+                format!("cannot listen for metrics on {addr} (prometheus.listenaddr)")
+            })?;
+            tracing::info!("admin listening on http://{}", metrics.local_addr());
+            listeners.push(metrics);
+        }
+    }
+    Ok(listeners)
 }
 
 /// SIGHUP: re-reads and validates the config here, off the data path, then hands every core the

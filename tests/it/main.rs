@@ -2,6 +2,7 @@
 
 mod acme;
 mod admin;
+mod admin_live;
 mod admin_api;
 mod admin_cli;
 mod cancel;

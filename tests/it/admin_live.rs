@@ -1,0 +1,195 @@
+//! The admin API of the real binary over its real backend (the token database, the reload path):
+//! a service created through REST answers 402 at its price within a second, an update changes
+//! the next 402's invoice amount, a delete makes the path 404; a payment appears in the
+//! transactions and the stats; a revoke through the API makes the token 402 again.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::support::{self, pay, service, wait_until, Conn, Origin, Response};
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the binary with `admin.enabled`; returns it, the proxy, the admin API and the dev
+/// wallet addresses.
+fn spawn(dir: &tempfile::TempDir, origin: SocketAddr) -> (Running, [SocketAddr; 3]) {
+    let config = dir.path().join("aperture.yaml");
+    let yaml = format!(
+        "listenaddr: \"127.0.0.1:0\"\ninsecure: true\ndbbackend: sqlite\n\
+         admin:\n  enabled: true\n  listenaddr: \"127.0.0.1:0\"\n\
+         authenticator:\n  network: regtest\n  dev:\n    listenaddr: \"127.0.0.1:0\"\n\
+         services:\n{}",
+        service("a", origin, "    pathregexp: \"^/a\"\n")
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let mut child = Running(
+        support::aperture_command()
+            .arg("--config")
+            .arg(&config)
+            .arg("--basedir")
+            .arg(dir.path())
+            .args(["--cores", "2"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn aperture"),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut proxy, mut admin, mut wallet) = (None, None, None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while proxy.is_none() || admin.is_none() || wallet.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("aperture did not log its addresses");
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok());
+        if line.contains("admin API and dashboard on http://") {
+            admin = addr;
+        } else if line.contains("aperture listening on http://") {
+            proxy = addr;
+        } else if line.contains("wallet at http://") {
+            wallet = addr;
+        }
+    }
+    (child, [proxy.unwrap(), admin.unwrap(), wallet.unwrap()])
+}
+
+/// One REST call with the admin macaroon.
+fn api(admin: SocketAddr, macaroon: &str, method: &str, path: &str, body: &str) -> Response {
+    let raw = format!(
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nGrpc-Metadata-Macaroon: {macaroon}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    Conn::open(admin).request(raw.as_bytes())
+}
+
+/// The amount of the 402's L402 invoice, from its BOLT11 human-readable part (`lnbcrt<n>n1…`).
+fn invoice_nano(resp: &Response) -> String {
+    let (_, invoice) = support::challenge(resp);
+    // The bech32 separator is the last `1`.
+    let hrp = &invoice[..invoice.rfind('1').unwrap()];
+    hrp.trim_start_matches("lnbcrt").to_owned()
+}
+
+#[test]
+fn services_through_the_api_go_live_and_payments_and_revokes_show() {
+    let origin = Origin::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (_child, [proxy, admin, wallet]) = spawn(&dir, origin.addr);
+    let macaroon = hex::encode(std::fs::read(dir.path().join("admin.macaroon")).unwrap());
+    // Without the macaroon: refused; health is open.
+    let raw = "GET /api/admin/info HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n";
+    assert_eq!(Conn::open(admin).request(raw.as_bytes()).status, 401);
+    let info = api(admin, &macaroon, "GET", "/api/admin/info", "");
+    assert_eq!(info.status, 200, "{}", info.text());
+    assert!(info.text().contains("regtest"), "{}", info.text());
+    // Create: live on the data path within a second, at its price.
+    assert_eq!(support::get(proxy, "/b", "").status, 404);
+    let body = format!(
+        r#"{{"name":"b","address":"{}","protocol":"http","host_regexp":".*","path_regexp":"^/b","price":"21"}}"#,
+        origin.addr
+    );
+    let created = api(admin, &macaroon, "POST", "/api/admin/services", &body);
+    assert_eq!(created.status, 200, "{}", created.text());
+    let mut first = None;
+    wait_until(
+        "the new service to answer 402",
+        Duration::from_secs(1),
+        || {
+            let r = support::get(proxy, "/b", "");
+            let done = r.status == 402;
+            first = Some(r);
+            done
+        },
+    );
+    assert_eq!(invoice_nano(first.as_ref().unwrap()), "210n");
+    let listed = api(admin, &macaroon, "GET", "/api/admin/services", "");
+    assert!(
+        listed.text().contains("\"source\":\"db\""),
+        "{}",
+        listed.text()
+    );
+    // A bad service is a 400 naming the field; the running one stays.
+    let bad = r#"{"name":"c","address":"127.0.0.1:9","path_regexp":"(","price":"1"}"#;
+    let refused = api(admin, &macaroon, "POST", "/api/admin/services", bad);
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    // Update: the next 402 asks the new price.
+    let updated = api(
+        admin,
+        &macaroon,
+        "PUT",
+        "/api/admin/services/b",
+        r#"{"price":"34"}"#,
+    );
+    assert_eq!(updated.status, 200, "{}", updated.text());
+    wait_until("the new price", Duration::from_secs(1), || {
+        invoice_nano(&support::get(proxy, "/b", "")) == "340n"
+    });
+    // Delete: the path is gone.
+    let deleted = api(admin, &macaroon, "DELETE", "/api/admin/services/b", "");
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+    wait_until("the service to go", Duration::from_secs(1), || {
+        support::get(proxy, "/b", "").status == 404
+    });
+    // A payment shows in the transactions and the stats.
+    let (mac, invoice) = support::challenge(&support::get(proxy, "/a", ""));
+    let token = format!("Authorization: L402 {mac}:{}\r\n", pay(wallet, &invoice));
+    assert_eq!(support::get(proxy, "/a", &token).status, 200);
+    let mut settled = String::new();
+    wait_until(
+        "the settlement in the ledger",
+        Duration::from_secs(5),
+        || {
+            settled = api(
+                admin,
+                &macaroon,
+                "GET",
+                "/api/admin/transactions?state=settled",
+                "",
+            )
+            .text();
+            settled.contains("\"service_name\":\"a\"")
+        },
+    );
+    let stats = api(admin, &macaroon, "GET", "/api/admin/stats", "").text();
+    assert!(stats.contains("\"total_revenue_sats\":\"10\""), "{stats}");
+    // Revoke through the API: 402 again on every core within a second or two.
+    let v: serde_json::Value = serde_json::from_str(&settled).unwrap();
+    let token_id = v["transactions"][0]["token_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let revoked = api(
+        admin,
+        &macaroon,
+        "DELETE",
+        &format!("/api/admin/tokens/{token_id}"),
+        "",
+    );
+    assert_eq!(revoked.status, 200, "{}", revoked.text());
+    wait_until(
+        "the revocation on the cores",
+        Duration::from_secs(3),
+        || (0..4).all(|_| support::get(proxy, "/a", &token).status == 402),
+    );
+}
