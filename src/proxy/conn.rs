@@ -256,10 +256,10 @@ async fn handle<C: Io>(
             let path = std::str::from_utf8(head.path()).unwrap_or("");
             match routes.find(host, path) {
                 None => match &routes.statics {
-                    Some(site) => {
+                    Some(site) if !super::route::is_admin_path(path) => {
                         return static_phase(core, client, head, framing, site, out).await
                     }
-                    None => Local(Synthetic::NotFound, framing, true),
+                    _ => Local(Synthetic::NotFound, framing, true),
                 },
                 Some(route) => {
                     let decision = authorize(core, client, route, head, client_ip, framing).await;

@@ -347,6 +347,9 @@ impl Routes {
     /// The first service whose `hostregexp` matches `host` and whose optional `pathregexp`
     /// matches `path`, as Go aperture matches them.
     pub fn find(&self, host: &str, path: &str) -> Option<&Route> {
+        if is_admin_path(path) {
+            return None;
+        }
         self.routes.iter().find(|r| {
             (r.host_any || r.service.host_regexp.is_match(host))
                 && (r.path_any
@@ -356,6 +359,12 @@ impl Routes {
                         .is_none_or(|p| p.is_match(path)))
         })
     }
+}
+
+/// The admin API's paths (REST and gRPC): served on the admin listener only, never proxied nor
+/// answered from the static site on the data path (a 404 there).
+pub fn is_admin_path(path: &str) -> bool {
+    path.starts_with("/api/admin/") || path.starts_with("/adminrpc.Admin/")
 }
 
 /// Whether `re` matches every haystack, so routing can skip the search (about 200 instructions

@@ -30,6 +30,11 @@ fn spawn(dir: &tempfile::TempDir, origin: SocketAddr) -> (Running, [SocketAddr; 
          authenticator:\n  network: regtest\n  dev:\n    listenaddr: \"127.0.0.1:0\"\n\
          services:\n{}",
         service("a", origin, "    pathregexp: \"^/a\"\n")
+            + &service(
+                "all",
+                origin,
+                "    pathregexp: \"^/api\"\n    auth: \"off\"\n"
+            )
     );
     std::fs::write(&config, yaml).unwrap();
     let mut child = Running(
@@ -103,6 +108,10 @@ fn services_through_the_api_go_live_and_payments_and_revokes_show() {
     let info = api(admin, &macaroon, "GET", "/api/admin/info", "");
     assert_eq!(info.status, 200, "{}", info.text());
     assert!(info.text().contains("regtest"), "{}", info.text());
+    // The admin paths on the data listener: 404, never proxied (a catch-all service is there).
+    let all = api(proxy, &macaroon, "GET", "/api/admin/info", "");
+    assert_eq!(all.status, 404, "{}", all.text());
+    assert_eq!(origin.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
     // Create: live on the data path within a second, at its price.
     assert_eq!(support::get(proxy, "/b", "").status, 404);
     let body = format!(

@@ -317,7 +317,9 @@ async fn phases(
     let path = req.uri().path();
     let Some(route) = routes.find(authority(&req), path) else {
         return match &routes.statics {
-            Some(site) if !is_grpc => serve_static(core, site, &req, respond).await,
+            Some(site) if !is_grpc && !super::route::is_admin_path(path) => {
+                serve_static(core, site, &req, respond).await
+            }
             _ => Err(Synthetic::NotFound),
         };
     };
