@@ -96,6 +96,20 @@ if ! command -v pebble >/dev/null 2>&1; then
   fi
 fi
 
+# Debian's chromium, headless, for the dashboard's real-browser test (tests/it/dashboard.rs drives
+# it over the DevTools protocol). About 15 s on a machine with Debian's mirror close by. The
+# test skips it when missing outside CI; in CI it must install.
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "== installing chromium (Debian package)"
+  if ! apt_install chromium; then
+    if [ -n "${CI:-}" ]; then
+      echo "chromium could not be installed; CI needs it for the dashboard's browser test" >&2
+      exit 1
+    fi
+    echo "warning: chromium could not be installed; the dashboard's browser test will be skipped" >&2
+  fi
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -546,6 +546,8 @@ fn start_admin(
                 Box::new(raise_reload),
             ));
         let mut options = probes(admin.listen_addr);
+        // The dashboard calls the same backend; it answers loopback clients only.
+        options.dashboard = Some(aperture::admin::dashboard::handler(backend.clone()));
         options.api = Some(aperture::admin::ApiOptions {
             backend,
             key,

@@ -11,6 +11,7 @@
 pub mod api;
 pub mod auth;
 pub mod backend;
+pub mod dashboard;
 pub mod fake;
 pub mod grpc;
 pub mod live;
