@@ -2,9 +2,9 @@
 
 mod acme;
 mod admin;
-mod admin_live;
 mod admin_api;
 mod admin_cli;
+mod admin_live;
 mod browser;
 mod cancel;
 mod clients;
