@@ -115,14 +115,61 @@ impl LiveBackend {
         Ok(config)
     }
 
+    /// The config file's service blocks as JSON objects, by name (none under `--dev`), so a file
+    /// service shows its every key and an override made through the API starts from them.
+    fn file_blocks(&self) -> Vec<(String, Map<String, Value>)> {
+        let ConfigSource::File(path) = &self.source else {
+            return Vec::new();
+        };
+        let path = crate::config::values::expand_tilde(&path.to_string_lossy());
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return Vec::new();
+        };
+        let Ok(Value::Object(mut root)) = serde_saphyr::from_str::<Value>(&text) else {
+            return Vec::new();
+        };
+        let Some(Value::Array(services)) = root.remove("services") else {
+            return Vec::new();
+        };
+        services
+            .into_iter()
+            .filter_map(|s| match s {
+                Value::Object(m) => {
+                    let name = m.get("name")?.as_str()?.to_owned();
+                    Some((name, m))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     fn view_of(&self, config: &Config, name: &str) -> Result<ServiceView, AdminError> {
         let db = self.db_services()?;
+        let files = self.file_blocks();
         config
             .services
             .iter()
             .find(|s| s.name == name)
-            .map(|s| view(s, db.iter().find(|(d, _)| d.name == s.name).map(|(_, j)| j)))
+            .map(|s| view(s, stored_block(s, &db, &files).as_ref()))
             .ok_or_else(|| AdminError::NotFound(format!("no service named {name:?}")))
+    }
+}
+
+/// A service's block: its database JSON, or for a file service its block in the file.
+fn stored_block(
+    s: &config::Service,
+    db: &[(DbService, String)],
+    files: &[(String, Map<String, Value>)],
+) -> Option<String> {
+    match s.source {
+        config::ServiceSource::Db => db
+            .iter()
+            .find(|(d, _)| d.name == s.name)
+            .map(|(_, j)| j.clone()),
+        config::ServiceSource::File => files
+            .iter()
+            .find(|(n, _)| *n == s.name)
+            .map(|(_, m)| Value::Object(m.clone()).to_string()),
     }
 }
 
@@ -253,10 +300,11 @@ impl AdminBackend for LiveBackend {
             .source
             .load(&db.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>())
             .map_err(|e| AdminError::Internal(format!("the stored services do not load: {e}")))?;
+        let files = self.file_blocks();
         Ok(config
             .services
             .iter()
-            .map(|s| view(s, db.iter().find(|(d, _)| d.name == s.name).map(|(_, j)| j)))
+            .map(|s| view(s, stored_block(s, &db, &files).as_ref()))
             .collect())
     }
 
@@ -276,13 +324,22 @@ impl AdminBackend for LiveBackend {
 
     fn update_service(&self, name: &str, patch: ServicePatch) -> Result<ServiceView, AdminError> {
         let stored = self.db_services()?;
-        let Some((_, json)) = stored.iter().find(|(d, _)| d.name == name) else {
-            return Err(AdminError::NotFound(format!(
-                "no database service named {name:?} (services from the config file change with the file; create one of the same name to override it)"
-            )));
+        // A file service is overridden by a database service that starts from its file block
+        // (every key kept), as Go's update of a config service does with its few fields.
+        let (mut map, in_db) = match stored.iter().find(|(d, _)| d.name == name) {
+            Some((_, json)) => (
+                serde_json::from_str::<Map<String, Value>>(json)
+                    .map_err(|e| AdminError::Internal(format!("stored service {name:?}: {e}")))?,
+                true,
+            ),
+            None => match self.file_blocks().into_iter().find(|(n, _)| n == name) {
+                Some((_, mut block)) => {
+                    block.remove("name");
+                    (block, false)
+                }
+                None => return Err(AdminError::NotFound(format!("no service named {name:?}"))),
+            },
         };
-        let mut map: Map<String, Value> = serde_json::from_str(json)
-            .map_err(|e| AdminError::Internal(format!("stored service {name:?}: {e}")))?;
         let mut set = |k: &str, v: Option<Value>| {
             if let Some(v) = v {
                 map.insert(k.to_owned(), v);
@@ -304,8 +361,15 @@ impl AdminBackend for LiveBackend {
         let json = Value::Object(map).to_string();
         let config = self.check(name, Some(&json))?;
         let now = crate::proxy::auth::now_unix();
-        if !self.db(|s| s.update_service(name, &json, now))? {
-            return Err(AdminError::NotFound(format!("no service named {name:?}")));
+        let stored = if in_db {
+            self.db(|s| s.update_service(name, &json, now))?
+        } else {
+            self.db(|s| s.create_service(name, &json, now))?
+        };
+        if !stored {
+            return Err(AdminError::Conflict(format!(
+                "service {name:?} changed meanwhile; retry"
+            )));
         }
         (self.apply)();
         self.view_of(&config, name)

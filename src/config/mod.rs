@@ -11,7 +11,7 @@ mod logging;
 mod raw;
 mod service;
 mod validate;
-mod values;
+pub(crate) mod values;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

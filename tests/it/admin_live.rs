@@ -201,4 +201,23 @@ fn services_through_the_api_go_live_and_payments_and_revokes_show() {
         Duration::from_secs(3),
         || (0..4).all(|_| support::get(proxy, "/a", &token).status == 402),
     );
+    // A file service's price changed through the API: a database override that keeps the file
+    // block's other keys (its path here).
+    let changed = api(
+        admin,
+        &macaroon,
+        "PUT",
+        "/api/admin/services/a",
+        r#"{"price":"12"}"#,
+    );
+    assert_eq!(changed.status, 200, "{}", changed.text());
+    wait_until("the override's price", Duration::from_secs(1), || {
+        let r = support::get(proxy, "/a", "");
+        r.status == 402 && invoice_nano(&r) == "120n"
+    });
+    assert_eq!(
+        support::get(proxy, "/b", "").status,
+        404,
+        "the path rule was kept"
+    );
 }
