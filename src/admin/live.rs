@@ -75,10 +75,22 @@ impl LiveBackend {
         }
     }
 
-    fn db<T>(&self, f: impl FnOnce(&mut dyn Store) -> Result<T, DbError>) -> Result<T, AdminError> {
+    fn db<T: Send>(
+        &self,
+        f: impl FnOnce(&mut dyn Store) -> Result<T, DbError> + Send,
+    ) -> Result<T, AdminError> {
         // Only the admin thread takes this lock; a poisoned one still holds a usable connection.
         let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
-        f(store.as_mut()).map_err(|e| AdminError::Unavailable(format!("token database: {e}")))
+        // On a thread of its own: the admin API runs inside a tokio runtime, and the blocking
+        // PostgreSQL client drives a runtime of its own, which tokio refuses to nest.
+        let conn: &mut dyn Store = store.as_mut();
+        let result = std::thread::scope(|scope| {
+            scope
+                .spawn(|| f(conn))
+                .join()
+                .map_err(|_| AdminError::Internal("the database call panicked".into()))
+        })?;
+        result.map_err(|e| AdminError::Unavailable(format!("token database: {e}")))
     }
 
     /// The database's services, in the config layer's form.

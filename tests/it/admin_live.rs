@@ -23,9 +23,14 @@ impl Drop for Running {
 /// Starts the binary with `admin.enabled`; returns it, the proxy, the admin API and the dev
 /// wallet addresses.
 fn spawn(dir: &tempfile::TempDir, origin: SocketAddr) -> (Running, [SocketAddr; 3]) {
+    spawn_on(dir, origin, "dbbackend: sqlite\n")
+}
+
+/// [`spawn`] with the database section `db`.
+fn spawn_on(dir: &tempfile::TempDir, origin: SocketAddr, db: &str) -> (Running, [SocketAddr; 3]) {
     let config = dir.path().join("aperture.yaml");
     let yaml = format!(
-        "listenaddr: \"127.0.0.1:0\"\ninsecure: true\ndbbackend: sqlite\n\
+        "listenaddr: \"127.0.0.1:0\"\ninsecure: true\n{db}\
          admin:\n  enabled: true\n  listenaddr: \"127.0.0.1:0\"\n\
          authenticator:\n  network: regtest\n  dev:\n    listenaddr: \"127.0.0.1:0\"\n\
          services:\n{}",
@@ -220,4 +225,53 @@ fn services_through_the_api_go_live_and_payments_and_revokes_show() {
         404,
         "the path rule was kept"
     );
+}
+
+/// Two instances on one PostgreSQL: a service created through one's API answers on the other
+/// within a second (each store thread polls the services' change counter), and its deletion too.
+#[test]
+fn two_instances_on_postgres_pick_up_each_others_service_changes() {
+    let Some(url) = crate::store::pg_url() else {
+        return;
+    };
+    let parsed: postgres::Config = url.parse().unwrap();
+    let host = match &parsed.get_hosts()[0] {
+        postgres::config::Host::Tcp(h) => h.clone(),
+        other => panic!("{other:?}"),
+    };
+    let db = format!(
+        "dbbackend: postgres\npostgres:\n  host: \"{host}\"\n  port: {}\n  user: \"{}\"\n  password: \"\"\n  dbname: \"{}\"\n",
+        parsed.get_ports()[0],
+        parsed.get_user().unwrap_or("postgres"),
+        parsed.get_dbname().unwrap_or("postgres"),
+    );
+    let origin = Origin::start();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_a, [_, admin_a, _]) = spawn_on(&dir_a, origin.addr, &db);
+    let (_b, [proxy_b, _, _]) = spawn_on(&dir_b, origin.addr, &db);
+    let macaroon = hex::encode(std::fs::read(dir_a.path().join("admin.macaroon")).unwrap());
+    // A unique name: the test database is shared with other tests.
+    let name = format!("fleet{}", std::process::id());
+    let body = format!(
+        r#"{{"name":"{name}","address":"{}","protocol":"http","host_regexp":".*","path_regexp":"^/{name}","price":"17"}}"#,
+        origin.addr
+    );
+    let created = api(admin_a, &macaroon, "POST", "/api/admin/services", &body);
+    assert_eq!(created.status, 200, "{}", created.text());
+    let path = format!("/{name}");
+    wait_until("B to serve A's new service", Duration::from_secs(2), || {
+        let r = support::get(proxy_b, &path, "");
+        r.status == 402 && invoice_nano(&r) == "170n"
+    });
+    let deleted = api(
+        admin_a,
+        &macaroon,
+        "DELETE",
+        &format!("/api/admin/services/{name}"),
+        "",
+    );
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+    wait_until("B to drop it", Duration::from_secs(2), || {
+        support::get(proxy_b, &path, "").status == 404
+    });
 }
