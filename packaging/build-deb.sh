@@ -75,7 +75,8 @@ subst '  databasefilename: "~/.aperture/aperture.db"   # not "dbfile"' \
 subst '  tlspath: "~/.lnd/tls.cert"' '  tlspath: "/etc/aperture/lnd/tls.cert"'
 subst '  macdir: "~/.lnd/data/chain/bitcoin/mainnet"   # uses invoice.macaroon' \
   '  macdir: "/etc/aperture/lnd"   # uses invoice.macaroon'
-subst '  macaroonpath: "~/.aperture/admin.macaroon"' '  macaroonpath: "/var/lib/aperture/admin.macaroon"'
+subst '  macaroonpath: "~/.aperture/admin.macaroon"   # default: <basedir>/admin.macaroon' \
+  '  macaroonpath: "/var/lib/aperture/admin.macaroon"   # default: <basedir>/admin.macaroon'
 if grep -n '~/' "$gen/aperture.yaml" | grep -v '^[0-9]*:\s*#' >/dev/null; then
   echo "build-deb.sh: the packaged config still names a home directory:" >&2
   grep -n '~/' "$gen/aperture.yaml" | grep -v '^[0-9]*:\s*#' >&2
