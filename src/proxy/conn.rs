@@ -257,7 +257,11 @@ async fn handle<C: Io>(
             match routes.find(host, path) {
                 None => match &routes.statics {
                     Some(site) if !super::route::is_admin_path(path) => {
-                        return static_phase(core, client, head, framing, site, out).await
+                        // Boxed: inline, the static path's state machine grew every
+                        // request's and kept `handle` from being inlined (+8% instructions
+                        // on the free row).
+                        let answer = static_phase(core, client, head, framing, site, out);
+                        return Box::pin(answer).await;
                     }
                     _ => Local(Synthetic::NotFound, framing, true),
                 },

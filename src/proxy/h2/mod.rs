@@ -318,7 +318,8 @@ async fn phases(
     let Some(route) = routes.find(authority(&req), path) else {
         return match &routes.statics {
             Some(site) if !is_grpc && !super::route::is_admin_path(path) => {
-                serve_static(core, site, &req, respond).await
+                // Boxed: the rare path must not grow every stream's task.
+                Box::pin(serve_static(core, site, &req, respond)).await
             }
             _ => Err(Synthetic::NotFound),
         };
