@@ -245,52 +245,41 @@ pub(crate) struct RawHttp2 {
 /// Parses YAML text into the raw mirror. This is the only place that touches the YAML library.
 /// One service block (the admin API's stored form), with the file's rules: unknown keys refused.
 pub(crate) fn service_from_yaml(text: &str, origin: &str) -> Result<RawService, ConfigError> {
-    serde_saphyr::from_str::<RawService>(text).map_err(|err| {
-        if let serde_saphyr::Error::SerdeUnknownField {
-            field, expected, ..
-        } = err.without_snippet()
-        {
-            return unknown_key(origin, field, expected, None);
-        }
-        let rendered = err.to_string().replace("<input>", origin);
-        ConfigError::Yaml {
-            origin: origin.to_owned(),
-            message: rendered
-                .strip_prefix("error: ")
-                .unwrap_or(&rendered)
-                .to_owned(),
-        }
-    })
+    serde_saphyr::from_str::<RawService>(text).map_err(|err| yaml_error(&err, origin, None))
 }
 
 pub(crate) fn from_yaml(text: &str, origin: &str) -> Result<RawConfig, ConfigError> {
     if text.trim().is_empty() {
         return Ok(RawConfig::default());
     }
-    serde_saphyr::from_str::<RawConfig>(text).map_err(|err| {
-        if let serde_saphyr::Error::SerdeUnknownField {
-            field,
-            expected,
-            location,
-        } = err.without_snippet()
-        {
-            let line = match location.line() {
-                0 => find_key_line(text, field),
-                n => Some(n),
-            };
-            return unknown_key(origin, field, expected, line);
-        }
-        // The library names the text `<input>`; name the real file instead.
-        let rendered = err.to_string().replace("<input>", origin);
-        let message = rendered
-            .strip_prefix("error: ")
-            .unwrap_or(&rendered)
-            .to_owned();
-        ConfigError::Yaml {
-            origin: origin.to_owned(),
-            message,
-        }
-    })
+    serde_saphyr::from_str::<RawConfig>(text).map_err(|err| yaml_error(&err, origin, Some(text)))
+}
+
+/// A YAML error as a [`ConfigError`] naming `origin`; an unknown key gets its hint and, with
+/// `text`, its line.
+fn yaml_error(err: &serde_saphyr::Error, origin: &str, text: Option<&str>) -> ConfigError {
+    if let serde_saphyr::Error::SerdeUnknownField {
+        field,
+        expected,
+        location,
+    } = err.without_snippet()
+    {
+        let line = text.and_then(|text| match location.line() {
+            0 => find_key_line(text, field),
+            n => Some(n),
+        });
+        return unknown_key(origin, field, expected, line);
+    }
+    // The library names the text `<input>`; name the real file instead.
+    let rendered = err.to_string().replace("<input>", origin);
+    let message = rendered
+        .strip_prefix("error: ")
+        .unwrap_or(&rendered)
+        .to_owned();
+    ConfigError::Yaml {
+        origin: origin.to_owned(),
+        message,
+    }
 }
 
 /// Fallback when the YAML library gives no location: the first line that sets `key`.
