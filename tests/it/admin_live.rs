@@ -234,17 +234,7 @@ fn two_instances_on_postgres_pick_up_each_others_service_changes() {
     let Some(url) = crate::store::pg_url() else {
         return;
     };
-    let parsed: postgres::Config = url.parse().unwrap();
-    let host = match &parsed.get_hosts()[0] {
-        postgres::config::Host::Tcp(h) => h.clone(),
-        other => panic!("{other:?}"),
-    };
-    let db = format!(
-        "dbbackend: postgres\npostgres:\n  host: \"{host}\"\n  port: {}\n  user: \"{}\"\n  password: \"\"\n  dbname: \"{}\"\n",
-        parsed.get_ports()[0],
-        parsed.get_user().unwrap_or("postgres"),
-        parsed.get_dbname().unwrap_or("postgres"),
-    );
+    let db = crate::store::pg_yaml(&url);
     let origin = Origin::start();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (_a, [_, admin_a, _]) = spawn_on(&dir_a, origin.addr, &db);

@@ -213,16 +213,9 @@ fn postgres_two_instances_exactly_one_of_two_concurrent_uses_succeeds() {
         return;
     };
     let origin = Origin::start();
-    let parsed: postgres::Config = url.parse().unwrap();
-    let host = match &parsed.get_hosts()[0] {
-        postgres::config::Host::Tcp(h) => h.clone(),
-        other => panic!("{other:?}"),
-    };
     let top = format!(
-        "authenticator:\n  network: regtest\n  enablempp: true\n  mpprealm: \"fleet\"\n  dev:\n    listenaddr: \"127.0.0.1:0\"\ndbbackend: postgres\npostgres:\n  host: \"{host}\"\n  port: {}\n  user: \"{}\"\n  password: \"\"\n  dbname: \"{}\"\n",
-        parsed.get_ports()[0],
-        parsed.get_user().unwrap_or("postgres"),
-        parsed.get_dbname().unwrap_or("postgres"),
+        "authenticator:\n  network: regtest\n  enablempp: true\n  mpprealm: \"fleet\"\n  dev:\n    listenaddr: \"127.0.0.1:0\"\n{}",
+        crate::store::pg_yaml(&url),
     );
     let services = service("svc", origin.addr, "    authscheme: mpp\n");
     let a = Proxy::start_in(tempfile::tempdir().unwrap(), &services, 1, &top, 4096);

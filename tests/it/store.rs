@@ -422,6 +422,21 @@ fn token_commands_revoke_list_and_show() {
     assert!(out.contains("no challenge"), "{out}");
 }
 
+/// The config's database section for the PostgreSQL at `url` (`dbbackend` and `postgres:`).
+pub(crate) fn pg_yaml(url: &str) -> String {
+    let parsed: postgres::Config = url.parse().unwrap();
+    let host = match &parsed.get_hosts()[0] {
+        postgres::config::Host::Tcp(h) => h.clone(),
+        other => panic!("{other:?}"),
+    };
+    format!(
+        "dbbackend: postgres\npostgres:\n  host: \"{host}\"\n  port: {}\n  user: \"{}\"\n  password: \"\"\n  dbname: \"{}\"\n",
+        parsed.get_ports()[0],
+        parsed.get_user().unwrap_or("postgres"),
+        parsed.get_dbname().unwrap_or("postgres"),
+    )
+}
+
 /// `APERTURE_TEST_PG`, or a printed skip outside CI; in CI its absence fails the test.
 pub(crate) fn pg_url() -> Option<String> {
     match std::env::var("APERTURE_TEST_PG") {
