@@ -184,7 +184,7 @@ fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     proc.signal(libc::SIGTERM);
     let addr = proc.addr;
     wait_until("the listeners to close", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(addr).is_err()
+        !crate::support::listening(addr)
     });
     origin.release();
     let r = conn.read_response(false);

@@ -361,7 +361,7 @@ fn graceful_shutdown_finishes_in_flight_requests() {
     server.begin_shutdown(Duration::from_secs(10));
     let closed_addr = proxy.addr;
     wait_until("the listeners to close", Duration::from_secs(5), || {
-        std::net::TcpStream::connect(closed_addr).is_err()
+        !crate::support::listening(closed_addr)
     });
     origin.release();
     let r = conn.read_response(false);

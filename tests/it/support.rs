@@ -538,3 +538,13 @@ pub fn reload_routes(services_yaml: &str) -> Routes {
     Routes::resolve(&aperture::config::parse(&yaml, "reload.yaml").expect("config"))
         .expect("routes")
 }
+
+/// Whether something still accepts on `addr`. A connect to a closed port in the ephemeral range
+/// can succeed against itself (TCP simultaneous open picks the same port as its source): that
+/// socket is its own peer and is not a listener.
+pub fn listening(addr: SocketAddr) -> bool {
+    match TcpStream::connect(addr) {
+        Err(_) => false,
+        Ok(stream) => stream.local_addr().ok() != stream.peer_addr().ok(),
+    }
+}
