@@ -21,6 +21,9 @@ pub struct FakeState {
     pub txs: Vec<Tx>,
     /// Answered (once) by the next fallible call instead of doing it.
     pub fail_next: Option<AdminError>,
+    /// The name of the thread each call ran on, in order: the tests check that admin work
+    /// never runs on a worker core (`aperture-core-N`).
+    pub threads: Vec<String>,
 }
 
 /// An in-memory backend.
@@ -99,13 +102,24 @@ impl FakeBackend {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The state, with the calling thread's name recorded.
+    fn called(&self) -> MutexGuard<'_, FakeState> {
+        let mut s = self.state();
+        let name = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_owned();
+        s.threads.push(name);
+        s
+    }
+
     /// The next fallible call answers `e` instead.
     pub fn fail_next(&self, e: AdminError) {
         self.state().fail_next = Some(e);
     }
 
     fn begin(&self) -> Result<MutexGuard<'_, FakeState>, AdminError> {
-        let mut s = self.state();
+        let mut s = self.called();
         match s.fail_next.take() {
             Some(e) => Err(e),
             None => Ok(s),
@@ -142,7 +156,7 @@ fn page(rows: Vec<Tx>, limit: u32, offset: u32) -> TxPage {
 
 impl AdminBackend for FakeBackend {
     fn info(&self) -> Info {
-        self.state().info.clone()
+        self.called().info.clone()
     }
 
     fn list_services(&self) -> Result<Vec<ServiceView>, AdminError> {
@@ -314,7 +328,7 @@ impl AdminBackend for FakeBackend {
     }
 
     fn node(&self) -> NodeState {
-        self.state().node.clone()
+        self.called().node.clone()
     }
 }
 

@@ -252,6 +252,10 @@ fn is_dashboard(path: &str) -> bool {
 
 /// One request, routed (see the module docs).
 async fn handle(req: Request<Incoming>, peer: SocketAddr, s: &Shared) -> Response<Body> {
+    // Admin work never runs on a worker core; debug builds (the test suite's) check each request.
+    debug_assert!(!std::thread::current()
+        .name()
+        .is_some_and(|n| n.starts_with("aperture-core-")));
     let http1 = req.version() < Version::HTTP_2;
     let grpc = req
         .headers()

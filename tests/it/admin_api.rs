@@ -24,6 +24,14 @@ struct Api {
     _dir: tempfile::TempDir,
 }
 
+/// Every backend call ran on the admin thread: admin work never lands on a worker core
+/// (`aperture-core-N`), nor on a thread of its own the API spawned.
+fn ran_on_the_admin_thread_only(api: &Api) {
+    let threads = api.fake.state().threads.clone();
+    assert!(!threads.is_empty());
+    assert!(threads.iter().all(|t| t == "aperture-admin"), "{threads:?}");
+}
+
 /// The listener with the API (its macaroon created in a fresh directory) and the sample fake.
 fn start() -> Api {
     let dir = tempfile::tempdir().unwrap();
@@ -359,6 +367,7 @@ fn every_rpc_over_grpc_with_and_without_the_macaroon() {
             assert_eq!(got.code(), code);
         }
     });
+    ran_on_the_admin_thread_only(&api);
 }
 
 // ---- REST ----
@@ -541,6 +550,7 @@ fn every_rpc_over_rest_with_and_without_the_macaroon() {
         cors("https://dash.example").header("access-control-allow-credentials"),
         None
     );
+    ran_on_the_admin_thread_only(&api);
 }
 
 #[test]
