@@ -186,13 +186,17 @@ pub enum Change {
     Services,
     /// The feed (re)connected: changes may have been missed while it was away, so read both.
     Resync,
+    /// The feed lost its connection: until the next [`Change::Resync`], only polling sees
+    /// changes.
+    Lost,
 }
 
 /// A push channel for changes made through other connections (PostgreSQL's `LISTEN`): the
 /// store thread reads a change as soon as it is reported instead of at its next poll.
 pub trait ChangeFeed: Send {
     /// Starts a thread of its own that calls `report` for each change until `stop` is set;
-    /// it reconnects by itself after an outage (and then reports [`Change::Resync`]).
+    /// it reports [`Change::Lost`] when its connection goes, reconnects by itself and then
+    /// reports [`Change::Resync`].
     /// `report` must return quickly.
     fn spawn(
         self: Box<Self>,

@@ -5,9 +5,9 @@
 //! batches (one transaction per batch of up to [`MAX_BATCH`] ops or [`BATCH_WINDOW`]), and polls
 //! the revocations table every [`REVOCATION_POLL`], publishing each new one to every worker core
 //! as `Event::TokenRevoked`. A store with a change feed (PostgreSQL: `feed`) has revocations and
-//! service changes pushed instead, read the moment they are reported, and polls only every
-//! [`SAFETY_NET_POLL`]. A database outage is logged and counted and retried with backoff;
-//! paid requests never wait on it (they need no store).
+//! service changes pushed instead, read the moment they are reported, and while its feed is
+//! connected polls only every [`SAFETY_NET_POLL`]. A database outage is logged and counted and
+//! retried with backoff; paid requests never wait on it (they need no store).
 //!
 //! Payment sessions live here too (`sessions`: calls answered as soon as they commit, debits
 //! batched with the ledger, the idle sweep; `refunds`: the refund worker). At start the thread
@@ -229,11 +229,6 @@ pub fn start_with(
     };
     let stop = Arc::new(AtomicBool::new(false));
     let pushed = feed::start(store.as_ref(), tx.clone(), stop.clone())?;
-    let poll_every = if pushed.is_some() {
-        SAFETY_NET_POLL
-    } else {
-        REVOCATION_POLL
-    };
     let worker = Worker {
         store,
         rx,
@@ -251,8 +246,7 @@ pub fn start_with(
         batch_since: None,
         cursor,
         services,
-        next_poll: Instant::now() + poll_every,
-        poll_every,
+        next_poll: Instant::now() + REVOCATION_POLL,
         pushed,
         retry_at: None,
         backoff: Duration::from_millis(50),
@@ -329,8 +323,6 @@ struct Worker {
     /// The services' change counter and who to call when it moves.
     services: watch::Watch,
     next_poll: Instant,
-    /// [`REVOCATION_POLL`], or [`SAFETY_NET_POLL`] with a change feed.
-    poll_every: Duration,
     /// What the change feed reported, when the store has one.
     pushed: Option<feed::Pushed>,
     /// After a failed write: not before this.
@@ -371,11 +363,11 @@ impl Worker {
             if stopping {
                 break;
             }
-            self.read_pushed();
+            self.read_pushed(now);
             if now >= self.next_poll {
                 self.poll_revocations();
                 self.poll_services();
-                self.next_poll = now + self.poll_every;
+                self.next_poll = now + self.poll_every();
             } else if self.services.due() {
                 self.poll_services();
             }

@@ -59,11 +59,12 @@ fn run(target: &PgTarget, report: &dyn Fn(Change), stop: &AtomicBool) {
         match listen(target, report, stop, &mut connected) {
             Ok(()) => return,
             Err(e) => {
+                report(Change::Lost);
                 if connected {
                     backoff = FIRST_BACKOFF;
                 }
                 if !failing || connected {
-                    tracing::warn!(retry_in = ?backoff, "store: the PostgreSQL listener lost its connection (revocations fall back to the {}s poll meanwhile): {e}", crate::store::service::SAFETY_NET_POLL.as_secs());
+                    tracing::warn!(retry_in = ?backoff, "store: the PostgreSQL listener has no connection (changes are polled for meanwhile): {e}");
                 }
                 failing = !connected;
             }
