@@ -19,6 +19,8 @@ use crate::support::{aperture_command, challenge, get, pay, wait_until, Origin};
 
 /// The TLS server: host, port, user, database and the CA file that signed its certificate.
 struct TlsServer {
+    /// `APERTURE_TEST_PG_TLS` itself.
+    url: String,
     host: String,
     port: u16,
     user: String,
@@ -48,6 +50,7 @@ fn tls_server() -> Option<TlsServer> {
         .find_map(|p| p.strip_prefix("sslrootcert="))
         .expect("sslrootcert in APERTURE_TEST_PG_TLS");
     Some(TlsServer {
+        url: url.clone(),
         host: host.into(),
         port: port.parse().unwrap(),
         user: user.into(),
@@ -147,6 +150,22 @@ fn the_store_works_over_verified_tls() {
         ),
     ));
     assert!(store::open(&db).unwrap().revoked_at(id).unwrap().is_some());
+    // `aperture import --from-postgres` reads Go's database over TLS from a libpq URL.
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS secrets (id BIGSERIAL PRIMARY KEY, hash BYTEA UNIQUE NOT NULL, \
+             secret BYTEA UNIQUE NOT NULL, created_at TIMESTAMP NOT NULL DEFAULT now())",
+        )
+        .unwrap();
+    let (hash, secret): (Key32, Key32) = (rand::random(), rand::random());
+    client
+        .execute(
+            "INSERT INTO secrets (hash, secret) VALUES ($1, $2)",
+            &[&&hash[..], &&secret[..]],
+        )
+        .unwrap();
+    store::import(s.as_mut(), store::ImportSource::Postgres(&server.url)).unwrap();
+    assert_eq!(s.legacy_root_key(&hash).unwrap(), Some(secret));
 }
 
 #[test]

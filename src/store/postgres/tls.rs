@@ -37,6 +37,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct PgTarget {
     config: Config,
     tls: Option<RustlsConnect>,
+    /// The host name (or address) the certificate must hold.
+    host: String,
     /// `host:port`, for messages.
     shown: String,
 }
@@ -129,6 +131,7 @@ impl PgTarget {
             config,
             tls,
             shown: format!("{host}:{port}"),
+            host,
         }
     }
 
@@ -176,8 +179,9 @@ impl PgTarget {
                     | CertificateError::NotValidForNameContext { .. },
                 ) => format!(
                     "the server's TLS certificate is signed by a trusted CA but is not valid for \
-                     the host name {server} ({cert}); set postgres.host to a name the \
-                     certificate holds, or `tlsverify: ca` to check the chain only"
+                     the host name {} ({cert}); set postgres.host to a name the certificate \
+                     holds, or `tlsverify: ca` to check the chain only",
+                    self.host
                 ),
                 rustls::Error::InvalidCertificate(_) => format!(
                     "the server's TLS certificate is not trusted by {trusted_by} ({cert}); set \
