@@ -183,6 +183,15 @@ impl PgTarget {
                      holds, or `tlsverify: ca` to check the chain only",
                     self.host
                 ),
+                rustls::Error::InvalidCertificate(
+                    CertificateError::Expired
+                    | CertificateError::ExpiredContext { .. }
+                    | CertificateError::NotValidYet
+                    | CertificateError::NotValidYetContext { .. },
+                ) => format!(
+                    "the server's TLS certificate is outside its validity period ({cert}); \
+                     renew it on the server, or check this machine's clock"
+                ),
                 rustls::Error::InvalidCertificate(_) => format!(
                     "the server's TLS certificate is not trusted by {trusted_by} ({cert}); set \
                      postgres.tlscertpath to the CA that signed the server's certificate"
