@@ -309,9 +309,11 @@ impl Store for PgStore {
         let rows = self
             .client()?
             .query(
-                "WITH added AS (INSERT INTO revoked_tokens (token_id, revoked_at) \
-                 VALUES ($1, $2) ON CONFLICT (token_id) DO NOTHING RETURNING seq) \
-                 SELECT pg_notify('aperture_revocations', seq::text) FROM added",
+                &format!(
+                    "WITH added AS (INSERT INTO revoked_tokens (token_id, revoked_at) \
+                     VALUES ($1, $2) ON CONFLICT (token_id) DO NOTHING RETURNING seq) \
+                     SELECT pg_notify('{CHANNEL_REVOCATIONS}', seq::text) FROM added"
+                ),
                 &[&&token_id[..], &to_i64(unix_now())],
             )
             .map_err(pg_err("revoke"))?;

@@ -157,8 +157,10 @@ fn changed(tx: &mut Transaction<'_>, n: u64) -> PgResult<bool> {
         &[],
     )?;
     tx.execute(
-        "SELECT pg_notify('aperture_services', version::text) FROM services_version \
-         WHERE id = 1",
+        &format!(
+            "SELECT pg_notify('{}', version::text) FROM services_version WHERE id = 1",
+            super::CHANNEL_SERVICES
+        ),
         &[],
     )?;
     Ok(true)
