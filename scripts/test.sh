@@ -48,7 +48,24 @@ fi
 
 # A throwaway PostgreSQL server on loopback for the store tests (tests/it/store.rs), from Debian's
 # packages. The tests skip PostgreSQL only when APERTURE_TEST_PG is unset outside CI; in CI
-# (CI set) a server that cannot start fails the run here.
+# (CI set) a server that cannot start fails the run here. The same server also takes TLS
+# (ssl=on, a certificate for IP 127.0.0.1 from a throwaway test CA made with openssl), exported
+# as APERTURE_TEST_PG_TLS: a libpq URL with sslmode=verify-full and sslrootcert=<the CA file>
+# (tests/it/pg_tls.rs). Plain connections (APERTURE_TEST_PG) keep working beside it.
+make_pg_certs() {
+  local dir=$1
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj "/CN=aperture test CA" -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$dir/server.ext"
+  openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+    -days 2 -extfile "$dir/server.ext" -out "$dir/server.pem" 2>/dev/null
+  chmod 600 "$dir/server.key"
+  if [ "$(id -u)" = 0 ]; then chown postgres "$dir/server.key" "$dir/server.pem"; fi
+}
 as_pg() {
   if [ "$(id -u)" = 0 ]; then su postgres -s /bin/sh -c "$*"; else sh -c "$*"; fi
 }
@@ -61,14 +78,16 @@ start_postgres() {
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   dir=$(mktemp -d /tmp/aperture-pg.XXXXXX)
   if [ "$(id -u)" = 0 ]; then chown postgres "$dir"; fi
+  make_pg_certs "$dir"
   as_pg "$bin/initdb -D $dir/data -A trust -U postgres" >/dev/null
-  as_pg "$bin/pg_ctl -D $dir/data -l $dir/log -w -o '-k $dir -c listen_addresses=127.0.0.1 -p $port' start" >/dev/null
+  as_pg "$bin/pg_ctl -D $dir/data -l $dir/log -w -o '-k $dir -c listen_addresses=127.0.0.1 -p $port -c ssl=on -c ssl_cert_file=$dir/server.pem -c ssl_key_file=$dir/server.key' start" >/dev/null
   PG_STOP="$bin/pg_ctl -D $dir/data -m immediate stop"
   PG_DIR="$dir"
   trap 'as_pg "$PG_STOP" >/dev/null 2>&1 || true; rm -rf "$PG_DIR"' EXIT
   as_pg "$bin/createdb -h 127.0.0.1 -p $port -U postgres aperture_test"
   export APERTURE_TEST_PG="postgres://postgres@127.0.0.1:$port/aperture_test?sslmode=disable"
-  echo "PostgreSQL on 127.0.0.1:$port (data in $dir)"
+  export APERTURE_TEST_PG_TLS="postgres://postgres@127.0.0.1:$port/aperture_test?sslmode=verify-full&sslrootcert=$dir/ca.pem"
+  echo "PostgreSQL on 127.0.0.1:$port, plain and TLS (data in $dir)"
 }
 if [ -n "${APERTURE_TEST_PG:-}" ]; then
   echo "== PostgreSQL: using APERTURE_TEST_PG from the environment"

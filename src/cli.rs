@@ -179,7 +179,8 @@ pub struct ImportArgs {
     #[arg(long, value_name = "PATH")]
     pub from_sqlite: Option<PathBuf>,
 
-    /// Go aperture's PostgreSQL database, as `postgres://user:pass@host:port/dbname?sslmode=disable`.
+    /// Go aperture's PostgreSQL database, as `postgres://user:pass@host:port/dbname?sslmode=disable`
+    /// (over TLS: `?sslmode=verify-full&sslrootcert=/path/ca.pem`).
     #[arg(long, value_name = "DSN")]
     pub from_postgres: Option<String>,
 }

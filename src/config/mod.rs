@@ -273,6 +273,21 @@ pub struct Postgres {
     pub max_open_connections: u32,
     pub require_ssl: bool,
     pub skip_migrations: bool,
+    /// With `require_ssl`: the CA certificates (PEM) that sign the server's certificate;
+    /// `None`: the bundled web PKI roots.
+    pub tls_cert_path: Option<PathBuf>,
+    /// With `require_ssl`: what of the server's certificate is checked.
+    pub tls_verify: PgVerify,
+}
+
+/// How much of a PostgreSQL server's certificate is verified (`postgres.tlsverify`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PgVerify {
+    /// The chain to a trusted CA and the host name (libpq's `sslmode=verify-full`).
+    #[default]
+    Full,
+    /// The chain only, any host name (libpq's `sslmode=verify-ca`).
+    Ca,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -286,6 +301,8 @@ impl std::fmt::Debug for Postgres {
             .field("max_open_connections", &self.max_open_connections)
             .field("require_ssl", &self.require_ssl)
             .field("skip_migrations", &self.skip_migrations)
+            .field("tls_cert_path", &self.tls_cert_path)
+            .field("tls_verify", &self.tls_verify)
             .finish()
     }
 }
@@ -588,6 +605,8 @@ mod tests {
             max_open_connections: 25,
             require_ssl: true,
             skip_migrations: false,
+            tls_cert_path: None,
+            tls_verify: PgVerify::Full,
         };
         assert_eq!(p.dsn(), "postgres://u:p@h:5432/d?sslmode=require");
         let shown = format!("{p:?}");

@@ -111,6 +111,10 @@ pub(crate) struct RawPostgres {
     pub maxopenconnections: Option<i64>,
     pub requiressl: Option<bool>,
     pub skipmigrations: Option<bool>,
+    /// Ours: the CA certificates (PEM) the server's certificate is verified against.
+    pub tlscertpath: Option<String>,
+    /// Ours: `full` (chain and host name, the default) or `ca` (chain only).
+    pub tlsverify: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

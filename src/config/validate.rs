@@ -3,13 +3,14 @@
 //! key and say how to fix it; warnings go into `Config::warnings`, never to stdout.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::raw::{RawAuthenticator, RawConfig};
 use super::values::{expand_tilde, parse_duration, parse_go_duration, parse_listen_addr, IpNet};
 use super::{
-    service, Authenticator, Autocert, Backend, Config, ConfigError, Db, Mpp, Network, Postgres,
-    Sessions,
+    service, Authenticator, Autocert, Backend, Config, ConfigError, Db, Mpp, Network, PgVerify,
+    Postgres, Sessions,
 };
 use crate::l402::{ChallengeShape, UpstreamAuthorization};
 
@@ -648,6 +649,7 @@ fn postgres(raw: &RawConfig, cx: &Ctx<'_>) -> Result<Db, ConfigError> {
             format!("{max} must be at least 1 (default 25)"),
         )
     })?;
+    let (require_ssl, tls_cert_path, tls_verify) = postgres_tls(p, cx)?;
     Ok(Db::Postgres(Postgres {
         host: nonempty(p.host.as_deref())
             .unwrap_or("localhost")
@@ -657,9 +659,49 @@ fn postgres(raw: &RawConfig, cx: &Ctx<'_>) -> Result<Db, ConfigError> {
         password: p.password.clone().unwrap_or_default(),
         dbname: p.dbname.clone().unwrap_or_default(),
         max_open_connections: max,
-        require_ssl: p.requiressl.unwrap_or(false),
+        require_ssl,
         skip_migrations: p.skipmigrations.unwrap_or(false),
+        tls_cert_path,
+        tls_verify,
     }))
+}
+
+/// `postgres.tlscertpath` and `postgres.tlsverify`: they only mean something with
+/// `requiressl: true`, so either without it is an error rather than a silent no-op.
+fn postgres_tls(
+    p: &super::raw::RawPostgres,
+    cx: &Ctx<'_>,
+) -> Result<(bool, Option<PathBuf>, PgVerify), ConfigError> {
+    let require_ssl = p.requiressl.unwrap_or(false);
+    let cert = nonempty(p.tlscertpath.as_deref()).map(expand_tilde);
+    let verify = match nonempty(p.tlsverify.as_deref()) {
+        None | Some("full") => PgVerify::Full,
+        Some("ca") => PgVerify::Ca,
+        Some(other) => {
+            return Err(cx.invalid(
+                "postgres.tlsverify",
+                format!(
+                    "{other:?} is not a verification mode: use `full` (the certificate's chain \
+                     and host name, the default; libpq's verify-full) or `ca` (the chain only; \
+                     libpq's verify-ca)"
+                ),
+            ))
+        }
+    };
+    if !require_ssl {
+        for (key, set) in [
+            ("postgres.tlscertpath", cert.is_some()),
+            ("postgres.tlsverify", p.tlsverify.is_some()),
+        ] {
+            if set {
+                return Err(cx.invalid(
+                    key,
+                    "only applies over TLS: set `requiressl: true` too (or remove this key)",
+                ));
+            }
+        }
+    }
+    Ok((require_ssl, cert, verify))
 }
 
 #[cfg(test)]
@@ -779,6 +821,34 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        let pg = |keys: &str| {
+            let yaml = format!("listenaddr: \":1\"\ndbbackend: postgres\nauthenticator:\n  dev: {{}}\npostgres:\n  host: db\n{keys}");
+            parse(&yaml, "t").map(|c| match c.db {
+                Db::Postgres(p) => p,
+                other => panic!("{other:?}"),
+            })
+        };
+        let p = pg("  requiressl: true\n").unwrap();
+        assert_eq!((p.tls_cert_path, p.tls_verify), (None, PgVerify::Full));
+        let p = pg("  requiressl: true\n  tlscertpath: /etc/ca.pem\n  tlsverify: ca\n").unwrap();
+        assert_eq!(p.tls_cert_path, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(p.tls_verify, PgVerify::Ca);
+        let e = pg("  tlscertpath: /etc/ca.pem\n").unwrap_err().to_string();
+        assert!(
+            e.contains("postgres.tlscertpath") && e.contains("requiressl: true"),
+            "{e}"
+        );
+        let e = pg("  requiressl: false\n  tlsverify: full\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("postgres.tlsverify"), "{e}");
+        let e = pg("  requiressl: true\n  tlsverify: none\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("postgres.tlsverify") && e.contains("`full`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub enum DbError {
         context: String,
         source: postgres::Error,
     },
+    /// A TLS connection to PostgreSQL failed for a reason the operator fixes.
+    #[error("postgres at {server}: {reason}")]
+    PostgresTls { server: String, reason: String },
     #[error("the database holds a malformed {what} ({len} bytes, expected 32)")]
     Corrupt { what: &'static str, len: usize },
     #[error(
@@ -174,6 +177,34 @@ pub(crate) const LEDGER_SELECT: &str =
     l.created_at, l.settled_at, r.revoked_at FROM ledger l \
     LEFT JOIN revoked_tokens r ON r.token_id = l.token_id";
 
+/// What another connection committed, as a [`ChangeFeed`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// A token was revoked.
+    Revocations,
+    /// A service was created, updated or deleted.
+    Services,
+    /// The feed (re)connected: changes may have been missed while it was away, so read both.
+    Resync,
+    /// The feed lost its connection: until the next [`Change::Resync`], only polling sees
+    /// changes.
+    Lost,
+}
+
+/// A push channel for changes made through other connections (PostgreSQL's `LISTEN`): the
+/// store thread reads a change as soon as it is reported instead of at its next poll.
+pub trait ChangeFeed: Send {
+    /// Starts a thread of its own that calls `report` for each change until `stop` is set;
+    /// it reports [`Change::Lost`] when its connection goes, reconnects by itself and then
+    /// reports [`Change::Resync`].
+    /// `report` must return quickly.
+    fn spawn(
+        self: Box<Self>,
+        report: Box<dyn Fn(Change) + Send>,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<std::thread::JoinHandle<()>, DbError>;
+}
+
 /// The token database. Implementations: SQLite (embedded default) and PostgreSQL (shared by a
 /// fleet). Methods take `&mut self` because a database connection is used by one thread at once.
 pub trait Store: Send {
@@ -199,6 +230,12 @@ pub trait Store: Send {
 
     /// Token IDs revoked after `cursor` (0: all), and the cursor to pass next time.
     fn revoked_since(&mut self, cursor: i64) -> Result<(Vec<Key32>, i64), DbError>;
+
+    /// A push feed of other connections' revocations and service changes, when this database
+    /// has one (PostgreSQL); `None`: changes are only seen by polling.
+    fn change_feed(&self) -> Option<Box<dyn ChangeFeed>> {
+        None
+    }
 
     /// When `token_id` was revoked, if it was.
     fn revoked_at(&mut self, token_id: Key32) -> Result<Option<u64>, DbError>;
@@ -449,8 +486,8 @@ pub fn open(db: &Db) -> Result<Box<dyn Store>, DbError> {
             path,
             !skip_migrations,
         )?)),
-        Db::Postgres(pg) => Ok(Box::new(super::postgres::PgStore::connect(
-            &pg.dsn(),
+        Db::Postgres(pg) => Ok(Box::new(super::postgres::PgStore::open(
+            super::postgres::PgTarget::from_config(pg)?,
             !pg.skip_migrations,
         )?)),
         Db::Etcd { .. } => Err(DbError::EtcdUnsupported),

@@ -2,14 +2,17 @@
 //! must act as one: they share revocations and the ledger through it. Uses the synchronous
 //! `postgres` client (it drives a private tokio runtime inside the calling thread), so it must
 //! only run on the store thread or in a CLI command. A dropped connection is reopened on the
-//! next call, so an outage heals once the server is back.
+//! next call, so an outage heals once the server is back. Connections use TLS with
+//! `requiressl: true` ([`tls`]). Revocations and service changes are announced with `NOTIFY`
+//! in their own transaction, and [`listen`] hears them on a connection of its own, so the
+//! instances sharing the database learn a change at once instead of at the next poll.
 
-use postgres::{Client, NoTls, Transaction};
+use postgres::{Client, Transaction};
 
 use super::admin::{page_of, DayRevenue, DbService, Stats, TxKind, TxQuery, TxRow};
 use super::db::{
-    key32, to_i64, to_u64, unix_now, ChargeClaim, DbError, Key32, LedgerRaw, LedgerRow, Op, Store,
-    TokenQuery, LEDGER_SELECT,
+    key32, to_i64, to_u64, unix_now, ChangeFeed, ChargeClaim, DbError, Key32, LedgerRaw, LedgerRow,
+    Op, Store, TokenQuery, LEDGER_SELECT,
 };
 use super::session::{
     CloseOutcome, LeaseOutcome, OpenOutcome, RefundRaw, RefundRow, RefundStatus, SessionOpen,
@@ -17,7 +20,12 @@ use super::session::{
 };
 
 mod admin;
+mod listen;
 mod sessions;
+mod tls;
+
+pub use listen::{CHANNEL_REVOCATIONS, CHANNEL_SERVICES};
+pub use tls::PgTarget;
 
 /// Schema migrations, in order; the same tables as SQLite in PostgreSQL's dialect.
 const MIGRATIONS: &[&str] = &[
@@ -61,7 +69,7 @@ const MIGRATION_LOCK: i64 = 0x6170_6572_7475_7265; // "aperture"
 
 /// The store in a PostgreSQL database.
 pub struct PgStore {
-    dsn: String,
+    target: PgTarget,
     client: Option<Client>,
 }
 
@@ -72,24 +80,24 @@ fn pg_err(context: &str) -> impl FnOnce(postgres::Error) -> DbError + '_ {
     }
 }
 
-/// Connects with `dsn` (`postgres://user:pass@host:port/db?sslmode=disable`).
+/// Connects with `dsn` (`postgres://user:pass@host:port/db?sslmode=disable`; see
+/// [`PgTarget::from_dsn`]).
 pub(crate) fn connect(dsn: &str) -> Result<Client, DbError> {
-    if dsn.contains("sslmode=require") || dsn.contains("sslmode=verify") {
-        return Err(DbError::Unavailable(
-            "postgres: requiressl (sslmode=require) is not supported yet; connect over a \
-             private network or a local TLS tunnel with requiressl: false"
-                .into(),
-        ));
-    }
-    Client::connect(dsn, NoTls).map_err(pg_err("connect"))
+    PgTarget::from_dsn(dsn)?.connect()
 }
 
 impl PgStore {
-    /// Connects and (when `migrate`) brings the schema up to date.
+    /// Connects with `dsn` ([`PgTarget::from_dsn`]) and (when `migrate`) brings the schema up
+    /// to date.
     pub fn connect(dsn: &str, migrate: bool) -> Result<PgStore, DbError> {
+        PgStore::open(PgTarget::from_dsn(dsn)?, migrate)
+    }
+
+    /// Connects to `target` and (when `migrate`) brings the schema up to date.
+    pub fn open(target: PgTarget, migrate: bool) -> Result<PgStore, DbError> {
         let mut store = PgStore {
-            dsn: dsn.to_owned(),
-            client: Some(connect(dsn)?),
+            client: Some(target.connect()?),
+            target,
         };
         if migrate {
             store.migrate()?;
@@ -101,7 +109,7 @@ impl PgStore {
     fn client(&mut self) -> Result<&mut Client, DbError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = None;
-            self.client = Some(connect(&self.dsn)?);
+            self.client = Some(self.target.connect()?);
         }
         // Just set above when it was missing.
         self.client
@@ -295,16 +303,25 @@ impl Store for PgStore {
         result
     }
 
+    /// One statement (its own transaction): the insert and, when it added a row, the
+    /// `NOTIFY` that every instance's listener hears once it commits.
     fn revoke(&mut self, token_id: Key32) -> Result<bool, DbError> {
-        let n = self
+        let rows = self
             .client()?
-            .execute(
-                "INSERT INTO revoked_tokens (token_id, revoked_at) VALUES ($1, $2) \
-                 ON CONFLICT (token_id) DO NOTHING",
+            .query(
+                &format!(
+                    "WITH added AS (INSERT INTO revoked_tokens (token_id, revoked_at) \
+                     VALUES ($1, $2) ON CONFLICT (token_id) DO NOTHING RETURNING seq) \
+                     SELECT pg_notify('{CHANNEL_REVOCATIONS}', seq::text) FROM added"
+                ),
                 &[&&token_id[..], &to_i64(unix_now())],
             )
             .map_err(pg_err("revoke"))?;
-        Ok(n == 1)
+        Ok(rows.len() == 1)
+    }
+
+    fn change_feed(&self) -> Option<Box<dyn ChangeFeed>> {
+        Some(Box::new(listen::Listener::new(&self.target)))
     }
 
     fn revoked_since(&mut self, cursor: i64) -> Result<(Vec<Key32>, i64), DbError> {

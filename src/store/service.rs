@@ -4,8 +4,10 @@
 //! never waited for). The thread also reads the bridge's settlement events, commits writes in
 //! batches (one transaction per batch of up to [`MAX_BATCH`] ops or [`BATCH_WINDOW`]), and polls
 //! the revocations table every [`REVOCATION_POLL`], publishing each new one to every worker core
-//! as `Event::TokenRevoked`. A database outage is logged and counted and retried with backoff;
-//! paid requests never wait on it (they need no store).
+//! as `Event::TokenRevoked`. A store with a change feed (PostgreSQL: `feed`) has revocations and
+//! service changes pushed instead, read the moment they are reported, and while its feed is
+//! connected polls only every [`SAFETY_NET_POLL`]. A database outage is logged and counted and
+//! retried with backoff; paid requests never wait on it (they need no store).
 //!
 //! Payment sessions live here too (`sessions`: calls answered as soon as they commit, debits
 //! batched with the ledger, the idle sweep; `refunds`: the refund worker). At start the thread
@@ -29,6 +31,7 @@ use lnd_bridge::{BridgeHandle, Event};
 use super::admin::TxKind;
 use super::db::{unix_now, Challenge, ChargeClaim, DbError, Key32, Op, Store};
 
+mod feed;
 mod refunds;
 mod sessions;
 mod stats;
@@ -44,8 +47,12 @@ pub use stats::StoreStats;
 pub const MAX_BATCH: usize = 256;
 /// How long the first op of a batch waits for company before the batch commits.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(10);
-/// How often the revocations table is read (so every core learns a revocation within 1 s).
+/// How often the revocations table is read when the store pushes no changes (SQLite: another
+/// process's revocation reaches every core within about this long).
 pub const REVOCATION_POLL: Duration = Duration::from_millis(250);
+/// How often it is read when the store pushes changes (PostgreSQL's `LISTEN/NOTIFY`): only a
+/// safety net for a notification lost with the listening connection.
+pub const SAFETY_NET_POLL: Duration = Duration::from_secs(5);
 /// Challenge records that may wait in the channel for the store thread.
 pub const CHANNEL_CAPACITY: usize = 16 * 1024;
 /// Ops held in memory while the database is down; beyond this they are dropped and counted.
@@ -221,6 +228,7 @@ pub fn start_with(
         revoked: Arc::new(Mutex::new(initial.into_iter().collect())),
     };
     let stop = Arc::new(AtomicBool::new(false));
+    let pushed = feed::start(store.as_ref(), tx.clone(), stop.clone())?;
     let worker = Worker {
         store,
         rx,
@@ -239,6 +247,7 @@ pub fn start_with(
         cursor,
         services,
         next_poll: Instant::now() + REVOCATION_POLL,
+        pushed,
         retry_at: None,
         backoff: Duration::from_millis(50),
     };
@@ -314,6 +323,8 @@ struct Worker {
     /// The services' change counter and who to call when it moves.
     services: watch::Watch,
     next_poll: Instant,
+    /// What the change feed reported, when the store has one.
+    pushed: Option<feed::Pushed>,
     /// After a failed write: not before this.
     retry_at: Option<Instant>,
     backoff: Duration,
@@ -352,10 +363,11 @@ impl Worker {
             if stopping {
                 break;
             }
+            self.read_pushed(now);
             if now >= self.next_poll {
                 self.poll_revocations();
                 self.poll_services();
-                self.next_poll = now + REVOCATION_POLL;
+                self.next_poll = now + self.poll_every();
             } else if self.services.due() {
                 self.poll_services();
             }

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use crate::support::{aperture_command, challenge, get, pay, wait_until, Origin};
 
 /// A proxy process started from a config file, with its logged addresses.
-struct Node {
+pub(crate) struct Node {
     child: Child,
-    addr: std::net::SocketAddr,
-    wallet: std::net::SocketAddr,
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) wallet: std::net::SocketAddr,
 }
 
 impl Drop for Node {
@@ -21,7 +21,7 @@ impl Drop for Node {
     }
 }
 
-fn start(config: &Path, basedir: &Path) -> Node {
+pub(crate) fn start(config: &Path, basedir: &Path) -> Node {
     let mut child = aperture_command()
         .args([
             "--config",
@@ -70,7 +70,11 @@ fn start(config: &Path, basedir: &Path) -> Node {
     }
 }
 
-fn write_config(dir: &Path, origin: std::net::SocketAddr, db: &str) -> std::path::PathBuf {
+pub(crate) fn write_config(
+    dir: &Path,
+    origin: std::net::SocketAddr,
+    db: &str,
+) -> std::path::PathBuf {
     let path = dir.join("aperture.yaml");
     let yaml = format!(
         "listenaddr: \"127.0.0.1:0\"\ninsecure: true\n{db}\nauthenticator:\n  network: regtest\n  dev:\n    listenaddr: \"127.0.0.1:0\"\n\
@@ -80,7 +84,7 @@ fn write_config(dir: &Path, origin: std::net::SocketAddr, db: &str) -> std::path
     path
 }
 
-fn token_id_of(mac: &str) -> String {
+pub(crate) fn token_id_of(mac: &str) -> String {
     let m = aperture::l402::macaroon_from_base64(mac).unwrap();
     hex::encode(
         aperture::l402::Identifier::decode(&m.identifier)

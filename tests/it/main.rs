@@ -21,6 +21,8 @@ mod https_upstream;
 mod l402;
 mod lnd;
 mod payment;
+mod pg_notify;
+mod pg_tls;
 mod pricing;
 mod process;
 mod proxy;

@@ -146,13 +146,21 @@ pub(super) fn list_services(client: &mut Client) -> PgResult<Vec<DbService>> {
     Ok(services)
 }
 
-/// After one service write: when it changed a row, bumps the version. Returns whether it did.
+/// After one service write: when it changed a row, bumps the version and announces it (the
+/// `NOTIFY` is delivered when this transaction commits, never before). Returns whether it did.
 fn changed(tx: &mut Transaction<'_>, n: u64) -> PgResult<bool> {
     if n == 0 {
         return Ok(false);
     }
     tx.execute(
         "UPDATE services_version SET version = version + 1 WHERE id = 1",
+        &[],
+    )?;
+    tx.execute(
+        &format!(
+            "SELECT pg_notify('{}', version::text) FROM services_version WHERE id = 1",
+            super::CHANNEL_SERVICES
+        ),
         &[],
     )?;
     Ok(true)
