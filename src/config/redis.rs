@@ -112,7 +112,9 @@ pub(crate) fn backend(raw: &RawConfig, cx: &mut Ctx<'_>) -> Result<RateLimitBack
         ));
     }
     if password.is_some() && !tls && !is_loopback(address) {
-        cx.warn(format!("redis.password: sent in clear text to {address}; set redis.tls: true"));
+        cx.warn(format!(
+            "redis.password: sent in clear text to {address}; set redis.tls: true"
+        ));
     }
     let timeout = cx.duration(
         "redis.timeout",
@@ -190,8 +192,8 @@ mod tests {
         assert_eq!(r.key_prefix, "fleet1:");
         assert_eq!(r.timeout, std::time::Duration::from_millis(250));
         assert!(!format!("{r:?}").contains("\"p\""));
-        let (b, _) = backend("ratelimitbackend: redis\nredis:\n  address: \"127.0.0.1:6379\"\n")
-            .unwrap();
+        let (b, _) =
+            backend("ratelimitbackend: redis\nredis:\n  address: \"127.0.0.1:6379\"\n").unwrap();
         let RateLimitBackend::Redis(r) = b else {
             panic!()
         };
@@ -202,11 +204,14 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let e = backend("ratelimitbackend: memcached\n").unwrap_err();
-        assert!(e.contains("`ratelimitbackend`") && e.contains("redis"), "{e}");
+        assert!(
+            e.contains("`ratelimitbackend`") && e.contains("redis"),
+            "{e}"
+        );
         let e = backend("ratelimitbackend: redis\n").unwrap_err();
         assert!(e.contains("`redis`") && e.contains("address"), "{e}");
-        let e = backend("ratelimitbackend: redis\nredis:\n  address: \"redis://h:1\"\n")
-            .unwrap_err();
+        let e =
+            backend("ratelimitbackend: redis\nredis:\n  address: \"redis://h:1\"\n").unwrap_err();
         assert!(e.contains("`redis.address`"), "{e}");
         let e = backend("ratelimitbackend: redis\nredis:\n  address: \"h:1\"\n  tlscafile: x\n")
             .unwrap_err();
@@ -223,13 +228,15 @@ mod tests {
 
     #[test]
     fn clear_text_password_to_a_remote_host_warns() {
-        let (_, w) =
-            backend("ratelimitbackend: redis\nredis:\n  address: \"10.1.1.1:6379\"\n  password: p\n")
-                .unwrap();
+        let (_, w) = backend(
+            "ratelimitbackend: redis\nredis:\n  address: \"10.1.1.1:6379\"\n  password: p\n",
+        )
+        .unwrap();
         assert!(w.iter().any(|w| w.contains("clear text")), "{w:?}");
-        let (_, w) =
-            backend("ratelimitbackend: redis\nredis:\n  address: \"127.0.0.1:6379\"\n  password: p\n")
-                .unwrap();
+        let (_, w) = backend(
+            "ratelimitbackend: redis\nredis:\n  address: \"127.0.0.1:6379\"\n  password: p\n",
+        )
+        .unwrap();
         assert!(!w.iter().any(|w| w.contains("clear text")), "{w:?}");
     }
 }

@@ -24,8 +24,8 @@ use futures_channel::oneshot;
 
 use crate::config::Redis;
 use crate::ratelimit::Answer;
-use conn::{Conn, ConnError};
 pub use conn::LEASE_SCRIPT;
+use conn::{Conn, ConnError};
 use resp::Reply;
 
 /// How long the thread waits between reconnection attempts while Redis is unreachable.

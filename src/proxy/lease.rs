@@ -172,9 +172,7 @@ impl FleetLimits {
             return answer.map(|a| match a {
                 Answer::Granted(_) => Decision::Allow,
                 Answer::Denied(w) => Decision::Deny {
-                    retry_after_secs: ratelimit::retry_after_secs(
-                        w.into_iter().max().unwrap_or(0),
-                    ),
+                    retry_after_secs: ratelimit::retry_after_secs(w.into_iter().max().unwrap_or(0)),
                 },
             });
         }
@@ -191,7 +189,13 @@ impl FleetLimits {
     }
 
     /// Tops up low leases in the background: the request that noticed does not wait.
-    fn top_up(self: &Rc<Self>, limiter: usize, key: ClientKey, rules: Vec<usize>, asks: Vec<BucketAsk>) {
+    fn top_up(
+        self: &Rc<Self>,
+        limiter: usize,
+        key: ClientKey,
+        rules: Vec<usize>,
+        asks: Vec<BucketAsk>,
+    ) {
         let Some(answer) = self.handle.lease(asks) else {
             self.with(limiter, |t| t.refilled(&key, &rules, None));
             return;
@@ -236,18 +240,17 @@ fn limiter(handle: &FleetHandle, scope: &str, rules: &[RateLimitRule], seed: u64
     let shared: Vec<SharedRule> = rules
         .iter()
         .map(|rule| SharedRule {
-            key_head: format!(
-                "{}rl:{scope}:{}:",
-                handle.prefix(),
-                fingerprint(rule)
-            ),
+            key_head: format!("{}rl:{scope}:{}:", handle.prefix(), fingerprint(rule)),
             rate: f64::from(rule.requests) / rule.per.as_secs_f64(),
             burst: rule.burst,
         })
         .collect();
     FleetLimiter {
         table: LeaseTable::new(rules.len(), ratelimit::DEFAULT_CAPACITY, seed),
-        slices: rules.iter().map(|r| ratelimit::slice_for(r.burst)).collect(),
+        slices: rules
+            .iter()
+            .map(|r| ratelimit::slice_for(r.burst))
+            .collect(),
         rules: shared.into(),
     }
 }

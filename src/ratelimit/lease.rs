@@ -208,7 +208,11 @@ impl LeaseTable {
 
     /// How many tokens of rule `r` a top-up asks for: what brings the lease back to a slice.
     pub fn top_up(&self, key: &ClientKey, r: usize, slice: u32) -> u32 {
-        let held = self.map.get(key).and_then(|l| l.get(r)).map_or(0, |l| l.held);
+        let held = self
+            .map
+            .get(key)
+            .and_then(|l| l.get(r))
+            .map_or(0, |l| l.held);
         slice.saturating_sub(held).max(1)
     }
 
@@ -259,7 +263,13 @@ mod tests {
         for _ in 0..3 {
             let (need, reserved) = ask(t.plan(&key(1), &[0], &[1], 0));
             assert_eq!((need.as_slice(), reserved.as_slice()), (&[0][..], &[][..]));
-            let d = t.settle(&key(1), &need, &reserved, Some(&Answer::Granted(vec![1])), 0);
+            let d = t.settle(
+                &key(1),
+                &need,
+                &reserved,
+                Some(&Answer::Granted(vec![1])),
+                0,
+            );
             assert_eq!(d, Some(Decision::Allow));
             assert_eq!(t.leases(&key(1)).unwrap()[0].held, 0);
         }
@@ -269,7 +279,13 @@ mod tests {
     fn a_slice_is_spent_locally_and_topped_up_at_half() {
         let mut t = LeaseTable::new(1, 10, 0);
         let (need, reserved) = ask(t.plan(&key(1), &[0], &[8], 0));
-        t.settle(&key(1), &need, &reserved, Some(&Answer::Granted(vec![8])), 0);
+        t.settle(
+            &key(1),
+            &need,
+            &reserved,
+            Some(&Answer::Granted(vec![8])),
+            0,
+        );
         assert_eq!(t.leases(&key(1)).unwrap()[0].held, 7);
         for held in (4..7).rev() {
             let plan = t.plan(&key(1), &[0], &[8], 0);
@@ -284,7 +300,9 @@ mod tests {
             assert_eq!(t.leases(&key(1)).unwrap()[0].held, held);
         }
         // In flight: no second top-up.
-        assert!(matches!(t.plan(&key(1), &[0], &[8], 0), Plan::Local { refill, .. } if refill.is_empty()));
+        assert!(
+            matches!(t.plan(&key(1), &[0], &[8], 0), Plan::Local { refill, .. } if refill.is_empty())
+        );
         assert_eq!(t.top_up(&key(1), 0, 8), 5);
         t.refilled(&key(1), &[0], Some(&Answer::Granted(vec![5])));
         assert_eq!(
@@ -302,7 +320,13 @@ mod tests {
         let mut t = LeaseTable::new(2, 10, 0);
         // Rule 0 holds 3; rule 1 holds nothing.
         let (need, reserved) = ask(t.plan(&key(1), &[0], &[4, 1], 0));
-        t.settle(&key(1), &need, &reserved, Some(&Answer::Granted(vec![4])), 0);
+        t.settle(
+            &key(1),
+            &need,
+            &reserved,
+            Some(&Answer::Granted(vec![4])),
+            0,
+        );
         let (need, reserved) = ask(t.plan(&key(1), &[0, 1], &[4, 1], 0));
         assert_eq!((need.clone(), reserved.clone()), (vec![1], vec![0]));
         assert_eq!(t.leases(&key(1)).unwrap()[0].held, 2);
@@ -350,7 +374,13 @@ mod tests {
     fn no_answer_gives_reserved_tokens_back() {
         let mut t = LeaseTable::new(2, 10, 0);
         let (need, reserved) = ask(t.plan(&key(1), &[0], &[4, 4], 0));
-        t.settle(&key(1), &need, &reserved, Some(&Answer::Granted(vec![2])), 0);
+        t.settle(
+            &key(1),
+            &need,
+            &reserved,
+            Some(&Answer::Granted(vec![2])),
+            0,
+        );
         let (need, reserved) = ask(t.plan(&key(1), &[0, 1], &[4, 4], 0));
         assert_eq!(t.settle(&key(1), &need, &reserved, None, 0), None);
         assert_eq!(t.leases(&key(1)).unwrap()[0].held, 1);
