@@ -210,71 +210,62 @@ pub fn start(cfg: &Redis) -> Result<Fleet, FleetError> {
     })
 }
 
-/// The thread: connect, serve batches of asks, check an idle connection, reconnect.
-fn run(
-    cfg: &Redis,
+/// A lease ask waiting for its answer.
+type Pending = (Vec<BucketAsk>, oneshot::Sender<Option<Answer>>);
+
+/// The thread's connection and what it logged.
+struct Link<'a> {
+    cfg: &'a Redis,
     tls: Option<Arc<rustls::ClientConfig>>,
-    rx: &Receiver<Msg>,
-    state: &State,
-    ready: std::sync::mpsc::Sender<()>,
-) {
-    let mut ready = Some(ready);
-    let mut conn: Option<Conn> = None;
-    // Whether the outage was logged (once per outage, including one at start).
-    let mut logged_down = false;
-    loop {
-        let Some(c) = conn.as_mut() else {
-            match Conn::open(cfg, tls.as_ref()) {
-                Ok(c) => {
-                    conn = Some(c);
-                    state.up.store(true, Ordering::Relaxed);
-                    if logged_down {
-                        tracing::info!(address = %cfg.address, "Redis is reachable again: rate limits are fleet-wide again");
-                    } else {
-                        tracing::info!(address = %cfg.address, "rate limits are fleet-wide (Redis)");
-                    }
-                    logged_down = false;
+    state: &'a State,
+    conn: Option<Conn>,
+    /// Whether the outage was logged (once per outage, including one at start).
+    logged_down: bool,
+}
+
+impl Link<'_> {
+    /// One connection attempt; marks the backend up or logs the outage (once).
+    fn connect(&mut self) {
+        let address = &self.cfg.address;
+        match Conn::open(self.cfg, self.tls.as_ref()) {
+            Ok(c) => {
+                self.conn = Some(c);
+                self.state.up.store(true, Ordering::Relaxed);
+                if self.logged_down {
+                    tracing::info!(%address, "Redis is reachable again: rate limits are fleet-wide again");
+                } else {
+                    tracing::info!(%address, "rate limits are fleet-wide (Redis)");
                 }
-                Err(e) => {
-                    state.errors.fetch_add(1, Ordering::Relaxed);
-                    if !logged_down {
-                        tracing::warn!(address = %cfg.address, "Redis is unreachable ({e}): rate limits are per instance until it is back (retrying every {RETRY:?})");
-                        logged_down = true;
-                    }
+                self.logged_down = false;
+            }
+            Err(e) => {
+                self.state.errors.fetch_add(1, Ordering::Relaxed);
+                if !self.logged_down {
+                    tracing::warn!(%address, "Redis is unreachable ({e}): rate limits are per instance until it is back (retrying every {RETRY:?})");
+                    self.logged_down = true;
                 }
-            }
-            if let Some(r) = ready.take() {
-                let _ = r.send(());
-            }
-            if conn.is_none() && !refuse_until(rx, Instant::now() + RETRY) {
-                return;
-            }
-            continue;
-        };
-        let first = match rx.recv_timeout(PING_EVERY) {
-            Ok(Msg::Lease { asks, reply }) => (asks, reply),
-            Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
-            Err(RecvTimeoutError::Timeout) => {
-                if let Err(e) = ping(c) {
-                    lost(state, &mut conn, &mut logged_down, cfg, &e);
-                }
-                continue;
-            }
-        };
-        let mut batch = vec![first];
-        let mut stop = false;
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(Msg::Lease { asks, reply }) => batch.push((asks, reply)),
-                Ok(Msg::Stop) => {
-                    stop = true;
-                    break;
-                }
-                Err(_) => break,
             }
         }
+    }
+
+    /// The live connection failed: per instance until a reconnect succeeds.
+    fn lost(&mut self, e: &ConnError) {
+        self.conn = None;
+        self.state.up.store(false, Ordering::Relaxed);
+        self.state.errors.fetch_add(1, Ordering::Relaxed);
+        if !self.logged_down {
+            tracing::warn!(address = %self.cfg.address, "lost Redis ({e}): rate limits are per instance until it is back (retrying every {RETRY:?})");
+            self.logged_down = true;
+        }
+    }
+
+    /// Answers a batch in one pipeline (every ask unanswered when the connection fails).
+    fn answer(&mut self, batch: Vec<Pending>) {
+        let Some(c) = self.conn.as_mut() else {
+            return;
+        };
         let asks: Vec<&[BucketAsk]> = batch.iter().map(|(a, _)| &a[..]).collect();
-        match serve(c, &asks, state) {
+        match serve(c, &asks, self.state) {
             Ok(answers) => {
                 for ((_, reply), answer) in batch.into_iter().zip(answers) {
                     let _ = reply.send(answer);
@@ -284,13 +275,68 @@ fn run(
                 for (_, reply) in batch {
                     let _ = reply.send(None);
                 }
-                lost(state, &mut conn, &mut logged_down, cfg, &e);
+                self.lost(&e);
             }
         }
+    }
+}
+
+/// The thread: connect, serve batches of asks, check an idle connection, reconnect.
+fn run(
+    cfg: &Redis,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    rx: &Receiver<Msg>,
+    state: &State,
+    ready: std::sync::mpsc::Sender<()>,
+) {
+    let mut ready = Some(ready);
+    let mut link = Link {
+        cfg,
+        tls,
+        state,
+        conn: None,
+        logged_down: false,
+    };
+    loop {
+        if link.conn.is_none() {
+            link.connect();
+            if let Some(r) = ready.take() {
+                let _ = r.send(());
+            }
+            if link.conn.is_none() && !refuse_until(rx, Instant::now() + RETRY) {
+                return;
+            }
+            continue;
+        }
+        let first = match rx.recv_timeout(PING_EVERY) {
+            Ok(Msg::Lease { asks, reply }) => (asks, reply),
+            Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Timeout) => {
+                if let Some(Err(e)) = link.conn.as_mut().map(ping) {
+                    link.lost(&e);
+                }
+                continue;
+            }
+        };
+        let (batch, stop) = gather(rx, first);
+        link.answer(batch);
         if stop {
             return;
         }
     }
+}
+
+/// `first` and whatever else is queued, up to [`MAX_BATCH`]; true when a stop was seen.
+fn gather(rx: &Receiver<Msg>, first: Pending) -> (Vec<Pending>, bool) {
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(Msg::Lease { asks, reply }) => batch.push((asks, reply)),
+            Ok(Msg::Stop) => return (batch, true),
+            Err(_) => break,
+        }
+    }
+    (batch, false)
 }
 
 /// While Redis is down: answers every ask with "no answer" until `deadline`. False on stop.
@@ -303,22 +349,6 @@ fn refuse_until(rx: &Receiver<Msg>, deadline: Instant) -> bool {
             Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return false,
             Err(RecvTimeoutError::Timeout) => return true,
         }
-    }
-}
-
-fn lost(
-    state: &State,
-    conn: &mut Option<Conn>,
-    logged_down: &mut bool,
-    cfg: &Redis,
-    e: &ConnError,
-) {
-    *conn = None;
-    state.up.store(false, Ordering::Relaxed);
-    state.errors.fetch_add(1, Ordering::Relaxed);
-    if !*logged_down {
-        tracing::warn!(address = %cfg.address, "lost Redis ({e}): rate limits are per instance until it is back (retrying every {RETRY:?})");
-        *logged_down = true;
     }
 }
 
