@@ -38,7 +38,7 @@ pub struct Redis {
     /// Prepended to every key this proxy writes (several fleets can share one Redis).
     pub key_prefix: String,
     /// Connect, read and write timeout of the Redis connection, and the longest a request waits
-    /// for a lease before it is decided per instance.
+    /// for a lease before it is decided per instance (capped at 500 ms by the fleet thread).
     pub timeout: Duration,
 }
 

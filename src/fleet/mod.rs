@@ -33,6 +33,8 @@ pub const RETRY: Duration = Duration::from_secs(1);
 /// An idle connection is checked (PING) this often, so an outage shows in the metric and the log
 /// even when no client is asking.
 pub const PING_EVERY: Duration = Duration::from_secs(1);
+/// The longest a request waits for a lease, whatever `redis.timeout` says.
+pub const MAX_WAIT: Duration = Duration::from_millis(500);
 /// Asks sent in one pipeline at most.
 const MAX_BATCH: usize = 256;
 /// Asks queued at most; past it a core decides per instance rather than wait.
@@ -204,7 +206,9 @@ pub fn start(cfg: &Redis) -> Result<Fleet, FleetError> {
             tx,
             state,
             prefix: cfg.key_prefix.as_str().into(),
-            wait: cfg.timeout,
+            // Below the 1 s a core waits for another core's decision (`limit::PEER_WAIT`), so a
+            // request hopping cores is decided per instance rather than let through.
+            wait: cfg.timeout.min(MAX_WAIT),
         },
         thread: Some(thread),
     })
