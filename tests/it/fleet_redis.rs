@@ -162,8 +162,8 @@ fn spread(proxies: &[Proxy], n: usize, path: &str, auth: &str) -> usize {
     passed
 }
 
-const TEN_PER_MINUTE: &str =
-    "    ratelimits:\n      - requests: 10\n        per: 1m\n        burst: 10\n";
+const TEN_PER_HOUR: &str =
+    "    ratelimits:\n      - requests: 10\n        per: 1h\n        burst: 10\n";
 
 #[test]
 fn a_client_spread_over_three_instances_gets_its_limit_once_and_per_instance_without_redis() {
@@ -171,12 +171,12 @@ fn a_client_spread_over_three_instances_gets_its_limit_once_and_per_instance_wit
         return;
     };
     let origin = Origin::start();
-    let proxies = fleet(&service("svc", origin.addr, TEN_PER_MINUTE), &top(&redis));
+    let proxies = fleet(&service("svc", origin.addr, TEN_PER_HOUR), &top(&redis));
     for p in &proxies {
         assert!(metric(p).contains("aperture_ratelimit_backend_fleet 1"));
     }
     // One token, bought through the first instance, used through all three: a 30-request burst
-    // of a 10-per-minute rule passes exactly 10 times (slice 1: no instance holds a token).
+    // of a 10-per-hour rule (no refill during the test) passes exactly 10 times (slice 1: no instance holds a token).
     let auth = buy_token(&proxies[0], "/");
     assert_eq!(spread(&proxies, 30, "/x", &auth), 10);
 
@@ -218,7 +218,7 @@ fn challenge_minting_limits_hold_across_instances() {
         return;
     };
     let origin = Origin::start();
-    let limits = "challengeratelimits:\n  - requests: 5\n    per: 1m\n    burst: 5\n";
+    let limits = "challengeratelimits:\n  - requests: 5\n    per: 1h\n    burst: 5\n";
     let proxies = fleet(
         &service("svc", origin.addr, ""),
         &format!("{}{limits}", top(&redis)),
@@ -321,7 +321,7 @@ fn tls_and_an_acl_user_are_used_and_a_wrong_ca_or_password_is_refused() {
             "ratelimitbackend: redis\nredis:\n  address: \"localhost:{tls_port}\"\n  tls: true\n  tlscafile: \"{}\"\n  username: fleet\n  password: \"{password}\"\n",
             ca.display()
         );
-        Proxy::start_with(&service("svc", origin.addr, TEN_PER_MINUTE), 1, &top, 4096)
+        Proxy::start_with(&service("svc", origin.addr, TEN_PER_HOUR), 1, &top, 4096)
     };
     // The right CA and password: fleet-wide, and leases come from this server.
     let good = start(&ca, "s3cret");
