@@ -3,6 +3,7 @@
 #
 #   benches/load.sh [--duration SECONDS] [--requests N] [--connections C]
 #                   [--skip-concurrent] [--skip-instructions] [--skip-sequential] [--no-mpp]
+#                   [--ratelimit none|local|redis]
 #
 # On a fresh Debian machine it installs what is missing (wrk, nginx-light, nghttp2-client,
 # valgrind), builds aperture (release), and starts:
@@ -14,6 +15,10 @@
 #     traffic class has a process of its own whose CPU time can be read. The Payment scheme
 #     (charge and sessions) is on, so every 402 also mints a charge and a session deposit
 #     invoice; `--no-mpp` turns it off (to compare with builds from before it).
+#   - with `--ratelimit local` every service gets one rate limit that never denies (10^9 per
+#     second), decided per instance; `--ratelimit redis` the same rule fleet-wide
+#     (`ratelimitbackend: redis`) through a redis-server (Debian's) on 127.0.0.1:18588, on the
+#     proxies' CPU. The default `none` has no rule.
 # It buys one L402 token through the real 402 -> pay -> retry flow, then prints three tables:
 #   (a) concurrent CPU per request: every proxy under load at the same moment, one wrk each (all
 #       pinned to the last CPU; proxies and origin on CPU 0), CPU time of each proxy process
@@ -30,7 +35,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=10 N=5000 CONNS=32 CONCURRENT=1 INSTRUCTIONS=1 SEQUENTIAL=1 MPP=1
+DURATION=10 N=5000 CONNS=32 CONCURRENT=1 INSTRUCTIONS=1 SEQUENTIAL=1 MPP=1 RATELIMIT=none
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -40,6 +45,7 @@ while [ $# -gt 0 ]; do
     --skip-instructions) INSTRUCTIONS=0; shift ;;
     --skip-sequential) SEQUENTIAL=0; shift ;;
     --no-mpp) MPP=0; shift ;;
+    --ratelimit) RATELIMIT=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -52,6 +58,11 @@ need h2load || missing+=(nghttp2-client)
 { need valgrind && need callgrind_control; } || missing+=(valgrind)
 need curl || missing+=(curl)
 need taskset || missing+=(util-linux)
+case "$RATELIMIT" in
+  none|local) ;;
+  redis) need redis-server || missing+=(redis-server) ;;
+  *) echo "--ratelimit takes none, local or redis" >&2; exit 2 ;;
+esac
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
@@ -114,13 +125,22 @@ MPP_KEYS=""
 if [ $MPP = 1 ]; then
   MPP_KEYS=$'  enablempp: true\n  enablesessions: true\n'
 fi
+RL_RULE="" RL_TOP=""
+if [ "$RATELIMIT" != none ]; then
+  RL_RULE=$'    ratelimits:\n      - requests: 1000000000\n        per: 1s\n        burst: 1000000000\n'
+fi
+if [ "$RATELIMIT" = redis ]; then
+  RL_TOP=$'ratelimitbackend: redis\nredis:\n  address: "127.0.0.1:18588"\n'
+  spawn "$PROXY_CPU" redis-server --port 18588 --bind 127.0.0.1 --save "" --appendonly no >/dev/null
+  for _ in $(seq 100); do redis-cli -p 18588 ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
 aperture_conf() { # name port wallet-port
   mkdir -p "$WORK/$1"
   cat > "$WORK/$1/aperture.yaml" <<YAML
 listenaddr: "127.0.0.1:$2"
 insecure: true
 dbbackend: sqlite
-sqlite:
+${RL_TOP}sqlite:
   databasefilename: "$WORK/$1/aperture.db"
 debuglevel: warn
 authenticator:
@@ -134,11 +154,12 @@ services:
     address: "127.0.0.1:18580"
     protocol: http
     auth: "off"
-  - name: paid
+${RL_RULE}  - name: paid
     hostregexp: ".*"
     address: "127.0.0.1:18580"
     protocol: http
     price: 10
+${RL_RULE}
 YAML
 }
 aperture_conf paid 18582 18592
@@ -172,7 +193,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
 MACHINE="$NCPU CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(uname -r)"
 echo "machine: $MACHINE; nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'); $(date -u +%F)"
-echo "command: benches/load.sh --duration $DURATION --requests $N --connections $CONNS"
+echo "command: benches/load.sh --duration $DURATION --requests $N --connections $CONNS --ratelimit $RATELIMIT"
 
 WRK="$WORK/wrk.lua"
 cp benches/wrk/paid.lua "$WRK"

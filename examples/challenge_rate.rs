@@ -47,6 +47,7 @@ fn main() {
         tls: None,
         payment_secret: None,
         session_holder: None,
+        fleet: None,
     })
     .unwrap();
     let addr = server.local_addr();

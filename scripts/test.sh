@@ -102,6 +102,23 @@ else
   fi
 fi
 
+# Debian's redis-server for the fleet-wide rate-limit tests (tests/it/fleet_redis.rs): each test
+# starts its own on a free loopback port (so that it can kill and restart it) from the binary in
+# APERTURE_TEST_REDIS_SERVER. They skip only outside CI when it is missing; in CI it must install.
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "== installing redis-server (Debian package)"
+  if ! apt_install redis-server; then
+    if [ -n "${CI:-}" ]; then
+      echo "redis-server could not be installed; CI needs it for the fleet rate-limit tests" >&2
+      exit 1
+    fi
+    echo "warning: redis-server could not be installed; the fleet rate-limit tests will be skipped" >&2
+  fi
+fi
+if command -v redis-server >/dev/null 2>&1; then
+  export APERTURE_TEST_REDIS_SERVER="$(command -v redis-server)"
+fi
+
 # Pebble, Let's Encrypt's ACME test server, for the autocert tests (tests/it/acme.rs start it
 # themselves on loopback). They skip when it is missing outside CI; in CI it must install.
 if ! command -v pebble >/dev/null 2>&1; then

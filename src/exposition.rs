@@ -1,5 +1,6 @@
 //! The Prometheus text exposition format 0.0.4 (layer 1): renders the per-core counters, the
-//! per-service and per-rule registry and the Lightning bridge's stats as text. Pure formatting
+//! per-service and per-rule registry, the Lightning bridge's stats and the fleet rate-limit
+//! backend's state as text. Pure formatting
 //! over snapshots it is handed: no I/O, no locks of its own (the registry's is taken only while
 //! copying its list), never called from a worker core.
 
@@ -394,6 +395,34 @@ fn escape(value: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     out.into()
+}
+
+/// Appends the fleet-wide rate-limit backend's state (`ratelimitbackend: redis`).
+pub fn render_fleet(stats: &crate::fleet::FleetStats, out: &mut String) {
+    let rows = [
+        (
+            "aperture_ratelimit_backend_fleet",
+            "Whether rate limits are fleet-wide now (1: Redis answers) or per instance (0: Redis unreachable, falling back).",
+            "gauge",
+            u64::from(stats.up),
+        ),
+        (
+            "aperture_ratelimit_backend_errors_total",
+            "Redis connection failures, I/O errors and error replies of the fleet rate-limit backend.",
+            "counter",
+            stats.errors,
+        ),
+        (
+            "aperture_ratelimit_backend_leases_total",
+            "Lease round trips to Redis answered (one per empty or low lease, not per request).",
+            "counter",
+            stats.leases,
+        ),
+    ];
+    for (name, help, kind, v) in rows {
+        family(out, name, help, kind);
+        let _ = writeln!(out, "{name} {v}");
+    }
 }
 
 fn family(out: &mut String, name: &str, help: &str, kind: &str) {

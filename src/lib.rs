@@ -2,7 +2,7 @@
 //!
 //! The crate is layered; a lower layer never imports a higher one:
 //! - layer 0, pure (no I/O, no threads, no clock reads): [`l402`], [`mpp`], [`error`];
-//! - layer 1: [`config`], [`store`], [`metrics`], [`exposition`] (the Prometheus
+//! - layer 1: [`config`], [`store`], [`fleet`] (fleet-wide rate limits: the Redis thread), [`metrics`], [`exposition`] (the Prometheus
 //!   text format), [`admin`] (the std-only metrics listener), [`logging`] (text or JSON lines),
 //!   [`systemd`] (readiness notifications), [`acme`] (autocert: the ACME client on its own
 //!   thread, the certificate resolver the cores read);
@@ -21,6 +21,7 @@ pub mod acme;
 pub mod admin;
 pub mod config;
 pub mod exposition;
+pub mod fleet;
 pub mod logging;
 pub mod metrics;
 pub mod store;

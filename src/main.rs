@@ -449,6 +449,13 @@ fn run(cli: &Cli) -> Result<()> {
     if let Some(wallet) = bridge.wallet_addr() {
         tracing::warn!("DEV LIGHTNING BACKEND: payments are SIMULATED; wallet at http://{wallet}");
     }
+    // Fleet-wide rate limits: the Redis thread starts first, so the cores start fleet-wide.
+    let fleet = match &config.rate_limit_backend {
+        aperture::config::RateLimitBackend::Redis(redis) => {
+            Some(aperture::fleet::start(redis).map_err(|e| UsageError(e.to_string()))?)
+        }
+        aperture::config::RateLimitBackend::Local => None,
+    };
     let server = runtime::start(Settings {
         cores: cli.cores,
         pin: !cli.no_pin,
@@ -468,6 +475,7 @@ fn run(cli: &Cli) -> Result<()> {
             .as_ref()
             .and_then(|m| m.sessions)
             .map(|_| holder.clone()),
+        fleet: fleet.as_ref().map(|f| f.handle()),
     })?;
     let addr = server.local_addr();
     let scheme = if config.insecure { "http" } else { "https" };
@@ -479,7 +487,8 @@ fn run(cli: &Cli) -> Result<()> {
     // The CA validates against the listener, so the ACME client starts once the cores serve.
     let autocert = autocert.map(aperture::acme::Autocert::start).transpose()?;
     let ready = Arc::new(AtomicBool::new(true)); // the workers serve once `start` returns
-    let admin = start_admin(cli, &config, &server, &ready, &store, &bridge)?;
+    let fleet_handle = fleet.as_ref().map(|f| f.handle());
+    let admin = start_admin(cli, &config, &server, &ready, &store, &bridge, fleet_handle)?;
     if cli.dev {
         print_dev_walkthrough(addr, bridge.wallet_addr());
     }
@@ -494,6 +503,9 @@ fn run(cli: &Cli) -> Result<()> {
     }
     for listener in admin {
         listener.shutdown();
+    }
+    if let Some(fleet) = fleet {
+        fleet.shutdown();
     }
     store.shutdown(); // commits pending ledger writes; before the bridge ends its event stream
     bridge.shutdown();
@@ -510,9 +522,11 @@ fn start_admin(
     ready: &Arc<AtomicBool>,
     store: &store::StoreService,
     bridge: &lnd_bridge::Bridge,
+    fleet: Option<aperture::fleet::FleetHandle>,
 ) -> Result<Vec<Admin>> {
     let probes = |addr| {
         let (ready, store, bridge) = (ready.clone(), store.handle(), bridge.handle());
+        let fleet = fleet.clone();
         aperture::admin::AdminOptions {
             addr,
             metrics: server.metrics().clone(),
@@ -520,6 +534,9 @@ fn start_admin(
             extra: Arc::new(move |out: &mut String| {
                 aperture::exposition::render_bridge(&bridge.stats(), out);
                 store.render_metrics(out);
+                if let Some(fleet) = &fleet {
+                    aperture::exposition::render_fleet(&fleet.stats(), out);
+                }
             }),
             api: None,
             dashboard: None,

@@ -9,6 +9,7 @@ mod admin;
 mod http2;
 mod logging;
 mod raw;
+mod redis;
 mod service;
 mod validate;
 pub(crate) mod values;
@@ -24,6 +25,7 @@ use crate::l402::{ChallengeShape, UpstreamAuthorization};
 pub use admin::{AdminConfig, DEFAULT_ADMIN_ADDR, DEFAULT_MACAROON_FILE};
 pub use http2::Http2;
 pub use logging::{Callsite, Level, LogFormat, Logging};
+pub use redis::{RateLimitBackend, Redis, DEFAULT_KEY_PREFIX};
 pub use values::IpNet;
 
 /// Exit code for any configuration error (sysexits' `EX_USAGE`).
@@ -122,6 +124,9 @@ pub struct Config {
     pub rate_limit_steering: bool,
     /// Rules on minting 402 challenges, keyed by client IP (empty: unlimited, as Go aperture).
     pub challenge_rate_limits: Vec<RateLimitRule>,
+    /// Where rate-limit buckets live: this process (exact per instance) or a shared Redis
+    /// (`ratelimitbackend`, `redis:`; ours).
+    pub rate_limit_backend: RateLimitBackend,
     pub blocklist: Vec<IpNet>,
     /// Peers (load balancers) whose `X-Forwarded-For` names the real client (ours).
     pub trusted_proxies: Vec<IpNet>,

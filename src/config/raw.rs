@@ -59,6 +59,8 @@ pub(crate) struct RawConfig {
     pub trustedproxies: Option<Vec<String>>,
     pub proxyprotocol: Option<bool>,
     pub challengeratelimits: Option<Vec<RawRateLimit>>,
+    pub ratelimitbackend: Option<String>,
+    pub redis: Option<RawRedis>,
     pub http2: Option<RawHttp2>,
     pub autocertdirectory: Option<String>,
     pub autocertdirectoryca: Option<String>,
@@ -233,6 +235,19 @@ pub(crate) struct RawDynamicPrice {
     pub tlscertpath: Option<String>,
     pub metered: Option<bool>,
     pub usagetailbytes: Option<i64>,
+}
+
+/// Ours: the Redis server that holds fleet-wide rate-limit buckets (`ratelimitbackend: redis`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRedis {
+    pub address: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub tls: Option<bool>,
+    pub tlscafile: Option<String>,
+    pub keyprefix: Option<String>,
+    pub timeout: Option<String>,
 }
 
 /// Ours: HTTP/2 limits of the downstream listener.

@@ -93,6 +93,7 @@ pub(crate) fn validate(mut raw: RawConfig, origin: &str) -> Result<Config, Confi
             .parse()
             .map_err(|m| cx.invalid("upstreamauthorization", m))?,
     };
+    let rate_limit_backend = super::redis::backend(&raw, &mut cx)?;
     let blocklist = blocklist(&raw, &cx)?;
     let trusted_proxies = nets(
         "trustedproxies",
@@ -148,6 +149,7 @@ pub(crate) fn validate(mut raw: RawConfig, origin: &str) -> Result<Config, Confi
         upstream_authorization,
         rate_limit_steering,
         challenge_rate_limits,
+        rate_limit_backend,
         blocklist,
         trusted_proxies,
         proxy_protocol,

@@ -5,9 +5,14 @@
 //! their decisions are local; a decision for a key owned by another core (a token used from
 //! several addresses, or steering turned off behind a load balancer) is a message to the owner's
 //! peer inbox and a reply on a oneshot: no lock is shared between cores.
+//!
+//! With `ratelimitbackend: redis` the owner core decides from the tokens it holds on lease from
+//! the fleet's shared buckets ([`super::lease`]) and falls back to its own buckets only while
+//! Redis gives no answer.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -18,6 +23,7 @@ use crate::error::Synthetic;
 use crate::metrics::RuleStats;
 use crate::ratelimit::{self, ClientKey, Decision, Limiter, RuleSet};
 
+use super::lease::{FleetLimits, Leased, PendingAsk};
 use super::{CoreCtx, Route, Routes};
 
 /// The limiter index of challenge minting (services use their route index).
@@ -73,11 +79,13 @@ pub struct CoreLimits {
     /// Free requests used, per (service, client). Bounded; like Go aperture's, tallies never
     /// expire, but they survive reloads here.
     freebies: RefCell<HashMap<(String, ClientKey), u16>>,
+    /// The leases of the fleet-wide backend (`ratelimitbackend: redis`).
+    fleet: Option<Rc<FleetLimits>>,
 }
 
 impl CoreLimits {
-    /// Limiters for every route of `routes`.
-    pub fn new(routes: &Routes, seed: u64) -> Self {
+    /// Limiters for every route of `routes`; with `fleet`, leases of the shared buckets too.
+    pub fn new(routes: &Routes, seed: u64, fleet: Option<crate::fleet::FleetHandle>) -> Self {
         let limiters = routes
             .routes
             .iter()
@@ -105,6 +113,7 @@ impl CoreLimits {
             ),
             challenges: RefCell::new(challenges),
             freebies: RefCell::new(HashMap::new()),
+            fleet: fleet.map(|h| Rc::new(FleetLimits::new(h, routes, seed))),
         }
     }
 
@@ -138,6 +147,9 @@ impl CoreLimits {
         self.challenges
             .borrow_mut()
             .reconfigure(rule_set(&routes.challenge_rate_limits));
+        if let Some(fleet) = &self.fleet {
+            fleet.reload(routes);
+        }
     }
 
     /// Takes one free request for a client this core owns; false when none is left.
@@ -184,9 +196,51 @@ impl CoreLimits {
     }
 }
 
-/// Decides for a key this core owns, then publishes the route's limiter occupancy to this
-/// core's block of the service's counters (Go aperture's cache size and evictions).
+/// A decision for a key this core owns: now, or after a lease round trip.
+enum Owned {
+    Now(Decision),
+    Later(PendingAsk),
+}
+
+/// Decides for a key this core owns: from the fleet leases when the fleet backend answers,
+/// else from this core's buckets.
 fn check_owned(
+    core: &CoreCtx,
+    route: usize,
+    key: &ClientKey,
+    rules: &[usize],
+    now_ns: u64,
+) -> Owned {
+    if let Some(fleet) = &core.limits.fleet {
+        match fleet.plan(route, key, rules, now_ns) {
+            Leased::Decided(decision) => return Owned::Now(decision),
+            Leased::Pending(ask) => return Owned::Later(ask),
+            Leased::Local => {}
+        }
+    }
+    Owned::Now(check_here(core, route, key, rules, now_ns))
+}
+
+/// Waits for a lease round trip; without an answer, decides from this core's buckets.
+async fn finish_owned(
+    core: &CoreCtx,
+    route: usize,
+    key: &ClientKey,
+    rules: &[usize],
+    now_ns: u64,
+    ask: PendingAsk,
+) -> Decision {
+    if let Some(fleet) = &core.limits.fleet {
+        if let Some(decision) = fleet.settle(ask).await {
+            return decision;
+        }
+    }
+    check_here(core, route, key, rules, now_ns)
+}
+
+/// Decides from this core's own buckets, then publishes the route's limiter occupancy to this
+/// core's block of the service's counters (Go aperture's cache size and evictions).
+fn check_here(
     core: &CoreCtx,
     route: usize,
     key: &ClientKey,
@@ -265,7 +319,13 @@ async fn decide(
     let now = now_ns();
     let owner = ratelimit::owner_core(&key, core.peers.len());
     let decision = if owner == core.id {
-        check_owned(core, limiter, &key, &rules, now)
+        match check_owned(core, limiter, &key, &rules, now) {
+            Owned::Now(decision) => decision,
+            // Rare (an empty lease): boxed so the hot future stays small.
+            Owned::Later(ask) => {
+                Box::pin(finish_owned(core, limiter, &key, &rules, now, ask)).await
+            }
+        }
     } else {
         // The message owns its rule list; a copy stays here for the counters.
         ask_owner(core, owner, limiter, key, rules.clone(), now).await
@@ -365,10 +425,18 @@ pub async fn serve_peers(
 ) {
     while let Some(msg) = super::recv(&mut inbox).await {
         match msg {
-            PeerMsg::Check(c) => {
-                let decision = check_owned(&core, c.route, &c.key, &c.rules, c.now_ns);
-                let _ = c.reply.send(decision);
-            }
+            PeerMsg::Check(c) => match check_owned(&core, c.route, &c.key, &c.rules, c.now_ns) {
+                Owned::Now(decision) => {
+                    let _ = c.reply.send(decision);
+                }
+                Owned::Later(ask) => {
+                    let core = core.clone();
+                    monoio::spawn(async move {
+                        let d = finish_owned(&core, c.route, &c.key, &c.rules, c.now_ns, ask);
+                        let _ = c.reply.send(d.await);
+                    });
+                }
+            },
             PeerMsg::Freebie {
                 service,
                 key,

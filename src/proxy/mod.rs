@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod h1;
 pub mod h2;
 pub mod io;
+pub mod lease;
 pub mod limit;
 pub mod payment;
 pub mod pool;

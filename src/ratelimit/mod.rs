@@ -5,11 +5,13 @@
 //! plain numbers; the caller passes the indices of the rules whose regex matched). It must not
 //! import `config` or anything above layer 0.
 //!
-//! One [`Limiter`] per service per core; the steering helpers ([`owner_core`],
+//! One [`Limiter`] per service per core; with a fleet backend, one [`LeaseTable`] beside it (the
+//! tokens this core holds on lease from the fleet's shared buckets). The steering helpers ([`owner_core`],
 //! [`steer_index_v4`]) say which core owns a key so that one key's buckets live on one core.
 
 mod bucket;
 mod hash;
+mod lease;
 mod limiter;
 #[cfg(test)]
 mod model;
@@ -20,6 +22,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub use bucket::{retry_after_secs, Bucket, Rule};
 pub use hash::{steer_index_v4, steer_index_v6, token_index, FastHasher, SeededState, STEER_MUL};
+pub use lease::{slice_for, Answer, Lease, LeaseTable, Plan, MAX_SLICE};
 pub use limiter::{Limiter, RuleSet, DEFAULT_CAPACITY};
 
 /// IPv4 clients are keyed by their /24.

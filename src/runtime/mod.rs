@@ -73,6 +73,8 @@ pub struct Settings {
     pub payment_secret: Option<[u8; 32]>,
     /// This instance's id as a holder of Payment session leases, when sessions are on.
     pub session_holder: Option<String>,
+    /// The fleet-wide rate-limit backend (`ratelimitbackend: redis`); `None`: per instance.
+    pub fleet: Option<crate::fleet::FleetHandle>,
 }
 
 /// How often the main thread hands freed heap memory back to the kernel.
@@ -232,6 +234,7 @@ pub fn start(settings: Settings) -> Result<Server, RuntimeError> {
             tls: settings.tls.clone(),
             payment_secret: settings.payment_secret,
             session_holder: settings.session_holder.clone(),
+            fleet: settings.fleet.clone(),
         };
         let (handle, tx, driver) = worker::spawn(spec)?;
         workers.push((handle, tx));

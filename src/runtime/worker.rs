@@ -46,6 +46,8 @@ pub struct Spec {
     /// The Payment scheme's HMAC secret (`enablempp`).
     pub payment_secret: Option<[u8; 32]>,
     pub session_holder: Option<String>,
+    /// The fleet-wide rate-limit backend (`ratelimitbackend: redis`).
+    pub fleet: Option<crate::fleet::FleetHandle>,
 }
 
 /// The CPUs this process may run on (its inherited affinity set).
@@ -126,7 +128,7 @@ fn run(
             tokens: Default::default(),
             settled: Default::default(),
             // A random hasher seed per core: clients cannot precompute colliding keys.
-            limits: CoreLimits::new(&routes_for_limits, rand::random()),
+            limits: CoreLimits::new(&routes_for_limits, rand::random(), spec.fleet.clone()),
             peers: spec.peers.iter().cloned().collect(),
             shutdown: Rc::new(Shutdown::default()),
             payment_secret: spec.payment_secret,

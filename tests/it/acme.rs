@@ -253,6 +253,7 @@ impl AutocertProxy {
             tls: Some(autocert.server_config()),
             payment_secret: None,
             session_holder: None,
+            fleet: None,
         })
         .expect("workers");
         let addr = server.local_addr();

@@ -12,6 +12,7 @@ mod config;
 mod dashboard;
 mod echo_proto;
 mod fleet;
+mod fleet_redis;
 mod grpc;
 mod grpc_tonic;
 mod h2_abuse;

@@ -319,6 +319,8 @@ pub struct Proxy {
     /// The store thread, started when the config turns the Payment scheme on (its claims need
     /// the database).
     pub store: Option<aperture::store::StoreService>,
+    /// The fleet rate-limit thread, when the config says `ratelimitbackend: redis`.
+    pub fleet: Option<aperture::fleet::Fleet>,
 }
 
 impl Proxy {
@@ -411,6 +413,12 @@ impl Proxy {
             .mpp
             .as_ref()
             .is_some_and(|m| m.sessions.is_some());
+        let fleet = match &config.rate_limit_backend {
+            aperture::config::RateLimitBackend::Redis(r) => {
+                Some(aperture::fleet::start(r).expect("fleet"))
+            }
+            aperture::config::RateLimitBackend::Local => None,
+        };
         let server = runtime::start(Settings {
             cores,
             pin: false,
@@ -425,6 +433,7 @@ impl Proxy {
             tls,
             payment_secret,
             session_holder: sessions_on.then_some(holder),
+            fleet: fleet.as_ref().map(|f| f.handle()),
         })
         .expect("workers");
         Proxy {
@@ -437,6 +446,7 @@ impl Proxy {
             bridge: Some(bridge),
             basedir,
             store,
+            fleet,
         }
     }
 
