@@ -1,7 +1,8 @@
 //! aperture: an L402 (Lightning HTTP 402) reverse proxy on an io_uring thread-per-core runtime.
 //!
 //! The crate is layered; a lower layer never imports a higher one:
-//! - layer 0, pure (no I/O, no threads, no clock reads): [`l402`], [`mpp`], [`error`];
+//! - layer 0, pure (no I/O, no threads, no clock reads): [`l402`], [`mpp`], [`ratelimit`],
+//!   [`usage`] (the built-in meter's accounting), [`error`];
 //! - layer 1: [`config`], [`store`], [`fleet`] (fleet-wide rate limits: the Redis thread), [`metrics`], [`exposition`] (the Prometheus
 //!   text format), [`admin`] (the std-only metrics listener), [`logging`] (text or JSON lines),
 //!   [`systemd`] (readiness notifications), [`acme`] (autocert: the ACME client on its own
@@ -16,6 +17,7 @@ pub mod error;
 pub mod l402;
 pub mod mpp;
 pub mod ratelimit;
+pub mod usage;
 
 pub mod acme;
 pub mod admin;
