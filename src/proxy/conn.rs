@@ -18,6 +18,7 @@ use super::forward::{self, ForwardError, Outbound};
 use super::h1::{FrameError, Framing, Head, Parse};
 use super::io::{BufStream, Io, ReadError};
 use super::limit;
+use super::meter;
 use super::price;
 use super::proxyproto;
 use super::respond;
@@ -425,6 +426,8 @@ async fn forward_phase<C: Io>(
     out: &mut Vec<u8>,
 ) -> bool {
     let (head, framing) = (inbound.head, inbound.framing);
+    // A metered service's paid request: named by its token (checked before the grant is used).
+    let metered = route.metered_tail.and_then(|_| metered_token(&grant));
     let denied = match grant.key {
         Some(key) => limit::limit(core, route, key, inbound.path).await,
         None => None,
@@ -448,6 +451,18 @@ async fn forward_phase<C: Io>(
             return answer(core, client, head, framing, synthetic, out, true).await;
         }
     };
+    let mut metering = None;
+    if let Some(token) = metered {
+        // Boxed: the pricer round trip must not grow the unmetered request's state machine.
+        match Box::pin(meter_phase(core, route, head, framing, client, token)).await {
+            meter::Verdict::Meter(m) => metering = Some(m),
+            meter::Verdict::Free => {}
+            meter::Verdict::Answer(synthetic) => {
+                route.counters(core.id).status(synthetic.status());
+                return answer(core, client, head, framing, synthetic, out, true).await;
+            }
+        }
+    }
     let req = Outbound {
         head,
         framing,
@@ -457,7 +472,17 @@ async fn forward_phase<C: Io>(
         client_fd: inbound.conn.fd,
         receipt,
     };
-    match forward::forward(core, route, req, client, resp, out).await {
+    let forwarded = match metering {
+        None => forward::forward(core, route, req, client, resp, out).await,
+        Some(mut m) => {
+            let relay = forward::forward_metered(core, route, req, client, resp, out, &mut m.observer);
+            let forwarded = Box::pin(relay).await;
+            // Complete only when the body reached its end; either side leaving is not.
+            m.report(core, route, forwarded.is_ok());
+            forwarded
+        }
+    };
+    match forwarded {
         Ok(done) => {
             core.counters().incr(Counter::Forwarded);
             core.counters().status(done.status);
@@ -478,6 +503,43 @@ async fn forward_phase<C: Io>(
             false
         }
     }
+}
+
+/// The token a paid request on a metered service is known to its pricer by: the L402 token id,
+/// or a Payment charge's payment hash. `None` (not metered): no credential (a freebie), or a
+/// session.
+fn metered_token(grant: &auth::Grant) -> Option<[u8; 32]> {
+    match (&grant.key, &grant.payment) {
+        (Some(crate::ratelimit::ClientKey::Token(id)), _) => Some(*id),
+        (_, Some(pending)) => pending.charge_hash(),
+        _ => None,
+    }
+}
+
+/// `AuthorizeRequest` for a paid request on a metered service, shown the body prefix read ahead
+/// for the pricer (a `Content-Length` body; see [`authorize`]).
+async fn meter_phase<C: Io>(
+    core: &CoreCtx,
+    route: &Route,
+    head: &Head,
+    framing: Framing,
+    client: &mut BufStream<C>,
+    token: [u8; 32],
+) -> meter::Verdict {
+    let prefix = match framing {
+        Framing::Length(n) if head.get("expect").is_none() => {
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            n.min(price::MAX_BODY_PREFIX).min(client.data().len())
+        }
+        _ => 0,
+    };
+    let ask = meter::Ask {
+        head,
+        version: "1.1",
+        body: &client.data()[..prefix],
+        accept_payment: head.get("accept-payment"),
+    };
+    meter::authorize(core, route, ask, token).await
 }
 
 /// Writes a synthetic answer. When the request body was not read, it is drained (small) or the

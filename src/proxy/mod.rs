@@ -13,6 +13,7 @@ pub mod h1;
 pub mod h2;
 pub mod io;
 pub mod limit;
+pub mod meter;
 pub mod payment;
 pub mod pool;
 pub mod price;

@@ -335,6 +335,11 @@ async fn phases(
         answer
     };
     let grant = decision.into_grant(client_ip).map_err(answered)?;
+    if route.metered_tail.is_some() && metered(&grant) {
+        // The response tail is observed on the HTTP/1.1 forwarder only: a paid request that
+        // would go unmetered is refused rather than served free.
+        return Err(answered(Synthetic::Internal(METERED_H1_ONLY)));
+    }
     if let Some(key) = grant.key {
         if let Some(denied) = limit::limit(core, route, key, path).await {
             return Err(answered(denied));
@@ -367,6 +372,15 @@ async fn phases(
     core.counters().status(status);
     route.counters(core.id).status(status);
     Ok(())
+}
+
+/// The 500 body for a paid HTTP/2 request on a metered service.
+const METERED_H1_ONLY: &str = "metered services are served over HTTP/1.1 only";
+
+/// Whether a grant is paid with a credential a metered pricer knows (an L402 token, a charge).
+fn metered(grant: &auth::Grant) -> bool {
+    matches!(grant.key, Some(crate::ratelimit::ClientKey::Token(_)))
+        || grant.payment.as_ref().is_some_and(|p| p.charge_hash().is_some())
 }
 
 /// Answers a request no service matched from the static site (`servestatic`): the head, then
