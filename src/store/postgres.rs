@@ -18,6 +18,7 @@ use super::session::{
 
 mod admin;
 mod sessions;
+mod usage;
 
 /// Schema migrations, in order; the same tables as SQLite in PostgreSQL's dialect.
 const MIGRATIONS: &[&str] = &[
@@ -54,6 +55,7 @@ const MIGRATIONS: &[&str] = &[
 ",
     sessions::MIGRATION,
     admin::MIGRATION,
+    usage::MIGRATION,
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: instances starting together migrate in turn.
@@ -259,6 +261,8 @@ impl PgStore {
                     *now,
                 )
                 .map(|()| 1),
+                Op::PendingUsage(report) => usage::insert(&mut tx, report),
+                Op::UsageDelivered(id) => usage::delete(&mut tx, *id),
             }
             .map_err(pg_err("write batch"))?;
         }
@@ -273,6 +277,10 @@ impl Store for PgStore {
             self.client = self.client.take().filter(|c| !c.is_closed());
         }
         result
+    }
+
+    fn pending_usage(&mut self, limit: u32) -> Result<Vec<lnd_bridge::UsageReport>, DbError> {
+        usage::load(self.client()?, limit).map_err(pg_err("read pending usage"))
     }
 
     fn prune_charges(&mut self, before: u64) -> Result<usize, DbError> {

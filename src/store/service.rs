@@ -159,6 +159,33 @@ impl StoreHandle {
     }
 }
 
+/// Kept usage reports replayed at start (more wait for the next start).
+const MAX_REPLAY: u32 = 100_000;
+
+/// The bridge's [`lnd_bridge::UsageSink`]: undelivered usage reports become rows.
+struct UsageKeeper(StoreHandle);
+
+impl lnd_bridge::UsageSink for UsageKeeper {
+    fn undelivered(&self, report: &lnd_bridge::UsageReport) {
+        let op = Op::PendingUsage(Box::new(report.clone()));
+        if self.0.tx.try_send(Msg::Write(op)).is_err() {
+            self.0.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                service = %report.service_name,
+                token_id = %report.token_id,
+                "usage report lost: the pricer did not take it and the store is behind or gone"
+            );
+        }
+    }
+
+    fn delivered(&self, id: i64) {
+        if self.0.tx.try_send(Msg::Write(Op::UsageDelivered(id))).is_err() {
+            // The row stays and is replayed once more at the next start.
+            self.0.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Only whole inserts happen under this lock; a poisoned set is still consistent.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -170,6 +197,8 @@ pub struct StoreService {
     handle: StoreHandle,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// Usage reports an earlier run kept, until [`StoreService::keep_usage`] replays them.
+    replay: Mutex<Vec<lnd_bridge::UsageReport>>,
 }
 
 /// Opens the configured database on the caller's thread (so errors surface at start-up), loads
@@ -211,6 +240,10 @@ pub fn start_with(
             "session leases of this instance's previous run given back"
         );
     }
+    let replay = store.pending_usage(MAX_REPLAY).unwrap_or_else(|e| {
+        tracing::warn!("store: cannot read kept usage reports (replayed at a later start): {e}");
+        Vec::new()
+    });
     let (tx, rx) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
     let handle = StoreHandle {
         tx: tx.clone(),
@@ -250,10 +283,28 @@ pub fn start_with(
         handle,
         stop,
         thread: Some(thread),
+        replay: Mutex::new(replay),
     })
 }
 
 impl StoreService {
+    /// Wires metered usage to the database: reports the pricer does not take are kept (through
+    /// the batched writes), and those an earlier run kept are handed to `bridge` again (each row
+    /// deleted once delivered). Call once, after `bridge` started.
+    pub fn keep_usage(&self, bridge: &BridgeHandle) {
+        bridge.set_usage_sink(Arc::new(UsageKeeper(self.handle.clone())));
+        let replay = std::mem::take(&mut *lock(&self.replay));
+        if !replay.is_empty() {
+            tracing::info!(
+                reports = replay.len(),
+                "replaying usage reports kept by an earlier run"
+            );
+        }
+        for report in replay {
+            bridge.report_usage(report);
+        }
+    }
+
     /// A handle for the worker cores.
     pub fn handle(&self) -> StoreHandle {
         self.handle.clone()
@@ -506,6 +557,9 @@ impl Worker {
                             Op::Challenge(_) | Op::Transaction { .. } => &stats.challenges_recorded,
                             Op::Settle { .. } => &stats.settlements_recorded,
                             Op::SessionSettle { .. } => &stats.settles_recorded,
+                            Op::PendingUsage(_) | Op::UsageDelivered(_) => {
+                                &stats.usage_recorded
+                            }
                         }
                         .fetch_add(1, Ordering::Relaxed);
                     }
