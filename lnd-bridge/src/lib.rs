@@ -71,10 +71,9 @@ pub use bolt11::{
 };
 pub use dev::key::NODE_KEY_FILE;
 pub use protocol::{
-    AuthorizeQuery, Authorization, BackendStats, BridgeError, Event, Invoice, InvoiceRequest,
+    Authorization, AuthorizeQuery, BackendStats, BridgeError, Event, Invoice, InvoiceRequest,
     InvoiceState, MintedChallenge, PayReply, PayRequest, PayStatus, PricerTarget, UsageReport,
-    UsageSink, DEFAULT_MEMO, MAX_INVOICE_SAT, MAX_MEMO_BYTES,
-    MAX_PAYMENT_REQUEST_BYTES,
+    UsageSink, DEFAULT_MEMO, MAX_INVOICE_SAT, MAX_MEMO_BYTES, MAX_PAYMENT_REQUEST_BYTES,
 };
 
 pub use stats::{BridgeStats, INVOICE_LATENCY_BOUNDS_US};

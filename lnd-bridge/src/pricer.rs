@@ -21,7 +21,7 @@ use crate::pricesrpc::{
     AuthorizeRequestRequest, ChallengeMintedRequest, GetPriceRequest, ReportUsageRequest,
 };
 use crate::protocol::{
-    AuthorizeQuery, Authorization, BridgeError, MintedChallenge, PricerTarget, UsageReport,
+    Authorization, AuthorizeQuery, BridgeError, MintedChallenge, PricerTarget, UsageReport,
 };
 
 /// How long one TCP (+TLS) connect to a pricer may take.

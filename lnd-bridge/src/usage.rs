@@ -124,8 +124,7 @@ pub(crate) async fn deliver(usage: &Usage, pricers: &crate::pricer::Pricers, id:
         let Some(report) = usage.current(id) else {
             return;
         };
-        let why = match tokio::time::timeout(ATTEMPT_TIMEOUT, pricers.report_usage(&report)).await
-        {
+        let why = match tokio::time::timeout(ATTEMPT_TIMEOUT, pricers.report_usage(&report)).await {
             Ok(Ok(())) => {
                 usage.delivered.fetch_add(1, Ordering::Relaxed);
                 let taken = lock(&usage.in_flight).remove(&id);

@@ -810,7 +810,10 @@ mod tests {
             "{e}"
         );
         let ok = parse(
-            &svc("      enabled: true\n      grpcaddress: \"127.0.0.1:1\"\n      insecure: true\n      metered: true\n"),
+            &format!(
+                "{MIN}{}",
+                svc("      enabled: true\n      grpcaddress: \"127.0.0.1:1\"\n      insecure: true\n      metered: true\n")
+            ),
             "t",
         )
         .unwrap();

@@ -499,7 +499,16 @@ pub async fn challenge(
     now: u64,
     accept_payment: Option<&[u8]>,
 ) -> Synthetic {
-    mint(core, route, resource, price, now, accept_payment, &mut Vec::new()).await
+    mint(
+        core,
+        route,
+        resource,
+        price,
+        now,
+        accept_payment,
+        &mut Vec::new(),
+    )
+    .await
 }
 
 /// [`challenge`], naming in `minted` what a metered pricer books: the L402 token id and each

@@ -475,7 +475,8 @@ async fn forward_phase<C: Io>(
     let forwarded = match metering {
         None => forward::forward(core, route, req, client, resp, out).await,
         Some(mut m) => {
-            let relay = forward::forward_metered(core, route, req, client, resp, out, &mut m.observer);
+            let relay =
+                forward::forward_metered(core, route, req, client, resp, out, &mut m.observer);
             let forwarded = Box::pin(relay).await;
             // Complete only when the body reached its end; either side leaving is not.
             m.report(core, route, forwarded.is_ok());

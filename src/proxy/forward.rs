@@ -494,8 +494,17 @@ async fn relay_response<C: Io, U: Io, T: Tap>(
     };
     let mut scanner = ChunkScanner::default();
     if !encode {
-        let n = send_head_and_buffered(up, client, framing, remaining, &mut scanner, out, window, tap)
-            .await?;
+        let n = send_head_and_buffered(
+            up,
+            client,
+            framing,
+            remaining,
+            &mut scanner,
+            out,
+            window,
+            tap,
+        )
+        .await?;
         remaining = remaining.saturating_sub(n as u64);
     }
     write_out(client, out, window).await?;

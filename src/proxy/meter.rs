@@ -269,7 +269,16 @@ pub async fn challenge(
     let path = price::decoded_path(ask.head.path());
     let resource = format!("{}{path}", route.service.name);
     let mut minted = Vec::new();
-    let answer = auth::mint(core, route, &resource, price, now, ask.accept_payment, &mut minted).await;
+    let answer = auth::mint(
+        core,
+        route,
+        &resource,
+        price,
+        now,
+        ask.accept_payment,
+        &mut minted,
+    )
+    .await;
     if !matches!(answer, Synthetic::PaymentRequired(_)) {
         return answer;
     }

@@ -179,7 +179,12 @@ impl lnd_bridge::UsageSink for UsageKeeper {
     }
 
     fn delivered(&self, id: i64) {
-        if self.0.tx.try_send(Msg::Write(Op::UsageDelivered(id))).is_err() {
+        if self
+            .0
+            .tx
+            .try_send(Msg::Write(Op::UsageDelivered(id)))
+            .is_err()
+        {
             // The row stays and is replayed once more at the next start.
             self.0.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -557,9 +562,7 @@ impl Worker {
                             Op::Challenge(_) | Op::Transaction { .. } => &stats.challenges_recorded,
                             Op::Settle { .. } => &stats.settlements_recorded,
                             Op::SessionSettle { .. } => &stats.settles_recorded,
-                            Op::PendingUsage(_) | Op::UsageDelivered(_) => {
-                                &stats.usage_recorded
-                            }
+                            Op::PendingUsage(_) | Op::UsageDelivered(_) => &stats.usage_recorded,
                         }
                         .fetch_add(1, Ordering::Relaxed);
                     }

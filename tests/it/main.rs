@@ -20,6 +20,8 @@ mod h2_tls;
 mod https_upstream;
 mod l402;
 mod lnd;
+mod metering;
+mod openai;
 mod payment;
 mod pricing;
 mod process;

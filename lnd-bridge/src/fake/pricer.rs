@@ -22,14 +22,14 @@ use tonic::{Request, Response, Status};
 
 use super::FakeError;
 use crate::pricesrpc::prices_server::{Prices, PricesServer};
-use crate::pricesrpc::{
-    AuthorizeRequestResponse, ChallengeMintedResponse, GetPriceRequest, GetPriceResponse,
-    QuoteSessionResponse, ReportUsageResponse, SettleSessionResponse,
-};
 /// The recorded requests, as generated from the proto.
 pub use crate::pricesrpc::{
     AuthorizeRequestRequest, ChallengeMintedRequest, QuoteSessionRequest, ReportUsageRequest,
     SettleSessionRequest,
+};
+use crate::pricesrpc::{
+    AuthorizeRequestResponse, ChallengeMintedResponse, GetPriceRequest, GetPriceResponse,
+    QuoteSessionResponse, ReportUsageResponse, SettleSessionResponse,
 };
 use crate::PricerTarget;
 
@@ -125,7 +125,10 @@ impl Prices for Svc {
         req: Request<AuthorizeRequestRequest>,
     ) -> Result<Response<AuthorizeRequestResponse>, Status> {
         let mut script = lock(&self.0);
-        script.record(Rpc::AuthorizeRequest, MeterCall::Authorize(req.into_inner()))?;
+        script.record(
+            Rpc::AuthorizeRequest,
+            MeterCall::Authorize(req.into_inner()),
+        )?;
         let verdict = script.verdict.clone().unwrap_or(AuthorizeRequestResponse {
             allowed: true,
             ..Default::default()
@@ -145,7 +148,9 @@ impl Prices for Svc {
         &self,
         req: Request<QuoteSessionRequest>,
     ) -> Result<Response<QuoteSessionResponse>, Status> {
-        lock(&self.0).meter_calls.push(MeterCall::Quote(req.into_inner()));
+        lock(&self.0)
+            .meter_calls
+            .push(MeterCall::Quote(req.into_inner()));
         Err(Status::unimplemented("the fake does not quote sessions"))
     }
 
@@ -153,7 +158,9 @@ impl Prices for Svc {
         &self,
         req: Request<SettleSessionRequest>,
     ) -> Result<Response<SettleSessionResponse>, Status> {
-        lock(&self.0).meter_calls.push(MeterCall::Settle(req.into_inner()));
+        lock(&self.0)
+            .meter_calls
+            .push(MeterCall::Settle(req.into_inner()));
         Err(Status::unimplemented("the fake does not settle sessions"))
     }
 }

@@ -380,7 +380,10 @@ const METERED_H1_ONLY: &str = "metered services are served over HTTP/1.1 only";
 /// Whether a grant is paid with a credential a metered pricer knows (an L402 token, a charge).
 fn metered(grant: &auth::Grant) -> bool {
     matches!(grant.key, Some(crate::ratelimit::ClientKey::Token(_)))
-        || grant.payment.as_ref().is_some_and(|p| p.charge_hash().is_some())
+        || grant
+            .payment
+            .as_ref()
+            .is_some_and(|p| p.charge_hash().is_some())
 }
 
 /// Answers a request no service matched from the static site (`servestatic`): the head, then
