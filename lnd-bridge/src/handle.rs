@@ -235,6 +235,7 @@ impl BridgeHandle {
             s.in_flight.load(Ordering::Acquire),
             s.capacity,
             s.backend.stats(),
+            s.usage.stats(),
         )
     }
 

@@ -430,18 +430,18 @@ impl ChunkScanner {
         Ok(i)
     }
 
-    /// [`Self::feed`] that also hands each run of chunk data (the decoded body) to `on_data`:
-    /// for the metered response tail, which must hold the body, not its chunk framing.
+    /// [`Self::feed`] that also names each run of chunk data (the decoded body) to `on_data`, as
+    /// a range of `data`: for the metered response tail, which holds the body, not its framing.
     pub fn feed_observed(
         &mut self,
         data: &[u8],
-        mut on_data: impl FnMut(&[u8]),
+        mut on_data: impl FnMut(std::ops::Range<usize>),
     ) -> Result<usize, FrameError> {
         let mut i = 0;
         while i < data.len() && !self.done() {
             if self.state == ChunkState::Data {
                 let take = self.size.min((data.len() - i) as u64) as usize;
-                on_data(&data[i..i + take]);
+                on_data(i..i + take);
                 self.size -= take as u64;
                 i += take;
                 if self.size == 0 {

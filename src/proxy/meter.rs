@@ -103,6 +103,8 @@ pub struct Observer {
     tail: Tail,
     /// Set for a chunked body: decodes the framing out of the tail.
     chunks: Option<ChunkScanner>,
+    /// The data runs of the bytes at hand (a chunked body), reused from read to read.
+    runs: Vec<std::ops::Range<usize>>,
     /// 0 until the response head arrived.
     status: u16,
     content_type: String,
@@ -114,6 +116,7 @@ impl Observer {
         Observer {
             tail: Tail::new(tail_bytes),
             chunks: None,
+            runs: Vec::new(),
             status: 0,
             content_type: String::new(),
             content_encoding: String::new(),
@@ -133,11 +136,23 @@ impl Tap for Observer {
     }
 
     fn body(&mut self, raw: &[u8]) {
-        let tail = &mut self.tail;
-        match &mut self.chunks {
-            // The forwarder's own scanner already refused malformed framing.
-            Some(scanner) => drop(scanner.feed_observed(raw, |data| tail.push(data))),
-            None => tail.push(raw),
+        let Some(scanner) = &mut self.chunks else {
+            return self.tail.push(raw);
+        };
+        let runs = &mut self.runs;
+        runs.clear();
+        // The forwarder's own scanner already refused malformed framing.
+        let _ = scanner.feed_observed(raw, |run| runs.push(run));
+        // Only the runs that can still be in the tail are copied (at most about its size per
+        // read, as for a `Content-Length` body), not every byte of the stream.
+        let mut first = runs.len();
+        let mut need = self.tail.cap;
+        while first > 0 && need > 0 {
+            first -= 1;
+            need = need.saturating_sub(runs[first].len());
+        }
+        for run in &runs[first..] {
+            self.tail.push(&raw[run.clone()]);
         }
     }
 }

@@ -396,3 +396,46 @@ fn reports_in_flight_at_shutdown_are_kept() {
     assert_eq!(kept[0].target, pricer.target());
     drop(dir);
 }
+
+#[test]
+fn a_payment_charge_is_booked_and_admitted_by_its_payment_hash() {
+    use sha2::Digest;
+    let origin = OpenAi::start();
+    let pricer = FakePricer::start(10).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let top = format!(
+        "authenticator:\n  network: regtest\n  enablempp: true\n  mpprealm: \"api.example.com\"\n  dev:\n    listenaddr: \"127.0.0.1:0\"\n{}",
+        top(dir.path())
+    );
+    let proxy = Proxy::start_in(dir, &services(&pricer, &origin, true, ""), 2, &top, 4096);
+    let resp = send(&proxy, &chat("", "", false));
+    assert_eq!(resp.status, 402, "{}", resp.text());
+    // Booked twice: the L402 token id, then the charge's payment hash.
+    let booked = minted(&pricer);
+    assert_eq!(booked.len(), 2, "{booked:?}");
+    assert_eq!(booked[0].token_id, token_id_of(&challenge(&resp).0));
+    let charge = crate::payment::payment_challenges(&resp)
+        .into_iter()
+        .find(|c| c.intent == "charge")
+        .expect("a charge challenge");
+    let request = aperture::mpp::b64::decode(&charge.request).unwrap();
+    let request: serde_json::Value = serde_json::from_slice(&request).unwrap();
+    let preimage = pay(
+        proxy.wallet,
+        request["methodDetails"]["invoice"].as_str().unwrap(),
+    );
+    let hash = hex::encode(sha2::Sha256::digest(hex::decode(&preimage).unwrap()));
+    assert_eq!(
+        (booked[1].token_id.as_str(), booked[1].price_sats),
+        (hash.as_str(), 10)
+    );
+
+    let auth = crate::payment::credential(&charge, &preimage);
+    let resp = send(&proxy, &chat(&auth, "", false));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(authorized(&pricer)[0].token_id, hash);
+    wait_until("the usage report", WAIT, || {
+        pricer.usage_reports().len() == 1
+    });
+    assert_eq!(pricer.usage_reports()[0].token_id, hash);
+}
