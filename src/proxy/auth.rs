@@ -20,6 +20,7 @@ use crate::ratelimit::ClientKey;
 
 use super::h1::Head;
 use super::limit;
+use super::meter::Ask;
 use super::payment;
 use super::price;
 use super::session;
@@ -301,7 +302,7 @@ pub async fn settle(
     core: &CoreCtx,
     route: &Route,
     pending: Box<PendingPayment>,
-    accept: Option<&[u8]>,
+    ask: &Ask<'_>,
 ) -> Result<Rc<str>, Synthetic> {
     let PendingPayment {
         intent,
@@ -322,7 +323,7 @@ pub async fn settle(
         PendingIntent::Session(pending) => {
             let routes = core.routes();
             let Some(settings) = routes.payment.as_ref() else {
-                return Err(Box::pin(challenge(core, route, &resource, price, now, accept)).await);
+                return Err(Box::pin(rechallenge(core, route, ask, &resource, price, now)).await);
             };
             // Boxed, like every rare path here: a session's store round trips are a deep
             // state machine that must not grow the paid request's future.
@@ -335,7 +336,7 @@ pub async fn settle(
                 session::Outcome::Unavailable => Err(unavailable()),
                 session::Outcome::Challenge(offer) => {
                     refused("session refused");
-                    let offer = session_offer(core, route, &resource, price, now, accept, offer);
+                    let offer = session_offer(core, route, &resource, price, now, ask, offer);
                     Err(Box::pin(offer).await)
                 }
             };
@@ -348,7 +349,7 @@ pub async fn settle(
         }
         Err(payment::ClaimError::Replayed) => {
             refused("already used");
-            Err(Box::pin(challenge(core, route, &resource, price, now, accept)).await)
+            Err(Box::pin(rechallenge(core, route, ask, &resource, price, now)).await)
         }
         Err(payment::ClaimError::Unavailable) => Err(unavailable()),
     }
@@ -362,19 +363,19 @@ async fn session_offer(
     resource: &str,
     price: u64,
     now: u64,
-    accept: Option<&[u8]>,
+    ask: &Ask<'_>,
     offer: session::Offer,
 ) -> Synthetic {
     let routes = core.routes();
     let (Some(settings), Some(secret)) = (routes.payment.as_ref(), core.payment_secret.as_ref())
     else {
-        return challenge(core, route, resource, price, now, accept).await;
+        return rechallenge(core, route, ask, resource, price, now).await;
     };
     let Some(sessions) = settings.sessions else {
-        return challenge(core, route, resource, price, now, accept).await;
+        return rechallenge(core, route, ask, resource, price, now).await;
     };
     let value = match offer {
-        session::Offer::Fresh => return challenge(core, route, resource, price, now, accept).await,
+        session::Offer::Fresh => return rechallenge(core, route, ask, resource, price, now).await,
         session::Offer::Bearer => {
             session::challenge(secret, settings, &sessions, resource, price, None, now)
         }
@@ -407,6 +408,22 @@ async fn session_offer(
     Synthetic::PaymentRequired(Challenge {
         www_authenticate: vec![value],
     })
+}
+
+/// A fresh 402 after a Payment credential was refused; on a metered service it is booked with
+/// the pricer like every other ([`super::meter::challenge`]).
+async fn rechallenge(
+    core: &CoreCtx,
+    route: &Route,
+    ask: &Ask<'_>,
+    resource: &str,
+    price: u64,
+    now: u64,
+) -> Synthetic {
+    if route.metered_tail.is_some() {
+        return super::meter::challenge(core, route, ask, price, now).await;
+    }
+    challenge(core, route, resource, price, now, ask.accept_payment).await
 }
 
 /// The paid path: a credential that verifies for `resource`, is not revoked and (with

@@ -435,10 +435,17 @@ async fn forward_phase<C: Io>(
     let receipt = match (denied, grant.payment) {
         (Some(denied), _) => Err(denied),
         (None, Some(pending)) => {
-            let accept = head.get("accept-payment");
+            // What a fresh 402 needs when the credential is refused after all (booked with the
+            // pricer on a metered service).
+            let ask = meter::Ask {
+                head,
+                version: "1.1",
+                body: body_prefix(client, head, framing),
+                accept_payment: head.get("accept-payment"),
+            };
             // Boxed: Payment credentials are the rare case, and their state machine must not
             // grow every request's.
-            Box::pin(auth::settle(core, route, pending, accept))
+            Box::pin(auth::settle(core, route, pending, &ask))
                 .await
                 .map(Some)
         }
@@ -527,6 +534,18 @@ async fn meter_phase<C: Io>(
     client: &mut BufStream<C>,
     token: [u8; 32],
 ) -> meter::Verdict {
+    let ask = meter::Ask {
+        head,
+        version: "1.1",
+        body: body_prefix(client, head, framing),
+        accept_payment: head.get("accept-payment"),
+    };
+    meter::authorize(core, route, ask, token).await
+}
+
+/// The body bytes a pricer is shown: the prefix of a `Content-Length` body read ahead for it
+/// (see [`authorize`]), none for chunked bodies and `Expect: 100-continue` clients.
+fn body_prefix<'a, C: Io>(client: &'a BufStream<C>, head: &Head, framing: Framing) -> &'a [u8] {
     let prefix = match framing {
         Framing::Length(n) if head.get("expect").is_none() => {
             let n = usize::try_from(n).unwrap_or(usize::MAX);
@@ -534,13 +553,7 @@ async fn meter_phase<C: Io>(
         }
         _ => 0,
     };
-    let ask = meter::Ask {
-        head,
-        version: "1.1",
-        body: &client.data()[..prefix],
-        accept_payment: head.get("accept-payment"),
-    };
-    meter::authorize(core, route, ask, token).await
+    &client.data()[..prefix]
 }
 
 /// Writes a synthetic answer. When the request body was not read, it is drained (small) or the

@@ -538,14 +538,15 @@ async fn relay_response<C: Io, U: Io, T: Tap>(
             Framing::Chunked => scanner.feed(up.data()).map_err(|_| ForwardError::Abort)?,
             Framing::Close => up.data().len(),
         };
-        tap.body(&up.data()[..n]);
         if encode {
+            tap.body(&up.data()[..n]);
             let _ = write!(out, "{n:x}\r\n");
             up.take_into(out, n);
             out.extend_from_slice(b"\r\n");
             write_out(client, out, window).await?;
         } else {
-            up.relay_to(&mut client.stream, n, window)
+            // `relay_to` itself for an unmetered response.
+            tap.relay(up, client, n, window)
                 .await
                 .map_err(|_| ForwardError::Abort)?;
         }

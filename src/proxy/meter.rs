@@ -11,7 +11,10 @@
 //! forwarder's tap is the no-op `()` for them, compiled away). Must not buffer a body: the
 //! request text takes the bounded prefix already read ahead, the tail is bounded by its size.
 
+use std::future::Future;
+use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
 use lnd_bridge::{AuthorizeQuery, MintedChallenge, PricerTarget, UsageReport};
 
@@ -19,6 +22,7 @@ use crate::error::Synthetic;
 
 use super::auth;
 use super::h1::{ChunkScanner, Framing, Head};
+use super::io::{BufStream, Io, READ_BUF};
 use super::price;
 use super::{CoreCtx, Route, BRIDGE_WAIT};
 
@@ -70,6 +74,12 @@ impl Tail {
         }
     }
 
+    /// Forgets every byte (all older than what comes next, none of it can end in the tail).
+    pub fn reset(&mut self) {
+        self.buf.clear();
+        self.pos = 0;
+    }
+
     /// The bytes, oldest first.
     pub fn into_vec(mut self) -> Vec<u8> {
         self.buf.rotate_left(self.pos);
@@ -78,14 +88,23 @@ impl Tail {
 }
 
 /// What the HTTP/1.1 forwarder shows a response to. `()` sees nothing and costs nothing (every
-/// call inlines to no code); [`Observer`] keeps what `ReportUsage` needs.
+/// call inlines to the unobserved code: `relay` is `relay_to` itself); [`Observer`] keeps what
+/// `ReportUsage` needs.
 pub trait Tap {
     /// Whether this tap meters (the forwarder then strips `Accept-Encoding` upstream).
     const METERED: bool;
     /// The response head arrived; its body is framed by `framing`.
     fn begin(&mut self, resp: &Head, framing: Framing);
-    /// Body bytes as they arrive from the upstream (chunk framing included when chunked).
+    /// Body bytes about to be sent on by copying them (chunk framing included when chunked).
     fn body(&mut self, raw: &[u8]);
+    /// Relays the first `n` buffered bytes of `up` to `client` (body bytes, framing included).
+    fn relay<C: Io, U: Io>(
+        &mut self,
+        up: &mut BufStream<U>,
+        client: &mut BufStream<C>,
+        n: usize,
+        within: Duration,
+    ) -> impl Future<Output = std::io::Result<()>>;
 }
 
 impl Tap for () {
@@ -94,17 +113,34 @@ impl Tap for () {
     fn begin(&mut self, _: &Head, _: Framing) {}
     #[inline(always)]
     fn body(&mut self, _: &[u8]) {}
+    #[inline(always)]
+    fn relay<C: Io, U: Io>(
+        &mut self,
+        up: &mut BufStream<U>,
+        client: &mut BufStream<C>,
+        n: usize,
+        within: Duration,
+    ) -> impl Future<Output = std::io::Result<()>> {
+        up.relay_to(&mut client.stream, n, within)
+    }
 }
 
 /// The response side of a metered request: status, content type and encoding, and the tail of
-/// the de-chunked body.
+/// the de-chunked body. The tail costs no copy of a streamed body: the buffer of the last read
+/// is kept whole (swapped for a spare one, [`BufStream::swap_exact`]) and only the bytes of it
+/// that a shorter next read leaves in the tail are copied into the ring.
 #[derive(Debug)]
 pub struct Observer {
     tail: Tail,
     /// Set for a chunked body: decodes the framing out of the tail.
     chunks: Option<ChunkScanner>,
-    /// The data runs of the bytes at hand (a chunked body), reused from read to read.
-    runs: Vec<std::ops::Range<usize>>,
+    /// The data runs of the bytes at hand, reused from read to read.
+    runs: Vec<Range<usize>>,
+    /// The last read, kept whole, and its data runs; newer than everything in `tail`.
+    held: Vec<u8>,
+    held_runs: Vec<Range<usize>>,
+    /// An empty buffer to give the upstream for its next read.
+    spare: Vec<u8>,
     /// 0 until the response head arrived.
     status: u16,
     content_type: String,
@@ -117,10 +153,52 @@ impl Observer {
             tail: Tail::new(tail_bytes),
             chunks: None,
             runs: Vec::new(),
+            held: Vec::new(),
+            held_runs: Vec::new(),
+            spare: Vec::new(),
             status: 0,
             content_type: String::new(),
             content_encoding: String::new(),
         }
+    }
+
+    /// Finds the data runs of `raw` (all of it unless chunked) into `runs`.
+    fn scan(&mut self, raw: &[u8]) {
+        let runs = &mut self.runs;
+        runs.clear();
+        match &mut self.chunks {
+            // The forwarder's own scanner already refused malformed framing.
+            Some(scanner) => drop(scanner.feed_observed(raw, |run| runs.push(run))),
+            None => runs.push(0..raw.len()),
+        }
+    }
+
+    /// Moves the kept read into the ring (before anything newer goes there).
+    fn flush_held(&mut self) {
+        let cap = self.tail.cap;
+        push_last(&mut self.tail, &self.held, &self.held_runs, cap);
+        self.held.clear();
+        self.held_runs.clear();
+    }
+
+    /// The tail, oldest byte first.
+    pub fn into_tail(mut self) -> Vec<u8> {
+        self.flush_held();
+        self.tail.into_vec()
+    }
+}
+
+/// Pushes the last (about) `want` bytes of `raw`'s data `runs` into `tail`: only what can still
+/// end up in it is copied.
+fn push_last(tail: &mut Tail, raw: &[u8], runs: &[Range<usize>], want: usize) {
+    let mut first = runs.len();
+    let mut need = want;
+    while first > 0 && need > 0 {
+        first -= 1;
+        need = need.saturating_sub(runs[first].len());
+    }
+    for run in &runs[first..] {
+        tail.push(&raw[run.clone()]);
     }
 }
 
@@ -136,24 +214,51 @@ impl Tap for Observer {
     }
 
     fn body(&mut self, raw: &[u8]) {
-        let Some(scanner) = &mut self.chunks else {
-            return self.tail.push(raw);
-        };
-        let runs = &mut self.runs;
-        runs.clear();
-        // The forwarder's own scanner already refused malformed framing.
-        let _ = scanner.feed_observed(raw, |run| runs.push(run));
-        // Only the runs that can still be in the tail are copied (at most about its size per
-        // read, as for a `Content-Length` body), not every byte of the stream.
-        let mut first = runs.len();
-        let mut need = self.tail.cap;
-        while first > 0 && need > 0 {
-            first -= 1;
-            need = need.saturating_sub(runs[first].len());
+        self.flush_held();
+        self.scan(raw);
+        let cap = self.tail.cap;
+        push_last(&mut self.tail, raw, &self.runs, cap);
+    }
+
+    async fn relay<C: Io, U: Io>(
+        &mut self,
+        up: &mut BufStream<U>,
+        client: &mut BufStream<C>,
+        n: usize,
+        within: Duration,
+    ) -> std::io::Result<()> {
+        let n = n.min(up.data().len());
+        self.scan(&up.data()[..n]);
+        if self.spare.capacity() == 0 {
+            self.spare = Vec::with_capacity(up.capacity().max(READ_BUF));
         }
-        for run in &runs[first..] {
-            self.tail.push(&raw[run.clone()]);
+        if !up.swap_exact(n, &mut self.spare) {
+            // Not a whole buffer of body (rare: a body that ends mid-buffer): copy.
+            self.flush_held();
+            let cap = self.tail.cap;
+            push_last(&mut self.tail, &up.data()[..n], &self.runs, cap);
+            return up.relay_to(&mut client.stream, n, within).await;
         }
+        // `spare` holds the bytes now. Of the kept read, only what this one leaves in the tail
+        // is copied; a read as long as the tail makes everything older irrelevant.
+        let fresh: usize = self.runs.iter().map(|r| r.len()).sum();
+        let cap = self.tail.cap;
+        if fresh >= cap {
+            self.tail.reset();
+        } else {
+            push_last(&mut self.tail, &self.held, &self.held_runs, cap - fresh);
+        }
+        let old = std::mem::take(&mut self.held);
+        self.held_runs.clear();
+        let buf = std::mem::take(&mut self.spare);
+        let (res, buf) = client.write_all_keep(buf, within).await;
+        if let Some(buf) = buf {
+            self.held = buf;
+            std::mem::swap(&mut self.held_runs, &mut self.runs);
+        }
+        self.spare = old;
+        self.spare.clear();
+        res
     }
 }
 
@@ -172,12 +277,16 @@ impl Metering {
     /// end. Without a response (upstream unreachable: 502) or for an upgrade (101), only a
     /// reservation is released, as in Go.
     pub fn report(self, core: &CoreCtx, route: &Route, complete: bool) {
-        let obs = self.observer;
+        let mut obs = self.observer;
+        let (content_type, content_encoding) = (
+            std::mem::take(&mut obs.content_type),
+            std::mem::take(&mut obs.content_encoding),
+        );
         let (status, complete, tail) = match obs.status {
             0 | 101 if self.reserved_estimate == 0 => return,
             0 => (502, false, Vec::new()),
             101 => (101, false, Vec::new()),
-            s => (s, complete, obs.tail.into_vec()),
+            s => (s, complete, obs.into_tail()),
         };
         core.bridge.report_usage(UsageReport {
             target: (*self.target).clone(),
@@ -185,8 +294,8 @@ impl Metering {
             path: self.path,
             service_name: route.service.name.clone(),
             http_status: i32::from(status),
-            content_type: obs.content_type,
-            content_encoding: obs.content_encoding,
+            content_type,
+            content_encoding,
             complete,
             response_tail: tail,
             reserved_estimate: self.reserved_estimate,
@@ -374,6 +483,6 @@ mod tests {
         }
         assert_eq!(obs.content_type, "text/event-stream");
         assert_eq!(obs.status, 200);
-        assert_eq!(obs.tail.into_vec(), b"data: {\"a\":1}");
+        assert_eq!(obs.into_tail(), b"data: {\"a\":1}");
     }
 }

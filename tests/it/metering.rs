@@ -438,4 +438,33 @@ fn a_payment_charge_is_booked_and_admitted_by_its_payment_hash() {
         pricer.usage_reports().len() == 1
     });
     assert_eq!(pricer.usage_reports()[0].token_id, hash);
+
+    // A replay of the used charge: a fresh 402, booked like every other, never admitted.
+    let resp = send(&proxy, &chat(&auth, "", false));
+    assert_eq!(resp.status, 402, "{}", resp.text());
+    let booked = minted(&pricer);
+    assert_eq!(booked.len(), 4, "{booked:?}");
+    assert_eq!(booked[2].token_id, token_id_of(&challenge(&resp).0));
+    assert_eq!(authorized(&pricer).len(), 1);
+}
+
+#[test]
+fn a_tail_longer_than_a_read_spans_reads_in_order() {
+    let origin = OpenAi::start();
+    let pricer = FakePricer::start(10).unwrap();
+    let extra = "      usagetailbytes: 100000\n";
+    let proxy = start(tempfile::tempdir().unwrap(), &pricer, &origin, extra);
+    let (auth, _) = buy(&proxy);
+    for (query, stream) in [("?bytes=1000000", true), ("", false)] {
+        let n = pricer.usage_reports().len();
+        let resp = send(&proxy, &chat(&auth, query, stream));
+        assert_eq!(resp.status, 200);
+        wait_until("the usage report", WAIT, || {
+            pricer.usage_reports().len() == n + 1
+        });
+        let tail = pricer.usage_reports().pop().unwrap().response_tail;
+        let keep = resp.body.len().min(100_000);
+        assert_eq!(tail.len(), keep);
+        assert!(tail == resp.body[resp.body.len() - keep..], "{query}");
+    }
 }

@@ -347,10 +347,15 @@ async fn phases(
     }
     let receipt = match grant.payment {
         Some(pending) => {
-            let accept = head.get("accept-payment");
+            let ask = super::meter::Ask {
+                head: &head,
+                version: "2.0",
+                body: &[],
+                accept_payment: head.get("accept-payment"),
+            };
             Some(
                 // Boxed: the rare case must not grow every stream's task.
-                Box::pin(auth::settle(core, route, pending, accept))
+                Box::pin(auth::settle(core, route, pending, &ask))
                     .await
                     .map_err(answered)?,
             )
