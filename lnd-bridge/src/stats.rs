@@ -110,7 +110,7 @@ mod tests {
         s.record(Duration::from_millis(1), true);
         s.record(Duration::from_micros(1_001), false);
         s.record(Duration::from_secs(9), false);
-        let snap = BridgeStats::new(&s, 2, 8, BackendStats::default());
+        let snap = BridgeStats::new(&s, 2, 8, BackendStats::default(), Default::default());
         assert_eq!(snap.invoice_latency_buckets.len(), BUCKETS);
         assert_eq!(snap.invoice_latency_buckets[0], 1);
         assert_eq!(snap.invoice_latency_buckets[1], 1);
