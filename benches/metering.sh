@@ -11,14 +11,14 @@
 # events, chunked, the last one carrying OpenAI's `usage`; the fake pricer
 # (`lnd-bridge --example fake_pricer`: admits everything, takes every report); and aperture with
 # the dev backend and two services priced by that pricer, `/m/…` metered and `/p/…` not. Buys one
-# L402 token per path, then downloads each body R times, alternating metered and unmetered, and
-# reads aperture's CPU time (the sum of its threads' `schedstat` run time, nanoseconds) around
-# each download. Prints CPU ms per MiB for each path and the metered/unmetered ratio. Everything it
-# starts is stopped on exit.
+# L402 token per path, then downloads each body R times, alternating metered and unmetered (and
+# which of the two goes first), and reads aperture's CPU time around each download (perf's
+# task-clock when perf is installed, else utime + stime from /proc). Prints the median CPU ms per MiB of
+# each path and the metered/unmetered ratio. Everything it starts is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-MIB=256 ROUNDS=6
+MIB=256 ROUNDS=10
 while [ $# -gt 0 ]; do
   case "$1" in
     --mib) MIB=$2; shift 2 ;;
@@ -138,29 +138,49 @@ buy() { # path
   preimage=$(curl -s -X POST "http://127.0.0.1:18692/pay" -d "{\"invoice\":\"$invoice\"}" | sed -E 's/.*"preimage": *"([0-9a-f]+)".*/\1/')
   echo "Authorization: L402 $mac:$preimage"
 }
-cpu_ns() { cat /proc/"$APERTURE"/task/*/schedstat | awk '{s += $1} END {printf "%d", s}'; }
+# aperture's CPU time while a command runs, in ns: perf's task-clock when perf can attach (exact),
+# else utime + stime from /proc (clock ticks: use a larger --mib).
+TICK_NS=$((1000000000 / $(getconf CLK_TCK)))
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$APERTURE/stat"; }
+measure() {
+  if perf stat -x, -e task-clock -p "$APERTURE" -o "$WORK/perf.txt" -- "$@" >/dev/null 2>&1; then
+    awk -F, '$3 == "task-clock" {printf "%d", $1 * 1e6}' "$WORK/perf.txt"
+  else
+    local before after
+    before=$(cpu_ticks)
+    "$@"
+    after=$(cpu_ticks)
+    echo $(((after - before) * TICK_NS))
+  fi
+}
 
 declare -A AUTH NS
 for path in /m/len /p/len /m/sse /p/sse; do
   AUTH[$path]=$(buy "$path")
-  NS[$path]=0
+  NS[$path]=""
   got=$(curl -s -o /dev/null -w '%{http_code}' -H "${AUTH[$path]}" "http://127.0.0.1:18682$path")
   [ "$got" = 200 ] || { echo "$path answered $got" >&2; exit 1; }
 done
 echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); $(date -u +%F)"
 echo "command: benches/metering.sh --mib $MIB --rounds $ROUNDS ($(git rev-parse --short HEAD))"
-for _ in $(seq "$ROUNDS"); do
-  for path in /m/len /p/len /m/sse /p/sse; do
-    before=$(cpu_ns)
-    curl -s -o /dev/null -H "${AUTH[$path]}" "http://127.0.0.1:18682$path"
-    after=$(cpu_ns)
-    NS[$path]=$(( NS[$path] + after - before ))
+# Each round alternates which of the pair goes first; the figure per path is the median of its
+# rounds (this machine's other load moves single runs by tens of percent).
+for round in $(seq "$ROUNDS"); do
+  for kind in len sse; do
+    pair=(/m/$kind /p/$kind)
+    [ $((round % 2)) = 0 ] && pair=(/p/$kind /m/$kind)
+    for path in "${pair[@]}"; do
+      ns=$(measure curl -s -o /dev/null -H "${AUTH[$path]}" "http://127.0.0.1:18682$path")
+      NS[$path]="${NS[$path]} $ns"
+    done
   done
 done
-per_mib() { awk -v ns="$1" -v mib=$((MIB * ROUNDS)) 'BEGIN {printf "%.3f", ns / 1e6 / mib}'; }
+median_per_mib() { # "ns ns ns ..."
+  tr ' ' '\n' <<<"$1" | grep . | sort -n | awk -v mib="$MIB" '{v[NR] = $1} END {
+    m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.3f", m / 1e6 / mib }'
+}
 printf '%-8s %14s %14s %8s\n' body "metered ms/MiB" "plain ms/MiB" ratio
 for kind in len sse; do
-  m=${NS[/m/$kind]} p=${NS[/p/$kind]}
-  printf '%-8s %14s %14s %8s\n' "$kind" "$(per_mib "$m")" "$(per_mib "$p")" \
-    "$(awk -v m="$m" -v p="$p" 'BEGIN {printf "%.3f", m / p}')"
+  m=$(median_per_mib "${NS[/m/$kind]}") p=$(median_per_mib "${NS[/p/$kind]}")
+  printf '%-8s %14s %14s %8s\n' "$kind" "$m" "$p" "$(awk -v m="$m" -v p="$p" 'BEGIN {printf "%.3f", m / p}')"
 done
