@@ -427,7 +427,7 @@ async fn forward_phase<C: Io>(
 ) -> bool {
     let (head, framing) = (inbound.head, inbound.framing);
     // A metered service's paid request: named by its token (checked before the grant is used).
-    let metered = route.metered_tail.and_then(|_| metered_token(&grant));
+    let metered = route.metered_tail.and_then(|_| meter::token_of(&grant));
     let denied = match grant.key {
         Some(key) => limit::limit(core, route, key, inbound.path).await,
         None => None,
@@ -510,17 +510,6 @@ async fn forward_phase<C: Io>(
             tracing::debug!(core = core.id, service = %route.service.name, "client went away; upstream exchange dropped");
             false
         }
-    }
-}
-
-/// The token a paid request on a metered service is known to its pricer by: the L402 token id,
-/// or a Payment charge's payment hash. `None` (not metered): no credential (a freebie), or a
-/// session.
-fn metered_token(grant: &auth::Grant) -> Option<[u8; 32]> {
-    match (&grant.key, &grant.payment) {
-        (Some(crate::ratelimit::ClientKey::Token(id)), _) => Some(*id),
-        (_, Some(pending)) => pending.charge_hash(),
-        _ => None,
     }
 }
 

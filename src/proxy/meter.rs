@@ -145,6 +145,9 @@ pub struct Observer {
     status: u16,
     content_type: String,
     content_encoding: String,
+    /// The whole body reached the client (set by the HTTP/2 forwarder, which answers `Ok`
+    /// after a broken-off stream too).
+    pub ended: bool,
 }
 
 impl Observer {
@@ -159,6 +162,7 @@ impl Observer {
             status: 0,
             content_type: String::new(),
             content_encoding: String::new(),
+            ended: false,
         }
     }
 
@@ -301,6 +305,17 @@ impl Metering {
             reserved_estimate: self.reserved_estimate,
             persisted_id: None,
         });
+    }
+}
+
+/// The token a paid request on a metered service is known to its pricer by: the L402 token id,
+/// or a Payment charge's payment hash. `None` (not metered): no credential (a freebie), or a
+/// session.
+pub fn token_of(grant: &auth::Grant) -> Option<[u8; 32]> {
+    match (&grant.key, &grant.payment) {
+        (Some(crate::ratelimit::ClientKey::Token(id)), _) => Some(*id),
+        (_, Some(pending)) => pending.charge_hash(),
+        _ => None,
     }
 }
 

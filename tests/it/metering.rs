@@ -468,3 +468,77 @@ fn a_tail_longer_than_a_read_spans_reads_in_order() {
         assert!(tail == resp.body[resp.body.len() - keep..], "{query}");
     }
 }
+
+/// POSTs a chat request over h2c (prior knowledge) with `authorization`; status and body.
+async fn h2_chat(
+    addr: std::net::SocketAddr,
+    authorization: &str,
+    query: &str,
+    stream: bool,
+) -> (u16, Vec<u8>) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = h2::client::handshake(tcp).await.expect("h2c handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = http::Request::post(format!("http://api{PATH}{query}"))
+        .header("authorization", authorization)
+        .header("content-type", "application/json")
+        .header("accept-encoding", "gzip")
+        .body(())
+        .unwrap();
+    let (resp, mut tx) = send.send_request(req, false).expect("send");
+    tx.send_data(bytes::Bytes::from(body(stream)), true)
+        .unwrap();
+    let resp = resp.await.expect("response");
+    let status = resp.status().as_u16();
+    let mut recv = resp.into_body();
+    let mut out = Vec::new();
+    while let Some(chunk) = recv.data().await {
+        let chunk = chunk.expect("body");
+        let _ = recv.flow_control().release_capacity(chunk.len());
+        out.extend_from_slice(&chunk);
+    }
+    (status, out)
+}
+
+#[test]
+fn an_h2_client_is_metered_through_an_http1_upstream() {
+    let origin = OpenAi::start();
+    let pricer = FakePricer::start(10).unwrap();
+    pricer.set_verdict(true, 0, 7);
+    let proxy = start(tempfile::tempdir().unwrap(), &pricer, &origin, "");
+    let (auth, token_id) = buy(&proxy);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (query, stream) in [("", false), ("?bytes=300000", true)] {
+        let n = pricer.usage_reports().len();
+        let (status, body) = rt.block_on(h2_chat(proxy.addr, &auth, query, stream));
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(authorized(&pricer).last().unwrap().token_id, token_id);
+        assert!(authorized(&pricer)
+            .last()
+            .unwrap()
+            .http_request_text
+            .starts_with("POST /v1/chat/completions"));
+        let head = origin.heads().pop().unwrap().to_ascii_lowercase();
+        assert!(!head.contains("accept-encoding"), "{head}");
+        wait_until("the usage report", WAIT, || {
+            pricer.usage_reports().len() == n + 1
+        });
+        let r = pricer.usage_reports().pop().unwrap();
+        assert_eq!(
+            (
+                r.token_id.as_str(),
+                r.http_status,
+                r.complete,
+                r.reserved_estimate
+            ),
+            (token_id.as_str(), 200, true, 7)
+        );
+        let keep = body.len().min(16384);
+        assert!(r.response_tail == body[body.len() - keep..], "{query}");
+    }
+}
