@@ -440,7 +440,7 @@ async fn forward_phase<C: Io>(
             let ask = meter::Ask {
                 head,
                 version: "1.1",
-                body: body_prefix(client, head, framing),
+                body: meter::body_prefix(client, head, framing),
                 accept_payment: head.get("accept-payment"),
             };
             // Boxed: Payment credentials are the rare case, and their state machine must not
@@ -461,7 +461,11 @@ async fn forward_phase<C: Io>(
     let mut metering = None;
     if let Some(token) = metered {
         // Boxed: the pricer round trip must not grow the unmetered request's state machine.
-        match Box::pin(meter_phase(core, route, head, framing, client, token)).await {
+        match Box::pin(meter::authorize_h1(
+            core, route, head, framing, client, token,
+        ))
+        .await
+        {
             meter::Verdict::Meter(m) => metering = Some(m),
             meter::Verdict::Free => {}
             meter::Verdict::Answer(synthetic) => {
@@ -511,38 +515,6 @@ async fn forward_phase<C: Io>(
             false
         }
     }
-}
-
-/// `AuthorizeRequest` for a paid request on a metered service, shown the body prefix read ahead
-/// for the pricer (a `Content-Length` body; see [`authorize`]).
-async fn meter_phase<C: Io>(
-    core: &CoreCtx,
-    route: &Route,
-    head: &Head,
-    framing: Framing,
-    client: &mut BufStream<C>,
-    token: [u8; 32],
-) -> meter::Verdict {
-    let ask = meter::Ask {
-        head,
-        version: "1.1",
-        body: body_prefix(client, head, framing),
-        accept_payment: head.get("accept-payment"),
-    };
-    meter::authorize(core, route, ask, token).await
-}
-
-/// The body bytes a pricer is shown: the prefix of a `Content-Length` body read ahead for it
-/// (see [`authorize`]), none for chunked bodies and `Expect: 100-continue` clients.
-fn body_prefix<'a, C: Io>(client: &'a BufStream<C>, head: &Head, framing: Framing) -> &'a [u8] {
-    let prefix = match framing {
-        Framing::Length(n) if head.get("expect").is_none() => {
-            let n = usize::try_from(n).unwrap_or(usize::MAX);
-            n.min(price::MAX_BODY_PREFIX).min(client.data().len())
-        }
-        _ => 0,
-    };
-    &client.data()[..prefix]
 }
 
 /// Writes a synthetic answer. When the request body was not read, it is drained (small) or the

@@ -392,6 +392,38 @@ pub async fn authorize(core: &CoreCtx, route: &Route, ask: Ask<'_>, token: [u8; 
     Verdict::Answer(challenge(core, route, &ask, price, auth::now_unix()).await)
 }
 
+/// `AuthorizeRequest` for a paid request on a metered service, shown the body prefix read ahead
+/// for the pricer (a `Content-Length` body; see `conn::authorize`).
+pub async fn authorize_h1<C: Io>(
+    core: &CoreCtx,
+    route: &Route,
+    head: &Head,
+    framing: Framing,
+    client: &mut BufStream<C>,
+    token: [u8; 32],
+) -> Verdict {
+    let ask = Ask {
+        head,
+        version: "1.1",
+        body: body_prefix(client, head, framing),
+        accept_payment: head.get("accept-payment"),
+    };
+    authorize(core, route, ask, token).await
+}
+
+/// The body bytes a pricer is shown: the prefix of a `Content-Length` body read ahead for it
+/// (see `conn::authorize`), none for chunked bodies and `Expect: 100-continue` clients.
+pub fn body_prefix<'a, C: Io>(client: &'a BufStream<C>, head: &Head, framing: Framing) -> &'a [u8] {
+    let prefix = match framing {
+        Framing::Length(n) if head.get("expect").is_none() => {
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            n.min(price::MAX_BODY_PREFIX).min(client.data().len())
+        }
+        _ => 0,
+    };
+    &client.data()[..prefix]
+}
+
 /// Mints a 402 at `price` for a request on the metered `route` and books each of its challenges
 /// with the pricer (`ChallengeMinted`); any booking failure answers 500 `challenge failure`
 /// instead, and the challenge is not sent.

@@ -32,6 +32,7 @@ use super::db::{unix_now, Challenge, ChargeClaim, DbError, Key32, Op, Store};
 mod refunds;
 mod sessions;
 mod stats;
+mod usage;
 mod watch;
 
 pub use refunds::{
@@ -159,38 +160,6 @@ impl StoreHandle {
     }
 }
 
-/// Kept usage reports replayed at start (more wait for the next start).
-const MAX_REPLAY: u32 = 100_000;
-
-/// The bridge's [`lnd_bridge::UsageSink`]: undelivered usage reports become rows.
-struct UsageKeeper(StoreHandle);
-
-impl lnd_bridge::UsageSink for UsageKeeper {
-    fn undelivered(&self, report: &lnd_bridge::UsageReport) {
-        let op = Op::PendingUsage(Box::new(report.clone()));
-        if self.0.tx.try_send(Msg::Write(op)).is_err() {
-            self.0.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(
-                service = %report.service_name,
-                token_id = %report.token_id,
-                "usage report lost: the pricer did not take it and the store is behind or gone"
-            );
-        }
-    }
-
-    fn delivered(&self, id: i64) {
-        if self
-            .0
-            .tx
-            .try_send(Msg::Write(Op::UsageDelivered(id)))
-            .is_err()
-        {
-            // The row stays and is replayed once more at the next start.
-            self.0.stats.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Only whole inserts happen under this lock; a poisoned set is still consistent.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -245,7 +214,7 @@ pub fn start_with(
             "session leases of this instance's previous run given back"
         );
     }
-    let replay = store.pending_usage(MAX_REPLAY).unwrap_or_else(|e| {
+    let replay = store.pending_usage(usage::MAX_REPLAY).unwrap_or_else(|e| {
         tracing::warn!("store: cannot read kept usage reports (replayed at a later start): {e}");
         Vec::new()
     });
@@ -293,23 +262,6 @@ pub fn start_with(
 }
 
 impl StoreService {
-    /// Wires metered usage to the database: reports the pricer does not take are kept (through
-    /// the batched writes), and those an earlier run kept are handed to `bridge` again (each row
-    /// deleted once delivered). Call once, after `bridge` started.
-    pub fn keep_usage(&self, bridge: &BridgeHandle) {
-        bridge.set_usage_sink(Arc::new(UsageKeeper(self.handle.clone())));
-        let replay = std::mem::take(&mut *lock(&self.replay));
-        if !replay.is_empty() {
-            tracing::info!(
-                reports = replay.len(),
-                "replaying usage reports kept by an earlier run"
-            );
-        }
-        for report in replay {
-            bridge.report_usage(report);
-        }
-    }
-
     /// A handle for the worker cores.
     pub fn handle(&self) -> StoreHandle {
         self.handle.clone()
