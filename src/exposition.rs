@@ -324,6 +324,26 @@ pub fn render_bridge(stats: &lnd_bridge::BridgeStats, out: &mut String) {
             "Invoice calls that failed (backend error or deadline).",
             stats.invoice_failures,
         ),
+        (
+            "aperture_usage_reports_delivered_total",
+            "Metered usage reports (ReportUsage) the pricer took.",
+            stats.usage.delivered,
+        ),
+        (
+            "aperture_usage_report_failures_total",
+            "ReportUsage attempts that failed (each retried, or the report kept).",
+            stats.usage.failed_attempts,
+        ),
+        (
+            "aperture_usage_reports_kept_total",
+            "Usage reports handed to the database undelivered, for a replay at the next start.",
+            stats.usage.persisted,
+        ),
+        (
+            "aperture_usage_reports_lost_total",
+            "Undelivered usage reports with no database to keep them.",
+            stats.usage.lost,
+        ),
     ];
     for (name, help, v) in counters {
         family(out, name, help, "counter");
@@ -650,6 +670,10 @@ pub(crate) mod tests {
                 subscription_restarts: 5,
                 ..Default::default()
             },
+            usage: lnd_bridge::UsageStats {
+                persisted: 2,
+                ..Default::default()
+            },
         };
         let mut out = String::new();
         render_bridge(&stats, &mut out);
@@ -660,6 +684,7 @@ pub(crate) mod tests {
             "aperture_lnd_connected 0",
             "aperture_lnd_subscription_restarts_total 5",
             "aperture_invoice_failures_total 1",
+            "aperture_usage_reports_kept_total 2",
             "# TYPE aperture_invoice_latency_seconds histogram",
             "aperture_invoice_latency_seconds_bucket{le=\"0.001\"} 2",
             "aperture_invoice_latency_seconds_bucket{le=\"0.01\"} 2",
@@ -669,6 +694,6 @@ pub(crate) mod tests {
         ] {
             assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
         }
-        assert_eq!(families(&out), 6);
+        assert_eq!(families(&out), 10);
     }
 }

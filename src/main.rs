@@ -429,6 +429,9 @@ fn run(cli: &Cli) -> Result<()> {
     let holder = store::load_or_create_instance_id(&config.basedir)
         .map_err(|e| anyhow!("instance id in {}: {e}", config.basedir.display()))?;
     let (store, legacy_keys) = start_store(&config, &bridge, &holder)?;
+    // Metered usage the pricer does not take is kept in the database; an earlier run's is
+    // replayed now.
+    store.keep_usage(&bridge.handle());
     // Services created through the admin API live in the database and apply over the file's;
     // a change there (by this instance or another on the same database) reloads like SIGHUP.
     let config = with_db_services(cli, config)?;
@@ -507,6 +510,8 @@ fn run(cli: &Cli) -> Result<()> {
     if let Some(fleet) = fleet {
         fleet.shutdown();
     }
+    // Usage reports still being delivered are kept while the store can take them.
+    bridge.handle().persist_unfinished_usage();
     store.shutdown(); // commits pending ledger writes; before the bridge ends its event stream
     bridge.shutdown();
     Ok(())

@@ -106,13 +106,76 @@ impl BridgeHandle {
         Ok(rx)
     }
 
+    /// Queues a `ChallengeMinted` booking with the metered pricer `target`; never blocks.
+    pub fn try_challenge_minted(
+        &self,
+        target: Arc<PricerTarget>,
+        minted: MintedChallenge,
+    ) -> Result<MintedReply, BridgeError> {
+        let (reply, rx) = oneshot::channel();
+        self.enqueue(Call::Minted {
+            target,
+            minted,
+            reply,
+        })?;
+        Ok(rx)
+    }
+
+    /// Queues an `AuthorizeRequest` to the metered pricer `target`; never blocks.
+    pub fn try_authorize_request(
+        &self,
+        target: Arc<PricerTarget>,
+        query: AuthorizeQuery,
+    ) -> Result<AuthorizeReply, BridgeError> {
+        let (reply, rx) = oneshot::channel();
+        self.enqueue(Call::Authorize {
+            target,
+            query,
+            reply,
+        })?;
+        Ok(rx)
+    }
+
+    /// Hands a usage report over for delivery (`ReportUsage`, Go's retry schedule); never
+    /// blocks and never fails: a report that cannot be queued or delivered goes to the
+    /// [`UsageSink`] (see [`Self::set_usage_sink`]).
+    pub fn report_usage(&self, report: UsageReport) {
+        if self.shared.closed.load(Ordering::Acquire) {
+            self.shared.usage.keep(&report);
+            return;
+        }
+        let id = self.shared.usage.admit(report);
+        if self.shared.jobs.try_send(Msg::Usage(id)).is_err() {
+            self.shared.usage.give_up(id);
+        }
+    }
+
+    /// Sets where undelivered usage reports go (once; false if one was set already).
+    pub fn set_usage_sink(&self, sink: Arc<dyn UsageSink>) -> bool {
+        self.shared.usage.set_sink(sink)
+    }
+
+    /// Hands every usage report still being delivered to the sink (at shutdown, before the
+    /// store stops); their deliveries stop.
+    pub fn persist_unfinished_usage(&self) {
+        self.shared.usage.persist_unfinished();
+    }
+
+    /// Counters of usage delivery.
+    pub fn usage_stats(&self) -> UsageStats {
+        self.shared.usage.stats()
+    }
+
     /// The shared admission path: closed and disabled checks, the in-flight bound, the
     /// channel.
     fn enqueue(&self, call: Call) -> Result<(), BridgeError> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(BridgeError::Closed);
         }
-        let needs_lightning = !matches!(call, Call::Price { .. });
+        let needs_lightning = matches!(
+            call,
+            Call::Create { .. } | Call::Lookup { .. } | Call::Pay { .. }
+        );
         if needs_lightning && matches!(self.shared.backend, Backend::Disabled) {
             return Err(BridgeError::Backend(DISABLED_REASON.into()));
         }
@@ -172,6 +235,7 @@ impl BridgeHandle {
             s.in_flight.load(Ordering::Acquire),
             s.capacity,
             s.backend.stats(),
+            s.usage.stats(),
         )
     }
 

@@ -54,6 +54,7 @@ pub mod protocol;
 #[allow(clippy::all, clippy::pedantic, dead_code, missing_docs)]
 mod routerrpc;
 mod stats;
+mod usage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -70,12 +71,13 @@ pub use bolt11::{
 };
 pub use dev::key::NODE_KEY_FILE;
 pub use protocol::{
-    BackendStats, BridgeError, Event, Invoice, InvoiceRequest, InvoiceState, PayReply, PayRequest,
-    PayStatus, PricerTarget, DEFAULT_MEMO, MAX_INVOICE_SAT, MAX_MEMO_BYTES,
-    MAX_PAYMENT_REQUEST_BYTES,
+    Authorization, AuthorizeQuery, BackendStats, BridgeError, Event, Invoice, InvoiceRequest,
+    InvoiceState, MintedChallenge, PayReply, PayRequest, PayStatus, PricerTarget, UsageReport,
+    UsageSink, DEFAULT_MEMO, MAX_INVOICE_SAT, MAX_MEMO_BYTES, MAX_PAYMENT_REQUEST_BYTES,
 };
 
 pub use stats::{BridgeStats, INVOICE_LATENCY_BOUNDS_US};
+pub use usage::{UsageStats, ATTEMPT_TIMEOUT as USAGE_ATTEMPT_TIMEOUT, BACKOFF as USAGE_BACKOFF};
 
 pub use handle::BridgeHandle;
 use handle::Permit;
@@ -110,6 +112,12 @@ pub type PayReplyRx = oneshot::Receiver<Result<PayReply, BridgeError>>;
 /// The reply to one price question (`pricesrpc.Prices/GetPrice`): the pricer's `price_sats`;
 /// `Err(Canceled)` means the bridge shut down first.
 pub type PriceReply = oneshot::Receiver<Result<i64, BridgeError>>;
+
+/// The reply to a `ChallengeMinted` booking; `Err(Canceled)` means the bridge shut down first.
+pub type MintedReply = oneshot::Receiver<Result<(), BridgeError>>;
+
+/// The reply to an `AuthorizeRequest`; `Err(Canceled)` means the bridge shut down first.
+pub type AuthorizeReply = oneshot::Receiver<Result<Authorization, BridgeError>>;
 
 /// Bitcoin network; decides the BOLT11 prefix (`lnbc`, `lntb`, `lnbcrt`, `lnsb`, `lntbs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -239,6 +247,16 @@ enum Call {
         target: PayTarget,
         reply: oneshot::Sender<Result<PayReply, BridgeError>>,
     },
+    Minted {
+        target: Arc<PricerTarget>,
+        minted: MintedChallenge,
+        reply: oneshot::Sender<Result<(), BridgeError>>,
+    },
+    Authorize {
+        target: Arc<PricerTarget>,
+        query: AuthorizeQuery,
+        reply: oneshot::Sender<Result<Authorization, BridgeError>>,
+    },
 }
 
 /// One queued call, as it travels from a worker core to the pump.
@@ -253,6 +271,8 @@ struct Job {
 /// What the pump receives: a call to spawn, or the shutdown sentinel.
 enum Msg {
     Call(Job),
+    /// A usage report to deliver (by its id in `Shared::usage`); runs past any call deadline.
+    Usage(u64),
     Stop,
 }
 
@@ -261,6 +281,7 @@ struct Shared {
     rt: tokio::runtime::Handle,
     backend: Backend,
     pricers: pricer::Pricers,
+    usage: usage::Usage,
     events: Arc<EventBus>,
     jobs: Sender<Msg>,
     in_flight: AtomicUsize,
@@ -301,6 +322,7 @@ pub fn start(cfg: BridgeConfig) -> Result<Bridge, BridgeError> {
         rt: handle,
         backend,
         pricers: pricer::Pricers::default(),
+        usage: usage::Usage::default(),
         events,
         jobs,
         in_flight: AtomicUsize::new(0),
@@ -394,13 +416,24 @@ fn pump(rx: Receiver<Msg>, shared: Arc<Shared>) {
             Msg::Call(job) => {
                 shared.rt.spawn(run_call(shared.clone(), job));
             }
+            Msg::Usage(id) => {
+                let shared = shared.clone();
+                shared
+                    .rt
+                    .clone()
+                    .spawn(async move { usage::deliver(&shared.usage, &shared.pricers, id).await });
+            }
             Msg::Stop => break,
         }
     }
     // Calls queued behind the sentinel are dropped unrun: their callers see Canceled and
     // their permits are released. (Later `try_send`s see `Closed` via the closed flag, or
     // are discarded with the channel once this receiver drops.)
-    rx.try_iter().for_each(drop);
+    for msg in rx.try_iter() {
+        if let Msg::Usage(id) = msg {
+            shared.usage.give_up(id);
+        }
+    }
 }
 
 /// Runs one call on the runtime under its deadline and answers the caller.
@@ -433,6 +466,22 @@ async fn run_call(shared: Arc<Shared>, job: Job) {
             reply,
         } => {
             let work = shared.pricers.get_price(&target, path, http_request_text);
+            answer(enqueued, timeout, permit, reply, work).await;
+        }
+        Call::Minted {
+            target,
+            minted,
+            reply,
+        } => {
+            let work = shared.pricers.challenge_minted(&target, minted);
+            answer(enqueued, timeout, permit, reply, work).await;
+        }
+        Call::Authorize {
+            target,
+            query,
+            reply,
+        } => {
+            let work = shared.pricers.authorize_request(&target, query);
             answer(enqueued, timeout, permit, reply, work).await;
         }
         Call::Pay { req, target, reply } => {
@@ -516,6 +565,9 @@ impl Bridge {
 impl Drop for Bridge {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::SeqCst);
+        // Usage reports still in flight go to the sink while it may still take them (main
+        // persists them before the store stops; this catches the rest).
+        self.shared.usage.persist_unfinished();
         self.shared.events.close();
         // The pump must go first: after it exits nothing spawns onto the runtime. The send
         // cannot stall for long (the pump only spawns) and fails at once if the pump is gone.

@@ -1,5 +1,6 @@
-//! The dynamic pricer client: Go aperture's `pricesrpc.Prices/GetPrice`, asked on the bridge
-//! runtime for the worker cores (`dynamicprice` in a service's config).
+//! The dynamic pricer client: Go aperture's `pricesrpc.Prices` (`GetPrice`, and for metered
+//! services `ChallengeMinted`, `AuthorizeRequest`, `ReportUsage`), asked on the bridge runtime
+//! for the worker cores (`dynamicprice` in a service's config).
 //!
 //! Owns one lazily connected tonic channel per pricer target (address + TLS settings), built on
 //! first use on the bridge runtime and shared by every call to that pricer. Plaintext h2c when
@@ -16,8 +17,12 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::lnd::{parse_host, tls};
 use crate::pricesrpc::prices_client::PricesClient;
-use crate::pricesrpc::GetPriceRequest;
-use crate::protocol::{BridgeError, PricerTarget};
+use crate::pricesrpc::{
+    AuthorizeRequestRequest, ChallengeMintedRequest, GetPriceRequest, ReportUsageRequest,
+};
+use crate::protocol::{
+    Authorization, AuthorizeQuery, BridgeError, MintedChallenge, PricerTarget, UsageReport,
+};
 
 /// How long one TCP (+TLS) connect to a pricer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,12 +52,75 @@ impl Pricers {
         };
         match client.get_price(req).await {
             Ok(resp) => Ok(resp.into_inner().price_sats),
-            Err(status) => Err(BridgeError::Backend(format!(
-                "pricer {} {:?}: {}",
-                target.address,
-                status.code(),
-                status.message()
-            ))),
+            Err(status) => Err(failed(target, &status)),
+        }
+    }
+
+    /// Books a minted challenge with a metered pricer (`ChallengeMinted`).
+    pub(crate) async fn challenge_minted(
+        &self,
+        target: &Arc<PricerTarget>,
+        m: MintedChallenge,
+    ) -> Result<(), BridgeError> {
+        let mut client = self.client(target)?;
+        let req = ChallengeMintedRequest {
+            path: m.path,
+            http_request_text: m.http_request_text,
+            token_id: m.token_id,
+            price_sats: m.price_sats,
+            service_name: m.service_name,
+        };
+        match client.challenge_minted(req).await {
+            Ok(_) => Ok(()),
+            Err(status) => Err(failed(target, &status)),
+        }
+    }
+
+    /// Asks a metered pricer to admit a paid request (`AuthorizeRequest`).
+    pub(crate) async fn authorize_request(
+        &self,
+        target: &Arc<PricerTarget>,
+        q: AuthorizeQuery,
+    ) -> Result<Authorization, BridgeError> {
+        let mut client = self.client(target)?;
+        let req = AuthorizeRequestRequest {
+            path: q.path,
+            http_request_text: q.http_request_text,
+            token_id: q.token_id,
+            service_name: q.service_name,
+        };
+        match client.authorize_request(req).await {
+            Ok(resp) => {
+                let r = resp.into_inner();
+                Ok(Authorization {
+                    allowed: r.allowed,
+                    price_sats: r.price_sats,
+                    reason: r.reason,
+                    reserved_estimate: r.reserved_estimate,
+                })
+            }
+            Err(status) => Err(failed(target, &status)),
+        }
+    }
+
+    /// One `ReportUsage` attempt (the caller retries and times out).
+    pub(crate) async fn report_usage(&self, r: &UsageReport) -> Result<(), BridgeError> {
+        let target = Arc::new(r.target.clone());
+        let mut client = self.client(&target)?;
+        let req = ReportUsageRequest {
+            token_id: r.token_id.clone(),
+            path: r.path.clone(),
+            service_name: r.service_name.clone(),
+            http_status: r.http_status,
+            content_type: r.content_type.clone(),
+            complete: r.complete,
+            response_tail: r.response_tail.clone(),
+            content_encoding: r.content_encoding.clone(),
+            reserved_estimate: r.reserved_estimate,
+        };
+        match client.report_usage(req).await {
+            Ok(_) => Ok(()),
+            Err(status) => Err(failed(&target, &status)),
         }
     }
 
@@ -69,6 +137,16 @@ impl Pricers {
         clients.insert(target.clone(), client.clone());
         Ok(client)
     }
+}
+
+/// A pricer's gRPC error as the bridge reports it.
+fn failed(target: &PricerTarget, status: &tonic::Status) -> BridgeError {
+    BridgeError::Backend(format!(
+        "pricer {} {:?}: {}",
+        target.address,
+        status.code(),
+        status.message()
+    ))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -261,3 +261,67 @@ mod tests {
         assert!(edge.validate().is_ok());
     }
 }
+
+/// A minted challenge booked with a metered pricer (`ChallengeMinted`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MintedChallenge {
+    /// The request's URL path.
+    pub path: String,
+    /// The request as Go's `DumpRequest` writes it, plus a bounded body prefix.
+    pub http_request_text: String,
+    /// The L402 token id, or a Payment charge's payment hash (hex).
+    pub token_id: String,
+    pub price_sats: i64,
+    pub service_name: String,
+}
+
+/// A paid request a metered pricer is asked to admit (`AuthorizeRequest`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizeQuery {
+    pub path: String,
+    pub http_request_text: String,
+    /// The L402 token id, or sha256(preimage) of a Payment charge (hex).
+    pub token_id: String,
+    pub service_name: String,
+}
+
+/// The pricer's answer to an [`AuthorizeQuery`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Authorization {
+    pub allowed: bool,
+    /// When refused: the price of a fresh challenge (0: ask `GetPrice`).
+    pub price_sats: i64,
+    pub reason: String,
+    /// Echoed back in the request's [`UsageReport`].
+    pub reserved_estimate: i64,
+}
+
+/// What a metered request used, reported after its response ended (`ReportUsage`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageReport {
+    /// The pricer to tell.
+    pub target: PricerTarget,
+    pub token_id: String,
+    pub path: String,
+    pub service_name: String,
+    /// The upstream's status (502 when it was unreachable, 101 for an upgrade).
+    pub http_status: i32,
+    pub content_type: String,
+    pub content_encoding: String,
+    /// The body reached its end (false: either side went away first).
+    pub complete: bool,
+    /// The last `usagetailbytes` bytes of the (de-chunked) body.
+    pub response_tail: Vec<u8>,
+    pub reserved_estimate: i64,
+    /// The row that holds this report when it was persisted undelivered (a replay).
+    pub persisted_id: Option<i64>,
+}
+
+/// Where usage reports that could not be delivered go (the token database), so that no debit is
+/// lost across a restart. Called on the bridge thread or a worker core; must not block.
+pub trait UsageSink: Send + Sync {
+    /// `report` was given up on (every attempt failed, or the queue was full): keep it.
+    fn undelivered(&self, report: &UsageReport);
+    /// The persisted report `id` was delivered on a replay: forget it.
+    fn delivered(&self, id: i64);
+}

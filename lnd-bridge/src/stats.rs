@@ -66,6 +66,8 @@ pub struct BridgeStats {
     pub invoice_failures: u64,
     /// The backend's connection state.
     pub backend: BackendStats,
+    /// Metered usage reports (`ReportUsage`).
+    pub usage: crate::UsageStats,
 }
 
 impl BridgeStats {
@@ -74,6 +76,7 @@ impl BridgeStats {
         in_flight: usize,
         capacity: usize,
         backend: BackendStats,
+        usage: crate::UsageStats,
     ) -> Self {
         BridgeStats {
             in_flight,
@@ -87,6 +90,7 @@ impl BridgeStats {
             invoice_latency_sum_us: invoices.sum_us.load(Ordering::Relaxed),
             invoice_failures: invoices.failures.load(Ordering::Relaxed),
             backend,
+            usage,
         }
     }
 
@@ -106,7 +110,7 @@ mod tests {
         s.record(Duration::from_millis(1), true);
         s.record(Duration::from_micros(1_001), false);
         s.record(Duration::from_secs(9), false);
-        let snap = BridgeStats::new(&s, 2, 8, BackendStats::default());
+        let snap = BridgeStats::new(&s, 2, 8, BackendStats::default(), Default::default());
         assert_eq!(snap.invoice_latency_buckets.len(), BUCKETS);
         assert_eq!(snap.invoice_latency_buckets[0], 1);
         assert_eq!(snap.invoice_latency_buckets[1], 1);

@@ -502,13 +502,6 @@ fn dynamic_price(
     if !enabled {
         return Ok(None);
     }
-    if metered {
-        return Err(cx.invalid(
-            at.key("dynamicprice.metered"),
-            "metered pricing (ChallengeMinted/AuthorizeRequest/ReportUsage) is not supported yet; \
-             remove it or set it to false (GetPrice-only dynamic pricing works)",
-        ));
-    }
     let insecure = d.insecure.unwrap_or(false);
     let tls_cert_path = nonempty(d.tlscertpath.as_deref()).map(expand_tilde);
     if !insecure && tls_cert_path.is_none() {

@@ -881,13 +881,21 @@ mod tests {
             e.contains("dynamicprice.tlscertpath") && e.contains("insecure"),
             "{e}"
         );
+        let ok = parse(
+            &format!(
+                "{MIN}{}",
+                svc("      enabled: true\n      grpcaddress: \"127.0.0.1:1\"\n      insecure: true\n      metered: true\n")
+            ),
+            "t",
+        )
+        .unwrap();
+        let dp = ok.services[0].dynamic_price.clone().unwrap();
+        assert!(dp.metered);
+        assert_eq!(dp.usage_tail_bytes, 16384);
         let e = err(&svc(
-            "      enabled: true\n      grpcaddress: \"127.0.0.1:1\"\n      insecure: true\n      metered: true\n",
+            "      enabled: true\n      grpcaddress: \"127.0.0.1:1\"\n      insecure: true\n      metered: true\n      usagetailbytes: 1048577\n",
         ));
-        assert!(
-            e.contains("dynamicprice.metered") && e.contains("not supported"),
-            "{e}"
-        );
+        assert!(e.contains("dynamicprice.usagetailbytes"), "{e}");
         let e = err(&svc("      metered: true\n"));
         assert!(e.contains("requires dynamicprice.enabled"), "{e}");
     }

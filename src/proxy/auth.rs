@@ -20,6 +20,7 @@ use crate::ratelimit::ClientKey;
 
 use super::h1::Head;
 use super::limit;
+use super::meter::Ask;
 use super::payment;
 use super::price;
 use super::session;
@@ -90,6 +91,16 @@ pub struct PendingPayment {
     resource: Rc<str>,
     price: u64,
     now: u64,
+}
+
+impl PendingPayment {
+    /// The payment hash of a charge (what a metered pricer knows it by); `None` for a session.
+    pub fn charge_hash(&self) -> Option<[u8; 32]> {
+        match &self.intent {
+            PendingIntent::Charge(charge) => Some(charge.payment_hash()),
+            PendingIntent::Session(_) => None,
+        }
+    }
 }
 
 /// The scheme's intent behind a [`PendingPayment`].
@@ -187,6 +198,17 @@ pub async fn authorize(
         return Decision::Answer(denied);
     }
     let accept = head.get("accept-payment");
+    if route.metered_tail.is_some() {
+        // Every challenge of a metered service is booked with its pricer first.
+        let ask = super::meter::Ask {
+            head,
+            version: input.version,
+            body: input.body,
+            accept_payment: accept,
+        };
+        let minted = super::meter::challenge(core, route, &ask, price, now);
+        return Decision::Answer(Box::pin(minted).await);
+    }
     // Boxed: minting is rare next to paid requests, and inline its three invoice futures
     // would grow every request's state machine (moved whole when an h2 stream is spawned).
     Decision::Answer(Box::pin(challenge(core, route, &resource, price, now, accept)).await)
@@ -280,7 +302,7 @@ pub async fn settle(
     core: &CoreCtx,
     route: &Route,
     pending: Box<PendingPayment>,
-    accept: Option<&[u8]>,
+    ask: &Ask<'_>,
 ) -> Result<Rc<str>, Synthetic> {
     let PendingPayment {
         intent,
@@ -301,7 +323,7 @@ pub async fn settle(
         PendingIntent::Session(pending) => {
             let routes = core.routes();
             let Some(settings) = routes.payment.as_ref() else {
-                return Err(Box::pin(challenge(core, route, &resource, price, now, accept)).await);
+                return Err(Box::pin(rechallenge(core, route, ask, &resource, price, now)).await);
             };
             // Boxed, like every rare path here: a session's store round trips are a deep
             // state machine that must not grow the paid request's future.
@@ -314,7 +336,7 @@ pub async fn settle(
                 session::Outcome::Unavailable => Err(unavailable()),
                 session::Outcome::Challenge(offer) => {
                     refused("session refused");
-                    let offer = session_offer(core, route, &resource, price, now, accept, offer);
+                    let offer = session_offer(core, route, &resource, price, now, ask, offer);
                     Err(Box::pin(offer).await)
                 }
             };
@@ -327,7 +349,7 @@ pub async fn settle(
         }
         Err(payment::ClaimError::Replayed) => {
             refused("already used");
-            Err(Box::pin(challenge(core, route, &resource, price, now, accept)).await)
+            Err(Box::pin(rechallenge(core, route, ask, &resource, price, now)).await)
         }
         Err(payment::ClaimError::Unavailable) => Err(unavailable()),
     }
@@ -341,19 +363,19 @@ async fn session_offer(
     resource: &str,
     price: u64,
     now: u64,
-    accept: Option<&[u8]>,
+    ask: &Ask<'_>,
     offer: session::Offer,
 ) -> Synthetic {
     let routes = core.routes();
     let (Some(settings), Some(secret)) = (routes.payment.as_ref(), core.payment_secret.as_ref())
     else {
-        return challenge(core, route, resource, price, now, accept).await;
+        return rechallenge(core, route, ask, resource, price, now).await;
     };
     let Some(sessions) = settings.sessions else {
-        return challenge(core, route, resource, price, now, accept).await;
+        return rechallenge(core, route, ask, resource, price, now).await;
     };
     let value = match offer {
-        session::Offer::Fresh => return challenge(core, route, resource, price, now, accept).await,
+        session::Offer::Fresh => return rechallenge(core, route, ask, resource, price, now).await,
         session::Offer::Bearer => {
             session::challenge(secret, settings, &sessions, resource, price, None, now)
         }
@@ -386,6 +408,22 @@ async fn session_offer(
     Synthetic::PaymentRequired(Challenge {
         www_authenticate: vec![value],
     })
+}
+
+/// A fresh 402 after a Payment credential was refused; on a metered service it is booked with
+/// the pricer like every other ([`super::meter::challenge`]).
+async fn rechallenge(
+    core: &CoreCtx,
+    route: &Route,
+    ask: &Ask<'_>,
+    resource: &str,
+    price: u64,
+    now: u64,
+) -> Synthetic {
+    if route.metered_tail.is_some() {
+        return super::meter::challenge(core, route, ask, price, now).await;
+    }
+    challenge(core, route, resource, price, now, ask.accept_payment).await
 }
 
 /// The paid path: a credential that verifies for `resource`, is not revoked and (with
@@ -478,6 +516,29 @@ pub async fn challenge(
     now: u64,
     accept_payment: Option<&[u8]>,
 ) -> Synthetic {
+    mint(
+        core,
+        route,
+        resource,
+        price,
+        now,
+        accept_payment,
+        &mut Vec::new(),
+    )
+    .await
+}
+
+/// [`challenge`], naming in `minted` what a metered pricer books: the L402 token id and each
+/// Payment charge's payment hash (a session's deposit is not booked, as in Go).
+pub async fn mint(
+    core: &CoreCtx,
+    route: &Route,
+    resource: &str,
+    price: u64,
+    now: u64,
+    accept_payment: Option<&[u8]>,
+    minted: &mut Vec<[u8; 32]>,
+) -> Synthetic {
     let service = &route.service;
     let routes = core.routes();
     let payment = match (&routes.payment, core.payment_secret.as_ref()) {
@@ -508,7 +569,9 @@ pub async fn challenge(
     };
     let mut values = Vec::with_capacity(4);
     if let Some(invoice) = macaroon {
-        values.extend(l402_values(core, route, resource, price, now, &invoice));
+        let (token_id, l402) = l402_values(core, route, resource, price, now, &invoice);
+        minted.push(token_id);
+        values.extend(l402);
     }
     if let Some((settings, secret)) = payment {
         for intent in intents {
@@ -516,6 +579,7 @@ pub async fn challenge(
                 (crate::mpp::Intent::Charge, Some(invoice), _, _) => {
                     let kind = crate::store::TxKind::Charge;
                     record_payment_challenge(core, kind, &service.name, invoice, price, now);
+                    minted.push(invoice.payment_hash);
                     payment::charge_challenge(secret, settings, resource, price, invoice, now)
                 }
                 (crate::mpp::Intent::Session, _, Some(invoice), Some(sessions)) => {
@@ -631,7 +695,7 @@ fn l402_values(
     price: u64,
     now: u64,
     invoice: &lnd_bridge::Invoice,
-) -> Vec<String> {
+) -> ([u8; 32], Vec<String>) {
     let service = &route.service;
     let mut token_id = [0u8; 32];
     rand::Rng::fill(&mut rand::thread_rng(), &mut token_id[..]);
@@ -646,9 +710,10 @@ fn l402_values(
         // Non-blocking: a full store queue drops the ledger row (counted), never the request.
         store.try_record_challenge(token_id, invoice.payment_hash, &service.name, price, now);
     }
-    l402::challenge_values(
+    let values = l402::challenge_values(
         core.routes().challenge_shape,
         &macaroon.to_base64(),
         &invoice.payment_request,
-    )
+    );
+    (token_id, values)
 }

@@ -18,6 +18,7 @@ use super::forward::{self, ForwardError, Outbound};
 use super::h1::{FrameError, Framing, Head, Parse};
 use super::io::{BufStream, Io, ReadError};
 use super::limit;
+use super::meter;
 use super::price;
 use super::proxyproto;
 use super::respond;
@@ -425,6 +426,8 @@ async fn forward_phase<C: Io>(
     out: &mut Vec<u8>,
 ) -> bool {
     let (head, framing) = (inbound.head, inbound.framing);
+    // A metered service's paid request: named by its token (checked before the grant is used).
+    let metered = route.metered_tail.and_then(|_| meter::token_of(&grant));
     let denied = match grant.key {
         Some(key) => limit::limit(core, route, key, inbound.path).await,
         None => None,
@@ -432,10 +435,17 @@ async fn forward_phase<C: Io>(
     let receipt = match (denied, grant.payment) {
         (Some(denied), _) => Err(denied),
         (None, Some(pending)) => {
-            let accept = head.get("accept-payment");
+            // What a fresh 402 needs when the credential is refused after all (booked with the
+            // pricer on a metered service).
+            let ask = meter::Ask {
+                head,
+                version: "1.1",
+                body: meter::body_prefix(client, head, framing),
+                accept_payment: head.get("accept-payment"),
+            };
             // Boxed: Payment credentials are the rare case, and their state machine must not
             // grow every request's.
-            Box::pin(auth::settle(core, route, pending, accept))
+            Box::pin(auth::settle(core, route, pending, &ask))
                 .await
                 .map(Some)
         }
@@ -448,6 +458,22 @@ async fn forward_phase<C: Io>(
             return answer(core, client, head, framing, synthetic, out, true).await;
         }
     };
+    let mut metering = None;
+    if let Some(token) = metered {
+        // Boxed: the pricer round trip must not grow the unmetered request's state machine.
+        match Box::pin(meter::authorize_h1(
+            core, route, head, framing, client, token,
+        ))
+        .await
+        {
+            meter::Verdict::Meter(m) => metering = Some(m),
+            meter::Verdict::Free => {}
+            meter::Verdict::Answer(synthetic) => {
+                route.counters(core.id).status(synthetic.status());
+                return answer(core, client, head, framing, synthetic, out, true).await;
+            }
+        }
+    }
     let req = Outbound {
         head,
         framing,
@@ -457,7 +483,18 @@ async fn forward_phase<C: Io>(
         client_fd: inbound.conn.fd,
         receipt,
     };
-    match forward::forward(core, route, req, client, resp, out).await {
+    let forwarded = match metering {
+        None => forward::forward(core, route, req, client, resp, out).await,
+        Some(mut m) => {
+            let relay =
+                forward::forward_metered(core, route, req, client, resp, out, &mut m.observer);
+            let forwarded = Box::pin(relay).await;
+            // Complete only when the body reached its end; either side leaving is not.
+            m.report(core, route, forwarded.is_ok());
+            forwarded
+        }
+    };
+    match forwarded {
         Ok(done) => {
             core.counters().incr(Counter::Forwarded);
             core.counters().status(done.status);

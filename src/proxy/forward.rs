@@ -17,6 +17,7 @@ use crate::metrics::Counter;
 
 use super::h1::{self, push_field, ChunkScanner, Framing, Head, Parse};
 use super::io::{BufStream, Io, ReadError};
+use super::meter::{Observer, Tap};
 use super::pool::{TlsUpstream, Upstream};
 use super::respond::{self, CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS};
 use super::{CoreCtx, Limits, Route};
@@ -74,20 +75,39 @@ pub async fn forward<C: Io>(
     out: &mut Vec<u8>,
 ) -> Result<Forwarded, ForwardError> {
     if route.upstream_tls.is_some() {
-        forward_on::<C, TlsUpstream>(core, route, req, client, resp, out).await
+        forward_on::<C, TlsUpstream, ()>(core, route, req, client, resp, out, &mut ()).await
     } else {
-        forward_on::<C, TcpStream>(core, route, req, client, resp, out).await
+        forward_on::<C, TcpStream, ()>(core, route, req, client, resp, out, &mut ()).await
     }
 }
 
-/// [`forward`] over upstream connections of type `U`.
-async fn forward_on<C: Io, U: Upstream>(
+/// [`forward`] for a metered request: `Accept-Encoding` is not sent upstream (so the tail is
+/// plain text) and the response is shown to `observer` as it streams.
+pub async fn forward_metered<C: Io>(
     core: &CoreCtx,
     route: &Route,
     req: Outbound<'_>,
     client: &mut BufStream<C>,
     resp: &mut Head,
     out: &mut Vec<u8>,
+    observer: &mut Observer,
+) -> Result<Forwarded, ForwardError> {
+    if route.upstream_tls.is_some() {
+        forward_on::<C, TlsUpstream, Observer>(core, route, req, client, resp, out, observer).await
+    } else {
+        forward_on::<C, TcpStream, Observer>(core, route, req, client, resp, out, observer).await
+    }
+}
+
+/// [`forward`] over upstream connections of type `U`, the response shown to `tap`.
+async fn forward_on<C: Io, U: Upstream, T: Tap>(
+    core: &CoreCtx,
+    route: &Route,
+    req: Outbound<'_>,
+    client: &mut BufStream<C>,
+    resp: &mut Head,
+    out: &mut Vec<u8>,
+    tap: &mut T,
 ) -> Result<Forwarded, ForwardError> {
     let limits = core.routes().limits.clone();
     let bad_gateway = |why: &dyn std::fmt::Display| upstream_failed(core, route, why);
@@ -98,12 +118,17 @@ async fn forward_on<C: Io, U: Upstream>(
         res.map_err(|_| ForwardError::Abort)?;
     }
     out.clear();
-    write_request_head(route, &req, out);
+    if T::METERED {
+        write_request_head::<true>(route, &req, out);
+    } else {
+        write_request_head::<false>(route, &req, out);
+    }
     let started = std::time::Instant::now();
     let mut up: BufStream<U> = exchange(core, route, &req, client, resp, out, &limits).await?;
     route.counters(core.id).upstream_latency(started.elapsed());
     let method = req.head.method();
     let framing = resp.response_framing(method).map_err(|e| bad_gateway(&e))?;
+    tap.begin(resp, framing);
     let keep_alive = req.head.keep_alive() && !core.shutdown.is_set();
     let encode = framing == Framing::Close && req.head.minor == 1;
     let keep_alive = keep_alive && (framing != Framing::Close || encode);
@@ -114,7 +139,7 @@ async fn forward_on<C: Io, U: Upstream>(
         .filter(|_| (200..300).contains(&resp.status));
     write_response_head(resp, framing, encode, !keep_alive, receipt, out);
     let fd = req.client_fd;
-    relay_response(&mut up, client, framing, encode, out, &limits, fd).await?;
+    relay_response(&mut up, client, framing, encode, out, &limits, fd, tap).await?;
     if framing != Framing::Close && resp.keep_alive() {
         U::pool(core).put(route.upstream, up, &limits);
     }
@@ -194,8 +219,13 @@ fn expects_continue(head: &Head) -> bool {
         .is_some_and(|v| h1::trim(v).eq_ignore_ascii_case(b"100-continue"))
 }
 
-/// Writes the upstream request head (Go aperture's director).
-fn write_request_head(route: &Route, req: &Outbound<'_>, out: &mut Vec<u8>) {
+/// Writes the upstream request head (Go aperture's director); `STRIP_ENCODING` (a metered
+/// request) leaves `Accept-Encoding` out, so that the observed body is not compressed.
+fn write_request_head<const STRIP_ENCODING: bool>(
+    route: &Route,
+    req: &Outbound<'_>,
+    out: &mut Vec<u8>,
+) {
     let head = req.head;
     out.extend_from_slice(head.method());
     out.push(b' ');
@@ -221,6 +251,7 @@ fn write_request_head(route: &Route, req: &Outbound<'_>, out: &mut Vec<u8>) {
             || name.eq_ignore_ascii_case("content-length")
             || name.eq_ignore_ascii_case("expect")
             || (req.upstream_auth.is_some() && name.eq_ignore_ascii_case("authorization"))
+            || (STRIP_ENCODING && name.eq_ignore_ascii_case("accept-encoding"))
             || route
                 .service
                 .headers
@@ -443,8 +474,10 @@ pub(crate) async fn read_response_head<U: Io, G: Future<Output = ()>>(
     }
 }
 
-/// Relays the response body from the upstream to the client, after the head in `out`.
-async fn relay_response<C: Io, U: Io>(
+/// Relays the response body from the upstream to the client, after the head in `out`; each
+/// body byte is shown to `tap` before it is relayed.
+#[allow(clippy::too_many_arguments)]
+async fn relay_response<C: Io, U: Io, T: Tap>(
     up: &mut BufStream<U>,
     client: &mut BufStream<C>,
     framing: Framing,
@@ -452,6 +485,7 @@ async fn relay_response<C: Io, U: Io>(
     out: &mut Vec<u8>,
     limits: &Limits,
     client_fd: RawFd,
+    tap: &mut T,
 ) -> Result<(), ForwardError> {
     let window = limits.write_timeout;
     let mut remaining = match framing {
@@ -460,8 +494,17 @@ async fn relay_response<C: Io, U: Io>(
     };
     let mut scanner = ChunkScanner::default();
     if !encode {
-        let n = send_head_and_buffered(up, client, framing, remaining, &mut scanner, out, window)
-            .await?;
+        let n = send_head_and_buffered(
+            up,
+            client,
+            framing,
+            remaining,
+            &mut scanner,
+            out,
+            window,
+            tap,
+        )
+        .await?;
         remaining = remaining.saturating_sub(n as u64);
     }
     write_out(client, out, window).await?;
@@ -496,12 +539,14 @@ async fn relay_response<C: Io, U: Io>(
             Framing::Close => up.data().len(),
         };
         if encode {
+            tap.body(&up.data()[..n]);
             let _ = write!(out, "{n:x}\r\n");
             up.take_into(out, n);
             out.extend_from_slice(b"\r\n");
             write_out(client, out, window).await?;
         } else {
-            up.relay_to(&mut client.stream, n, window)
+            // `relay_to` itself for an unmetered response.
+            tap.relay(up, client, n, window)
                 .await
                 .map_err(|_| ForwardError::Abort)?;
         }
@@ -512,7 +557,8 @@ async fn relay_response<C: Io, U: Io>(
 /// Sends the response head together with the body bytes already buffered: small ones are
 /// copied behind the head (one write), larger ones relayed without copying. Returns how many body
 /// bytes went out (or were queued in `out`).
-async fn send_head_and_buffered<C: Io, U: Io>(
+#[allow(clippy::too_many_arguments)]
+async fn send_head_and_buffered<C: Io, U: Io, T: Tap>(
     up: &mut BufStream<U>,
     client: &mut BufStream<C>,
     framing: Framing,
@@ -520,12 +566,14 @@ async fn send_head_and_buffered<C: Io, U: Io>(
     scanner: &mut ChunkScanner,
     out: &mut Vec<u8>,
     window: Duration,
+    tap: &mut T,
 ) -> Result<usize, ForwardError> {
     let n = match framing {
         Framing::Length(_) => remaining.min(up.data().len() as u64) as usize,
         Framing::Chunked => scanner.feed(up.data()).map_err(|_| ForwardError::Abort)?,
         Framing::Close => up.data().len(),
     };
+    tap.body(&up.data()[..n]);
     if n <= COALESCE {
         up.take_into(out, n);
     } else {

@@ -430,6 +430,31 @@ impl ChunkScanner {
         Ok(i)
     }
 
+    /// [`Self::feed`] that also names each run of chunk data (the decoded body) to `on_data`, as
+    /// a range of `data`: for the metered response tail, which holds the body, not its framing.
+    pub fn feed_observed(
+        &mut self,
+        data: &[u8],
+        mut on_data: impl FnMut(std::ops::Range<usize>),
+    ) -> Result<usize, FrameError> {
+        let mut i = 0;
+        while i < data.len() && !self.done() {
+            if self.state == ChunkState::Data {
+                let take = self.size.min((data.len() - i) as u64) as usize;
+                on_data(i..i + take);
+                self.size -= take as u64;
+                i += take;
+                if self.size == 0 {
+                    self.state = ChunkState::DataCr;
+                }
+                continue;
+            }
+            self.step(data[i])?;
+            i += 1;
+        }
+        Ok(i)
+    }
+
     /// One byte of framing. Only CRLF ends a line: a bare LF or CR, a control character or a
     /// malformed trailer field is an error, so no origin can end the body anywhere else than
     /// where this scanner does (an origin that accepts a bare LF as a line end would otherwise

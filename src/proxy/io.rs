@@ -220,6 +220,33 @@ impl<S: Io> BufStream<S> {
         }
     }
 
+    /// Swaps the buffer for `spare` (empty, with room to read into) when the unread bytes are
+    /// exactly the whole buffer and `n` long: the bytes then live on in `spare` without a copy
+    /// (a metered response's last read, kept for its tail). Returns whether it swapped.
+    pub fn swap_exact(&mut self, n: usize, spare: &mut Vec<u8>) -> bool {
+        if self.pos != 0 || self.buf.len() != n || !spare.is_empty() || spare.capacity() == 0 {
+            return false;
+        }
+        std::mem::swap(&mut self.buf, spare);
+        true
+    }
+
+    /// The read buffer's capacity (the most one read takes).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// [`write_all_within`](Self::write_all_within) that hands `buf` back after an I/O error
+    /// too (not after a timeout).
+    pub async fn write_all_keep(
+        &mut self,
+        buf: Vec<u8>,
+        within: Duration,
+    ) -> (io::Result<()>, Option<Vec<u8>>) {
+        let len = buf.len();
+        write_rolling(&mut self.stream, buf, 0..len, within).await
+    }
+
     /// Takes the unread bytes out (to hand a connection to another protocol).
     pub fn take_buffered(&mut self) -> Vec<u8> {
         let rest = self.data().to_vec();

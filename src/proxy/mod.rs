@@ -14,6 +14,7 @@ pub mod h2;
 pub mod io;
 pub mod lease;
 pub mod limit;
+pub mod meter;
 pub mod payment;
 pub mod pool;
 pub mod price;

@@ -44,6 +44,13 @@ pub struct Charge {
     claim: ChargeClaim,
 }
 
+impl Charge {
+    /// The charge's payment hash, sha256(preimage): its token id for a metered pricer.
+    pub fn payment_hash(&self) -> [u8; 32] {
+        self.claim.payment_hash
+    }
+}
+
 /// Why a Payment credential is refused before any claim (each a fresh 402).
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {

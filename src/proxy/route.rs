@@ -57,6 +57,8 @@ pub struct Route {
     pub upstream_tls: Option<Arc<UpstreamTls>>,
     /// The dynamic pricer (`dynamicprice.enabled`), asked through the bridge.
     pub pricer: Option<Arc<lnd_bridge::PricerTarget>>,
+    /// `dynamicprice.metered`: the response tail kept for `ReportUsage` (`usagetailbytes`).
+    pub metered_tail: Option<usize>,
     /// The service's counters (unbound until [`Routes::bind_metrics`]).
     pub stats: Arc<ServiceStats>,
     /// The counters of each of `service.rate_limits`, in the same order (empty until bound).
@@ -219,8 +221,14 @@ impl Routes {
                         tls_cert_path: d.tls_cert_path.clone(),
                     })
                 });
+                let metered_tail = service
+                    .dynamic_price
+                    .as_ref()
+                    .filter(|d| d.metered)
+                    .map(|d| d.usage_tail_bytes as usize);
                 Ok(Route {
                     index,
+                    metered_tail,
                     host_any: matches_everything(&service.host_regexp),
                     path_any: service.path_regexp.as_ref().is_none_or(matches_everything),
                     service,

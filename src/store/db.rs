@@ -99,6 +99,10 @@ pub enum Op {
         returned_sats: u64,
         now: u64,
     },
+    /// Keep a metered usage report its pricer did not take, for a replay at the next start.
+    PendingUsage(Box<lnd_bridge::UsageReport>),
+    /// A kept usage report was delivered on a replay: delete its row.
+    UsageDelivered(i64),
 }
 
 /// One use of a Payment charge credential, claimed before the request is forwarded.
@@ -353,6 +357,13 @@ pub trait Store: Send {
     fn release_holder(&mut self, holder: &str) -> Result<usize, DbError> {
         let _ = holder;
         Ok(0)
+    }
+
+    /// Kept usage reports (see [`Op::PendingUsage`]), oldest first, at most `limit`, each with its
+    /// row id in `persisted_id`.
+    fn pending_usage(&mut self, limit: u32) -> Result<Vec<lnd_bridge::UsageReport>, DbError> {
+        let _ = limit;
+        Ok(Vec::new())
     }
 
     /// Open sessions nobody leases whose `updated_at + idle_timeout_secs ≤ now`, oldest first.

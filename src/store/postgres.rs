@@ -23,6 +23,7 @@ mod admin;
 mod listen;
 mod sessions;
 mod tls;
+mod usage;
 
 pub use listen::{CHANNEL_REVOCATIONS, CHANNEL_SERVICES};
 pub use tls::PgTarget;
@@ -62,6 +63,7 @@ const MIGRATIONS: &[&str] = &[
 ",
     sessions::MIGRATION,
     admin::MIGRATION,
+    usage::MIGRATION,
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: instances starting together migrate in turn.
@@ -267,6 +269,8 @@ impl PgStore {
                     *now,
                 )
                 .map(|()| 1),
+                Op::PendingUsage(report) => usage::insert(&mut tx, report),
+                Op::UsageDelivered(id) => usage::delete(&mut tx, *id),
             }
             .map_err(pg_err("write batch"))?;
         }
@@ -281,6 +285,10 @@ impl Store for PgStore {
             self.client = self.client.take().filter(|c| !c.is_closed());
         }
         result
+    }
+
+    fn pending_usage(&mut self, limit: u32) -> Result<Vec<lnd_bridge::UsageReport>, DbError> {
+        usage::load(self.client()?, limit).map_err(pg_err("read pending usage"))
     }
 
     fn prune_charges(&mut self, before: u64) -> Result<usize, DbError> {

@@ -35,6 +35,7 @@ mod feed;
 mod refunds;
 mod sessions;
 mod stats;
+mod usage;
 mod watch;
 
 pub use refunds::{
@@ -177,6 +178,8 @@ pub struct StoreService {
     handle: StoreHandle,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// Usage reports an earlier run kept, until [`StoreService::keep_usage`] replays them.
+    replay: Mutex<Vec<lnd_bridge::UsageReport>>,
 }
 
 /// Opens the configured database on the caller's thread (so errors surface at start-up), loads
@@ -218,6 +221,10 @@ pub fn start_with(
             "session leases of this instance's previous run given back"
         );
     }
+    let replay = store.pending_usage(usage::MAX_REPLAY).unwrap_or_else(|e| {
+        tracing::warn!("store: cannot read kept usage reports (replayed at a later start): {e}");
+        Vec::new()
+    });
     let (tx, rx) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
     let handle = StoreHandle {
         tx: tx.clone(),
@@ -259,6 +266,7 @@ pub fn start_with(
         handle,
         stop,
         thread: Some(thread),
+        replay: Mutex::new(replay),
     })
 }
 
@@ -518,6 +526,7 @@ impl Worker {
                             Op::Challenge(_) | Op::Transaction { .. } => &stats.challenges_recorded,
                             Op::Settle { .. } => &stats.settlements_recorded,
                             Op::SessionSettle { .. } => &stats.settles_recorded,
+                            Op::PendingUsage(_) | Op::UsageDelivered(_) => &stats.usage_recorded,
                         }
                         .fetch_add(1, Ordering::Relaxed);
                     }

@@ -19,6 +19,7 @@ use super::session::{
 
 mod admin;
 mod sessions;
+mod usage;
 
 /// Schema migrations, in order; version N is `MIGRATIONS[N - 1]`.
 const MIGRATIONS: &[&str] = &[
@@ -55,6 +56,7 @@ const MIGRATIONS: &[&str] = &[
 ",
     sessions::MIGRATION,
     admin::MIGRATION,
+    usage::MIGRATION,
 ];
 
 /// The store in one SQLite file.
@@ -230,11 +232,20 @@ impl Store for SqliteStore {
                         sessions::settle(&tx, session_id, holder, *used_sats, *returned_sats, *now)
                             .map(|()| 1)
                     }
+                    Op::PendingUsage(report) => usage::insert(&tx, report),
+                    Op::UsageDelivered(id) => usage::delete(&tx, *id),
                 }
                 .map_err(&err)?;
             }
         }
         tx.commit().map_err(err)
+    }
+
+    fn pending_usage(&mut self, limit: u32) -> Result<Vec<lnd_bridge::UsageReport>, DbError> {
+        usage::load(&self.conn, limit).map_err(|source| DbError::Sqlite {
+            context: format!("read pending usage ({})", self.path),
+            source,
+        })
     }
 
     fn revoke(&mut self, token_id: Key32) -> Result<bool, DbError> {

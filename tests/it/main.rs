@@ -21,6 +21,8 @@ mod h2_tls;
 mod https_upstream;
 mod l402;
 mod lnd;
+mod metering;
+mod openai;
 mod payment;
 mod pg_notify;
 mod pg_tls;

@@ -32,7 +32,7 @@ fn get(addr: SocketAddr, extra: &str) -> Response {
 }
 
 /// The Payment challenges of a 402.
-fn payment_challenges(resp: &Response) -> Vec<mpp::ChallengeParams> {
+pub fn payment_challenges(resp: &Response) -> Vec<mpp::ChallengeParams> {
     let lines: Vec<&str> = resp
         .all("www-authenticate")
         .into_iter()
@@ -55,7 +55,7 @@ fn pay_charge(wallet: SocketAddr, c: &mpp::ChallengeParams) -> String {
     credential(c, &preimage)
 }
 
-fn credential(c: &mpp::ChallengeParams, preimage: &str) -> String {
+pub fn credential(c: &mpp::ChallengeParams, preimage: &str) -> String {
     let json = serde_json::json!({
         "challenge": {
             "expires": c.expires, "id": c.id, "intent": c.intent,

@@ -9,7 +9,7 @@ use crate::support::{challenge, get, pay, service, Conn, Origin, Proxy};
 
 /// The amount of a BOLT11 invoice in sats, read from its human-readable part
 /// (`ln<currency><amount><multiplier>1…`).
-fn invoice_sats(invoice: &str) -> u64 {
+pub fn invoice_sats(invoice: &str) -> u64 {
     let lower = invoice.to_ascii_lowercase();
     let hrp = &lower[..lower.rfind('1').expect("bech32 separator")];
     let amount = hrp.trim_start_matches(|c: char| c.is_ascii_alphabetic());

@@ -401,13 +401,25 @@ impl Proxy {
         };
         let bridge = lnd_bridge::start(bridge_cfg).expect("bridge");
         let holder = aperture::store::load_or_create_instance_id(&config.basedir).expect("id");
-        let (store, payment_secret) = match config.authenticator.mpp {
+        let (mut store, payment_secret) = match config.authenticator.mpp {
             Some(_) => (
                 Some(aperture::store::start(&config.db, &bridge.handle(), &holder).expect("store")),
                 Some(aperture::store::load_mpp_secret(&config).expect("mpp secret")),
             ),
             None => (None, None),
         };
+        // A metered service keeps undelivered usage in the database, as `aperture` does.
+        let metered = config
+            .services
+            .iter()
+            .any(|s| s.dynamic_price.as_ref().is_some_and(|d| d.metered));
+        if metered && store.is_none() {
+            store =
+                Some(aperture::store::start(&config.db, &bridge.handle(), &holder).expect("store"));
+        }
+        if let Some(store) = store.as_ref().filter(|_| metered) {
+            store.keep_usage(&bridge.handle());
+        }
         let sessions_on = config
             .authenticator
             .mpp

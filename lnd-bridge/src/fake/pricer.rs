@@ -3,7 +3,10 @@
 //!
 //! Owns a plaintext h2c gRPC server on `127.0.0.1` (its own thread and tokio runtime) that
 //! answers `GetPrice` with a price the test sets (one for every path, or per path), or with an
-//! error, and records every request it was asked. Never for production.
+//! error, and records every request it was asked; and the metered rpcs (`ChallengeMinted`,
+//! `AuthorizeRequest`, `ReportUsage`, `QuoteSession`, `SettleSession`), each recorded whole,
+//! each answerable with an error, `AuthorizeRequest` with a scripted verdict. Never for
+//! production.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,7 +22,15 @@ use tonic::{Request, Response, Status};
 
 use super::FakeError;
 use crate::pricesrpc::prices_server::{Prices, PricesServer};
-use crate::pricesrpc::{GetPriceRequest, GetPriceResponse};
+/// The recorded requests, as generated from the proto.
+pub use crate::pricesrpc::{
+    AuthorizeRequestRequest, ChallengeMintedRequest, QuoteSessionRequest, ReportUsageRequest,
+    SettleSessionRequest,
+};
+use crate::pricesrpc::{
+    AuthorizeRequestResponse, ChallengeMintedResponse, GetPriceRequest, GetPriceResponse,
+    QuoteSessionResponse, ReportUsageResponse, SettleSessionResponse,
+};
 use crate::PricerTarget;
 
 /// One `GetPrice` the fake answered.
@@ -29,12 +40,44 @@ pub struct PriceCall {
     pub http_request_text: String,
 }
 
+/// One metered rpc the fake answered (or refused), with every field it was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MeterCall {
+    Minted(ChallengeMintedRequest),
+    Authorize(AuthorizeRequestRequest),
+    Usage(ReportUsageRequest),
+    Quote(QuoteSessionRequest),
+    Settle(SettleSessionRequest),
+}
+
+/// Which metered rpc a scripted failure applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rpc {
+    ChallengeMinted,
+    AuthorizeRequest,
+    ReportUsage,
+}
+
 #[derive(Default)]
 struct Script {
     price: i64,
     per_path: HashMap<String, i64>,
     fail: bool,
     calls: Vec<PriceCall>,
+    meter_calls: Vec<MeterCall>,
+    failing: std::collections::HashSet<Rpc>,
+    /// `AuthorizeRequest`'s answer; `None`: allowed, nothing reserved.
+    verdict: Option<AuthorizeRequestResponse>,
+}
+
+impl Script {
+    fn record(&mut self, rpc: Rpc, call: MeterCall) -> Result<(), Status> {
+        self.meter_calls.push(call);
+        if self.failing.contains(&rpc) {
+            return Err(Status::unavailable("scripted pricer failure"));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Default)]
@@ -66,6 +109,59 @@ impl Prices for Svc {
             return Err(Status::internal("scripted pricer failure"));
         }
         Ok(Response::new(GetPriceResponse { price_sats: price }))
+    }
+
+    async fn challenge_minted(
+        &self,
+        req: Request<ChallengeMintedRequest>,
+    ) -> Result<Response<ChallengeMintedResponse>, Status> {
+        let call = MeterCall::Minted(req.into_inner());
+        lock(&self.0).record(Rpc::ChallengeMinted, call)?;
+        Ok(Response::new(ChallengeMintedResponse {}))
+    }
+
+    async fn authorize_request(
+        &self,
+        req: Request<AuthorizeRequestRequest>,
+    ) -> Result<Response<AuthorizeRequestResponse>, Status> {
+        let mut script = lock(&self.0);
+        script.record(
+            Rpc::AuthorizeRequest,
+            MeterCall::Authorize(req.into_inner()),
+        )?;
+        let verdict = script.verdict.clone().unwrap_or(AuthorizeRequestResponse {
+            allowed: true,
+            ..Default::default()
+        });
+        Ok(Response::new(verdict))
+    }
+
+    async fn report_usage(
+        &self,
+        req: Request<ReportUsageRequest>,
+    ) -> Result<Response<ReportUsageResponse>, Status> {
+        lock(&self.0).record(Rpc::ReportUsage, MeterCall::Usage(req.into_inner()))?;
+        Ok(Response::new(ReportUsageResponse::default()))
+    }
+
+    async fn quote_session(
+        &self,
+        req: Request<QuoteSessionRequest>,
+    ) -> Result<Response<QuoteSessionResponse>, Status> {
+        lock(&self.0)
+            .meter_calls
+            .push(MeterCall::Quote(req.into_inner()));
+        Err(Status::unimplemented("the fake does not quote sessions"))
+    }
+
+    async fn settle_session(
+        &self,
+        req: Request<SettleSessionRequest>,
+    ) -> Result<Response<SettleSessionResponse>, Status> {
+        lock(&self.0)
+            .meter_calls
+            .push(MeterCall::Settle(req.into_inner()));
+        Err(Status::unimplemented("the fake does not settle sessions"))
     }
 }
 
@@ -147,6 +243,41 @@ impl FakePricer {
     /// Every call answered so far, in order.
     pub fn calls(&self) -> Vec<PriceCall> {
         lock(&self.svc.0).calls.clone()
+    }
+
+    /// Every metered rpc received so far (refused ones too), in order.
+    pub fn meter_calls(&self) -> Vec<MeterCall> {
+        lock(&self.svc.0).meter_calls.clone()
+    }
+
+    /// Every `ReportUsage` received so far (refused ones too), in order.
+    pub fn usage_reports(&self) -> Vec<ReportUsageRequest> {
+        let script = lock(&self.svc.0);
+        let usage = script.meter_calls.iter().filter_map(|c| match c {
+            MeterCall::Usage(r) => Some(r.clone()),
+            _ => None,
+        });
+        usage.collect()
+    }
+
+    /// Answer `rpc` with gRPC `UNAVAILABLE` while `fail` is set.
+    pub fn set_rpc_failing(&self, rpc: Rpc, fail: bool) {
+        let mut script = lock(&self.svc.0);
+        if fail {
+            script.failing.insert(rpc);
+        } else {
+            script.failing.remove(&rpc);
+        }
+    }
+
+    /// `AuthorizeRequest`'s answer from now on.
+    pub fn set_verdict(&self, allowed: bool, price_sats: i64, reserved_estimate: i64) {
+        lock(&self.svc.0).verdict = Some(AuthorizeRequestResponse {
+            allowed,
+            price_sats,
+            reason: if allowed { "" } else { "bundle exhausted" }.to_owned(),
+            reserved_estimate,
+        });
     }
 }
 

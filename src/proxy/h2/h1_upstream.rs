@@ -6,6 +6,7 @@
 //! length-delimited or close-delimited; a chunked one is de-chunked in a bounded buffer
 //! ([`MAX_CHUNKED_RESPONSE`]). No panics on upstream input.
 
+use crate::proxy::meter::Tap;
 use bytes::{Bytes, BytesMut};
 use h2::{RecvStream, SendStream};
 
@@ -49,6 +50,16 @@ pub(super) async fn forward_h1<U: Upstream>(
     *head.headers_mut() = response_fields(&resp);
     add_receipt(head.headers_mut(), status, out.receipt.as_deref());
     let reusable = resp.keep_alive();
+    let observer = out.observer;
+    if let Some(obs) = observer {
+        // A chunked body reaches the observer de-chunked (it is buffered whole here).
+        let seen = if framing == Framing::Chunked {
+            Framing::Length(0)
+        } else {
+            framing
+        };
+        obs.borrow_mut().begin(&resp, seen);
+    }
     let payload = match framing {
         Framing::Chunked => Some(read_chunked(core, route, &mut up).await?),
         Framing::Length(0) => Some(Bytes::new()),
@@ -60,10 +71,20 @@ pub(super) async fn forward_h1<U: Upstream>(
         if reusable && up.is_drained() {
             U::pool(core).put(route.upstream, up, &limits);
         }
-        if payload.is_empty() {
-            let _ = respond.send_response(head, true);
+        let sent = if payload.is_empty() {
+            respond.send_response(head, true).is_ok()
         } else if let Ok(mut down) = respond.send_response(head, false) {
-            let _ = send_all_then(&mut down, payload, true, limits.write_timeout).await;
+            let tail = payload.clone(); // refcounted: no copy
+            let sent = send_all_then(&mut down, payload, true, limits.write_timeout).await;
+            if let Some(obs) = observer {
+                obs.borrow_mut().body(&tail);
+            }
+            sent.is_ok()
+        } else {
+            false
+        };
+        if let Some(obs) = observer {
+            obs.borrow_mut().ended = sent;
         }
         return Ok(status);
     }
@@ -74,8 +95,11 @@ pub(super) async fn forward_h1<U: Upstream>(
     let Ok(mut down) = respond.send_response(head, false) else {
         return Ok(status);
     };
-    match stream_body(&mut up, &mut down, framing, limits.write_timeout).await {
+    match stream_body(&mut up, &mut down, framing, limits.write_timeout, observer).await {
         Ok(()) => {
+            if let Some(obs) = observer {
+                obs.borrow_mut().ended = true;
+            }
             if reusable && framing != Framing::Close && up.is_drained() {
                 U::pool(core).put(route.upstream, up, &limits);
             }
@@ -163,6 +187,7 @@ async fn stream_body<U: Upstream>(
     down: &mut SendStream<Bytes>,
     framing: Framing,
     within: std::time::Duration,
+    observer: Option<&std::cell::RefCell<crate::proxy::meter::Observer>>,
 ) -> Result<(), ()> {
     let mut remaining = match framing {
         Framing::Length(n) => n,
@@ -183,6 +208,9 @@ async fn stream_body<U: Upstream>(
         let n = remaining.min(up.data().len() as u64) as usize;
         let mut chunk = Vec::with_capacity(n);
         up.take_into(&mut chunk, n);
+        if let Some(obs) = observer {
+            obs.borrow_mut().body(&chunk);
+        }
         if framing != Framing::Close {
             remaining -= n as u64;
         }

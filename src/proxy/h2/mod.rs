@@ -335,6 +335,15 @@ async fn phases(
         answer
     };
     let grant = decision.into_grant(client_ip).map_err(answered)?;
+    // A metered service's paid request: named by its token (checked before the grant is used).
+    let metered = route
+        .metered_tail
+        .and_then(|_| super::meter::token_of(&grant));
+    if metered.is_some() && route.service.protocol == crate::config::Protocol::H2c {
+        // The response tail is observed on HTTP/1.1 upstreams only: a paid request that would
+        // go unmetered is refused rather than served free.
+        return Err(answered(Synthetic::Internal(METERED_H1_ONLY)));
+    }
     if let Some(key) = grant.key {
         if let Some(denied) = limit::limit(core, route, key, path).await {
             return Err(answered(denied));
@@ -342,16 +351,45 @@ async fn phases(
     }
     let receipt = match grant.payment {
         Some(pending) => {
-            let accept = head.get("accept-payment");
+            let ask = super::meter::Ask {
+                head: &head,
+                version: "2.0",
+                body: &[],
+                accept_payment: head.get("accept-payment"),
+            };
             Some(
                 // Boxed: the rare case must not grow every stream's task.
-                Box::pin(auth::settle(core, route, pending, accept))
+                Box::pin(auth::settle(core, route, pending, &ask))
                     .await
                     .map_err(answered)?,
             )
         }
         None => None,
     };
+    let mut metering = None;
+    if let Some(token) = metered {
+        let ask = super::meter::Ask {
+            head: &head,
+            version: "2.0",
+            body: &[],
+            accept_payment: head.get("accept-payment"),
+        };
+        // Boxed: the rare case must not grow every stream's task.
+        match Box::pin(super::meter::authorize(core, route, ask, token)).await {
+            super::meter::Verdict::Meter(m) => metering = Some(m),
+            super::meter::Verdict::Free => {}
+            super::meter::Verdict::Answer(answer) => return Err(answered(answer)),
+        }
+    }
+    let mut req = req;
+    let observer = metering.as_mut().map(|m| {
+        // Plain text in the tail, as on HTTP/1.1.
+        req.headers_mut().remove(http::header::ACCEPT_ENCODING);
+        RefCell::new(std::mem::replace(
+            &mut m.observer,
+            super::meter::Observer::new(0),
+        ))
+    });
     let out = upstream::Outbound {
         route,
         peer: peer.ip(),
@@ -359,15 +397,23 @@ async fn phases(
         upstream_auth: grant.upstream.as_deref(),
         authorization: routes.upstream_authorization,
         is_grpc,
+        observer: observer.as_ref(),
     };
-    let status = upstream::forward(core, out, req, respond)
-        .await
-        .inspect_err(|answer| route.counters(core.id).status(answer.status()))?;
+    let forwarded = upstream::forward(core, out, req, respond).await;
+    if let (Some(mut m), Some(observer)) = (metering, observer) {
+        m.observer = observer.into_inner();
+        let complete = m.observer.ended;
+        m.report(core, route, complete);
+    }
+    let status = forwarded.inspect_err(|answer| route.counters(core.id).status(answer.status()))?;
     core.counters().incr(Counter::Forwarded);
     core.counters().status(status);
     route.counters(core.id).status(status);
     Ok(())
 }
+
+/// The 500 body for a paid HTTP/2 request on a metered service whose upstream speaks h2c.
+const METERED_H1_ONLY: &str = "metered services need an HTTP/1.1 upstream";
 
 /// Answers a request no service matched from the static site (`servestatic`): the head, then
 /// the file in chunks as the client's window allows (each grant within `writetimeout`). A

@@ -45,6 +45,8 @@ pub struct Outbound<'a> {
     pub upstream_auth: Option<&'a [String; 2]>,
     pub authorization: UpstreamAuthorization,
     pub is_grpc: bool,
+    /// A metered request's response observer (HTTP/1.1 upstreams only).
+    pub observer: Option<&'a std::cell::RefCell<crate::proxy::meter::Observer>>,
 }
 
 /// h2 over TLS: poll-based rustls on the compat adapter, whose reads and writes h2's driver may
@@ -93,7 +95,8 @@ async fn forward_https(
 ) -> Result<u16, Synthetic> {
     let route = out.route;
     let addr = route.upstream;
-    if NO_H2.with(|s| s.borrow().contains(&addr)) {
+    // A metered response is observed on HTTP/1.1 only: no h2 offer for it.
+    if out.observer.is_some() || NO_H2.with(|s| s.borrow().contains(&addr)) {
         return forward_h1::<TlsUpstream>(core, out, req, respond).await;
     }
     if let Some(send) = cached_sender((addr, true)).await {

@@ -618,3 +618,42 @@ fn wait_until(what: &str, cond: impl Fn() -> bool) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// Kept usage reports: written by `apply`, read back oldest first with their row ids (every
+/// field intact, the tail's bytes too), deleted by id.
+pub(crate) fn pending_usage(s: &mut dyn Store) {
+    let report = |n: u8| lnd_bridge::UsageReport {
+        target: lnd_bridge::PricerTarget {
+            address: "127.0.0.1:10010".into(),
+            insecure: n == 2,
+            tls_cert_path: (n == 1).then(|| "/etc/pricer/tls.cert".into()),
+        },
+        token_id: hex::encode([n; 32]),
+        path: "/v1/chat/completions".into(),
+        service_name: "llm".into(),
+        http_status: 200 + i32::from(n),
+        content_type: "text/event-stream".into(),
+        content_encoding: if n == 1 { "" } else { "gzip" }.into(),
+        complete: n == 1,
+        response_tail: vec![n, 0, 0xff, b'\n'],
+        reserved_estimate: 4096 * i64::from(n),
+        persisted_id: None,
+    };
+    assert!(s.pending_usage(10).unwrap().is_empty());
+    let keep = |n| Op::PendingUsage(Box::new(report(n)));
+    s.apply(&[keep(1), keep(2)]).unwrap();
+    let kept = s.pending_usage(10).unwrap();
+    assert_eq!(kept.len(), 2);
+    for (row, n) in kept.iter().zip([1, 2]) {
+        let unnumbered = lnd_bridge::UsageReport {
+            persisted_id: None,
+            ..row.clone()
+        };
+        assert_eq!(unnumbered, report(n));
+    }
+    assert!(kept[0].persisted_id < kept[1].persisted_id);
+    assert_eq!(s.pending_usage(1).unwrap(), kept[..1]);
+    s.apply(&[Op::UsageDelivered(kept[0].persisted_id.unwrap())])
+        .unwrap();
+    assert_eq!(s.pending_usage(10).unwrap(), kept[1..]);
+}

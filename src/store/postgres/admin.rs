@@ -373,6 +373,12 @@ mod tests {
     }
 
     #[test]
+    fn pending_usage() {
+        let Some(db) = FreshDb::new() else { return };
+        suite::pending_usage(&mut db.store());
+    }
+
+    #[test]
     fn instances_see_each_others_service_changes() {
         let Some(db) = FreshDb::new() else { return };
         suite::feed(Box::new(db.store()), &mut db.store());

@@ -40,6 +40,9 @@ pub struct StoreStats {
     pub refunds_failed: AtomicU64,
     pub refunds_skipped: AtomicU64,
     pub refunds_pending: AtomicU64,
+    /// Metered usage rows written: reports kept undelivered, and kept ones deleted once a
+    /// replay delivered them.
+    pub usage_recorded: AtomicU64,
 }
 
 impl StoreHandle {

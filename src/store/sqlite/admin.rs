@@ -309,6 +309,12 @@ mod tests {
         suite::session_credits(&mut fresh(&dir, "a.db"));
     }
 
+    #[test]
+    fn pending_usage() {
+        let dir = tempfile::tempdir().unwrap();
+        suite::pending_usage(&mut fresh(&dir, "a.db"));
+    }
+
     /// A file at schema 3 with ledger rows and sessions, migrated to 4.
     #[test]
     fn migration_4_keeps_the_ledger_and_books_the_session_credits() {
