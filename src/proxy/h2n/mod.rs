@@ -1,0 +1,11 @@
+//! Native HTTP/2 server side (issue #20), built as pure layers first: the frame codec
+//! ([`frame`]) and HPACK ([`hpack`]), later the connection's stream table and its driver on
+//! monoio's owned-buffer I/O.
+//!
+//! NOT WIRED INTO THE DATA PATH YET: downstream HTTP/2 still runs on the `h2` crate through
+//! monoio-compat (src/proxy/h2). Nothing here does I/O, spawns, reads the clock or panics on
+//! network input; every protocol violation maps to an RFC 9113 error code and scope.
+
+
+pub mod hpack;
+mod huffman_table;
