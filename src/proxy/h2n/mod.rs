@@ -6,6 +6,6 @@
 //! monoio-compat (src/proxy/h2). Nothing here does I/O, spawns, reads the clock or panics on
 //! network input; every protocol violation maps to an RFC 9113 error code and scope.
 
-
+pub mod frame;
 pub mod hpack;
 mod huffman_table;
