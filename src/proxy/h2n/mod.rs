@@ -1,7 +1,7 @@
 //! Native HTTP/2 server side (issue #20), built as pure layers first: the frame codec
 //! ([`frame`]), HPACK ([`hpack`]) and the request check that hands a decoded list to the
-//! HTTP/1.1 phases as a `Head` without copying ([`request`]); later the connection's stream table and its driver on
-//! monoio's owned-buffer I/O.
+//! HTTP/1.1 phases as a `Head` without copying ([`request`]); later the connection's stream
+//! table and its driver on monoio's owned-buffer I/O.
 //!
 //! NOT WIRED INTO THE DATA PATH YET: downstream HTTP/2 still runs on the `h2` crate through
 //! monoio-compat (src/proxy/h2). Nothing here does I/O, spawns, reads the clock or panics on
