@@ -1,7 +1,8 @@
 //! Native HTTP/2 server side (issue #20), built as pure layers first: the frame codec
 //! ([`frame`]), HPACK ([`hpack`]) and the request check that hands a decoded list to the
-//! HTTP/1.1 phases as a `Head` without copying ([`request`]); later the connection's stream
-//! table and its driver on monoio's owned-buffer I/O.
+//! HTTP/1.1 phases as a `Head` without copying ([`request`]), and the stream table with its
+//! states, id rules and reset accounting ([`streams`]); later the connection driver on monoio's
+//! owned-buffer I/O (flow-control windows of the connection, timeouts, the frame loop).
 //!
 //! NOT WIRED INTO THE DATA PATH YET: downstream HTTP/2 still runs on the `h2` crate through
 //! monoio-compat (src/proxy/h2). Nothing here does I/O, spawns, reads the clock or panics on
@@ -11,3 +12,4 @@ pub mod frame;
 pub mod hpack;
 mod huffman_table;
 pub mod request;
+pub mod streams;
