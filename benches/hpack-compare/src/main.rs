@@ -1,10 +1,12 @@
 // HPACK decode cost of a paid request block: ours vs maintained crates.
 // Our modules as siblings at the crate root, as they are in src/proxy/h2n (`super::`).
-#[path = "../../../src/proxy/h2n/huffman_table.rs"]
-mod huffman_table;
+// The crate `hpack` is `::hpack` below; ours is `crate::hpack`.
 #[allow(dead_code)]
 #[path = "../../../src/proxy/h2n/hpack.rs"]
-mod ours;
+mod hpack;
+#[allow(dead_code)]
+#[path = "../../../src/proxy/h2n/huffman.rs"]
+mod huffman;
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -32,16 +34,16 @@ fn main() {
         .unwrap_or(200_000);
     let run = |w: &str| which.is_empty() || which == w;
     if run("ours-first") {
-        let mut out = ours::HeaderList::default();
+        let mut out = crate::hpack::HeaderList::default();
         time("ours first (fresh decoder)", n, || {
-            let mut d = ours::Decoder::new(4096, 16384);
+            let mut d = crate::hpack::Decoder::new(4096, 16384);
             d.decode(black_box(&first), &mut out).unwrap();
             black_box(&out);
         });
     }
     if run("ours-repeat") {
-        let mut out = ours::HeaderList::default();
-        let mut d = ours::Decoder::new(4096, 16384);
+        let mut out = crate::hpack::HeaderList::default();
+        let mut d = crate::hpack::Decoder::new(4096, 16384);
         d.decode(&first, &mut out).unwrap();
         time("ours repeat (table hits)", n, || {
             d.decode(black_box(&repeat), &mut out).unwrap();
@@ -88,7 +90,7 @@ fn main() {
     }
     if run("hpack-first") {
         time("hpack 0.3 first (callback)", n, || {
-            let mut d = hpack::Decoder::new();
+            let mut d = ::hpack::Decoder::new();
             d.decode_with_cb(black_box(&first), |a, b| {
                 black_box((a, b));
             })
@@ -96,7 +98,7 @@ fn main() {
         });
     }
     if run("hpack-repeat") {
-        let mut d = hpack::Decoder::new();
+        let mut d = ::hpack::Decoder::new();
         d.decode(&first).unwrap();
         time("hpack 0.3 repeat (callback)", n, || {
             d.decode_with_cb(black_box(&repeat), |a, b| {

@@ -4,7 +4,8 @@
 //! field), and an encoder that appends a response block to the connection's write buffer.
 //!
 //! Owns: the static table, the dynamic table (one contiguous byte buffer, entries as offsets; no
-//! allocation per entry), integer and string literals, Huffman decode/encode, table size updates,
+//! allocation per entry), integer and string literals (Huffman coding is [`super::huffman`]'s),
+//! table size updates,
 //! and the limits: header-list size (RFC 9113 §6.5.2) enforced while decoding, field syntax
 //! (RFC 9113 §8.2.1) checked while decoding. Must not do I/O, know about frames or streams, or
 //! panic on any input. Not wired into the data path yet: the downstream still runs on the `h2`
@@ -17,7 +18,7 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 
-use super::huffman_table::{ENCODE_CODES, ENCODE_CODE_LENGTHS};
+use super::huffman::{huffman_decode, huffman_encode, huffman_len};
 
 /// The per-entry overhead of RFC 7541 §4.1.
 const ENTRY_OVERHEAD: usize = 32;
@@ -470,160 +471,6 @@ static LOWER_TCHAR: [bool; 256] = {
     }
     t
 };
-
-// ---------- Huffman ----------
-
-/// 12-bit lookup for every code of 12 bits or fewer: `len << 8 | symbol`, 0 for longer codes.
-const FAST_BITS: u32 = 12;
-static FAST: [u16; 1 << FAST_BITS] = build_fast();
-
-const fn build_fast() -> [u16; 1 << FAST_BITS] {
-    let mut t = [0u16; 1 << FAST_BITS];
-    let mut s = 0;
-    while s < 256 {
-        let len = ENCODE_CODE_LENGTHS[s] as u32;
-        if len <= FAST_BITS {
-            let base = (ENCODE_CODES[s] << (FAST_BITS - len)) as usize;
-            let mut i = 0;
-            while i < (1 << (FAST_BITS - len)) {
-                t[base + i] = ((len as u16) << 8) | s as u16;
-                i += 1;
-            }
-        }
-        s += 1;
-    }
-    t
-}
-
-/// The canonical code's layout by length: first code, symbol count and offset into `SORTED`.
-struct Canon {
-    first: [u32; 31],
-    count: [u32; 31],
-    offset: [u32; 31],
-    sorted: [u8; 256],
-}
-
-static CANON: Canon = build_canon();
-
-const fn build_canon() -> Canon {
-    let mut c = Canon {
-        first: [u32::MAX; 31],
-        count: [0; 31],
-        offset: [0; 31],
-        sorted: [0; 256],
-    };
-    let mut s = 0;
-    while s < 256 {
-        let l = ENCODE_CODE_LENGTHS[s] as usize;
-        c.count[l] += 1;
-        if ENCODE_CODES[s] < c.first[l] {
-            c.first[l] = ENCODE_CODES[s];
-        }
-        s += 1;
-    }
-    let mut l = 1;
-    while l < 31 {
-        c.offset[l] = c.offset[l - 1] + c.count[l - 1];
-        l += 1;
-    }
-    // Codes of one length are consecutive integers (a canonical code; the tests check it).
-    let mut s = 0;
-    while s < 256 {
-        let l = ENCODE_CODE_LENGTHS[s] as usize;
-        c.sorted[(c.offset[l] + ENCODE_CODES[s] - c.first[l]) as usize] = s as u8;
-        s += 1;
-    }
-    c
-}
-
-/// Decodes a Huffman string (RFC 7541 §5.2) onto `out`. EOS in the data, padding longer than
-/// 7 bits, and padding that is not a prefix of EOS are errors.
-pub fn huffman_decode(src: &[u8], out: &mut Vec<u8>) -> Result<(), HpackError> {
-    // The shortest code is 5 bits, so `src` decodes to at most this many bytes: symbols are
-    // written into the reserved spare capacity without a capacity check each.
-    let start = out.len();
-    out.reserve(src.len() * 8 / 5 + 1);
-    let spare = out.spare_capacity_mut();
-    let mut w = 0;
-    let r = huffman_decode_into(src, |sym| {
-        if let Some(slot) = spare.get_mut(w) {
-            slot.write(sym);
-            w += 1;
-        }
-    });
-    // SAFETY: the first `w` bytes of the spare capacity were written just above.
-    unsafe { out.set_len(start + w) };
-    r
-}
-
-fn huffman_decode_into(src: &[u8], mut emit: impl FnMut(u8)) -> Result<(), HpackError> {
-    const BAD: HpackError = HpackError::Compression("invalid huffman string");
-    // `acc` holds `nbits` unread bits, left-aligned.
-    let (mut acc, mut nbits, mut i) = (0u64, 0u32, 0usize);
-    loop {
-        while nbits <= 56 && i < src.len() {
-            acc |= (src[i] as u64) << (56 - nbits);
-            nbits += 8;
-            i += 1;
-        }
-        if nbits == 0 {
-            return Ok(());
-        }
-        let fast = FAST[(acc >> (64 - FAST_BITS)) as usize];
-        let (len, sym) = if fast != 0 {
-            ((fast >> 8) as u32, fast as u8)
-        } else {
-            let mut l = FAST_BITS as usize + 1;
-            loop {
-                if l > 30 {
-                    return Err(BAD); // EOS, or no code
-                }
-                let code = (acc >> (64 - l)) as u32;
-                if CANON.count[l] != 0 && code.wrapping_sub(CANON.first[l]) < CANON.count[l] {
-                    let at = CANON.offset[l] + code - CANON.first[l];
-                    break (l as u32, CANON.sorted[at as usize]);
-                }
-                l += 1;
-            }
-        };
-        if len > nbits {
-            // Only padding may be left: under 8 bits, all ones.
-            let ones = (!acc) >> (64 - nbits) == 0;
-            return if nbits < 8 && ones { Ok(()) } else { Err(BAD) };
-        }
-        emit(sym);
-        acc <<= len;
-        nbits -= len;
-    }
-}
-
-/// The Huffman-coded length of `src` in bytes.
-fn huffman_len(src: &[u8]) -> usize {
-    let bits: usize = src
-        .iter()
-        .map(|&b| ENCODE_CODE_LENGTHS[b as usize] as usize)
-        .sum();
-    bits.div_ceil(8)
-}
-
-/// Appends the Huffman code of `src`, padded with ones.
-pub fn huffman_encode(src: &[u8], out: &mut Vec<u8>) {
-    let (mut acc, mut nbits) = (0u64, 0u32);
-    for &b in src {
-        let len = ENCODE_CODE_LENGTHS[b as usize] as u32;
-        acc = (acc << len) | ENCODE_CODES[b as usize] as u64;
-        nbits += len;
-        while nbits >= 8 {
-            nbits -= 8;
-            out.push((acc >> nbits) as u8);
-        }
-        acc &= (1u64 << nbits) - 1;
-    }
-    if nbits > 0 {
-        let pad = 8 - nbits;
-        out.push(((acc << pad) | ((1 << pad) - 1)) as u8);
-    }
-}
 
 // ---------- encoding ----------
 

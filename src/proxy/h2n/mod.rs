@@ -12,6 +12,6 @@
 pub mod frame;
 pub mod guard;
 pub mod hpack;
-mod huffman_table;
+mod huffman;
 pub mod request;
 pub mod streams;
