@@ -236,4 +236,36 @@ for a in ["tempo/*, solana/*;q=0.6, */session;q=0.3", " , lightning/charge ;Q=1.
     mpp(2, a)
 for t in ["2023-11-14T22:13:20Z", "2026-01-01T00:00:00.123456789+05:30", "1990-12-31T23:59:60Z"]:
     mpp(7, t)
+# h2n_recv: byte 0 = knob (frame size, list limit, table size), then frames as a client sends
+# them after the preface. Written with Python h2's hpack and hyperframe when installed.
+try:
+    import hpack as _hpack
+    from hyperframe.frame import (ContinuationFrame, DataFrame, HeadersFrame, PingFrame,
+                                  PriorityFrame, RstStreamFrame, SettingsFrame,
+                                  WindowUpdateFrame)
+except ImportError:
+    _hpack = None
+if _hpack is not None:
+    enc = _hpack.Encoder()
+    paid = [(":method", "GET"), (":scheme", "http"), (":path", "/paid/x?q=1"),
+            (":authority", "api.example.com"), ("authorization", "L402 " + "m" * 300 + ":" + "ab" * 32),
+            ("user-agent", "seed"), ("accept", "*/*")]
+    b1, b2 = enc.encode(paid), enc.encode(paid)
+    grpc = enc.encode([(":method", "POST"), (":scheme", "http"), (":path", "/svc.Echo/Say"),
+                       (":authority", "a"), ("content-type", "application/grpc"), ("te", "trailers")])
+    conv = [SettingsFrame(0, settings={4: 1 << 20, 1: 4096}), WindowUpdateFrame(0, window_increment=1 << 20),
+            HeadersFrame(1, data=b1, flags={"END_HEADERS", "END_STREAM"}),
+            HeadersFrame(3, data=b2, flags={"END_HEADERS", "END_STREAM"}),
+            HeadersFrame(5, data=grpc[:5]), ContinuationFrame(5, data=grpc[5:], flags={"END_HEADERS"}),
+            DataFrame(5, data=b"\x00\x00\x00\x00\x02hi", flags={"PADDED"}, pad_length=3),
+            HeadersFrame(5, data=enc.encode([("grpc-timeout", "1S")]), flags={"END_HEADERS", "END_STREAM"}),
+            PriorityFrame(7, depends_on=5, stream_weight=10), PingFrame(0, opaque_data=b"12345678"),
+            RstStreamFrame(3, error_code=8), WindowUpdateFrame(5, window_increment=100)]
+    write("h2n_recv", "conversation", b"\x00" + b"".join(f.serialize() for f in conv))
+    write("h2n_recv", "paid", b"\x11" + conv[2].serialize())
+    write("h2n_recv", "rapid-reset", b"\x00" + b"".join(
+        HeadersFrame(i, data=b1 if i == 1 else b2, flags={"END_HEADERS"}).serialize()
+        + RstStreamFrame(i, error_code=8).serialize() for i in range(1, 80, 2)))
+    write("h2n_recv", "continuation-flood", b"\x00" + HeadersFrame(1, data=b1[:3]).serialize()
+          + b"".join(ContinuationFrame(1, data=b"").serialize() for _ in range(40)))
 print("seeds written under", CORPUS)

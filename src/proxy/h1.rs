@@ -118,6 +118,31 @@ impl Head {
         Ok(Parse::Complete(n))
     }
 
+    /// A request head from a decoded HTTP/2 header list (src/proxy/h2n), taking over `bytes`
+    /// by swapping buffers (the caller gets this head's old buffer back to decode the next
+    /// block into), so nothing is copied. `authority` plays the part of an absolute-form
+    /// target's authority. Every name range must be a lowercase RFC 9110 token, which HPACK
+    /// decoding checked and [`Head::fields`] relies on; [`Head::raw`] is then not an HTTP/1.1
+    /// head.
+    pub fn set_h2_request(
+        &mut self,
+        bytes: &mut Vec<u8>,
+        method: Range<usize>,
+        path: Range<usize>,
+        authority: Option<Range<usize>>,
+        fields: impl IntoIterator<Item = (Range<usize>, Range<usize>)>,
+    ) {
+        std::mem::swap(&mut self.bytes, bytes);
+        self.method = method;
+        self.target = path;
+        self.authority = authority;
+        self.reason = 0..0;
+        self.status = 0;
+        self.minor = 1;
+        self.fields.clear();
+        self.fields.extend(fields);
+    }
+
     /// Parses a response head from `data` into `self`.
     pub fn parse_response(&mut self, data: &[u8]) -> Result<Parse, FrameError> {
         let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];

@@ -11,6 +11,7 @@ pub mod forward;
 pub mod grpc;
 pub mod h1;
 pub mod h2;
+pub mod h2n;
 pub mod io;
 pub mod lease;
 pub mod limit;

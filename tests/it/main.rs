@@ -18,6 +18,7 @@ mod grpc_tonic;
 mod h2_abuse;
 mod h2_forward;
 mod h2_tls;
+mod h2n_conformance;
 mod https_upstream;
 mod l402;
 mod lnd;

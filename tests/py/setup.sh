@@ -4,4 +4,5 @@
 set -eu
 python3 -m pip install --quiet pymacaroons==0.13.0
 python3 -c 'import pymacaroons; assert pymacaroons.__version__ == "0.13.0", pymacaroons.__version__'
-echo "pymacaroons 0.13.0 ready"
+python3 -m pip install --quiet h2==4.2.0
+echo "pymacaroons 0.13.0 and h2 4.2.0 ready"

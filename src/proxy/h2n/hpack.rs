@@ -1,0 +1,608 @@
+//! HPACK (RFC 7541) for the native HTTP/2 server: a decoder that writes a header block straight
+//! into a caller-owned [`HeaderList`] (one byte buffer plus ranges, the layout of
+//! [`crate::proxy::h1::Head`], so a decoded request can become a `Head` without copying each
+//! field), and an encoder that appends a response block to the connection's write buffer.
+//!
+//! Owns: the static table, the dynamic table (one contiguous byte buffer, entries as offsets; no
+//! allocation per entry), integer and string literals (Huffman coding is [`super::huffman`]'s),
+//! table size updates,
+//! and the limits: header-list size (RFC 9113 §6.5.2) enforced while decoding, field syntax
+//! (RFC 9113 §8.2.1) checked while decoding. Must not do I/O, know about frames or streams, or
+//! panic on any input. Not wired into the data path yet: the downstream still runs on the `h2`
+//! crate (src/proxy/h2).
+//!
+//! Errors keep HPACK's state rule: a stream-level problem (list too large, malformed field)
+//! still decodes the whole block so the dynamic table stays in step with the peer's encoder;
+//! only a compression error (the table cannot be trusted any more) stops at once.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+
+use super::huffman::{huffman_decode, huffman_encode, huffman_len};
+
+/// The per-entry overhead of RFC 7541 §4.1.
+const ENTRY_OVERHEAD: usize = 32;
+
+/// Why a header block was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HpackError {
+    /// The block cannot be decoded; the peer's and our tables may differ from here on, so the
+    /// connection ends with COMPRESSION_ERROR (RFC 9113 §4.3).
+    #[error("hpack: {0}")]
+    Compression(&'static str),
+    /// The decoded list is over our SETTINGS_MAX_HEADER_LIST_SIZE: a stream error (431 or
+    /// RST_STREAM); the table was kept in step.
+    #[error("header list larger than {0} bytes")]
+    ListTooLarge(usize),
+    /// A field breaks RFC 9113 §8.2.1 (uppercase name, CR/LF/NUL in a value, …): the request is
+    /// malformed, a stream error PROTOCOL_ERROR (§8.1.1).
+    #[error("malformed header field: {0}")]
+    Malformed(&'static str),
+}
+
+/// The static table (RFC 7541 Appendix A); index 1 is element 0.
+pub const STATIC: [(&[u8], &[u8]); 61] = [
+    (b":authority", b""),
+    (b":method", b"GET"),
+    (b":method", b"POST"),
+    (b":path", b"/"),
+    (b":path", b"/index.html"),
+    (b":scheme", b"http"),
+    (b":scheme", b"https"),
+    (b":status", b"200"),
+    (b":status", b"204"),
+    (b":status", b"206"),
+    (b":status", b"304"),
+    (b":status", b"400"),
+    (b":status", b"404"),
+    (b":status", b"500"),
+    (b"accept-charset", b""),
+    (b"accept-encoding", b"gzip, deflate"),
+    (b"accept-language", b""),
+    (b"accept-ranges", b""),
+    (b"accept", b""),
+    (b"access-control-allow-origin", b""),
+    (b"age", b""),
+    (b"allow", b""),
+    (b"authorization", b""),
+    (b"cache-control", b""),
+    (b"content-disposition", b""),
+    (b"content-encoding", b""),
+    (b"content-language", b""),
+    (b"content-length", b""),
+    (b"content-location", b""),
+    (b"content-range", b""),
+    (b"content-type", b""),
+    (b"cookie", b""),
+    (b"date", b""),
+    (b"etag", b""),
+    (b"expect", b""),
+    (b"expires", b""),
+    (b"from", b""),
+    (b"host", b""),
+    (b"if-match", b""),
+    (b"if-modified-since", b""),
+    (b"if-none-match", b""),
+    (b"if-range", b""),
+    (b"if-unmodified-since", b""),
+    (b"last-modified", b""),
+    (b"link", b""),
+    (b"location", b""),
+    (b"max-forwards", b""),
+    (b"proxy-authenticate", b""),
+    (b"proxy-authorization", b""),
+    (b"range", b""),
+    (b"referer", b""),
+    (b"refresh", b""),
+    (b"retry-after", b""),
+    (b"server", b""),
+    (b"set-cookie", b""),
+    (b"strict-transport-security", b""),
+    (b"transfer-encoding", b""),
+    (b"user-agent", b""),
+    (b"vary", b""),
+    (b"via", b""),
+    (b"www-authenticate", b""),
+];
+
+/// One decoded field: ranges into [`HeaderList::bytes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    pub name: Range<usize>,
+    pub value: Range<usize>,
+    /// Sent as "never indexed" (RFC 7541 §6.2.3): an intermediary must keep it so.
+    pub never_index: bool,
+}
+
+/// A decoded header block, reused across blocks (its buffers keep their capacity).
+#[derive(Debug, Default, Clone)]
+pub struct HeaderList {
+    /// Every decoded name and value, back to back.
+    pub bytes: Vec<u8>,
+    /// The fields in block order (pseudo-header fields first in a valid block).
+    pub fields: Vec<Field>,
+    /// RFC 9113 §6.5.2 size of the list (names + values + 32 each), counted also past the limit.
+    pub size: usize,
+}
+
+impl HeaderList {
+    /// Empties the list, keeping its allocations.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.fields.clear();
+        self.size = 0;
+    }
+
+    /// The fields as (name, value) slices.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.fields
+            .iter()
+            .map(|f| (&self.bytes[f.name.clone()], &self.bytes[f.value.clone()]))
+    }
+
+    /// The first field named `name` (lowercase, as HTTP/2 requires).
+    pub fn get(&self, name: &[u8]) -> Option<&[u8]> {
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+}
+
+/// The dynamic table (RFC 7541 §2.3.2): entries newest first, their bytes appended to one
+/// buffer and dropped from its front as they are evicted (compacted when half is dead), so an
+/// insertion copies the entry once and allocates only while the buffer grows to its working size.
+#[derive(Debug)]
+struct DynTable {
+    data: Vec<u8>,
+    /// Bytes of `data` before this offset belong to evicted entries.
+    start: usize,
+    /// (offset in `data`, name length, value length, whether the field passed
+    /// [`check_field`]), newest at the front: a field is checked once, when it is inserted, and
+    /// every later reference to it reuses the verdict.
+    entries: VecDeque<(usize, usize, usize, bool)>,
+    size: usize,
+    max: usize,
+}
+
+impl DynTable {
+    fn new(max: usize) -> Self {
+        DynTable {
+            data: Vec::new(),
+            start: 0,
+            entries: VecDeque::new(),
+            size: 0,
+            max,
+        }
+    }
+
+    /// Entry `i` (0 = newest) as (name, value).
+    fn get(&self, i: usize) -> Option<(&[u8], &[u8])> {
+        let &(at, n, v, _) = self.entries.get(i)?;
+        Some((&self.data[at..at + n], &self.data[at + n..at + n + v]))
+    }
+
+    /// Whether entry `i` passed [`check_field`].
+    fn valid(&self, i: usize) -> bool {
+        self.entries.get(i).is_some_and(|e| e.3)
+    }
+
+    fn evict_to(&mut self, room: usize) {
+        while self.size > room {
+            let Some((_, n, v, _)) = self.entries.pop_back() else {
+                break;
+            };
+            self.size -= n + v + ENTRY_OVERHEAD;
+        }
+        match self.entries.back() {
+            Some(&(at, _, _, _)) => self.start = at,
+            None => {
+                self.data.clear();
+                self.start = 0;
+                self.size = 0;
+            }
+        }
+        if self.start > self.data.len() / 2 {
+            let dead = self.start;
+            self.data.drain(..dead);
+            self.entries.iter_mut().for_each(|e| e.0 -= dead);
+            self.start = 0;
+        }
+    }
+
+    fn set_max(&mut self, max: usize) {
+        self.max = max;
+        self.evict_to(max);
+    }
+
+    /// RFC 7541 §4.4: evict until the entry fits; an entry larger than the table empties it.
+    fn insert(&mut self, name: &[u8], value: &[u8], valid: bool) {
+        let size = name.len() + value.len() + ENTRY_OVERHEAD;
+        if size > self.max {
+            self.evict_to(0);
+            return;
+        }
+        self.evict_to(self.max - size);
+        let at = self.data.len();
+        self.data.extend_from_slice(name);
+        self.data.extend_from_slice(value);
+        self.entries
+            .push_front((at, name.len(), value.len(), valid));
+        self.size += size;
+    }
+
+    fn find(&self, name: &[u8], value: &[u8]) -> (Option<usize>, Option<usize>) {
+        let mut name_at = None;
+        for i in 0..self.entries.len() {
+            if let Some((n, v)) = self.get(i) {
+                if n == name {
+                    if v == value {
+                        return (Some(i), Some(i));
+                    }
+                    name_at.get_or_insert(i);
+                }
+            }
+        }
+        (None, name_at)
+    }
+}
+
+/// The decoding side of one connection.
+#[derive(Debug)]
+pub struct Decoder {
+    table: DynTable,
+    /// Our SETTINGS_HEADER_TABLE_SIZE: the largest size update the peer may send.
+    max_allowed: usize,
+    /// Our SETTINGS_MAX_HEADER_LIST_SIZE.
+    max_list: usize,
+}
+
+/// A cursor over a header block.
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    /// An integer with an `n`-bit prefix (RFC 7541 §5.1), bounded to what fits a u32 so a
+    /// run of continuation bytes cannot overflow.
+    fn int(&mut self, n: u32) -> Result<usize, HpackError> {
+        let mask = (1usize << n) - 1;
+        let first = *self.buf.get(self.pos).ok_or(TRUNCATED)? as usize & mask;
+        self.pos += 1;
+        if first < mask {
+            return Ok(first);
+        }
+        let mut value = mask;
+        let mut shift = 0;
+        loop {
+            let b = *self.buf.get(self.pos).ok_or(TRUNCATED)?;
+            self.pos += 1;
+            value += ((b & 0x7f) as usize) << shift;
+            if b & 0x80 == 0 {
+                return if value > u32::MAX as usize {
+                    Err(HpackError::Compression("integer overflow"))
+                } else {
+                    Ok(value)
+                };
+            }
+            shift += 7;
+            if shift > 28 {
+                return Err(HpackError::Compression("integer overflow"));
+            }
+        }
+    }
+
+    /// A string literal (RFC 7541 §5.2) appended to `out`.
+    fn string(&mut self, out: &mut Vec<u8>) -> Result<(), HpackError> {
+        let huffman = self.buf.get(self.pos).ok_or(TRUNCATED)? & 0x80 != 0;
+        let len = self.int(7)?;
+        let end = self.pos.checked_add(len).ok_or(TRUNCATED)?;
+        let raw = self.buf.get(self.pos..end).ok_or(TRUNCATED)?;
+        self.pos = end;
+        if huffman {
+            huffman_decode(raw, out)
+        } else {
+            out.extend_from_slice(raw);
+            Ok(())
+        }
+    }
+}
+
+const BAD_ENTRY: &str = "indexed field that is malformed";
+const TRUNCATED: HpackError = HpackError::Compression("truncated header block");
+
+impl Decoder {
+    /// A decoder allowing a dynamic table of `table_size` bytes (our SETTINGS_HEADER_TABLE_SIZE)
+    /// and header lists up to `max_list` bytes (our SETTINGS_MAX_HEADER_LIST_SIZE).
+    pub fn new(table_size: usize, max_list: usize) -> Self {
+        Decoder {
+            table: DynTable::new(table_size),
+            max_allowed: table_size,
+            max_list,
+        }
+    }
+
+    /// The dynamic table's current size in RFC 7541 §4.1 bytes.
+    pub fn table_size(&self) -> usize {
+        self.table.size
+    }
+
+    /// Decodes one whole header block (HEADERS plus its CONTINUATIONs) into `out` (cleared
+    /// first). On `ListTooLarge` or `Malformed` the table is still up to date and the
+    /// connection can go on; on `Compression` it cannot.
+    pub fn decode(&mut self, block: &[u8], out: &mut HeaderList) -> Result<(), HpackError> {
+        out.clear();
+        let mut c = Cursor { buf: block, pos: 0 };
+        let mut seen_field = false;
+        let mut malformed = None;
+        while c.pos < block.len() {
+            let b = block[c.pos];
+            if b & 0xe0 == 0x20 {
+                // RFC 7541 §4.2: size updates only at the start of a block.
+                if seen_field {
+                    return Err(HpackError::Compression("table size update after a field"));
+                }
+                let size = c.int(5)?;
+                if size > self.max_allowed {
+                    return Err(HpackError::Compression("table size update over the limit"));
+                }
+                self.table.set_max(size);
+                continue;
+            }
+            seen_field = true;
+            let field_start = out.bytes.len();
+            let (index, prefix, never, incremental) = if b & 0x80 != 0 {
+                (c.int(7)?, 0, false, false)
+            } else if b & 0xc0 == 0x40 {
+                (c.int(6)?, 6, false, true)
+            } else {
+                (c.int(4)?, 4, b & 0x10 != 0, false)
+            };
+            let name = if prefix == 0 || index != 0 {
+                let (n, v) = self.lookup(index)?;
+                out.bytes.extend_from_slice(n);
+                let name = field_start..out.bytes.len();
+                if prefix == 0 {
+                    out.bytes.extend_from_slice(v);
+                }
+                name
+            } else {
+                c.string(&mut out.bytes)?;
+                field_start..out.bytes.len()
+            };
+            if prefix != 0 {
+                c.string(&mut out.bytes)?;
+            }
+            let value = name.end..out.bytes.len();
+            let (n, v) = (&out.bytes[name.clone()], &out.bytes[value.clone()]);
+            let verdict = match index {
+                // A whole indexed field: static fields are valid, dynamic ones were checked
+                // when they were inserted.
+                62.. if prefix == 0 => (!self.table.valid(index - 62)).then_some(BAD_ENTRY),
+                _ if prefix == 0 => None,
+                _ => check_field(n, v),
+            };
+            if incremental {
+                self.table.insert(n, v, verdict.is_none());
+            }
+            malformed = malformed.or(verdict);
+            out.size += name.len() + value.len() + ENTRY_OVERHEAD;
+            if out.size > self.max_list || malformed.is_some() {
+                // Keep decoding for the table's sake, but keep nothing more.
+                out.bytes.truncate(field_start);
+                continue;
+            }
+            out.fields.push(Field {
+                name,
+                value,
+                never_index: never,
+            });
+        }
+        if out.size > self.max_list {
+            return Err(HpackError::ListTooLarge(self.max_list));
+        }
+        match malformed {
+            Some(why) => Err(HpackError::Malformed(why)),
+            None => Ok(()),
+        }
+    }
+
+    fn lookup(&self, index: usize) -> Result<(&[u8], &[u8]), HpackError> {
+        match index {
+            0 => Err(HpackError::Compression("index 0")),
+            1..=61 => Ok(STATIC[index - 1]),
+            _ => self
+                .table
+                .get(index - 62)
+                .ok_or(HpackError::Compression("index past the dynamic table")),
+        }
+    }
+}
+
+/// RFC 9113 §8.2.1 field syntax: lowercase token names (or a pseudo-header name), values
+/// without NUL, CR or LF and without leading or trailing whitespace.
+fn check_field(name: &[u8], value: &[u8]) -> Option<&'static str> {
+    let body = match name {
+        [] => return Some("empty name"),
+        [b':', rest @ ..] => rest,
+        _ => name,
+    };
+    if body.is_empty() || !body.iter().all(|&b| LOWER_TCHAR[b as usize]) {
+        return Some("field name not a lowercase token");
+    }
+    if has_nul_cr_lf(value) {
+        return Some("NUL, CR or LF in a field value");
+    }
+    let ws = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
+    if ws(value.first()) || ws(value.last()) {
+        return Some("whitespace around a field value");
+    }
+    None
+}
+
+/// Whether `value` holds NUL, CR or LF, eight bytes a step (values such as macaroons are the
+/// long part of a request block).
+fn has_nul_cr_lf(value: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Nonzero iff some byte of `w` is zero (the classic SWAR test; exact as a yes/no).
+    let zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH;
+    let mut chunks = value.chunks_exact(8);
+    for c in &mut chunks {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(c);
+        let w = u64::from_ne_bytes(b);
+        if zero(w) | zero(w ^ (ONES * 0x0a)) | zero(w ^ (ONES * 0x0d)) != 0 {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b == 0 || b == b'\r' || b == b'\n')
+}
+
+/// RFC 9110 tchar without uppercase letters, as a lookup table.
+static LOWER_TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = matches!(b as u8, b'a'..=b'z' | b'0'..=b'9' | b'!' | b'#' | b'$' | b'%' | b'&'
+            | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~');
+        b += 1;
+    }
+    t
+};
+
+// ---------- encoding ----------
+
+/// Appends an integer with an `n`-bit prefix; `flags` fills the bits above the prefix.
+pub fn encode_int(value: usize, n: u32, flags: u8, out: &mut Vec<u8>) {
+    let mask = (1usize << n) - 1;
+    if value < mask {
+        out.push(flags | value as u8);
+        return;
+    }
+    out.push(flags | mask as u8);
+    let mut rest = value - mask;
+    while rest >= 0x80 {
+        out.push((rest as u8 & 0x7f) | 0x80);
+        rest >>= 7;
+    }
+    out.push(rest as u8);
+}
+
+/// Appends a string literal, Huffman-coded when that is shorter.
+pub fn encode_string(s: &[u8], out: &mut Vec<u8>) {
+    let h = huffman_len(s);
+    if h < s.len() {
+        encode_int(h, 7, 0x80, out);
+        huffman_encode(s, out);
+    } else {
+        encode_int(s.len(), 7, 0, out);
+        out.extend_from_slice(s);
+    }
+}
+
+/// The encoding side of one connection.
+#[derive(Debug)]
+pub struct Encoder {
+    table: DynTable,
+    /// A size update owed at the start of the next block (RFC 7541 §4.2), after the peer's
+    /// SETTINGS_HEADER_TABLE_SIZE changed.
+    pending_update: Option<usize>,
+}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        Encoder {
+            table: DynTable::new(4096),
+            pending_update: None,
+        }
+    }
+}
+
+impl Encoder {
+    /// The peer's SETTINGS_HEADER_TABLE_SIZE; we never use more than 4096 bytes of it.
+    pub fn set_peer_table_size(&mut self, size: usize) {
+        let size = size.min(4096);
+        if size != self.table.max {
+            self.table.set_max(size);
+            self.pending_update = Some(size);
+        }
+    }
+
+    /// Starts a header block: emits a pending table size update.
+    pub fn begin_block(&mut self, out: &mut Vec<u8>) {
+        if let Some(size) = self.pending_update.take() {
+            encode_int(size, 5, 0x20, out);
+        }
+    }
+
+    /// Appends `:status` (static-table indexed for the seven codes it has).
+    pub fn status(&mut self, status: u16, out: &mut Vec<u8>) {
+        let index = match status {
+            200 => 8,
+            204 => 9,
+            206 => 10,
+            304 => 11,
+            400 => 12,
+            404 => 13,
+            500 => 14,
+            _ => {
+                let mut digits = [0u8; 3];
+                let s = status.min(999);
+                digits[0] = b'0' + (s / 100) as u8;
+                digits[1] = b'0' + (s / 10 % 10) as u8;
+                digits[2] = b'0' + (s % 10) as u8;
+                encode_int(8, 4, 0x00, out);
+                encode_string(&digits, out);
+                return;
+            }
+        };
+        encode_int(index, 7, 0x80, out);
+    }
+
+    /// Appends one field (`name` lowercase). A `sensitive` field is sent never-indexed
+    /// (RFC 7541 §7.1.3); others are indexed when they fit the table.
+    pub fn field(&mut self, name: &[u8], value: &[u8], sensitive: bool, out: &mut Vec<u8>) {
+        let static_name = static_name_index(name);
+        let (full, dyn_name) = if sensitive {
+            (None, None)
+        } else {
+            self.table.find(name, value)
+        };
+        if let Some(i) = full {
+            encode_int(62 + i, 7, 0x80, out);
+            return;
+        }
+        let name_index = static_name.or(dyn_name.map(|i| 62 + i));
+        let size = name.len() + value.len() + ENTRY_OVERHEAD;
+        let (prefix, flags) = if sensitive {
+            (4, 0x10)
+        } else if size <= self.table.max / 2 {
+            (6, 0x40)
+        } else {
+            (4, 0x00)
+        };
+        match name_index {
+            Some(i) => encode_int(i, prefix, flags, out),
+            None => {
+                encode_int(0, prefix, flags, out);
+                encode_string(name, out);
+            }
+        }
+        encode_string(value, out);
+        if flags == 0x40 {
+            self.table
+                .insert(name, value, check_field(name, value).is_none());
+        }
+    }
+}
+
+/// The static-table index of a name (first entry with it).
+fn static_name_index(name: &[u8]) -> Option<usize> {
+    STATIC.iter().position(|(n, _)| *n == name).map(|i| i + 1)
+}
+
+#[cfg(test)]
+#[path = "hpack_tests.rs"]
+mod tests;
