@@ -61,10 +61,19 @@ impl PendingSession {
     }
 }
 
+/// A bearer request's debit, for a pricer's `SettleSession` to reconcile once its response
+/// ended ([`super::session_meter`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bearer {
+    pub session_id: String,
+    /// What the session was debited for the request (the estimate).
+    pub debited: u64,
+}
+
 /// What a session request comes to after the rate-limit phase.
 pub enum Outcome {
-    /// Forward it; its 2xx answer carries this `Payment-Receipt`.
-    Forward(Rc<str>),
+    /// Forward it; its 2xx answer carries this `Payment-Receipt`. A bearer names its debit.
+    Forward(Rc<str>, Option<Box<Bearer>>),
     /// Answered here (topUp and close never reach the upstream).
     Answer(Synthetic),
     /// Refused: a fresh challenge (of the kind given) is the answer.
@@ -127,6 +136,8 @@ pub struct CoreSessions {
 struct Slot {
     lease_left: u64,
     unsynced: u64,
+    /// Settlements that cost less than debits already written: to take off `spent`.
+    refund: u64,
     last_used: Instant,
 }
 
@@ -167,6 +178,12 @@ pub enum SessionOp {
     },
     Close {
         session_id: String,
+    },
+    /// A pricer's settlement of a bearer request: `delta` = its cost − the debit already taken.
+    /// More is debited as far as the balance goes (never overdrawn); less is given back.
+    Adjust {
+        session_id: String,
+        delta: i64,
     },
 }
 
@@ -249,7 +266,7 @@ pub async fn settle(
                 idle_timeout_secs: sessions.idle_timeout_secs,
             };
             match call(core, &session_id, op).await {
-                OpReply::Done => Outcome::Forward(receipt(&session_id)),
+                OpReply::Done => Outcome::Forward(receipt(&session_id), None),
                 OpReply::Unavailable => Outcome::Unavailable,
                 _ => Outcome::Challenge(Offer::Fresh),
             }
@@ -270,7 +287,14 @@ pub async fn settle(
                 amount,
             };
             match call(core, &session_id, op).await {
-                OpReply::Done => Outcome::Forward(receipt(&session_id)),
+                OpReply::Done => {
+                    let receipt = receipt(&session_id);
+                    let bearer = Bearer {
+                        session_id,
+                        debited: amount,
+                    };
+                    Outcome::Forward(receipt, Some(Box::new(bearer)))
+                }
                 OpReply::Short => Outcome::Challenge(Offer::TopUp { session_id }),
                 OpReply::Busy | OpReply::Unavailable => Outcome::Unavailable,
                 _ => Outcome::Challenge(Offer::Fresh),
@@ -444,7 +468,94 @@ async fn run(core: &CoreCtx, op: SessionOp) -> OpReply {
             None => OpReply::Unavailable,
         },
         SessionOp::Close { session_id } => close(core, sessions, &session_id, &holder).await,
+        SessionOp::Adjust { session_id, delta } => {
+            adjust(core, sessions, &session_id, delta, &holder, now).await
+        }
     }
+}
+
+/// Runs a settlement's adjustment on the session's owner core (through its peer inbox, even
+/// from the owner itself: this runs on a task of its own, off every request's path).
+pub fn send_adjust(
+    peers: &[futures_channel::mpsc::UnboundedSender<PeerMsg>],
+    session_id: &str,
+    delta: i64,
+) -> bool {
+    let Some(peer) = peers.get(owner_of(session_id, peers.len())) else {
+        return false;
+    };
+    let (reply, _) = oneshot::channel();
+    let op = SessionOp::Adjust {
+        session_id: session_id.to_owned(),
+        delta,
+    };
+    let msg = PeerMsg::Session(SessionCall { op, reply });
+    peer.unbounded_send(msg).is_ok()
+}
+
+/// A settlement on the owner core. More than the estimate: the rest is debited from what is
+/// left (a pending give-back first, then the lease, then a fresh lease), and what the balance
+/// cannot cover is forgiven (Go clamps `spent` at the deposit). Less: the unwritten debits give
+/// it back at once, the rest comes off `spent` at the next write-behind.
+async fn adjust(
+    core: &CoreCtx,
+    sessions: &CoreSessions,
+    session_id: &str,
+    delta: i64,
+    holder: &str,
+    now: u64,
+) -> OpReply {
+    let Ok(extra) = u64::try_from(delta) else {
+        let back = delta.unsigned_abs();
+        let mut slots = sessions.slots.borrow_mut();
+        let slot = slots
+            .entry(session_id.to_owned())
+            .or_insert_with(Slot::empty);
+        let unwritten = back.min(slot.unsynced);
+        slot.unsynced -= unwritten;
+        slot.lease_left += unwritten;
+        slot.refund += back - unwritten;
+        return OpReply::Done;
+    };
+    let mut short = take_up_to(sessions, session_id, extra);
+    if short > 0 {
+        if let Some(store) = core.store.as_ref() {
+            if let Some(LeaseOutcome::Granted { granted, .. }) =
+                wait(store.try_lease(session_id, short, holder, now)).await
+            {
+                let mut slots = sessions.slots.borrow_mut();
+                let slot = slots
+                    .entry(session_id.to_owned())
+                    .or_insert_with(Slot::empty);
+                slot.lease_left += granted;
+            }
+        }
+        short = take_up_to(sessions, session_id, short);
+    }
+    if short > 0 {
+        tracing::debug!(
+            core = core.id,
+            session = session_id,
+            short,
+            "session settlement cost more than the balance left; the rest is forgiven"
+        );
+    }
+    OpReply::Done
+}
+
+/// Debits up to `amount` (a pending give-back, then the lease); what could not be taken.
+fn take_up_to(sessions: &CoreSessions, session_id: &str, amount: u64) -> u64 {
+    let mut slots = sessions.slots.borrow_mut();
+    let Some(slot) = slots.get_mut(session_id) else {
+        return amount;
+    };
+    let netted = amount.min(slot.refund);
+    slot.refund -= netted;
+    let taken = (amount - netted).min(slot.lease_left);
+    slot.lease_left -= taken;
+    slot.unsynced += taken;
+    slot.last_used = Instant::now();
+    amount - netted - taken
 }
 
 impl Slot {
@@ -452,6 +563,7 @@ impl Slot {
         Slot {
             lease_left: 0,
             unsynced: 0,
+            refund: 0,
             last_used: Instant::now(),
         }
     }
@@ -532,7 +644,13 @@ async fn close(core: &CoreCtx, sessions: &CoreSessions, session_id: &str, holder
     let Some(store) = core.store.as_ref() else {
         return OpReply::Unavailable;
     };
-    let taken = sessions.slots.borrow_mut().remove(session_id);
+    let mut taken = sessions.slots.borrow_mut().remove(session_id);
+    if let Some(slot) = taken.as_mut().filter(|s| s.refund > 0) {
+        // A settlement's give-back goes in before the close counts the refund (queued first).
+        if store.refund_session(session_id, holder, slot.refund, super::auth::now_unix()) {
+            slot.refund = 0;
+        }
+    }
     let (mut used, mut returned) = taken
         .as_ref()
         .map_or((0, 0), |s| (s.unsynced, s.lease_left));
@@ -628,11 +746,18 @@ pub async fn sync_forever(core: Rc<CoreCtx>) {
             let returned = if done { slot.lease_left } else { 0 };
             if slot.unsynced > 0 || returned > 0 {
                 // A full store queue keeps the debits here for the next tick.
-                if store.settle_session(id, holder, slot.unsynced, returned, now) {
-                    slot.unsynced = 0;
-                    return !done;
+                if !store.settle_session(id, holder, slot.unsynced, returned, now) {
+                    return true;
                 }
-                return true;
+                slot.unsynced = 0;
+                slot.lease_left -= returned;
+            }
+            // A settlement's give-back, after the debits it was taken from.
+            if slot.refund > 0 {
+                if !store.refund_session(id, holder, slot.refund, now) {
+                    return true;
+                }
+                slot.refund = 0;
             }
             !done
         });
@@ -643,15 +768,16 @@ pub async fn sync_forever(core: Rc<CoreCtx>) {
     }
 }
 
-/// Renders the session challenge of a 402: `deposit_invoice` for a fresh session or a top-up
-/// (the deposit is the unit price × the multiplier), none for a bearer challenge.
+/// Renders the session challenge of a 402: `deposit_invoice` and its amount for a fresh session
+/// or a top-up (the deposit is the unit price × the multiplier unless a pricer quoted it), none
+/// for a bearer challenge.
 pub fn challenge(
     secret: &[u8; 32],
     settings: &PaymentSettings,
     sessions: &Sessions,
     resource: &str,
     price: u64,
-    deposit_invoice: Option<&lnd_bridge::Invoice>,
+    deposit_invoice: Option<(&lnd_bridge::Invoice, u64)>,
     now: u64,
 ) -> String {
     let mut request = SessionRequest {
@@ -660,8 +786,8 @@ pub fn challenge(
         idle_timeout: sessions.idle_timeout_secs.to_string(),
         ..SessionRequest::default()
     };
-    if let Some(invoice) = deposit_invoice {
-        request.deposit_amount = deposit_of(price, sessions).to_string();
+    if let Some((invoice, deposit)) = deposit_invoice {
+        request.deposit_amount = deposit.to_string();
         request.deposit_invoice = invoice.payment_request.clone();
         request.payment_hash = hex::encode(invoice.payment_hash);
     }

@@ -144,6 +144,7 @@ pub(crate) fn lease_and_settle(s: &mut dyn Store) {
             holder: a.clone(),
             used_sats: 5,
             returned_sats: 0,
+            refunded_sats: 0,
             now: T0 + 1,
         },
         crate::store::Op::SessionSettle {
@@ -151,6 +152,7 @@ pub(crate) fn lease_and_settle(s: &mut dyn Store) {
             holder: a.clone(),
             used_sats: 5,
             returned_sats: 10,
+            refunded_sats: 0,
             now: T0 + 2,
         },
     ])
