@@ -162,7 +162,7 @@ impl BridgeHandle {
         let (reply, rx) = oneshot::channel();
         self.enqueue(Call::Settle {
             target,
-            settlement,
+            settlement: Box::new(settlement),
             reply,
         })?;
         Ok(rx)

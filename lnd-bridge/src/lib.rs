@@ -276,7 +276,8 @@ enum Call {
     },
     Settle {
         target: Arc<PricerTarget>,
-        settlement: SessionSettlement,
+        // Boxed: the largest call by far, and rare.
+        settlement: Box<SessionSettlement>,
         reply: oneshot::Sender<Result<Option<i64>, BridgeError>>,
     },
 }
@@ -520,7 +521,7 @@ async fn run_call(shared: Arc<Shared>, job: Job) {
             reply,
         } => {
             // Go's own deadline for a settlement, not the invoice calls'.
-            let work = shared.pricers.settle_session(&target, settlement);
+            let work = shared.pricers.settle_session(&target, *settlement);
             answer(enqueued, SETTLE_SESSION_TIMEOUT, permit, reply, work).await;
         }
         Call::Pay { req, target, reply } => {

@@ -506,15 +506,7 @@ async fn adjust(
     now: u64,
 ) -> OpReply {
     let Ok(extra) = u64::try_from(delta) else {
-        let back = delta.unsigned_abs();
-        let mut slots = sessions.slots.borrow_mut();
-        let slot = slots
-            .entry(session_id.to_owned())
-            .or_insert_with(Slot::empty);
-        let unwritten = back.min(slot.unsynced);
-        slot.unsynced -= unwritten;
-        slot.lease_left += unwritten;
-        slot.refund += back - unwritten;
+        give_back(sessions, session_id, delta.unsigned_abs());
         return OpReply::Done;
     };
     let mut short = take_up_to(sessions, session_id, extra);
@@ -541,6 +533,19 @@ async fn adjust(
         );
     }
     OpReply::Done
+}
+
+/// Gives `back` sats of a debit back: unwritten debits return to the lease at once, the rest
+/// is taken off `spent` at the next write-behind.
+fn give_back(sessions: &CoreSessions, session_id: &str, back: u64) {
+    let mut slots = sessions.slots.borrow_mut();
+    let slot = slots
+        .entry(session_id.to_owned())
+        .or_insert_with(Slot::empty);
+    let unwritten = back.min(slot.unsynced);
+    slot.unsynced -= unwritten;
+    slot.lease_left += unwritten;
+    slot.refund += back - unwritten;
 }
 
 /// Debits up to `amount` (a pending give-back, then the lease); what could not be taken.
@@ -833,6 +838,40 @@ mod tests {
             a.body,
             r#"{"status":"closed","refundSats":0,"refundStatus":"skipped"}"#
         );
+    }
+
+    #[test]
+    fn settlements_net_against_the_lease_and_never_overdraw() {
+        let sessions = CoreSessions::new("h");
+        let id = "s";
+        let state = |s: &CoreSessions| {
+            let slots = s.slots.borrow();
+            let slot = &slots[id];
+            (slot.lease_left, slot.unsynced, slot.refund)
+        };
+        // Nothing held: nothing taken.
+        assert_eq!(take_up_to(&sessions, id, 5), 5);
+        // 10 leased, 4 debited and not yet written.
+        sessions.slots.borrow_mut().insert(
+            id.to_owned(),
+            Slot {
+                lease_left: 6,
+                unsynced: 4,
+                ..Slot::empty()
+            },
+        );
+        // Less than the estimate: the unwritten debit goes back to the lease.
+        give_back(&sessions, id, 3);
+        assert_eq!(state(&sessions), (9, 1, 0));
+        // More than was unwritten: the rest comes off `spent` later.
+        give_back(&sessions, id, 5);
+        assert_eq!(state(&sessions), (10, 0, 4));
+        // A dearer settlement first cancels a pending give-back, then draws on the lease…
+        assert_eq!(take_up_to(&sessions, id, 6), 0);
+        assert_eq!(state(&sessions), (8, 2, 0));
+        // …and never past it: what is short is reported, not overdrawn.
+        assert_eq!(take_up_to(&sessions, id, 20), 12);
+        assert_eq!(state(&sessions), (0, 10, 0));
     }
 
     #[test]
