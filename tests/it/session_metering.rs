@@ -256,3 +256,63 @@ fn a_client_that_leaves_mid_stream_is_settled_incomplete() {
     // A session is not a metered token: no metered rpc for it.
     assert!(pricer.usage_reports().is_empty());
 }
+
+#[test]
+fn an_h2_bearer_is_settled_through_an_http1_upstream() {
+    let origin = OpenAi::start();
+    let pricer = FakePricer::start(10).unwrap();
+    pricer.set_quote(SessionAnswer::Answer(4, 100));
+    pricer.set_settle(SessionAnswer::Answer(6, 0));
+    let (proxy, db) = start(&pricer, &origin, false);
+    let (bearer, session_id) = open(&proxy);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (status, body) = rt.block_on(crate::metering::h2_chat(proxy.addr, &bearer, "", false));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let head = origin.heads().pop().unwrap().to_ascii_lowercase();
+    assert!(!head.contains("accept-encoding"), "{head}");
+    wait_until("the settlement", WAIT, || pricer.settlements().len() == 1);
+    let s = pricer.settlements().remove(0);
+    assert_eq!(
+        (
+            s.session_id.as_str(),
+            s.http_status,
+            s.complete,
+            s.estimate_sats
+        ),
+        (session_id.as_str(), 200, true, 4)
+    );
+    assert_eq!(s.response_tail, body);
+    // The HTTP/2 request text is the head alone.
+    assert!(
+        s.http_request_text
+            .starts_with("POST /v1/chat/completions HTTP/2.0\r\n"),
+        "{}",
+        s.http_request_text
+    );
+    // 1 (the open) + 4 (the estimate) + 2 (the settlement).
+    wait_until("spent 7", WAIT, || spent(&db, &session_id) == 7);
+}
+
+#[test]
+fn a_402_without_the_session_intent_asks_no_quote() {
+    let origin = OpenAi::start();
+    let pricer = FakePricer::start(10).unwrap();
+    pricer.set_quote(SessionAnswer::Answer(4, 100));
+    let (proxy, _db) = start(&pricer, &origin, false);
+    let body = body(false);
+    let raw = format!(
+        "POST {PATH} HTTP/1.1\r\nHost: api\r\nAccept-Payment: lightning/charge\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let resp = send(&proxy, raw.as_bytes());
+    assert_eq!(resp.status, 402, "{}", resp.text());
+    let intents: Vec<String> = crate::payment::payment_challenges(&resp)
+        .into_iter()
+        .map(|c| c.intent)
+        .collect();
+    assert_eq!(intents, ["charge"]);
+    assert!(pricer.quotes().is_empty());
+}
