@@ -374,35 +374,41 @@ async fn session_offer(
     let Some(sessions) = settings.sessions else {
         return rechallenge(core, route, ask, resource, price, now).await;
     };
+    if offer == session::Offer::Fresh {
+        return rechallenge(core, route, ask, resource, price, now).await;
+    }
+    // A session challenge on a service with a pricer carries its quote, like the first 402's.
+    let deposit_of = |unit| session::deposit_of(unit, &sessions);
+    let (price, deposit) = match route.pricer {
+        Some(_) => super::session_meter::quote(core, route, ask, price, deposit_of).await,
+        None => (price, deposit_of(price)),
+    };
     let value = match offer {
         session::Offer::Fresh => return rechallenge(core, route, ask, resource, price, now).await,
         session::Offer::Bearer => {
             session::challenge(secret, settings, &sessions, resource, price, None, now)
         }
-        session::Offer::TopUp { .. } => {
-            let deposit = session::deposit_of(price, &sessions);
-            match invoice(core, deposit).await {
-                Ok(inv) => {
-                    let kind = crate::store::TxKind::TopUp;
-                    let name = &route.service.name;
-                    record_payment_challenge(core, kind, name, &inv, deposit, now);
-                    session::challenge(
-                        secret,
-                        settings,
-                        &sessions,
-                        resource,
-                        price,
-                        Some((&inv, deposit)),
-                        now,
-                    )
-                }
-                Err(why) => {
-                    core.counters().incr(Counter::BridgeUnavailable);
-                    tracing::warn!(core = core.id, service = %route.service.name, "cannot mint a top-up invoice: {why}");
-                    return Synthetic::Unavailable { retry_after: 1 };
-                }
+        session::Offer::TopUp { .. } => match invoice(core, deposit).await {
+            Ok(inv) => {
+                let kind = crate::store::TxKind::TopUp;
+                let name = &route.service.name;
+                record_payment_challenge(core, kind, name, &inv, deposit, now);
+                session::challenge(
+                    secret,
+                    settings,
+                    &sessions,
+                    resource,
+                    price,
+                    Some((&inv, deposit)),
+                    now,
+                )
             }
-        }
+            Err(why) => {
+                core.counters().incr(Counter::BridgeUnavailable);
+                tracing::warn!(core = core.id, service = %route.service.name, "cannot mint a top-up invoice: {why}");
+                return Synthetic::Unavailable { retry_after: 1 };
+            }
+        },
     };
     core.counters().incr(Counter::PaymentChallenges);
     Synthetic::PaymentRequired(Challenge {

@@ -215,6 +215,11 @@ fn bearer_responses_are_settled_and_their_cost_moves_the_balance() {
     // Nothing is left: the next bearer is refused with a top-up offer, never overdrawn.
     let short = send(&proxy, &chat(Some(&bearer), "", false));
     assert_eq!(short.status, 402, "{}", short.text());
+    // The top-up offer carries the pricer's quote too.
+    assert_eq!(
+        session_prices(&short),
+        ("4".to_owned(), "100".to_owned(), 100)
+    );
     assert_eq!(pricer.settlements().len(), steps.len());
     assert_eq!(spent(&db, &session_id), 100);
 }
