@@ -321,3 +321,24 @@ fn a_402_without_the_session_intent_asks_no_quote() {
     assert_eq!(intents, ["charge"]);
     assert!(pricer.quotes().is_empty());
 }
+
+#[test]
+fn a_bearer_whose_upstream_failed_is_not_settled() {
+    let origin = OpenAi::start();
+    let pricer = FakePricer::start(10).unwrap();
+    pricer.set_quote(SessionAnswer::Answer(4, 100));
+    pricer.set_settle(SessionAnswer::Answer(6, 0));
+    let (proxy, db) = start(&pricer, &origin, false);
+    let (bearer, session_id) = open(&proxy);
+    // No response: nothing to price, the estimate stands.
+    let failed = send(&proxy, &chat(Some(&bearer), "?hangup=1", false));
+    assert_eq!(failed.status, 502, "{}", failed.text());
+    // The next one is settled (+2); the failed one would have been settled first.
+    let ok = send(&proxy, &chat(Some(&bearer), "", false));
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    // 1 (the open) + 4 (the failed bearer's estimate) + 4 + 2.
+    wait_until("spent 11", WAIT, || spent(&db, &session_id) == 11);
+    let settled = pricer.settlements();
+    assert_eq!(settled.len(), 1, "{settled:?}");
+    assert_eq!(settled[0].http_status, 200);
+}
