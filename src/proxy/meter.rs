@@ -166,6 +166,15 @@ impl Observer {
         }
     }
 
+    /// The response's status (0: none came), content type and encoding, and the tail.
+    pub fn into_parts(mut self) -> (u16, String, String, Vec<u8>) {
+        let (ty, enc) = (
+            std::mem::take(&mut self.content_type),
+            std::mem::take(&mut self.content_encoding),
+        );
+        (self.status, ty, enc, self.into_tail())
+    }
+
     /// Finds the data runs of `raw` (all of it unless chunked) into `runs`.
     fn scan(&mut self, raw: &[u8]) {
         let runs = &mut self.runs;
@@ -183,15 +192,6 @@ impl Observer {
         push_last(&mut self.tail, &self.held, &self.held_runs, cap);
         self.held.clear();
         self.held_runs.clear();
-    }
-
-    /// The response's status (0: none came), content type and encoding, and the tail.
-    pub fn into_parts(mut self) -> (u16, String, String, Vec<u8>) {
-        let (ty, enc) = (
-            std::mem::take(&mut self.content_type),
-            std::mem::take(&mut self.content_encoding),
-        );
-        (self.status, ty, enc, self.into_tail())
     }
 
     /// The tail, oldest byte first.
