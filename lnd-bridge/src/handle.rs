@@ -136,6 +136,38 @@ impl BridgeHandle {
         Ok(rx)
     }
 
+    /// Queues a `QuoteSession` to the pricer `target` (a session challenge's prices); never
+    /// blocks.
+    pub fn try_quote_session(
+        &self,
+        target: Arc<PricerTarget>,
+        query: SessionQuoteQuery,
+    ) -> Result<QuoteReply, BridgeError> {
+        let (reply, rx) = oneshot::channel();
+        self.enqueue(Call::Quote {
+            target,
+            query,
+            reply,
+        })?;
+        Ok(rx)
+    }
+
+    /// Queues one `SettleSession` to the pricer `target` (a single attempt within
+    /// [`crate::SETTLE_SESSION_TIMEOUT`]); never blocks.
+    pub fn try_settle_session(
+        &self,
+        target: Arc<PricerTarget>,
+        settlement: SessionSettlement,
+    ) -> Result<SettleReply, BridgeError> {
+        let (reply, rx) = oneshot::channel();
+        self.enqueue(Call::Settle {
+            target,
+            settlement: Box::new(settlement),
+            reply,
+        })?;
+        Ok(rx)
+    }
+
     /// Hands a usage report over for delivery (`ReportUsage`, Go's retry schedule); never
     /// blocks and never fails: a report that cannot be queued or delivered goes to the
     /// [`UsageSink`] (see [`Self::set_usage_sink`]).

@@ -72,8 +72,9 @@ pub use bolt11::{
 pub use dev::key::NODE_KEY_FILE;
 pub use protocol::{
     Authorization, AuthorizeQuery, BackendStats, BridgeError, Event, Invoice, InvoiceRequest,
-    InvoiceState, MintedChallenge, PayReply, PayRequest, PayStatus, PricerTarget, UsageReport,
-    UsageSink, DEFAULT_MEMO, MAX_INVOICE_SAT, MAX_MEMO_BYTES, MAX_PAYMENT_REQUEST_BYTES,
+    InvoiceState, MintedChallenge, PayReply, PayRequest, PayStatus, PricerTarget, SessionQuote,
+    SessionQuoteQuery, SessionSettlement, UsageReport, UsageSink, DEFAULT_MEMO, MAX_INVOICE_SAT,
+    MAX_MEMO_BYTES, MAX_PAYMENT_REQUEST_BYTES,
 };
 
 pub use stats::{BridgeStats, INVOICE_LATENCY_BOUNDS_US};
@@ -118,6 +119,17 @@ pub type MintedReply = oneshot::Receiver<Result<(), BridgeError>>;
 
 /// The reply to an `AuthorizeRequest`; `Err(Canceled)` means the bridge shut down first.
 pub type AuthorizeReply = oneshot::Receiver<Result<Authorization, BridgeError>>;
+
+/// The reply to a `QuoteSession`: `Ok(None)` when the pricer does not implement it (gRPC
+/// `Unimplemented`); `Err(Canceled)` means the bridge shut down first.
+pub type QuoteReply = oneshot::Receiver<Result<Option<SessionQuote>, BridgeError>>;
+
+/// The reply to a `SettleSession`: the pricer's `cost_sats`, `Ok(None)` when it does not
+/// implement it (gRPC `Unimplemented`); `Err(Canceled)` means the bridge shut down first.
+pub type SettleReply = oneshot::Receiver<Result<Option<i64>, BridgeError>>;
+
+/// How long one `SettleSession` may take, queueing included (Go's 30 s; a single attempt).
+pub const SETTLE_SESSION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Bitcoin network; decides the BOLT11 prefix (`lnbc`, `lntb`, `lnbcrt`, `lnsb`, `lntbs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -256,6 +268,17 @@ enum Call {
         target: Arc<PricerTarget>,
         query: AuthorizeQuery,
         reply: oneshot::Sender<Result<Authorization, BridgeError>>,
+    },
+    Quote {
+        target: Arc<PricerTarget>,
+        query: SessionQuoteQuery,
+        reply: oneshot::Sender<Result<Option<SessionQuote>, BridgeError>>,
+    },
+    Settle {
+        target: Arc<PricerTarget>,
+        // Boxed: the largest call by far, and rare.
+        settlement: Box<SessionSettlement>,
+        reply: oneshot::Sender<Result<Option<i64>, BridgeError>>,
     },
 }
 
@@ -483,6 +506,23 @@ async fn run_call(shared: Arc<Shared>, job: Job) {
         } => {
             let work = shared.pricers.authorize_request(&target, query);
             answer(enqueued, timeout, permit, reply, work).await;
+        }
+        Call::Quote {
+            target,
+            query,
+            reply,
+        } => {
+            let work = shared.pricers.quote_session(&target, query);
+            answer(enqueued, timeout, permit, reply, work).await;
+        }
+        Call::Settle {
+            target,
+            settlement,
+            reply,
+        } => {
+            // Go's own deadline for a settlement, not the invoice calls'.
+            let work = shared.pricers.settle_session(&target, *settlement);
+            answer(enqueued, SETTLE_SESSION_TIMEOUT, permit, reply, work).await;
         }
         Call::Pay { req, target, reply } => {
             // Payments run for their own timeout, far beyond an invoice call's.

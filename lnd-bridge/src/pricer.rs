@@ -1,5 +1,6 @@
-//! The dynamic pricer client: Go aperture's `pricesrpc.Prices` (`GetPrice`, and for metered
-//! services `ChallengeMinted`, `AuthorizeRequest`, `ReportUsage`), asked on the bridge runtime
+//! The dynamic pricer client: Go aperture's `pricesrpc.Prices` (`GetPrice`, for metered
+//! services `ChallengeMinted`, `AuthorizeRequest`, `ReportUsage`, and for Payment sessions
+//! `QuoteSession`, `SettleSession`), asked on the bridge runtime
 //! for the worker cores (`dynamicprice` in a service's config).
 //!
 //! Owns one lazily connected tonic channel per pricer target (address + TLS settings), built on
@@ -18,10 +19,12 @@ use tonic::transport::{Channel, Endpoint};
 use crate::lnd::{parse_host, tls};
 use crate::pricesrpc::prices_client::PricesClient;
 use crate::pricesrpc::{
-    AuthorizeRequestRequest, ChallengeMintedRequest, GetPriceRequest, ReportUsageRequest,
+    AuthorizeRequestRequest, ChallengeMintedRequest, GetPriceRequest, QuoteSessionRequest,
+    ReportUsageRequest, SettleSessionRequest,
 };
 use crate::protocol::{
-    Authorization, AuthorizeQuery, BridgeError, MintedChallenge, PricerTarget, UsageReport,
+    Authorization, AuthorizeQuery, BridgeError, MintedChallenge, PricerTarget, SessionQuote,
+    SessionQuoteQuery, SessionSettlement, UsageReport,
 };
 
 /// How long one TCP (+TLS) connect to a pricer may take.
@@ -121,6 +124,60 @@ impl Pricers {
         match client.report_usage(req).await {
             Ok(_) => Ok(()),
             Err(status) => Err(failed(&target, &status)),
+        }
+    }
+
+    /// A session challenge's prices (`QuoteSession`); `None` when the pricer answers
+    /// `Unimplemented` (Go then quietly keeps the charge price).
+    pub(crate) async fn quote_session(
+        &self,
+        target: &Arc<PricerTarget>,
+        q: SessionQuoteQuery,
+    ) -> Result<Option<SessionQuote>, BridgeError> {
+        let mut client = self.client(target)?;
+        let req = QuoteSessionRequest {
+            path: q.path,
+            http_request_text: q.http_request_text,
+            service_name: q.service_name,
+            session_id: q.session_id,
+        };
+        match client.quote_session(req).await {
+            Ok(resp) => {
+                let r = resp.into_inner();
+                Ok(Some(SessionQuote {
+                    unit_price_sats: r.unit_price_sats,
+                    deposit_sats: r.deposit_sats,
+                }))
+            }
+            Err(status) if status.code() == tonic::Code::Unimplemented => Ok(None),
+            Err(status) => Err(failed(target, &status)),
+        }
+    }
+
+    /// One `SettleSession` (the caller's deadline applies): the pricer's cost, `None` when it
+    /// answers `Unimplemented`.
+    pub(crate) async fn settle_session(
+        &self,
+        target: &Arc<PricerTarget>,
+        s: SessionSettlement,
+    ) -> Result<Option<i64>, BridgeError> {
+        let mut client = self.client(target)?;
+        let req = SettleSessionRequest {
+            session_id: s.session_id,
+            path: s.path,
+            service_name: s.service_name,
+            http_status: s.http_status,
+            content_type: s.content_type,
+            content_encoding: s.content_encoding,
+            complete: s.complete,
+            response_tail: s.response_tail,
+            estimate_sats: s.estimate_sats,
+            http_request_text: s.http_request_text,
+        };
+        match client.settle_session(req).await {
+            Ok(resp) => Ok(Some(resp.into_inner().cost_sats)),
+            Err(status) if status.code() == tonic::Code::Unimplemented => Ok(None),
+            Err(status) => Err(failed(target, &status)),
         }
     }
 

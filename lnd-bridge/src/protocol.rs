@@ -325,3 +325,38 @@ pub trait UsageSink: Send + Sync {
     /// The persisted report `id` was delivered on a replay: forget it.
     fn delivered(&self, id: i64);
 }
+
+/// A session price asked of a pricer at a 402 mint (`QuoteSession`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionQuoteQuery {
+    pub path: String,
+    pub http_request_text: String,
+    pub service_name: String,
+    /// Always empty at a mint (Go never names a session there).
+    pub session_id: String,
+}
+
+/// A pricer's session quote; a field at 0 or below leaves the proxy's own value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SessionQuote {
+    pub unit_price_sats: i64,
+    pub deposit_sats: i64,
+}
+
+/// A session bearer request's response, for the pricer to price (`SettleSession`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSettlement {
+    pub session_id: String,
+    pub path: String,
+    pub service_name: String,
+    pub http_status: i32,
+    pub content_type: String,
+    pub content_encoding: String,
+    /// The body reached its end (false: either side went away first).
+    pub complete: bool,
+    /// The last `usagetailbytes` bytes of the (de-chunked) body.
+    pub response_tail: Vec<u8>,
+    /// What the session was already debited for the request.
+    pub estimate_sats: i64,
+    pub http_request_text: String,
+}

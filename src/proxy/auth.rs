@@ -197,21 +197,20 @@ pub async fn authorize(
     if let Some(denied) = limit::limit_challenge(core, peer, path).await {
         return Decision::Answer(denied);
     }
-    let accept = head.get("accept-payment");
+    let ask = Ask {
+        head,
+        version: input.version,
+        body: input.body,
+        accept_payment: head.get("accept-payment"),
+    };
     if route.metered_tail.is_some() {
         // Every challenge of a metered service is booked with its pricer first.
-        let ask = super::meter::Ask {
-            head,
-            version: input.version,
-            body: input.body,
-            accept_payment: accept,
-        };
         let minted = super::meter::challenge(core, route, &ask, price, now);
         return Decision::Answer(Box::pin(minted).await);
     }
     // Boxed: minting is rare next to paid requests, and inline its three invoice futures
     // would grow every request's state machine (moved whole when an h2 stream is spawned).
-    Decision::Answer(Box::pin(challenge(core, route, &resource, price, now, accept)).await)
+    Decision::Answer(Box::pin(challenge(core, route, &resource, price, now, &ask)).await)
 }
 
 /// The Payment path: `None` when the request carries no Payment credential (or the service
@@ -295,7 +294,8 @@ fn payment_credential(
 }
 
 /// After the rate-limit phase: settles a verified Payment credential and returns the
-/// `Payment-Receipt` for its forwarded answer, or the answer instead. A charge is claimed once (a
+/// `Payment-Receipt` for its forwarded answer (with a session bearer's debit, for its
+/// settlement with a pricer), or the answer instead. A charge is claimed once (a
 /// replay gets a fresh 402; a store that cannot say gets 503 `Retry-After: 1`, never a second
 /// use); a session is debited (or topped up, or closed: answered here, `Err` with a 200).
 pub async fn settle(
@@ -303,7 +303,7 @@ pub async fn settle(
     route: &Route,
     pending: Box<PendingPayment>,
     ask: &Ask<'_>,
-) -> Result<Rc<str>, Synthetic> {
+) -> Result<(Rc<str>, Option<Box<session::Bearer>>), Synthetic> {
     let PendingPayment {
         intent,
         resource,
@@ -328,9 +328,9 @@ pub async fn settle(
             // Boxed, like every rare path here: a session's store round trips are a deep
             // state machine that must not grow the paid request's future.
             return match Box::pin(session::settle(core, settings, pending)).await {
-                session::Outcome::Forward(receipt) => {
+                session::Outcome::Forward(receipt, bearer) => {
                     route.counters(core.id).accepted();
-                    Ok(receipt)
+                    Ok((receipt, bearer))
                 }
                 session::Outcome::Answer(answer) => Err(answer),
                 session::Outcome::Unavailable => Err(unavailable()),
@@ -345,7 +345,7 @@ pub async fn settle(
     match payment::claim(core, charge, now).await {
         Ok(receipt) => {
             route.counters(core.id).accepted();
-            Ok(receipt)
+            Ok((receipt, None))
         }
         Err(payment::ClaimError::Replayed) => {
             refused("already used");
@@ -374,35 +374,41 @@ async fn session_offer(
     let Some(sessions) = settings.sessions else {
         return rechallenge(core, route, ask, resource, price, now).await;
     };
+    if offer == session::Offer::Fresh {
+        return rechallenge(core, route, ask, resource, price, now).await;
+    }
+    // A session challenge on a service with a pricer carries its quote, like the first 402's.
+    let deposit_of = |unit| session::deposit_of(unit, &sessions);
+    let (price, deposit) = match route.pricer {
+        Some(_) => super::session_meter::quote(core, route, ask, price, deposit_of).await,
+        None => (price, deposit_of(price)),
+    };
     let value = match offer {
         session::Offer::Fresh => return rechallenge(core, route, ask, resource, price, now).await,
         session::Offer::Bearer => {
             session::challenge(secret, settings, &sessions, resource, price, None, now)
         }
-        session::Offer::TopUp { .. } => {
-            let deposit = session::deposit_of(price, &sessions);
-            match invoice(core, deposit).await {
-                Ok(inv) => {
-                    let kind = crate::store::TxKind::TopUp;
-                    let name = &route.service.name;
-                    record_payment_challenge(core, kind, name, &inv, deposit, now);
-                    session::challenge(
-                        secret,
-                        settings,
-                        &sessions,
-                        resource,
-                        price,
-                        Some(&inv),
-                        now,
-                    )
-                }
-                Err(why) => {
-                    core.counters().incr(Counter::BridgeUnavailable);
-                    tracing::warn!(core = core.id, service = %route.service.name, "cannot mint a top-up invoice: {why}");
-                    return Synthetic::Unavailable { retry_after: 1 };
-                }
+        session::Offer::TopUp { .. } => match invoice(core, deposit).await {
+            Ok(inv) => {
+                let kind = crate::store::TxKind::TopUp;
+                let name = &route.service.name;
+                record_payment_challenge(core, kind, name, &inv, deposit, now);
+                session::challenge(
+                    secret,
+                    settings,
+                    &sessions,
+                    resource,
+                    price,
+                    Some((&inv, deposit)),
+                    now,
+                )
             }
-        }
+            Err(why) => {
+                core.counters().incr(Counter::BridgeUnavailable);
+                tracing::warn!(core = core.id, service = %route.service.name, "cannot mint a top-up invoice: {why}");
+                return Synthetic::Unavailable { retry_after: 1 };
+            }
+        },
     };
     core.counters().incr(Counter::PaymentChallenges);
     Synthetic::PaymentRequired(Challenge {
@@ -423,7 +429,7 @@ async fn rechallenge(
     if route.metered_tail.is_some() {
         return super::meter::challenge(core, route, ask, price, now).await;
     }
-    challenge(core, route, resource, price, now, ask.accept_payment).await
+    challenge(core, route, resource, price, now, ask).await
 }
 
 /// The paid path: a credential that verifies for `resource`, is not revoked and (with
@@ -507,36 +513,29 @@ fn single_authorization(head: &Head) -> Option<&[u8]> {
 /// the 402: L402 (and LSAT) for a macaroon bound to its invoice, then the Payment challenges
 /// (charge, then session with its deposit invoice), each only where `route` accepts that scheme
 /// and `Accept-Payment` (when sent) admits it, the Payment ones in the client's order of
-/// preference. `resource` is the service name, or `<name><path>` under dynamic pricing.
+/// preference. `resource` is the service name, or `<name><path>` under dynamic pricing; `ask`
+/// is the request (its `Accept-Payment`, and what a pricer's `QuoteSession` is shown).
 pub async fn challenge(
     core: &CoreCtx,
     route: &Route,
     resource: &str,
     price: u64,
     now: u64,
-    accept_payment: Option<&[u8]>,
+    ask: &Ask<'_>,
 ) -> Synthetic {
-    mint(
-        core,
-        route,
-        resource,
-        price,
-        now,
-        accept_payment,
-        &mut Vec::new(),
-    )
-    .await
+    mint(core, route, resource, price, now, ask, &mut Vec::new()).await
 }
 
 /// [`challenge`], naming in `minted` what a metered pricer books: the L402 token id and each
-/// Payment charge's payment hash (a session's deposit is not booked, as in Go).
+/// Payment charge's payment hash (a session's deposit is not booked, as in Go). A session
+/// challenge on a service with a pricer carries the pricer's quote (`QuoteSession`).
 pub async fn mint(
     core: &CoreCtx,
     route: &Route,
     resource: &str,
     price: u64,
     now: u64,
-    accept_payment: Option<&[u8]>,
+    ask: &Ask<'_>,
     minted: &mut Vec<[u8; 32]>,
 ) -> Synthetic {
     let service = &route.service;
@@ -546,13 +545,22 @@ pub async fn mint(
         _ => None,
     };
     let intents = payment.map_or_else(Vec::new, |(settings, _)| {
-        payment::offered_intents(accept_payment, settings.sessions.is_some())
+        payment::offered_intents(ask.accept_payment, settings.sessions.is_some())
     });
     let l402 = service.schemes.l402 || intents.is_empty();
-    let deposit = payment
-        .and_then(|(s, _)| s.sessions)
-        .map_or(0, |s| session::deposit_of(price, &s));
     let wants = |intent| intents.contains(&intent);
+    let sessions = payment.and_then(|(s, _)| s.sessions);
+    let (unit, deposit) = match sessions {
+        Some(s) if route.pricer.is_some() && wants(crate::mpp::Intent::Session) => {
+            let deposit_of = |unit| session::deposit_of(unit, &s);
+            Box::pin(super::session_meter::quote(
+                core, route, ask, price, deposit_of,
+            ))
+            .await
+        }
+        Some(s) => (price, session::deposit_of(price, &s)),
+        None => (price, 0),
+    };
     let (macaroon, charge, deposit_invoice) = join3(
         maybe_invoice(core, l402, price),
         maybe_invoice(core, wants(crate::mpp::Intent::Charge), price),
@@ -590,8 +598,8 @@ pub async fn mint(
                         settings,
                         &sessions,
                         resource,
-                        price,
-                        Some(invoice),
+                        unit,
+                        Some((invoice, deposit)),
                         now,
                     )
                 }

@@ -23,6 +23,7 @@ use super::price;
 use super::proxyproto;
 use super::respond;
 use super::route::DISCOVERY_PATH;
+use super::session_meter;
 use super::{CoreCtx, Route, Routes, ShutdownWait};
 
 /// Largest body drained after a local answer so the connection can stay open.
@@ -432,6 +433,8 @@ async fn forward_phase<C: Io>(
         Some(key) => limit::limit(core, route, key, inbound.path).await,
         None => None,
     };
+    // A session bearer on a service with a pricer: settled once its response ended.
+    let mut settling = None;
     let receipt = match (denied, grant.payment) {
         (Some(denied), _) => Err(denied),
         (None, Some(pending)) => {
@@ -447,7 +450,10 @@ async fn forward_phase<C: Io>(
             // grow every request's.
             Box::pin(auth::settle(core, route, pending, &ask))
                 .await
-                .map(Some)
+                .map(|(receipt, bearer)| {
+                    settling = session_meter::begin(route, bearer, &ask);
+                    Some(receipt)
+                })
         }
         (None, None) => Ok(None),
     };
@@ -483,9 +489,17 @@ async fn forward_phase<C: Io>(
         client_fd: inbound.conn.fd,
         receipt,
     };
-    let forwarded = match metering {
-        None => forward::forward(core, route, req, client, resp, out).await,
-        Some(mut m) => {
+    let forwarded = match (metering, settling) {
+        (None, None) => forward::forward(core, route, req, client, resp, out).await,
+        (None, Some(mut s)) => {
+            // Observed like a metered response (`Accept-Encoding` stripped: a plain tail).
+            let relay =
+                forward::forward_metered(core, route, req, client, resp, out, &mut s.observer);
+            let forwarded = Box::pin(relay).await;
+            s.settle(core, route, forwarded.is_ok());
+            forwarded
+        }
+        (Some(mut m), _) => {
             let relay =
                 forward::forward_metered(core, route, req, client, resp, out, &mut m.observer);
             let forwarded = Box::pin(relay).await;

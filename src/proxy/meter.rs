@@ -166,6 +166,15 @@ impl Observer {
         }
     }
 
+    /// The response's status (0: none came), content type and encoding, and the tail.
+    pub fn into_parts(mut self) -> (u16, String, String, Vec<u8>) {
+        let (ty, enc) = (
+            std::mem::take(&mut self.content_type),
+            std::mem::take(&mut self.content_encoding),
+        );
+        (self.status, ty, enc, self.into_tail())
+    }
+
     /// Finds the data runs of `raw` (all of it unless chunked) into `runs`.
     fn scan(&mut self, raw: &[u8]) {
         let runs = &mut self.runs;
@@ -440,16 +449,7 @@ pub async fn challenge(
     let path = price::decoded_path(ask.head.path());
     let resource = format!("{}{path}", route.service.name);
     let mut minted = Vec::new();
-    let answer = auth::mint(
-        core,
-        route,
-        &resource,
-        price,
-        now,
-        ask.accept_payment,
-        &mut minted,
-    )
-    .await;
+    let answer = auth::mint(core, route, &resource, price, now, ask, &mut minted).await;
     if !matches!(answer, Synthetic::PaymentRequired(_)) {
         return answer;
     }

@@ -23,6 +23,7 @@ pub mod proxyproto;
 pub mod respond;
 pub mod route;
 pub mod session;
+pub mod session_meter;
 pub mod settled;
 pub mod statics;
 pub mod tls_accept;

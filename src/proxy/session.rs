@@ -15,6 +15,9 @@
 //! at most the last second's debits (in the client's favour); the restarted instance returns its
 //! leases (the store, at start).
 //!
+//! On a service with a pricer, a bearer's debit is an estimate that the pricer's `SettleSession`
+//! corrects once its response ended ([`adjust`], on the owner core like every debit).
+//!
 //! It never blocks a core: every store call is a message and an awaited reply with a deadline.
 
 use std::cell::RefCell;
@@ -29,6 +32,10 @@ use crate::error::{SessionAnswer, Synthetic};
 use crate::mpp::{self, CloseReceipt, Receipt, RefundStatus, SessionRequest, SessionStep};
 use crate::ratelimit::{owner_core, ClientKey};
 use crate::store::{CloseOutcome, LeaseOutcome, OpenOutcome, RefundRow, SessionOpen, TopUpOutcome};
+
+mod adjust;
+
+pub use adjust::send_adjust;
 
 use super::limit::PeerMsg;
 use super::payment::{resource_secret, PaymentSettings, Refusal};
@@ -61,10 +68,19 @@ impl PendingSession {
     }
 }
 
+/// A bearer request's debit, for a pricer's `SettleSession` to reconcile once its response
+/// ended ([`super::session_meter`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bearer {
+    pub session_id: String,
+    /// What the session was debited for the request (the estimate).
+    pub debited: u64,
+}
+
 /// What a session request comes to after the rate-limit phase.
 pub enum Outcome {
-    /// Forward it; its 2xx answer carries this `Payment-Receipt`.
-    Forward(Rc<str>),
+    /// Forward it; its 2xx answer carries this `Payment-Receipt`. A bearer names its debit.
+    Forward(Rc<str>, Option<Box<Bearer>>),
     /// Answered here (topUp and close never reach the upstream).
     Answer(Synthetic),
     /// Refused: a fresh challenge (of the kind given) is the answer.
@@ -127,6 +143,8 @@ pub struct CoreSessions {
 struct Slot {
     lease_left: u64,
     unsynced: u64,
+    /// Settlements that cost less than debits already written: to take off `spent`.
+    refund: u64,
     last_used: Instant,
 }
 
@@ -167,6 +185,12 @@ pub enum SessionOp {
     },
     Close {
         session_id: String,
+    },
+    /// A pricer's settlement of a bearer request: `delta` = its cost − the debit already taken.
+    /// More is debited as far as the balance goes (never overdrawn); less is given back.
+    Adjust {
+        session_id: String,
+        delta: i64,
     },
 }
 
@@ -249,7 +273,7 @@ pub async fn settle(
                 idle_timeout_secs: sessions.idle_timeout_secs,
             };
             match call(core, &session_id, op).await {
-                OpReply::Done => Outcome::Forward(receipt(&session_id)),
+                OpReply::Done => Outcome::Forward(receipt(&session_id), None),
                 OpReply::Unavailable => Outcome::Unavailable,
                 _ => Outcome::Challenge(Offer::Fresh),
             }
@@ -270,7 +294,14 @@ pub async fn settle(
                 amount,
             };
             match call(core, &session_id, op).await {
-                OpReply::Done => Outcome::Forward(receipt(&session_id)),
+                OpReply::Done => {
+                    let receipt = receipt(&session_id);
+                    let bearer = Bearer {
+                        session_id,
+                        debited: amount,
+                    };
+                    Outcome::Forward(receipt, Some(Box::new(bearer)))
+                }
                 OpReply::Short => Outcome::Challenge(Offer::TopUp { session_id }),
                 OpReply::Busy | OpReply::Unavailable => Outcome::Unavailable,
                 _ => Outcome::Challenge(Offer::Fresh),
@@ -444,6 +475,9 @@ async fn run(core: &CoreCtx, op: SessionOp) -> OpReply {
             None => OpReply::Unavailable,
         },
         SessionOp::Close { session_id } => close(core, sessions, &session_id, &holder).await,
+        SessionOp::Adjust { session_id, delta } => {
+            adjust::adjust(core, sessions, &session_id, delta, &holder, now).await
+        }
     }
 }
 
@@ -452,6 +486,7 @@ impl Slot {
         Slot {
             lease_left: 0,
             unsynced: 0,
+            refund: 0,
             last_used: Instant::now(),
         }
     }
@@ -532,7 +567,13 @@ async fn close(core: &CoreCtx, sessions: &CoreSessions, session_id: &str, holder
     let Some(store) = core.store.as_ref() else {
         return OpReply::Unavailable;
     };
-    let taken = sessions.slots.borrow_mut().remove(session_id);
+    let mut taken = sessions.slots.borrow_mut().remove(session_id);
+    if let Some(slot) = taken.as_mut().filter(|s| s.refund > 0) {
+        // A settlement's give-back goes in before the close counts the refund (queued first).
+        if store.refund_session(session_id, holder, slot.refund, super::auth::now_unix()) {
+            slot.refund = 0;
+        }
+    }
     let (mut used, mut returned) = taken
         .as_ref()
         .map_or((0, 0), |s| (s.unsynced, s.lease_left));
@@ -628,11 +669,18 @@ pub async fn sync_forever(core: Rc<CoreCtx>) {
             let returned = if done { slot.lease_left } else { 0 };
             if slot.unsynced > 0 || returned > 0 {
                 // A full store queue keeps the debits here for the next tick.
-                if store.settle_session(id, holder, slot.unsynced, returned, now) {
-                    slot.unsynced = 0;
-                    return !done;
+                if !store.settle_session(id, holder, slot.unsynced, returned, now) {
+                    return true;
                 }
-                return true;
+                slot.unsynced = 0;
+                slot.lease_left -= returned;
+            }
+            // A settlement's give-back, after the debits it was taken from.
+            if slot.refund > 0 {
+                if !store.refund_session(id, holder, slot.refund, now) {
+                    return true;
+                }
+                slot.refund = 0;
             }
             !done
         });
@@ -643,15 +691,16 @@ pub async fn sync_forever(core: Rc<CoreCtx>) {
     }
 }
 
-/// Renders the session challenge of a 402: `deposit_invoice` for a fresh session or a top-up
-/// (the deposit is the unit price × the multiplier), none for a bearer challenge.
+/// Renders the session challenge of a 402: `deposit_invoice` and its amount for a fresh session
+/// or a top-up (the deposit is the unit price × the multiplier unless a pricer quoted it), none
+/// for a bearer challenge.
 pub fn challenge(
     secret: &[u8; 32],
     settings: &PaymentSettings,
     sessions: &Sessions,
     resource: &str,
     price: u64,
-    deposit_invoice: Option<&lnd_bridge::Invoice>,
+    deposit_invoice: Option<(&lnd_bridge::Invoice, u64)>,
     now: u64,
 ) -> String {
     let mut request = SessionRequest {
@@ -660,8 +709,8 @@ pub fn challenge(
         idle_timeout: sessions.idle_timeout_secs.to_string(),
         ..SessionRequest::default()
     };
-    if let Some(invoice) = deposit_invoice {
-        request.deposit_amount = deposit_of(price, sessions).to_string();
+    if let Some((invoice, deposit)) = deposit_invoice {
+        request.deposit_amount = deposit.to_string();
         request.deposit_invoice = invoice.payment_request.clone();
         request.payment_hash = hex::encode(invoice.payment_hash);
     }

@@ -91,12 +91,14 @@ pub enum Op {
     },
     /// A session holder's write-behind debits: `spent += used` (while the session is open,
     /// capped at the deposit), the holder's lease `−= used + returned` (the row goes at 0,
-    /// never below: clamped and logged), `updated_at = now`.
+    /// never below: clamped and logged), `updated_at = now`. `refunded_sats` is then taken off
+    /// `spent` (at most down to 0): a session settlement that cost less than was debited.
     SessionSettle {
         session_id: String,
         holder: String,
         used_sats: u64,
         returned_sats: u64,
+        refunded_sats: u64,
         now: u64,
     },
     /// Keep a metered usage report its pricer did not take, for a replay at the next start.
@@ -326,6 +328,7 @@ pub trait Store: Send {
             holder: holder.to_owned(),
             used_sats,
             returned_sats,
+            refunded_sats: 0,
             now,
         }])
     }

@@ -259,13 +259,13 @@ impl PgStore {
                     holder,
                     used_sats,
                     returned_sats,
+                    refunded_sats,
                     now,
                 } => sessions::settle(
                     &mut tx,
                     session_id,
                     holder,
-                    *used_sats,
-                    *returned_sats,
+                    (*used_sats, *returned_sats, *refunded_sats),
                     *now,
                 )
                 .map(|()| 1),

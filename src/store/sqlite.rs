@@ -227,10 +227,11 @@ impl Store for SqliteStore {
                         holder,
                         used_sats,
                         returned_sats,
+                        refunded_sats,
                         now,
                     } => {
-                        sessions::settle(&tx, session_id, holder, *used_sats, *returned_sats, *now)
-                            .map(|()| 1)
+                        let sats = (*used_sats, *returned_sats, *refunded_sats);
+                        sessions::settle(&tx, session_id, holder, sats, *now).map(|()| 1)
                     }
                     Op::PendingUsage(report) => usage::insert(&tx, report),
                     Op::UsageDelivered(id) => usage::delete(&tx, *id),

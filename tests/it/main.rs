@@ -34,6 +34,7 @@ mod proxyproto;
 mod ratelimit;
 mod reload;
 mod session;
+mod session_metering;
 mod static_files;
 mod store;
 mod support;

@@ -470,7 +470,7 @@ fn a_tail_longer_than_a_read_spans_reads_in_order() {
 }
 
 /// POSTs a chat request over h2c (prior knowledge) with `authorization`; status and body.
-async fn h2_chat(
+pub(crate) async fn h2_chat(
     addr: std::net::SocketAddr,
     authorization: &str,
     query: &str,

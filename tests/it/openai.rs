@@ -2,7 +2,8 @@
 //! a JSON completion with `usage`, or (`"stream": true`) a chunked `text/event-stream` whose
 //! last data event before `[DONE]` carries `usage`, as OpenAI's `stream_options.include_usage`
 //! does. Query parameters shape the stream: `bytes=N` streams about N bytes of content events,
-//! `stall=1` stops after the first event until [`OpenAi::release`]. The prompt is counted as
+//! `stall=1` stops after the first event until [`OpenAi::release`], `hangup=1` closes the
+//! connection without an answer. The prompt is counted as
 //! one token per 4 body bytes, the completion as one per 4 content bytes. Records every request
 //! head it saw.
 
@@ -99,6 +100,9 @@ fn serve(stream: TcpStream, shared: &Shared) {
                 .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
                 .and_then(|v| v.parse::<usize>().ok())
         };
+        if param("hangup") == Some(1) {
+            return; // closes the connection without an answer
+        }
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         let prompt = body.len().div_ceil(4);
         let out = reader.get_mut();

@@ -30,7 +30,7 @@ fn get(addr: SocketAddr, auth: Option<&str>) -> Response {
 }
 
 /// The session challenge of a 402 and its decoded request.
-fn session_challenge(resp: &Response) -> (mpp::ChallengeParams, serde_json::Value) {
+pub(crate) fn session_challenge(resp: &Response) -> (mpp::ChallengeParams, serde_json::Value) {
     let c = resp
         .all("www-authenticate")
         .into_iter()
@@ -43,7 +43,7 @@ fn session_challenge(resp: &Response) -> (mpp::ChallengeParams, serde_json::Valu
     (c, request)
 }
 
-fn credential(c: &mpp::ChallengeParams, payload: serde_json::Value) -> String {
+pub(crate) fn credential(c: &mpp::ChallengeParams, payload: serde_json::Value) -> String {
     let json = serde_json::json!({
         "challenge": {
             "expires": c.expires, "id": c.id, "intent": c.intent,
@@ -56,7 +56,7 @@ fn credential(c: &mpp::ChallengeParams, payload: serde_json::Value) -> String {
 }
 
 /// An amountless invoice from the dev wallet: (invoice, payment hash hex).
-fn return_invoice(wallet: SocketAddr) -> (String, String) {
+pub(crate) fn return_invoice(wallet: SocketAddr) -> (String, String) {
     let body = r#"{"amount_sats": 0, "memo": "refund"}"#;
     let raw = format!(
         "POST /invoice HTTP/1.1\r\nHost: wallet\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -5,7 +5,8 @@
 //! answers `GetPrice` with a price the test sets (one for every path, or per path), or with an
 //! error, and records every request it was asked; and the metered rpcs (`ChallengeMinted`,
 //! `AuthorizeRequest`, `ReportUsage`, `QuoteSession`, `SettleSession`), each recorded whole,
-//! each answerable with an error, `AuthorizeRequest` with a scripted verdict. Never for
+//! each answerable with an error, `AuthorizeRequest` with a scripted verdict, `QuoteSession` and
+//! `SettleSession` with `Unimplemented` (the default), an error or scripted numbers. Never for
 //! production.
 
 use std::collections::HashMap;
@@ -58,6 +59,18 @@ pub enum Rpc {
     ReportUsage,
 }
 
+/// How the fake answers `QuoteSession` or `SettleSession`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SessionAnswer {
+    /// gRPC `UNIMPLEMENTED` (the default, as a pricer without session support answers).
+    #[default]
+    Unimplemented,
+    /// gRPC `INTERNAL`.
+    Fail,
+    /// `QuoteSession`: these unit price and deposit; `SettleSession`: `cost_sats` = the first.
+    Answer(i64, i64),
+}
+
 #[derive(Default)]
 struct Script {
     price: i64,
@@ -68,6 +81,8 @@ struct Script {
     failing: std::collections::HashSet<Rpc>,
     /// `AuthorizeRequest`'s answer; `None`: allowed, nothing reserved.
     verdict: Option<AuthorizeRequestResponse>,
+    quote: SessionAnswer,
+    settle: SessionAnswer,
 }
 
 impl Script {
@@ -148,20 +163,33 @@ impl Prices for Svc {
         &self,
         req: Request<QuoteSessionRequest>,
     ) -> Result<Response<QuoteSessionResponse>, Status> {
-        lock(&self.0)
-            .meter_calls
-            .push(MeterCall::Quote(req.into_inner()));
-        Err(Status::unimplemented("the fake does not quote sessions"))
+        let mut script = lock(&self.0);
+        script.meter_calls.push(MeterCall::Quote(req.into_inner()));
+        match script.quote {
+            SessionAnswer::Unimplemented => Err(Status::unimplemented("no session quotes")),
+            SessionAnswer::Fail => Err(Status::internal("scripted pricer failure")),
+            SessionAnswer::Answer(unit_price_sats, deposit_sats) => {
+                Ok(Response::new(QuoteSessionResponse {
+                    unit_price_sats,
+                    deposit_sats,
+                }))
+            }
+        }
     }
 
     async fn settle_session(
         &self,
         req: Request<SettleSessionRequest>,
     ) -> Result<Response<SettleSessionResponse>, Status> {
-        lock(&self.0)
-            .meter_calls
-            .push(MeterCall::Settle(req.into_inner()));
-        Err(Status::unimplemented("the fake does not settle sessions"))
+        let mut script = lock(&self.0);
+        script.meter_calls.push(MeterCall::Settle(req.into_inner()));
+        match script.settle {
+            SessionAnswer::Unimplemented => Err(Status::unimplemented("no session settlement")),
+            SessionAnswer::Fail => Err(Status::internal("scripted pricer failure")),
+            SessionAnswer::Answer(cost_sats, _) => {
+                Ok(Response::new(SettleSessionResponse { cost_sats }))
+            }
+        }
     }
 }
 
@@ -268,6 +296,36 @@ impl FakePricer {
         } else {
             script.failing.remove(&rpc);
         }
+    }
+
+    /// `QuoteSession`'s answer from now on (`Unimplemented` until set).
+    pub fn set_quote(&self, answer: SessionAnswer) {
+        lock(&self.svc.0).quote = answer;
+    }
+
+    /// `SettleSession`'s answer from now on (`Unimplemented` until set).
+    pub fn set_settle(&self, answer: SessionAnswer) {
+        lock(&self.svc.0).settle = answer;
+    }
+
+    /// Every `QuoteSession` received so far, in order.
+    pub fn quotes(&self) -> Vec<QuoteSessionRequest> {
+        let script = lock(&self.svc.0);
+        let quotes = script.meter_calls.iter().filter_map(|c| match c {
+            MeterCall::Quote(r) => Some(r.clone()),
+            _ => None,
+        });
+        quotes.collect()
+    }
+
+    /// Every `SettleSession` received so far, in order.
+    pub fn settlements(&self) -> Vec<SettleSessionRequest> {
+        let script = lock(&self.svc.0);
+        let settles = script.meter_calls.iter().filter_map(|c| match c {
+            MeterCall::Settle(r) => Some(r.clone()),
+            _ => None,
+        });
+        settles.collect()
     }
 
     /// `AuthorizeRequest`'s answer from now on.

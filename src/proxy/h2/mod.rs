@@ -349,6 +349,7 @@ async fn phases(
             return Err(answered(denied));
         }
     }
+    let mut settling = None;
     let receipt = match grant.payment {
         Some(pending) => {
             let ask = super::meter::Ask {
@@ -357,12 +358,16 @@ async fn phases(
                 body: &[],
                 accept_payment: head.get("accept-payment"),
             };
-            Some(
-                // Boxed: the rare case must not grow every stream's task.
-                Box::pin(auth::settle(core, route, pending, &ask))
-                    .await
-                    .map_err(answered)?,
-            )
+            // Boxed: the rare case must not grow every stream's task.
+            let (receipt, bearer) = Box::pin(auth::settle(core, route, pending, &ask))
+                .await
+                .map_err(answered)?;
+            // A session bearer on a service with a pricer: settled once its response ended.
+            // (Observed on HTTP/1.1 upstreams only: on h2c the estimate stands.)
+            if route.service.protocol != crate::config::Protocol::H2c {
+                settling = super::session_meter::begin(route, bearer, &ask);
+            }
+            Some(receipt)
         }
         None => None,
     };
@@ -382,13 +387,15 @@ async fn phases(
         }
     }
     let mut req = req;
-    let observer = metering.as_mut().map(|m| {
+    let observed = match (metering.as_mut(), settling.as_mut()) {
+        (Some(m), _) => Some(&mut m.observer),
+        (None, Some(s)) => Some(&mut s.observer),
+        (None, None) => None,
+    };
+    let observer = observed.map(|o| {
         // Plain text in the tail, as on HTTP/1.1.
         req.headers_mut().remove(http::header::ACCEPT_ENCODING);
-        RefCell::new(std::mem::replace(
-            &mut m.observer,
-            super::meter::Observer::new(0),
-        ))
+        RefCell::new(std::mem::replace(o, super::meter::Observer::new(0)))
     });
     let out = upstream::Outbound {
         route,
@@ -400,10 +407,18 @@ async fn phases(
         observer: observer.as_ref(),
     };
     let forwarded = upstream::forward(core, out, req, respond).await;
-    if let (Some(mut m), Some(observer)) = (metering, observer) {
-        m.observer = observer.into_inner();
-        let complete = m.observer.ended;
-        m.report(core, route, complete);
+    match (metering, settling, observer) {
+        (Some(mut m), _, Some(observer)) => {
+            m.observer = observer.into_inner();
+            let complete = m.observer.ended;
+            m.report(core, route, complete);
+        }
+        (None, Some(mut s), Some(observer)) => {
+            s.observer = observer.into_inner();
+            let complete = s.observer.ended;
+            s.settle(core, route, complete);
+        }
+        _ => {}
     }
     let status = forwarded.inspect_err(|answer| route.counters(core.id).status(answer.status()))?;
     core.counters().incr(Counter::Forwarded);

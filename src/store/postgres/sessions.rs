@@ -266,8 +266,7 @@ pub(super) fn settle(
     tx: &mut Transaction<'_>,
     session_id: &str,
     holder: &str,
-    used: u64,
-    returned: u64,
+    (used, returned, refunded): (u64, u64, u64),
     now: u64,
 ) -> PgResult<()> {
     let b = lock(tx, session_id)?;
@@ -295,7 +294,8 @@ pub(super) fn settle(
     let Some(b) = b.filter(|b| b.open) else {
         return Ok(());
     };
-    let spent = b.spent.saturating_add(used);
+    // A settlement's refund comes off what was spent (never below 0), after the debits.
+    let spent = b.spent.saturating_add(used).saturating_sub(refunded);
     if spent > b.deposit {
         tracing::warn!(
             session_id,
@@ -323,7 +323,7 @@ pub(super) fn close_session(
     if lock(tx, session_id)?.is_none() {
         return Ok(CloseOutcome::NotOpen);
     }
-    settle(tx, session_id, holder, used, returned, now)?;
+    settle(tx, session_id, holder, (used, returned, 0), now)?;
     tx.execute(
         "DELETE FROM mpp_session_leases WHERE session_id = $1 AND holder = $2",
         &[&session_id, &holder],

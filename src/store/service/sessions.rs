@@ -148,8 +148,33 @@ impl StoreHandle {
             holder: holder.to_owned(),
             used_sats,
             returned_sats,
+            refunded_sats: 0,
             now,
         };
+        self.write_settle(op)
+    }
+
+    /// Takes `refunded_sats` off the session's `spent` (at most down to 0, only while it is
+    /// open): a pricer's settlement that cost less than the debit already written. Queued like
+    /// [`Self::settle_session`] (after it, in order); false when the store thread is behind.
+    pub fn refund_session(
+        &self,
+        session_id: &str,
+        holder: &str,
+        refunded_sats: u64,
+        now: u64,
+    ) -> bool {
+        self.write_settle(Op::SessionSettle {
+            session_id: session_id.to_owned(),
+            holder: holder.to_owned(),
+            used_sats: 0,
+            returned_sats: 0,
+            refunded_sats,
+            now,
+        })
+    }
+
+    fn write_settle(&self, op: Op) -> bool {
         match self.tx.try_send(Msg::Write(op)) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {

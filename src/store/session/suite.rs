@@ -144,6 +144,7 @@ pub(crate) fn lease_and_settle(s: &mut dyn Store) {
             holder: a.clone(),
             used_sats: 5,
             returned_sats: 0,
+            refunded_sats: 0,
             now: T0 + 1,
         },
         crate::store::Op::SessionSettle {
@@ -151,12 +152,28 @@ pub(crate) fn lease_and_settle(s: &mut dyn Store) {
             holder: a.clone(),
             used_sats: 5,
             returned_sats: 10,
+            refunded_sats: 0,
             now: T0 + 2,
         },
     ])
     .unwrap();
     let row = s.session(&id2).unwrap().unwrap();
     assert_eq!((row.spent_sats, row.leased_sats), (10, 30));
+    // A pricer's settlement gives back: off `spent` (never below 0), the lease untouched.
+    let refund = |refunded_sats| crate::store::Op::SessionSettle {
+        session_id: id2.clone(),
+        holder: a.clone(),
+        used_sats: 0,
+        returned_sats: 0,
+        refunded_sats,
+        now: T0 + 3,
+    };
+    s.apply(&[refund(4)]).unwrap();
+    let row = s.session(&id2).unwrap().unwrap();
+    assert_eq!((row.spent_sats, row.leased_sats), (6, 30));
+    s.apply(&[refund(50)]).unwrap();
+    let row = s.session(&id2).unwrap().unwrap();
+    assert_eq!((row.spent_sats, row.leased_sats), (0, 30));
     ids.tidy(s);
 }
 

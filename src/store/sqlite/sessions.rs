@@ -250,8 +250,7 @@ pub(super) fn settle(
     tx: &Connection,
     session_id: &str,
     holder: &str,
-    used: u64,
-    returned: u64,
+    (used, returned, refunded): (u64, u64, u64),
     now: u64,
 ) -> rusqlite::Result<()> {
     let held: Option<i64> = tx
@@ -278,7 +277,8 @@ pub(super) fn settle(
     let Some(b) = balance(tx, session_id)?.filter(|b| b.open) else {
         return Ok(());
     };
-    let spent = b.spent.saturating_add(used);
+    // A settlement's refund comes off what was spent (never below 0), after the debits.
+    let spent = b.spent.saturating_add(used).saturating_sub(refunded);
     if spent > b.deposit {
         tracing::warn!(
             session_id,
@@ -310,7 +310,7 @@ pub(super) fn close_session(
     if balance(tx, session_id)?.is_none() {
         return Ok(CloseOutcome::NotOpen);
     }
-    settle(tx, session_id, holder, used, returned, now)?;
+    settle(tx, session_id, holder, (used, returned, 0), now)?;
     tx.prepare_cached("DELETE FROM mpp_session_leases WHERE session_id = ?1 AND holder = ?2")?
         .execute([session_id, holder])?;
     let Some(b) = balance(tx, session_id)?.filter(|b| b.open) else {
