@@ -8,6 +8,7 @@
 mod admin;
 mod http2;
 mod logging;
+mod meter;
 mod raw;
 mod redis;
 mod service;
@@ -372,6 +373,8 @@ pub struct Service {
     pub rewrite_prefix: Option<String>,
     pub rate_limits: Vec<RateLimitRule>,
     pub dynamic_price: Option<DynamicPrice>,
+    /// `metering: openai`: the built-in meter's price table (ours; no pricer daemon).
+    pub meter: Option<std::sync::Arc<crate::usage::PriceTable>>,
     /// The schemes this service accepts and offers; resolved against `enablempp` at load.
     pub schemes: Schemes,
     /// `authscheme` as written (`None`: unset), for that resolution.

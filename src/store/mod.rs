@@ -21,7 +21,7 @@ pub mod sqlite;
 
 pub use admin::{DayRevenue, DbService, ServiceRevenue, Stats, TxKind, TxQuery, TxRow, TxState};
 pub use db::{
-    open, unix_now, Challenge, ChargeClaim, DbError, Key32, LedgerRow, Op, Store, TokenQuery,
+    open, unix_now, BundleRow, Challenge, ChargeClaim, DbError, Key32, LedgerRow, Op, Store, TokenQuery,
     MPP_SECRET_KEY,
 };
 pub use legacy::{
