@@ -7,7 +7,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::time::Duration;
 
 use aperture::store::Store;
@@ -31,12 +30,51 @@ fn services(origin: &OpenAi) -> String {
     )
 }
 
-fn start(dir: tempfile::TempDir, origin: &OpenAi) -> Proxy {
-    let top = format!(
-        "sqlite:\n  databasefilename: \"{}\"\n",
-        dir.path().join("aperture.db").display()
-    );
-    Proxy::start_in(dir, &services(origin), 2, &top, 4096)
+/// Where the balances are: the proxy's SQLite file, or a PostgreSQL database.
+#[derive(Clone)]
+enum Db {
+    Sqlite(std::path::PathBuf),
+    Pg(String),
+}
+
+impl Db {
+    fn sqlite(dir: &tempfile::TempDir) -> Db {
+        Db::Sqlite(dir.path().join("aperture.db"))
+    }
+
+    fn top(&self) -> String {
+        match self {
+            Db::Sqlite(path) => format!("sqlite:\n  databasefilename: \"{}\"\n", path.display()),
+            Db::Pg(url) => crate::store::pg_yaml(url),
+        }
+    }
+
+    /// The bundle's row as the database holds it.
+    fn row(&self, token: [u8; 32]) -> Option<aperture::store::BundleRow> {
+        match self {
+            Db::Sqlite(path) => {
+                let mut store = aperture::store::sqlite::SqliteStore::open(path, false).unwrap();
+                store.bundle(token).unwrap()
+            }
+            Db::Pg(url) => {
+                let mut store = aperture::store::postgres::PgStore::connect(url, false).unwrap();
+                store.bundle(token).unwrap()
+            }
+        }
+    }
+
+    fn remaining(&self, token: [u8; 32]) -> Option<u64> {
+        self.row(token).map(|r| r.remaining)
+    }
+}
+
+fn start(dir: tempfile::TempDir, origin: &OpenAi) -> (Proxy, Db) {
+    let db = Db::sqlite(&dir);
+    (start_on(dir, origin, &db), db)
+}
+
+fn start_on(dir: tempfile::TempDir, origin: &OpenAi, db: &Db) -> Proxy {
+    Proxy::start_in(dir, &services(origin), 2, &db.top(), 4096)
 }
 
 fn body(model: &str, stream: bool) -> String {
@@ -89,16 +127,10 @@ fn token_id_of(macaroon: &str) -> [u8; 32] {
         .token_id
 }
 
-/// The bundle's row as the database holds it.
-fn row(db: &Path, token: [u8; 32]) -> Option<aperture::store::BundleRow> {
-    let mut store = aperture::store::sqlite::SqliteStore::open(db, false).unwrap();
-    store.bundle(token).unwrap()
-}
-
 /// Sends paid JSON requests on one connection until a 402; returns how many were served.
 /// With `settled` (the database, the token, its balance now), each debit is awaited before the
 /// next request (a settle lands just after the response's last byte).
-fn spend(proxy: &Proxy, auth: &str, settled: Option<(&Path, [u8; 32], u64)>) -> u64 {
+fn spend(proxy: &Proxy, auth: &str, settled: Option<(&Db, [u8; 32], u64)>) -> u64 {
     let mut conn = Conn::open(proxy.addr);
     let mut served = 0;
     loop {
@@ -111,19 +143,15 @@ fn spend(proxy: &Proxy, auth: &str, settled: Option<(&Path, [u8; 32], u64)>) -> 
         assert!(served <= BUNDLE, "a bundle that never runs out");
         if let Some((db, token, start)) = settled {
             let want = start.saturating_sub(served * json_debit());
-            wait_until("the debit", WAIT, || remaining(db, token) == Some(want));
+            wait_until("the debit", WAIT, || db.remaining(token) == Some(want));
         }
     }
-}
-
-fn remaining(db: &Path, token: [u8; 32]) -> Option<u64> {
-    row(db, token).map(|r| r.remaining)
 }
 
 #[test]
 fn a_bundle_serves_requests_until_its_tokens_run_out_then_a_fresh_402() {
     let origin = OpenAi::start();
-    let proxy = start(tempfile::tempdir().unwrap(), &origin);
+    let (proxy, db) = start(tempfile::tempdir().unwrap(), &origin);
     // The 402's price is a bundle of the request's model.
     let (_, _, big) = buy(&proxy, "big");
     assert_eq!(big, 20);
@@ -132,7 +160,6 @@ fn a_bundle_serves_requests_until_its_tokens_run_out_then_a_fresh_402() {
     let d = json_debit();
     assert!(d < MAX_TOKENS);
     // Admitted while any balance is left: the last request may take it below zero (kept at 0).
-    let db = proxy.basedir.path().join("aperture.db");
     assert_eq!(
         spend(&proxy, &auth, Some((&db, token, BUNDLE))),
         BUNDLE.div_ceil(d)
@@ -141,31 +168,30 @@ fn a_bundle_serves_requests_until_its_tokens_run_out_then_a_fresh_402() {
     let resp = send(&proxy, &chat(&auth, "small", "", false));
     assert_eq!(resp.status, 402);
     assert_eq!(invoice_sats(&challenge(&resp).1), 2);
-    assert_eq!(row(&db, token).unwrap().model, "small");
+    assert_eq!(db.row(token).unwrap().model, "small");
 }
 
 #[test]
 fn an_event_stream_is_debited_from_its_final_usage_chunk() {
     let origin = OpenAi::start();
-    let proxy = start(tempfile::tempdir().unwrap(), &origin);
+    let (proxy, db) = start(tempfile::tempdir().unwrap(), &origin);
     let (auth, token, _) = buy(&proxy, "small");
-    let db = proxy.basedir.path().join("aperture.db");
     // One JSON request leaves most of the bundle ...
     assert_eq!(send(&proxy, &chat(&auth, "small", "", false)).status, 200);
     let left = BUNDLE - json_debit();
-    wait_until("the debit", WAIT, || remaining(&db, token) == Some(left));
+    wait_until("the debit", WAIT, || db.remaining(token) == Some(left));
     // ... one stream of 1000 completion tokens spends it all.
     let resp = send(&proxy, &chat(&auth, "small", "?bytes=1", true));
     assert_eq!(resp.status, 200);
     assert!(resp.text().contains("[DONE]"));
-    wait_until("the debit", WAIT, || remaining(&db, token) == Some(0));
+    wait_until("the debit", WAIT, || db.remaining(token) == Some(0));
     assert_eq!(send(&proxy, &chat(&auth, "small", "", false)).status, 402);
 }
 
 #[test]
 fn a_bundle_is_not_spent_on_another_model_and_unknown_models_are_refused() {
     let origin = OpenAi::start();
-    let proxy = start(tempfile::tempdir().unwrap(), &origin);
+    let (proxy, _) = start(tempfile::tempdir().unwrap(), &origin);
     let (auth, _, _) = buy(&proxy, "small");
     // The token bought `small`: a request for `big` gets a 402 for a `big` bundle.
     let resp = send(&proxy, &chat(&auth, "big", "", false));
@@ -186,7 +212,7 @@ fn a_bundle_is_not_spent_on_another_model_and_unknown_models_are_refused() {
 #[test]
 fn an_abandoned_stream_is_settled_at_its_reservation() {
     let origin = OpenAi::start();
-    let proxy = start(tempfile::tempdir().unwrap(), &origin);
+    let (proxy, db) = start(tempfile::tempdir().unwrap(), &origin);
     let (auth, token, _) = buy(&proxy, "small");
     let mut client = TcpStream::connect(proxy.addr).unwrap();
     client.set_read_timeout(Some(WAIT)).unwrap();
@@ -201,9 +227,8 @@ fn an_abandoned_stream_is_settled_at_its_reservation() {
         seen.extend_from_slice(&buf[..n]);
     }
     drop(client);
-    let db = proxy.basedir.path().join("aperture.db");
     wait_until("the reservation debited", WAIT, || {
-        remaining(&db, token) == Some(BUNDLE - MAX_TOKENS)
+        db.remaining(token) == Some(BUNDLE - MAX_TOKENS)
     });
     origin.release();
 }
@@ -211,7 +236,7 @@ fn an_abandoned_stream_is_settled_at_its_reservation() {
 #[test]
 fn concurrent_requests_on_one_token_never_overdraw_it() {
     let origin = OpenAi::start();
-    let proxy = start(tempfile::tempdir().unwrap(), &origin);
+    let (proxy, db) = start(tempfile::tempdir().unwrap(), &origin);
     let (auth, token, _) = buy(&proxy, "small");
     let d = json_debit();
     let served: u64 = std::thread::scope(|s| {
@@ -224,28 +249,40 @@ fn concurrent_requests_on_one_token_never_overdraw_it() {
     // request's usage (docs/metering.md, "Built-in meter").
     assert!(served >= 1);
     assert!(served * d < BUNDLE + d, "{served} requests of {d} tokens");
-    let db = proxy.basedir.path().join("aperture.db");
     let want = BUNDLE.saturating_sub(served * d);
     wait_until("the debits written", WAIT, || {
-        remaining(&db, token) == Some(want)
+        db.remaining(token) == Some(want)
     });
 }
 
 #[test]
 fn a_balance_survives_a_restart() {
-    let origin = OpenAi::start();
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("aperture.db");
-    let proxy = start(dir, &origin);
+    let db = Db::sqlite(&dir);
+    balance_survives_a_restart(dir, db);
+}
+
+#[test]
+fn a_balance_survives_a_restart_on_postgres() {
+    let Some(url) = crate::store::pg_url() else {
+        return;
+    };
+    balance_survives_a_restart(tempfile::tempdir().unwrap(), Db::Pg(url));
+}
+
+fn balance_survives_a_restart(dir: tempfile::TempDir, db: Db) {
+    let origin = OpenAi::start();
+    let proxy = start_on(dir, &origin, &db);
     let (auth, token, _) = buy(&proxy, "small");
     let d = json_debit();
     for served in 1..=2 {
         assert_eq!(send(&proxy, &chat(&auth, "small", "", false)).status, 200);
         let want = BUNDLE - served * d;
-        wait_until("the debit", WAIT, || remaining(&db, token) == Some(want));
+        wait_until("the debit", WAIT, || db.remaining(token) == Some(want));
     }
+    assert_eq!(db.row(token).unwrap().service, "llm");
     let dir = proxy.stop();
-    let proxy = start(dir, &origin);
+    let proxy = start_on(dir, &origin, &db);
     // The restarted proxy reads the bundle back: only what was left is served.
     let left = BUNDLE - 2 * d;
     assert_eq!(
