@@ -345,8 +345,8 @@ struct Inbound<'a> {
 }
 
 /// The authenticate phase, with the body prefix a dynamic pricer (or the built-in meter) is
-/// shown: for a dynamically priced or built-in metered route and a `Content-Length` body, up to [`price::MAX_BODY_PREFIX`] bytes are read
-/// ahead into the connection buffer (not consumed: they are forwarded as usual). Chunked bodies
+/// shown: for a dynamically priced or built-in metered route and a `Content-Length` body, up
+/// to [`price::MAX_BODY_PREFIX`] bytes are read ahead into the connection buffer (not consumed: they are forwarded as usual). Chunked bodies
 /// and clients waiting for `100 Continue` are priced on their head alone.
 async fn authorize<C: Io>(
     core: &CoreCtx,

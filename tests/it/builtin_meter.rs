@@ -3,7 +3,8 @@
 //! serves requests (JSON and SSE usage debited) until it runs out, then a fresh 402; a bundle
 //! cannot be spent on another model; an unknown model is refused; an abandoned stream is
 //! settled at its reservation; concurrent requests on one token from several connections on a
-//! 2-core proxy never overdraw; the balance survives a restart.
+//! 2-core proxy never overdraw; the balance survives a restart (SQLite, and PostgreSQL when
+//! `APERTURE_TEST_PG` is set); an HTTP/2 client is refused rather than served unmetered.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -290,4 +291,43 @@ fn balance_survives_a_restart(dir: tempfile::TempDir, db: Db) {
         left.div_ceil(d)
     );
     drop(proxy);
+}
+
+#[test]
+fn an_h2_client_is_refused_rather_than_served_unmetered() {
+    let origin = OpenAi::start();
+    let (proxy, _) = start(tempfile::tempdir().unwrap(), &origin);
+    let (auth, _, _) = buy(&proxy, "small");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for authorization in ["", auth.as_str()] {
+        let (status, body) = rt.block_on(async {
+            let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+            let (mut send, conn) = h2::client::handshake(tcp).await.expect("h2c handshake");
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let mut req = http::Request::post(format!("http://api{PATH}"));
+            if !authorization.is_empty() {
+                req = req.header("authorization", authorization);
+            }
+            let (resp, mut tx) = send.send_request(req.body(()).unwrap(), false).unwrap();
+            tx.send_data(bytes::Bytes::from(body("small", false)), true)
+                .unwrap();
+            let resp = resp.await.expect("response");
+            let status = resp.status().as_u16();
+            let mut recv = resp.into_body();
+            let mut out = Vec::new();
+            while let Some(chunk) = recv.data().await {
+                out.extend_from_slice(&chunk.expect("body"));
+            }
+            (status, out)
+        });
+        assert_eq!(status, 500);
+        assert!(String::from_utf8_lossy(&body).contains("HTTP/1.1 clients only"));
+    }
+    // Nothing reached the origin.
+    assert!(origin.heads().is_empty());
 }

@@ -326,7 +326,9 @@ async fn phases(
     };
     if route.service.meter.is_some() {
         // The built-in meter reads the model from the body's first bytes, still a stream here.
-        return Err(Synthetic::Internal(BUILTIN_H1_ONLY));
+        let answer = Synthetic::Internal(BUILTIN_H1_ONLY);
+        route.counters(core.id).status(answer.status());
+        return Err(answer);
     }
     // The pricer sees the head only: the body is still a stream here.
     let input = auth::PriceInput {
