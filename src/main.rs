@@ -679,6 +679,9 @@ fn print_dev_walkthrough(addr: SocketAddr, wallet: Option<SocketAddr>) {
          3. Retry with the token:\n\
          \x20  curl -i -H 'Authorization: L402 <macaroon from step 1>:<preimage from step 2>' http://{addr}/hello\n\
          \n\
-         Or all three at once: aperture fetch http://{addr}/hello --wallet http://{wallet}\n"
+         Or all three at once: aperture fetch http://{addr}/hello --wallet http://{wallet}\n\
+         \n\
+         Metered per token (the built-in meter: 20 sats buy 10,000 tokens of demo-small):\n\
+         \x20  curl -i http://{addr}/v1/chat/completions -d '{{\"model\": \"demo-small\", \"messages\": []}}'\n"
     );
 }

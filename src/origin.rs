@@ -1,7 +1,8 @@
 //! The built-in demo origin for `--dev`: a tiny HTTP/1.1 upstream on loopback, on its own thread
 //! and runtime (never a worker core), so a newcomer sees 402 → pay → 200 with nothing else
-//! running. It answers every request with a short text naming the path, keeps connections alive
-//! and drains request bodies. Not a general web server.
+//! running. It answers every request with a short text naming the path (`/v1/chat/completions`:
+//! an OpenAI-style completion with `usage`, for the metered demo), keeps connections alive and
+//! drains request bodies. Not a general web server.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -63,18 +64,27 @@ async fn serve(stream: TcpStream) {
         let Ok(framing) = head.request_framing() else {
             return;
         };
+        let body_len = match framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
         if !drain(&mut conn, framing).await {
             return;
         }
-        let body = format!(
-            "Hello from the aperture demo origin: you paid for {} {}\n",
-            String::from_utf8_lossy(head.method()),
-            String::from_utf8_lossy(head.target())
-        );
+        let (content_type, body) = if head.path() == b"/v1/chat/completions" {
+            ("application/json", completion(body_len))
+        } else {
+            let text = format!(
+                "Hello from the aperture demo origin: you paid for {} {}\n",
+                String::from_utf8_lossy(head.method()),
+                String::from_utf8_lossy(head.target())
+            );
+            ("text/plain; charset=utf-8", text)
+        };
         out.clear();
         let _ = write!(
             out,
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{}",
+            "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{}",
             body.len(),
             body
         );
@@ -84,6 +94,17 @@ async fn serve(stream: TcpStream) {
             return;
         }
     }
+}
+
+/// An OpenAI-style chat completion for the metered demo service: a prompt token per 4 request
+/// body bytes, and the usage object the built-in meter debits.
+fn completion(body_len: u64) -> String {
+    let text = "Hello from the aperture demo origin: this answer was metered per token.";
+    let (prompt, completion) = (body_len.div_ceil(4), (text.len() as u64).div_ceil(4));
+    format!(
+        "{{\"object\":\"chat.completion\",\"choices\":[{{\"index\":0,\"message\":{{\"role\":\"assistant\",\"content\":\"{text}\"}},\"finish_reason\":\"stop\"}}],\"usage\":{{\"prompt_tokens\":{prompt},\"completion_tokens\":{completion},\"total_tokens\":{}}}}}\n",
+        prompt + completion
+    )
 }
 
 async fn drain(conn: &mut BufStream, framing: Framing) -> bool {
@@ -114,4 +135,15 @@ async fn drain(conn: &mut BufStream, framing: Framing) -> bool {
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_demo_completion_carries_the_usage_the_meter_reads() {
+        let body = super::completion(41);
+        let usage = crate::usage::usage_from_tail("application/json", body.as_bytes()).unwrap();
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (11, 18));
+        assert!(usage.split);
+    }
 }

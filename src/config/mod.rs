@@ -8,6 +8,7 @@
 mod admin;
 mod http2;
 mod logging;
+mod meter;
 mod raw;
 mod redis;
 mod service;
@@ -372,6 +373,8 @@ pub struct Service {
     pub rewrite_prefix: Option<String>,
     pub rate_limits: Vec<RateLimitRule>,
     pub dynamic_price: Option<DynamicPrice>,
+    /// `metering: openai`: the built-in meter's price table (ours; no pricer daemon).
+    pub meter: Option<std::sync::Arc<crate::usage::PriceTable>>,
     /// The schemes this service accepts and offers; resolved against `enablempp` at load.
     pub schemes: Schemes,
     /// `authscheme` as written (`None`: unset), for that resolution.
@@ -510,6 +513,20 @@ authenticator:
   dev:
     listenaddr: "127.0.0.1:8089"
 services:
+  - name: demo-llm
+    hostregexp: '.*'
+    pathregexp: '^/v1/chat/completions$'
+    address: "{origin}"
+    protocol: http
+    authscheme: l402
+    metering: openai
+    meter:
+      bundletokens: 10000
+      estimatedtokens: 256
+      defaultmodel: demo-small
+      models:
+        demo-small: {inputmsatpertoken: 1, outputmsatpertoken: 3}
+        demo-large: {inputmsatpertoken: 10, outputmsatpertoken: 30}
   - name: demo
     hostregexp: '.*'
     address: "{origin}"
@@ -519,7 +536,9 @@ services:
 "#;
 
 /// The `--dev` config: plaintext listener on 127.0.0.1:8081, the embedded dev Lightning backend
-/// on 127.0.0.1:8089 (regtest), and one service `demo` (every host, 10 sats) proxying to `origin`.
+/// on 127.0.0.1:8089 (regtest), a metered `demo-llm` (`POST /v1/chat/completions`, the built-in
+/// meter: bundles of 10,000 tokens, 20 sats of `demo-small`) and `demo` (every other path, 10
+/// sats), both proxying to `origin`.
 /// The database lives in `basedir`.
 pub fn dev(basedir: &Path, origin: SocketAddr) -> Config {
     let text = DEV_YAML.replace("{origin}", &origin.to_string());
@@ -581,8 +600,9 @@ mod tests {
                 listen_addr: "127.0.0.1:8089".parse().unwrap()
             }
         );
-        assert_eq!(c.services.len(), 1);
-        let s = &c.services[0];
+        assert_eq!(c.services.len(), 2);
+        assert!(c.services[0].meter.is_some());
+        let s = &c.services[1];
         assert_eq!(
             (s.name.as_str(), s.address.as_str(), s.price),
             ("demo", "127.0.0.1:9999", 10)

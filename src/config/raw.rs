@@ -209,6 +209,28 @@ pub(crate) struct RawService {
     pub price: Option<i64>,
     pub ratelimits: Option<Vec<RawRateLimit>>,
     pub dynamicprice: Option<RawDynamicPrice>,
+    /// Ours: `openai` meters the service with the built-in meter (no pricer daemon).
+    pub metering: Option<String>,
+    /// Ours: the built-in meter's bundles and per-model prices.
+    pub meter: Option<RawMeter>,
+}
+
+/// Ours: the built-in meter of a `metering: openai` service.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMeter {
+    pub bundletokens: Option<i64>,
+    pub estimatedtokens: Option<i64>,
+    pub defaultmodel: Option<String>,
+    pub models: Option<BTreeMap<String, RawModelPrice>>,
+}
+
+/// Ours: one model's prices under `meter.models`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawModelPrice {
+    pub inputmsatpertoken: Option<i64>,
+    pub outputmsatpertoken: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

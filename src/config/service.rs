@@ -112,6 +112,13 @@ fn service(i: usize, s: RawService, cx: &mut Ctx<'_>) -> Result<Service, ConfigE
     let auth_scheme_raw = auth_scheme(&at, s.authscheme.as_deref(), cx)?;
     let rewrite_prefix = rewrite_prefix(&at, &s, cx)?;
     let dynamic_price = dynamic_price(&at, s.dynamicprice, cx)?;
+    let meter = super::meter::meter(&at.prefix, s.metering, s.meter, dynamic_price.is_some(), cx)?;
+    if meter.is_some() && s.price.is_some() {
+        return Err(cx.invalid(
+            at.key("price"),
+            "must be unset with metering: openai (a 402 sells a bundle, priced from meter.models)",
+        ));
+    }
     Ok(Service {
         source: super::ServiceSource::File,
         schemes: Schemes::default(),
@@ -124,7 +131,13 @@ fn service(i: usize, s: RawService, cx: &mut Ctx<'_>) -> Result<Service, ConfigE
         tls_skip_verify,
         rewrite_prefix,
         auth,
-        price: price(&at, s.price, auth, dynamic_price.is_some(), cx)?,
+        price: price(
+            &at,
+            s.price,
+            auth,
+            dynamic_price.is_some() || meter.is_some(),
+            cx,
+        )?,
         timeout: timeout(&at, s.timeout, cx)?,
         capabilities: nonempty(s.capabilities.as_deref()).map(str::to_owned),
         constraints: constraints(&at, s.constraints, cx)?,
@@ -138,6 +151,7 @@ fn service(i: usize, s: RawService, cx: &mut Ctx<'_>) -> Result<Service, ConfigE
         headers: headers(&at, s.headers, cx)?,
         rate_limits: rate_limits(&at, s.ratelimits, cx)?,
         dynamic_price,
+        meter,
         name,
     })
 }

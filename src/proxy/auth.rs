@@ -158,7 +158,14 @@ pub async fn authorize(
         Some(p) => Cow::Owned(format!("{}{p}", service.name)),
         None => Cow::Borrowed(&service.name),
     };
-    let static_price = route.pricer.is_none().then_some(service.price);
+    let (resource, static_price) = match &service.meter {
+        None => (resource, route.pricer.is_none().then_some(service.price)),
+        // The built-in meter: a token buys a bundle of the request's model, for that model.
+        Some(table) => match super::bundles::priced(table, &service.name, head, input.body) {
+            Ok((resource, price)) => (Cow::Owned(resource), Some(price)),
+            Err(answer) => return Decision::Answer(answer),
+        },
+    };
     match payment_credential(core, route, head, &resource, static_price, now) {
         Some(Ok(decision)) => return decision,
         Some(Err(())) => {} // refused: a fresh challenge below
@@ -192,7 +199,7 @@ pub async fn authorize(
                 Err(answer) => return Decision::Answer(answer),
             }
         }
-        _ => service.price,
+        _ => static_price.unwrap_or(service.price),
     };
     if let Some(denied) = limit::limit_challenge(core, peer, path).await {
         return Decision::Answer(denied);
@@ -203,7 +210,7 @@ pub async fn authorize(
         body: input.body,
         accept_payment: head.get("accept-payment"),
     };
-    if route.metered_tail.is_some() {
+    if route.metered_tail.is_some() && route.pricer.is_some() {
         // Every challenge of a metered service is booked with its pricer first.
         let minted = super::meter::challenge(core, route, &ask, price, now);
         return Decision::Answer(Box::pin(minted).await);
@@ -426,7 +433,7 @@ async fn rechallenge(
     price: u64,
     now: u64,
 ) -> Synthetic {
-    if route.metered_tail.is_some() {
+    if route.metered_tail.is_some() && route.pricer.is_some() {
         return super::meter::challenge(core, route, ask, price, now).await;
     }
     challenge(core, route, resource, price, now, ask).await

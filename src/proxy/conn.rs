@@ -14,6 +14,7 @@ use crate::error::Synthetic;
 use crate::metrics::Counter;
 
 use super::auth::{self, Decision};
+use super::bundles;
 use super::forward::{self, ForwardError, Outbound};
 use super::h1::{FrameError, Framing, Head, Parse};
 use super::io::{BufStream, Io, ReadError};
@@ -344,9 +345,9 @@ struct Inbound<'a> {
     authorization: crate::l402::UpstreamAuthorization,
 }
 
-/// The authenticate phase, with the body prefix a dynamic pricer is shown: for a dynamically
-/// priced route and a `Content-Length` body, up to [`price::MAX_BODY_PREFIX`] bytes are read
-/// ahead into the connection buffer (not consumed: they are forwarded as usual). Chunked bodies
+/// The authenticate phase, with the body prefix a dynamic pricer (or the built-in meter) is
+/// shown: for a dynamically priced or built-in metered route and a `Content-Length` body, up
+/// to [`price::MAX_BODY_PREFIX`] bytes are read ahead into the connection buffer (not consumed: they are forwarded as usual). Chunked bodies
 /// and clients waiting for `100 Continue` are priced on their head alone.
 async fn authorize<C: Io>(
     core: &CoreCtx,
@@ -357,7 +358,7 @@ async fn authorize<C: Io>(
     framing: Framing,
 ) -> Decision {
     let mut want = 0;
-    if let (Some(_), Framing::Length(n)) = (&route.pricer, framing) {
+    if let (true, Framing::Length(n)) = (route.reads_body, framing) {
         if head.get("expect").is_none() {
             want = usize::try_from(n)
                 .unwrap_or(usize::MAX)
@@ -465,13 +466,30 @@ async fn forward_phase<C: Io>(
         }
     };
     let mut metering = None;
+    let mut bundle = None;
     if let Some(token) = metered {
-        // Boxed: the pricer round trip must not grow the unmetered request's state machine.
-        match Box::pin(meter::authorize_h1(
-            core, route, head, framing, client, token,
-        ))
-        .await
-        {
+        let verdict = match &route.service.meter {
+            // Boxed: the owner core's round trip must not grow the unmetered request's future.
+            Some(table) => match Box::pin(bundles::authorize(
+                core, route, table, head, framing, client, token,
+            ))
+            .await
+            {
+                bundles::Admit::Go(held) => {
+                    bundle = Some(held);
+                    meter::Verdict::Free
+                }
+                bundles::Admit::Answer(synthetic) => meter::Verdict::Answer(synthetic),
+            },
+            // Boxed: the pricer round trip must not grow the unmetered request's state machine.
+            None => {
+                Box::pin(meter::authorize_h1(
+                    core, route, head, framing, client, token,
+                ))
+                .await
+            }
+        };
+        match verdict {
             meter::Verdict::Meter(m) => metering = Some(m),
             meter::Verdict::Free => {}
             meter::Verdict::Answer(synthetic) => {
@@ -489,9 +507,9 @@ async fn forward_phase<C: Io>(
         client_fd: inbound.conn.fd,
         receipt,
     };
-    let forwarded = match (metering, settling) {
-        (None, None) => forward::forward(core, route, req, client, resp, out).await,
-        (None, Some(mut s)) => {
+    let forwarded = match (metering, settling, bundle) {
+        (None, None, None) => forward::forward(core, route, req, client, resp, out).await,
+        (None, Some(mut s), _) => {
             // Observed like a metered response (`Accept-Encoding` stripped: a plain tail).
             let relay =
                 forward::forward_metered(core, route, req, client, resp, out, &mut s.observer);
@@ -499,7 +517,15 @@ async fn forward_phase<C: Io>(
             s.settle(core, route, forwarded.is_ok());
             forwarded
         }
-        (Some(mut m), _) => {
+        (None, None, Some(mut held)) => {
+            let relay =
+                forward::forward_metered(core, route, req, client, resp, out, &mut held.observer);
+            let forwarded = Box::pin(relay).await;
+            // Complete only when the body reached its end; either side leaving is not.
+            held.settle(core, forwarded.is_ok());
+            forwarded
+        }
+        (Some(mut m), _, _) => {
             let relay =
                 forward::forward_metered(core, route, req, client, resp, out, &mut m.observer);
             let forwarded = Box::pin(relay).await;

@@ -64,6 +64,8 @@ pub enum PeerMsg {
     },
     /// Run an operation on a Payment session this core owns.
     Session(super::session::SessionCall),
+    /// Reserve or settle a built-in meter bundle this core owns.
+    Bundle(super::bundles::BundleCall),
 }
 
 /// Free requests tallied per core (for the clients it owns), at most this many clients.
@@ -446,6 +448,7 @@ pub async fn serve_peers(
                 let _ = reply.send(core.limits.take_freebie(&service, key, allowance));
             }
             PeerMsg::Session(call) => super::session::serve_call(&core, call),
+            PeerMsg::Bundle(call) => super::bundles::serve_call(&core, call),
         }
     }
 }

@@ -194,6 +194,13 @@ impl Observer {
         self.held_runs.clear();
     }
 
+    /// The status (0: no response arrived), the content type and the tail, oldest byte first
+    /// (the built-in meter's view of the response).
+    pub fn finish(mut self) -> (u16, String, Vec<u8>) {
+        let content_type = std::mem::take(&mut self.content_type);
+        (self.status, content_type, self.into_tail())
+    }
+
     /// The tail, oldest byte first.
     pub fn into_tail(mut self) -> Vec<u8> {
         self.flush_held();

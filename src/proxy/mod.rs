@@ -5,6 +5,7 @@
 //! are read by io_uring or handed to the file threads, see [`statics`]).
 
 pub mod auth;
+pub mod bundles;
 pub mod conn;
 pub mod deadline;
 pub mod forward;
@@ -78,6 +79,8 @@ pub struct CoreCtx {
     pub payment_secret: Option<[u8; 32]>,
     /// The Payment sessions this core owns, when sessions are on.
     pub sessions: Option<session::CoreSessions>,
+    /// The built-in meter's bundles of the tokens this core owns (`metering: openai`).
+    pub bundles: bundles::CoreBundles,
 }
 
 impl CoreCtx {

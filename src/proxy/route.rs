@@ -59,6 +59,8 @@ pub struct Route {
     pub pricer: Option<Arc<lnd_bridge::PricerTarget>>,
     /// `dynamicprice.metered`: the response tail kept for `ReportUsage` (`usagetailbytes`).
     pub metered_tail: Option<usize>,
+    /// A dynamic pricer or the built-in meter reads the request body's first bytes.
+    pub reads_body: bool,
     /// The service's counters (unbound until [`Routes::bind_metrics`]).
     pub stats: Arc<ServiceStats>,
     /// The counters of each of `service.rate_limits`, in the same order (empty until bound).
@@ -225,10 +227,12 @@ impl Routes {
                     .dynamic_price
                     .as_ref()
                     .filter(|d| d.metered)
-                    .map(|d| d.usage_tail_bytes as usize);
+                    .map(|d| d.usage_tail_bytes as usize)
+                    .or(service.meter.as_ref().map(|_| super::bundles::TAIL_BYTES));
                 Ok(Route {
                     index,
                     metered_tail,
+                    reads_body: pricer.is_some() || service.meter.is_some(),
                     host_any: matches_everything(&service.host_regexp),
                     path_any: service.path_regexp.as_ref().is_none_or(matches_everything),
                     service,

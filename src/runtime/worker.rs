@@ -133,6 +133,7 @@ fn run(
             shutdown: Rc::new(Shutdown::default()),
             payment_secret: spec.payment_secret,
             sessions: spec.session_holder.as_deref().map(CoreSessions::new),
+            bundles: Default::default(),
         });
         let grace = Rc::new(Cell::new(Duration::from_secs(10)));
         monoio::spawn(control_loop(ctx.clone(), inbox, grace.clone()));

@@ -105,6 +105,19 @@ pub enum Op {
     PendingUsage(Box<lnd_bridge::UsageReport>),
     /// A kept usage report was delivered on a replay: delete its row.
     UsageDelivered(i64),
+    /// The built-in meter sold a bundle: insert its row unless the token has one already.
+    BundleCreated(Box<BundleRow>),
+    /// The built-in meter debited a bundle: `remaining −= tokens` (never below 0).
+    BundleDebited { token_id: Key32, tokens: u64 },
+}
+
+/// One built-in meter bundle (`meter_bundles`): the model a token bought and its unspent tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleRow {
+    pub token_id: Key32,
+    pub service: String,
+    pub model: String,
+    pub remaining: u64,
 }
 
 /// One use of a Payment charge credential, claimed before the request is forwarded.
@@ -360,6 +373,13 @@ pub trait Store: Send {
     fn release_holder(&mut self, holder: &str) -> Result<usize, DbError> {
         let _ = holder;
         Ok(0)
+    }
+
+    /// The built-in meter's bundle of `token_id` (see [`Op::BundleCreated`]); `None`: no bundle
+    /// was sold for it yet. Stores without the table have none.
+    fn bundle(&mut self, token_id: Key32) -> Result<Option<BundleRow>, DbError> {
+        let _ = token_id;
+        Ok(None)
     }
 
     /// Kept usage reports (see [`Op::PendingUsage`]), oldest first, at most `limit`, each with its

@@ -20,6 +20,7 @@ use super::session::{
 };
 
 mod admin;
+mod bundles;
 mod listen;
 mod sessions;
 mod tls;
@@ -64,6 +65,7 @@ const MIGRATIONS: &[&str] = &[
     sessions::MIGRATION,
     admin::MIGRATION,
     usage::MIGRATION,
+    bundles::MIGRATION,
 ];
 
 /// Arbitrary constant for `pg_advisory_xact_lock`: instances starting together migrate in turn.
@@ -271,6 +273,10 @@ impl PgStore {
                 .map(|()| 1),
                 Op::PendingUsage(report) => usage::insert(&mut tx, report),
                 Op::UsageDelivered(id) => usage::delete(&mut tx, *id),
+                Op::BundleCreated(row) => bundles::insert(&mut tx, row),
+                Op::BundleDebited { token_id, tokens } => {
+                    bundles::debit(&mut tx, token_id, *tokens)
+                }
             }
             .map_err(pg_err("write batch"))?;
         }
@@ -281,6 +287,14 @@ impl PgStore {
 impl Store for PgStore {
     fn claim_charges(&mut self, claims: &[ChargeClaim]) -> Result<Vec<bool>, DbError> {
         let result = self.claim_inner(claims);
+        if result.is_err() {
+            self.client = self.client.take().filter(|c| !c.is_closed());
+        }
+        result
+    }
+
+    fn bundle(&mut self, token_id: Key32) -> Result<Option<crate::store::BundleRow>, DbError> {
+        let result = bundles::get(self.client()?, &token_id).map_err(pg_err("read a meter bundle"));
         if result.is_err() {
             self.client = self.client.take().filter(|c| !c.is_closed());
         }

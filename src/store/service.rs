@@ -31,6 +31,7 @@ use lnd_bridge::{BridgeHandle, Event};
 use super::admin::TxKind;
 use super::db::{unix_now, Challenge, ChargeClaim, DbError, Key32, Op, Store};
 
+mod bundles;
 mod feed;
 mod refunds;
 mod sessions;
@@ -83,6 +84,8 @@ enum Msg {
     Write(Op),
     /// A session call, answered as soon as it commits.
     Session(sessions::SessionMsg),
+    /// A built-in meter bundle to read (after every write queued before it).
+    Bundle(Key32, bundles::BundleTx),
     /// Call this when the services change (see [`StoreService::on_services_changed`]).
     WatchServices(watch::Callback),
     /// Something else needs a look (bridge event, stop flag); carries nothing.
@@ -421,6 +424,7 @@ impl Worker {
             Msg::Claim(claim, reply) => self.claims.push((claim, reply)),
             Msg::Write(op) => self.push(op),
             Msg::Session(call) => self.session_call(call),
+            Msg::Bundle(token_id, reply) => self.bundle_get(token_id, reply),
             Msg::WatchServices(callback) => self.services.add(callback),
             Msg::Wake => {}
         }
@@ -527,6 +531,9 @@ impl Worker {
                             Op::Settle { .. } => &stats.settlements_recorded,
                             Op::SessionSettle { .. } => &stats.settles_recorded,
                             Op::PendingUsage(_) | Op::UsageDelivered(_) => &stats.usage_recorded,
+                            Op::BundleCreated(_) | Op::BundleDebited { .. } => {
+                                &stats.usage_recorded
+                            }
                         }
                         .fetch_add(1, Ordering::Relaxed);
                     }

@@ -18,6 +18,7 @@ use super::session::{
 };
 
 mod admin;
+mod bundles;
 mod sessions;
 mod usage;
 
@@ -57,6 +58,7 @@ const MIGRATIONS: &[&str] = &[
     sessions::MIGRATION,
     admin::MIGRATION,
     usage::MIGRATION,
+    bundles::MIGRATION,
 ];
 
 /// The store in one SQLite file.
@@ -235,11 +237,22 @@ impl Store for SqliteStore {
                     }
                     Op::PendingUsage(report) => usage::insert(&tx, report),
                     Op::UsageDelivered(id) => usage::delete(&tx, *id),
+                    Op::BundleCreated(row) => bundles::insert(&tx, row),
+                    Op::BundleDebited { token_id, tokens } => {
+                        bundles::debit(&tx, token_id, *tokens)
+                    }
                 }
                 .map_err(&err)?;
             }
         }
         tx.commit().map_err(err)
+    }
+
+    fn bundle(&mut self, token_id: Key32) -> Result<Option<crate::store::BundleRow>, DbError> {
+        bundles::get(&self.conn, &token_id).map_err(|source| DbError::Sqlite {
+            context: format!("read a meter bundle ({})", self.path),
+            source,
+        })
     }
 
     fn pending_usage(&mut self, limit: u32) -> Result<Vec<lnd_bridge::UsageReport>, DbError> {

@@ -5,8 +5,8 @@
 //! (blended bundle price, reservations, per-direction debits, abandoned streams settled at the
 //! reservation, unknown models refused).
 //!
-//! Not wired into the data path yet: `metering: openai` is not a config key until the proxy
-//! keeps these bundles on each token's owner core (README, "Missing").
+//! The data path ([`crate::proxy::bundles`]) keeps these bundles on each token's owner core
+//! for services with `metering: openai`.
 
 pub mod bundle;
 pub mod openai;

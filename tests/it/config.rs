@@ -261,8 +261,9 @@ fn dev_config_validates() {
         c.listen_addr,
         "127.0.0.1:8081".parse::<SocketAddr>().unwrap()
     );
-    assert_eq!(c.services[0].address, "127.0.0.1:40123");
-    assert_eq!(c.services[0].price, 10);
+    let demo = c.services.iter().find(|s| s.name == "demo").unwrap();
+    assert_eq!(demo.address, "127.0.0.1:40123");
+    assert_eq!(demo.price, 10);
     assert_eq!(c.basedir, Path::new("/tmp/aperture-dev"));
     assert!(matches!(c.authenticator.backend, Backend::Dev { .. }));
 }

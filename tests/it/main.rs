@@ -6,6 +6,7 @@ mod admin_api;
 mod admin_cli;
 mod admin_live;
 mod browser;
+mod builtin_meter;
 mod cancel;
 mod clients;
 mod config;

@@ -413,7 +413,9 @@ impl Proxy {
             .services
             .iter()
             .any(|s| s.dynamic_price.as_ref().is_some_and(|d| d.metered));
-        if metered && store.is_none() {
+        // So does the built-in meter's balances.
+        let builtin = config.services.iter().any(|s| s.meter.is_some());
+        if (metered || builtin) && store.is_none() {
             store =
                 Some(aperture::store::start(&config.db, &bridge.handle(), &holder).expect("store"));
         }

@@ -324,6 +324,12 @@ async fn phases(
             _ => Err(Synthetic::NotFound),
         };
     };
+    if route.service.meter.is_some() {
+        // The built-in meter reads the model from the body's first bytes, still a stream here.
+        let answer = Synthetic::Internal(BUILTIN_H1_ONLY);
+        route.counters(core.id).status(answer.status());
+        return Err(answer);
+    }
     // The pricer sees the head only: the body is still a stream here.
     let input = auth::PriceInput {
         version: "2.0",
@@ -426,6 +432,9 @@ async fn phases(
     route.counters(core.id).status(status);
     Ok(())
 }
+
+/// The 500 body for any HTTP/2 request on a `metering: openai` service.
+const BUILTIN_H1_ONLY: &str = "the built-in meter serves HTTP/1.1 clients only";
 
 /// The 500 body for a paid HTTP/2 request on a metered service whose upstream speaks h2c.
 const METERED_H1_ONLY: &str = "metered services need an HTTP/1.1 upstream";
