@@ -1,16 +1,16 @@
 //! The admin listener: scraped after real traffic through the in-process proxy, and in the
 //! binary (`prometheus.enabled`), where `/readyz` turns 503 while draining.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Stdio;
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aperture::admin::Admin;
 
-use crate::support::{buy_token, get, reload_routes, service, wait_until, Conn, Origin, Proxy};
+use crate::support::{
+    buy_token, get, reload_routes, service, wait_until, Conn, KillOnDrop, Origin, Proxy,
+};
 
 /// One request to the admin listener; returns (status, body).
 fn fetch(addr: SocketAddr, path: &str) -> (u16, String) {
@@ -321,22 +321,11 @@ fn a_service_renamed_by_a_reload_keeps_its_series_and_resumes_them_when_it_retur
     assert_eq!(sample(&text, &series("two")), Some(1), "{text}");
 }
 
-/// Kills the child if a test fails half-way.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts the binary with `prometheus` on port 0; returns it with the proxy and admin addresses.
 fn spawn_with_admin(
     dir: &tempfile::TempDir,
     origin: SocketAddr,
-) -> (Child, SocketAddr, SocketAddr) {
-    let config = dir.path().join("aperture.yaml");
+) -> (KillOnDrop, SocketAddr, SocketAddr) {
     let yaml = format!(
         "listenaddr: \"127.0.0.1:0\"\ninsecure: true\ndbbackend: sqlite\n\
          prometheus:\n  enabled: true\n  listenaddr: \"127.0.0.1:0\"\n\
@@ -344,45 +333,18 @@ fn spawn_with_admin(
          services:\n{}",
         service("free", origin, "    auth: \"off\"\n")
     );
-    std::fs::write(&config, yaml).unwrap();
-    let mut child = Child(
-        crate::support::aperture_command()
-            .arg("--config")
-            .arg(&config)
-            .arg("--basedir")
-            .arg(dir.path())
-            .args(["--cores", "1"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn aperture"),
+    let markers = [
+        "aperture listening on http://",
+        "admin listening on http://",
+    ];
+    let (child, addrs) = crate::support::spawn_logging_addresses(
+        dir.path(),
+        &yaml,
+        1,
+        &markers,
+        Duration::from_secs(20),
     );
-    let stderr = child.0.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let (mut proxy, mut admin) = (None, None);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while proxy.is_none() || admin.is_none() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .expect("aperture did not log both addresses");
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next()?.parse().ok());
-        if line.contains("admin listening on http://") {
-            admin = addr;
-        } else if line.contains("aperture listening on http://") {
-            proxy = addr;
-        }
-    }
-    (child, proxy.unwrap(), admin.unwrap())
+    (child, addrs[0], addrs[1])
 }
 
 #[test]

@@ -3,32 +3,23 @@
 //! the next 402's invoice amount, a delete makes the path 404; a payment appears in the
 //! transactions and the stats; a revoke through the API makes the token 402 again.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::{self, pay, service, wait_until, Conn, Origin, Response};
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::support::{self, pay, service, wait_until, Conn, KillOnDrop, Origin, Response};
 
 /// Starts the binary with `admin.enabled`; returns it, the proxy, the admin API and the dev
 /// wallet addresses.
-fn spawn(dir: &tempfile::TempDir, origin: SocketAddr) -> (Running, [SocketAddr; 3]) {
+fn spawn(dir: &tempfile::TempDir, origin: SocketAddr) -> (KillOnDrop, [SocketAddr; 3]) {
     spawn_on(dir, origin, "dbbackend: sqlite\n")
 }
 
 /// [`spawn`] with the database section `db`.
-fn spawn_on(dir: &tempfile::TempDir, origin: SocketAddr, db: &str) -> (Running, [SocketAddr; 3]) {
-    let config = dir.path().join("aperture.yaml");
+fn spawn_on(
+    dir: &tempfile::TempDir,
+    origin: SocketAddr,
+    db: &str,
+) -> (KillOnDrop, [SocketAddr; 3]) {
     let yaml = format!(
         "listenaddr: \"127.0.0.1:0\"\ninsecure: true\n{db}\
          admin:\n  enabled: true\n  listenaddr: \"127.0.0.1:0\"\n\
@@ -41,47 +32,14 @@ fn spawn_on(dir: &tempfile::TempDir, origin: SocketAddr, db: &str) -> (Running, 
                 "    pathregexp: \"^/api\"\n    auth: \"off\"\n"
             )
     );
-    std::fs::write(&config, yaml).unwrap();
-    let mut child = Running(
-        support::aperture_command()
-            .arg("--config")
-            .arg(&config)
-            .arg("--basedir")
-            .arg(dir.path())
-            .args(["--cores", "2"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn aperture"),
-    );
-    let stderr = child.0.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let (mut proxy, mut admin, mut wallet) = (None, None, None);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while proxy.is_none() || admin.is_none() || wallet.is_none() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .expect("aperture did not log its addresses");
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next()?.parse().ok());
-        if line.contains("admin API and dashboard on http://") {
-            admin = addr;
-        } else if line.contains("aperture listening on http://") {
-            proxy = addr;
-        } else if line.contains("wallet at http://") {
-            wallet = addr;
-        }
-    }
-    (child, [proxy.unwrap(), admin.unwrap(), wallet.unwrap()])
+    let markers = [
+        "aperture listening on http://",
+        "admin API and dashboard on http://",
+        "wallet at http://",
+    ];
+    let (child, addrs) =
+        support::spawn_logging_addresses(dir.path(), &yaml, 2, &markers, Duration::from_secs(30));
+    (child, [addrs[0], addrs[1], addrs[2]])
 }
 
 /// One REST call with the admin macaroon.

@@ -10,12 +10,9 @@
 //! listener serves the dashboard over the live backend, and a change made in the page reloads
 //! the proxy through the binary's own path (SIGHUP).
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -24,7 +21,7 @@ use crate::support::{self, challenge, get, pay, service, wait_until, Conn, Origi
 
 /// A running `aperture` with the dashboard, and the addresses it logged.
 struct Harness {
-    child: Child,
+    _child: support::KillOnDrop,
     /// The data listener.
     proxy: SocketAddr,
     /// The admin listener (API and dashboard).
@@ -63,51 +60,23 @@ impl Harness {
              authenticator:\n  network: regtest\n  enablempp: true\n  mpprealm: \"dash.test\"\n  \
              dev:\n    listenaddr: \"127.0.0.1:0\"\nservices:\n{services}"
         );
-        let config = dir.path().join("aperture.yaml");
-        std::fs::write(&config, yaml).unwrap();
-        let mut child = support::aperture_command()
-            .arg("--config")
-            .arg(&config)
-            .arg("--basedir")
-            .arg(dir.path())
-            .args(["--cores", "2"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn aperture");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let (mut proxy, mut admin, mut wallet) = (None, None, None);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while proxy.is_none() || admin.is_none() || wallet.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = rx.recv_timeout(left) else {
-                let _ = child.kill();
-                panic!("aperture did not log its addresses");
-            };
-            let addr = line
-                .split("http://")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next()?.parse().ok());
-            if line.contains("admin API and dashboard on http://") {
-                admin = addr;
-            } else if line.contains("aperture listening on http://") {
-                proxy = addr;
-            } else if line.contains("wallet at http://") {
-                wallet = addr;
-            }
-        }
+        let markers = [
+            "aperture listening on http://",
+            "admin API and dashboard on http://",
+            "wallet at http://",
+        ];
+        let (child, addrs) = support::spawn_logging_addresses(
+            dir.path(),
+            &yaml,
+            2,
+            &markers,
+            Duration::from_secs(30),
+        );
         Harness {
-            child,
-            proxy: proxy.unwrap(),
-            admin: admin.unwrap(),
-            wallet: wallet.unwrap(),
+            _child: child,
+            proxy: addrs[0],
+            admin: addrs[1],
+            wallet: addrs[2],
             _dir: dir,
         }
     }
@@ -133,13 +102,6 @@ impl Harness {
         let resp = Conn::open(self.admin).request(raw.as_bytes());
         assert_eq!(resp.status, 200, "{path}: {}", resp.text());
         serde_json::from_slice(&resp.body).unwrap()
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -553,6 +553,69 @@ pub fn aperture_command() -> std::process::Command {
     cmd
 }
 
+/// A child process that is killed (and reaped) when dropped, so a failing test leaves none
+/// running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Writes `yaml` to `dir/aperture.yaml` and starts the binary on it (`--cores cores`, info
+/// logs), then reads its log until each of `markers` has been seen on a line, within `within`.
+/// Returns the process and, for each marker, the address after `http://` on its line. The
+/// process is killed when an address does not come in time.
+pub fn spawn_logging_addresses(
+    dir: &std::path::Path,
+    yaml: &str,
+    cores: usize,
+    markers: &[&str],
+    within: Duration,
+) -> (KillOnDrop, Vec<SocketAddr>) {
+    let config = dir.join("aperture.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let mut child = KillOnDrop(
+        aperture_command()
+            .arg("--config")
+            .arg(&config)
+            .arg("--basedir")
+            .arg(dir)
+            .args(["--cores", &cores.to_string()])
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn aperture"),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Drains the log for the whole life of the process, so it never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut addrs: Vec<Option<SocketAddr>> = vec![None; markers.len()];
+    let deadline = Instant::now() + within;
+    while addrs.iter().any(Option::is_none) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("aperture did not log all of {markers:?}"));
+        let Some(i) = markers.iter().position(|m| line.contains(m)) else {
+            continue;
+        };
+        addrs[i] = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok());
+    }
+    (child, addrs.into_iter().flatten().collect())
+}
+
 /// The routing snapshot of `services_yaml` (a `services:` list), resolved as a SIGHUP reload
 /// would, for tests that hand it to running cores.
 pub fn reload_routes(services_yaml: &str) -> Routes {
