@@ -45,13 +45,10 @@ pub async fn serve(core: Rc<CoreCtx>, stream: TcpStream, peer: SocketAddr) {
     let mut client = BufStream::new(stream);
     match sniff_preface(&core, &mut client).await {
         Some(true) => {
+            use monoio::io::Splitable;
             let buffered = client.take_buffered();
-            let compat = monoio_compat::StreamWrapper::new_with_buffer_size(
-                client.stream,
-                16 * 1024,
-                16 * 1024,
-            );
-            super::h2::serve(core, super::h2::Rewind::new(buffered, compat), peer).await
+            let (read, write) = client.stream.into_split();
+            super::h2n::conn::serve(core, read, write, buffered, peer, fd).await
         }
         Some(false) => serve_h1(core, client, peer, fd).await,
         None => {}

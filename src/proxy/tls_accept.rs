@@ -1,10 +1,9 @@
 //! TLS termination for one downstream connection, on the core that accepted it. The ClientHello
 //! is read first and parsed (rustls's `Acceptor`, fed from a copy of the bytes) only to see
 //! whether the client offers ALPN `h2`; the real handshake then replays those bytes:
-//! - `h2` offered (the server prefers it, so it is what rustls will select): poll-based
-//!   tokio-rustls over `monoio-compat`, whose separate read and write buffers take the concurrent
-//!   reads and writes of h2's connection driver (monoio-rustls under the compat adapter panics on
-//!   them: "buffer mut expected");
+//! - `h2` offered (the server prefers it, so it is what rustls will select): monoio-rustls,
+//!   split into read and write halves (its read and write buffers are separate) for the native
+//!   HTTP/2 connection ([`super::h2n::conn`]), which reads and writes at once;
 //! - otherwise HTTP/1.1 on monoio-rustls over the socket (owned io_uring buffers, the fast path);
 //! - ALPN `acme-tls/1` alone (an autocert TLS-ALPN-01 validation): the handshake, which shows the
 //!   challenge certificate, is all the validator wants; the connection is closed after it.
@@ -24,7 +23,6 @@ use monoio::net::TcpStream;
 use monoio::time::Instant;
 
 use super::conn::serve_h1;
-use super::h2::Rewind;
 use super::io::BufStream;
 use super::CoreCtx;
 use crate::metrics::Counter;
@@ -33,22 +31,17 @@ use crate::metrics::Counter;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest ClientHello we buffer before giving up (rustls caps a handshake message at 64 KiB).
 const MAX_HELLO: usize = 80 * 1024;
-/// Read and write buffer sizes of the compat adapter under h2-over-TLS.
-const COMPAT_BUF: usize = 16 * 1024;
-
-/// The two acceptors over one server config, shared by a core's connections (cheap clones).
+/// The acceptor over one server config, shared by a core's connections (a cheap clone).
 #[derive(Clone)]
 pub struct TlsAcceptor {
     h1: monoio_rustls::TlsAcceptor,
-    h2: tokio_rustls::TlsAcceptor,
 }
 
 impl TlsAcceptor {
-    /// Both acceptors for `config` (its ALPN list decides what each connection negotiates).
+    /// The acceptor for `config` (its ALPN list decides what each connection negotiates).
     pub fn new(config: Arc<rustls::ServerConfig>) -> Self {
         Self {
-            h1: monoio_rustls::TlsAcceptor::from(config.clone()),
-            h2: tokio_rustls::TlsAcceptor::from(config),
+            h1: monoio_rustls::TlsAcceptor::from(config),
         }
     }
 }
@@ -86,20 +79,22 @@ pub async fn serve_tls(
         };
     }
     if hello_kind == Hello::H2 {
-        let compat =
-            monoio_compat::StreamWrapper::new_with_buffer_size(stream, COMPAT_BUF, COMPAT_BUF);
-        let tls = match monoio::time::timeout(left, acceptor.h2.accept(Rewind::new(hello, compat)))
-            .await
-        {
+        use monoio::io::Splitable;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+        let io = PrefixedReadIo::new(stream, Cursor::new(hello));
+        let tls = match monoio::time::timeout(left, acceptor.h1.accept(io)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => return handshake_failed(&core, peer, &e),
             Err(_) => return handshake_failed(&core, peer, &"timed out"),
         };
-        if tls.get_ref().1.alpn_protocol() != Some(crate::tls::ALPN_H2) {
+        if tls.alpn_protocol().as_deref() != Some(crate::tls::ALPN_H2) {
             // Cannot happen with our ALPN list (h2 first); never serve h2 unannounced.
             return handshake_failed(&core, peer, &"h2 offered but not negotiated");
         }
-        super::h2::serve(core, tls, peer).await
+        // The native HTTP/2 connection reads and writes at once: monoio-rustls keeps separate
+        // read and write buffers, so its halves may run concurrently.
+        let (read, write) = tls.into_split();
+        super::h2n::conn::serve(core, read, write, Vec::new(), peer, fd).await
     } else {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
         let io = PrefixedReadIo::new(stream, Cursor::new(hello));

@@ -8,18 +8,18 @@
 
 use crate::proxy::meter::Tap;
 use bytes::{Bytes, BytesMut};
-use h2::{RecvStream, SendStream};
 
 use crate::error::Synthetic;
 
 use super::super::forward::{self, is_stale};
 use super::super::h1::{ChunkScanner, Framing, Head};
+use super::super::h2n::frame::ErrorCode;
+use super::super::h2n::stream::{RecvBody, Stream};
 use super::super::io::{BufStream, ReadError};
 use super::super::pool::Upstream;
 use super::super::{CoreCtx, Route};
 use super::h1_fields::{request_bytes, response_fields};
-use super::upstream::{add_receipt, failed, send_all_then, Outbound};
-use super::{stream_reset, Responder};
+use super::upstream::{add_receipt, failed, Outbound};
 
 /// Largest chunked response body de-chunked in memory for an HTTP/2 client; a larger one is a
 /// 502 (length- and close-delimited bodies stream and have no such limit).
@@ -31,8 +31,8 @@ const BODY_CHUNK: usize = 64 * 1024;
 pub(super) async fn forward_h1<U: Upstream>(
     core: &CoreCtx,
     out: &Outbound<'_>,
-    req: http::Request<RecvStream>,
-    respond: &Responder,
+    req: http::Request<RecvBody>,
+    respond: &Stream,
 ) -> Result<u16, Synthetic> {
     let route = out.route;
     let limits = core.routes().limits.clone();
@@ -72,10 +72,10 @@ pub(super) async fn forward_h1<U: Upstream>(
             U::pool(core).put(route.upstream, up, &limits);
         }
         let sent = if payload.is_empty() {
-            respond.send_response(head, true).is_ok()
-        } else if let Ok(mut down) = respond.send_response(head, false) {
+            respond.send_response(&head, true).is_ok()
+        } else if respond.send_response(&head, false).is_ok() {
             let tail = payload.clone(); // refcounted: no copy
-            let sent = send_all_then(&mut down, payload, true, limits.write_timeout).await;
+            let sent = respond.send_all(payload, true, limits.write_timeout).await;
             if let Some(obs) = observer {
                 obs.borrow_mut().body(&tail);
             }
@@ -92,10 +92,10 @@ pub(super) async fn forward_h1<U: Upstream>(
         head.headers_mut()
             .insert(http::header::CONTENT_LENGTH, n.into());
     }
-    let Ok(mut down) = respond.send_response(head, false) else {
+    if respond.send_response(&head, false).is_err() {
         return Ok(status);
-    };
-    match stream_body(&mut up, &mut down, framing, limits.write_timeout, observer).await {
+    }
+    match stream_body(&mut up, respond, framing, limits.write_timeout, observer).await {
         Ok(()) => {
             if let Some(obs) = observer {
                 obs.borrow_mut().ended = true;
@@ -105,13 +105,13 @@ pub(super) async fn forward_h1<U: Upstream>(
             }
         }
         // The response started: all that is left is to reset the stream.
-        Err(()) => down.send_reset(h2::Reason::INTERNAL_ERROR),
+        Err(()) => respond.send_reset(ErrorCode::InternalError),
     }
     Ok(status)
 }
 
 async fn read_request_body(
-    mut body: RecvStream,
+    body: RecvBody,
     max: u64,
     within: std::time::Duration,
 ) -> Result<Bytes, Synthetic> {
@@ -123,7 +123,6 @@ async fn read_request_body(
     loop {
         match monoio::time::timeout(within, body.data()).await {
             Ok(Some(Ok(chunk))) => {
-                let _ = body.flow_control().release_capacity(chunk.len());
                 if (buf.len() + chunk.len()) as u64 > max {
                     return Err(Synthetic::PayloadTooLarge);
                 }
@@ -184,7 +183,7 @@ async fn exchange<U: Upstream>(
 /// Relays a length- or close-delimited body to the client as the client's window allows.
 async fn stream_body<U: Upstream>(
     up: &mut BufStream<U>,
-    down: &mut SendStream<Bytes>,
+    down: &Stream,
     framing: Framing,
     within: std::time::Duration,
     observer: Option<&std::cell::RefCell<crate::proxy::meter::Observer>>,
@@ -196,10 +195,7 @@ async fn stream_body<U: Upstream>(
     while remaining > 0 {
         if up.data().is_empty() {
             // A reset stream drops the read (and so the upstream connection) at once.
-            match up
-                .fill_watched(BODY_CHUNK, within, stream_reset(down))
-                .await
-            {
+            match up.fill_watched(BODY_CHUNK, within, down.gone()).await {
                 Ok(_) => {}
                 Err(ReadError::Eof) if framing == Framing::Close => break,
                 Err(_) => return Err(()),
@@ -216,7 +212,7 @@ async fn stream_body<U: Upstream>(
         }
         // The last piece of a length-delimited body ends the stream in the same frame.
         let last = remaining == 0;
-        send_all_then(down, Bytes::from(chunk), last, within)
+        down.send_all(Bytes::from(chunk), last, within)
             .await
             .map_err(|_| ())?;
         if last {

@@ -16,7 +16,10 @@ use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 use h2::client::SendRequest;
-use h2::{RecvStream, SendStream};
+use h2::SendStream;
+
+use super::super::h2n::frame::ErrorCode;
+use super::super::h2n::stream::{RecvBody, Stream};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::Protocol;
@@ -29,7 +32,7 @@ use super::super::pool::TlsUpstream;
 use super::super::respond::{self, CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS};
 use super::super::{grpc, CoreCtx, Route};
 use super::h1_upstream::forward_h1;
-use super::{replay, stream_reset, Responder};
+use super::replay;
 use monoio::net::TcpStream;
 
 /// Receive windows of our h2 client connections to upstreams (per stream, per connection).
@@ -67,8 +70,8 @@ thread_local! {
 pub async fn forward(
     core: &CoreCtx,
     out: Outbound<'_>,
-    req: http::Request<RecvStream>,
-    respond: &Responder,
+    req: http::Request<RecvBody>,
+    respond: &Stream,
 ) -> Result<u16, Synthetic> {
     // The h2 and TLS paths hold large futures (handshakes, two h2 streams): boxed, so that the
     // task spawned per stream stays small for the common HTTP/1.1 upstream (moving a task's
@@ -90,8 +93,8 @@ pub async fn forward(
 async fn forward_https(
     core: &CoreCtx,
     out: &Outbound<'_>,
-    req: http::Request<RecvStream>,
-    respond: &Responder,
+    req: http::Request<RecvBody>,
+    respond: &Stream,
 ) -> Result<u16, Synthetic> {
     let route = out.route;
     let addr = route.upstream;
@@ -345,8 +348,8 @@ where
 async fn forward_h2(
     core: &CoreCtx,
     out: &Outbound<'_>,
-    req: http::Request<RecvStream>,
-    respond: &Responder,
+    req: http::Request<RecvBody>,
+    respond: &Stream,
     mut send: SendRequest<Bytes>,
     scheme: &str,
 ) -> Result<u16, Synthetic> {
@@ -402,18 +405,18 @@ async fn forward_h2(
     *head.headers_mut() = response_headers(status, &parts.headers);
     add_receipt(head.headers_mut(), status, out.receipt.as_deref());
     if body.is_end_stream() {
-        let _ = respond.send_response(head, true);
+        let _ = respond.send_response(&head, true);
         return Ok(status);
     }
-    let Ok(mut down) = respond.send_response(head, false) else {
+    if respond.send_response(&head, false).is_err() {
         return Ok(status);
-    };
+    }
     let idle = super::idle_window(core);
     let fallback = out
         .is_grpc
         .then(|| grpc::status_trailers(&parts.headers))
         .flatten();
-    pump_response(body, &mut down, idle, fallback).await;
+    pump_response(body, respond, idle, fallback).await;
     Ok(status)
 }
 
@@ -421,7 +424,7 @@ async fn forward_h2(
 /// in `kept` for a replay ([`replay`]). A send that fails (the upstream refused the stream)
 /// still reads the client's body to its end, so it can be replayed.
 async fn pump(
-    mut from: RecvStream,
+    from: RecvBody,
     mut to: SendStream<Bytes>,
     idle: std::time::Duration,
     kept: replay::Shared,
@@ -430,18 +433,16 @@ async fn pump(
     loop {
         match monoio::time::timeout(idle, from.data()).await {
             Ok(Some(Ok(chunk))) => {
-                let n = chunk.len();
                 kept.borrow_mut().sent(&chunk);
                 if sending && send_all(&mut to, chunk, idle).await.is_err() {
                     sending = false;
                 }
-                let _ = from.flow_control().release_capacity(n);
             }
             Ok(None) => break,
             _ => return to.send_reset(h2::Reason::CANCEL),
         }
     }
-    match from.trailers().await {
+    match from.trailers() {
         Ok(trailers) => {
             kept.borrow_mut().ended(trailers.clone());
             match trailers {
@@ -480,8 +481,8 @@ async fn fresh_sender(
 /// Copies an upstream response body and trailers to the client; `fallback` trailers end a
 /// gRPC response whose upstream sent none.
 async fn pump_response(
-    mut from: RecvStream,
-    to: &mut SendStream<Bytes>,
+    mut from: h2::RecvStream,
+    to: &Stream,
     idle: std::time::Duration,
     fallback: Option<HeaderMap>,
 ) {
@@ -489,18 +490,18 @@ async fn pump_response(
         let next = monoio::select! {
             r = monoio::time::timeout(idle, from.data()) => r,
             // The client left: dropping `from` resets the upstream stream.
-            _ = stream_reset(to) => return,
+            _ = to.gone() => return,
         };
         match next {
             Ok(Some(Ok(chunk))) => {
                 let n = chunk.len();
-                if send_all(to, chunk, idle).await.is_err() {
+                if to.send_all(chunk, false, idle).await.is_err() {
                     return;
                 }
                 let _ = from.flow_control().release_capacity(n);
             }
             Ok(None) => break,
-            _ => return to.send_reset(h2::Reason::INTERNAL_ERROR),
+            _ => return to.send_reset(ErrorCode::InternalError),
         }
     }
     match (from.trailers().await, fallback) {
@@ -510,7 +511,7 @@ async fn pump_response(
         (Ok(None), None) => {
             let _ = to.send_data(Bytes::new(), true);
         }
-        (Err(_), _) => to.send_reset(h2::Reason::INTERNAL_ERROR),
+        (Err(_), _) => to.send_reset(ErrorCode::InternalError),
     }
 }
 

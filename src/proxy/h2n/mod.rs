@@ -9,9 +9,13 @@
 //! monoio-compat (src/proxy/h2). Nothing here does I/O, spawns, reads the clock or panics on
 //! network input; every protocol violation maps to an RFC 9113 error code and scope.
 
+pub mod conn;
+mod dispatch;
 pub mod frame;
 pub mod guard;
 pub mod hpack;
 mod huffman;
 pub mod request;
+pub mod shared;
+pub mod stream;
 pub mod streams;

@@ -343,10 +343,17 @@ impl Streams {
     pub fn reset(&mut self, key: Key, client_error: bool) -> Result<(), H2Error> {
         self.close(key);
         if client_error {
-            self.local_error_resets += 1;
-            if self.local_error_resets > self.limits.max_local_error_resets {
-                return Err(CALM);
-            }
+            return self.local_error();
+        }
+        Ok(())
+    }
+
+    /// We reset a stream for the client's protocol error (one with no slot, too): counts
+    /// toward the MadeYouReset limit.
+    pub fn local_error(&mut self) -> Result<(), H2Error> {
+        self.local_error_resets += 1;
+        if self.local_error_resets > self.limits.max_local_error_resets {
+            return Err(CALM);
         }
         Ok(())
     }
