@@ -221,7 +221,7 @@ fn expects_continue(head: &Head) -> bool {
 
 /// Writes the upstream request head (Go aperture's director); `STRIP_ENCODING` (a metered
 /// request) leaves `Accept-Encoding` out, so that the observed body is not compressed.
-fn write_request_head<const STRIP_ENCODING: bool>(
+pub(crate) fn write_request_head<const STRIP_ENCODING: bool>(
     route: &Route,
     req: &Outbound<'_>,
     out: &mut Vec<u8>,

@@ -1,115 +1,49 @@
 //! Header rewriting between an HTTP/2 stream and an HTTP/1.1 upstream, done in one pass each
-//! way: the request head is written straight to bytes from the stream's header map, and the
-//! response's fields go straight from the parsed head into the client's header map, their values
-//! sharing one buffer. Same rules as [`super::upstream::request_headers`] and
-//! [`super::upstream::response_headers`] (Go aperture's director); no I/O.
+//! way: the request head is written straight to bytes from the stream's `Head` by the HTTP/1.1
+//! path's own writer ([`crate::proxy::forward::write_request_head`], Go aperture's director:
+//! one rule set for both), and the response's fields go straight from the parsed head to the
+//! client's header block. Same response rules as [`super::upstream::response_headers`] (for h2
+//! upstreams) and the HTTP/1.1 response writer; no I/O.
 
-use bytes::Bytes;
-use http::{header, HeaderMap, HeaderName, HeaderValue};
+use crate::proxy::forward::{self, Outbound as H1Outbound};
+use crate::proxy::h1::{self, Framing, Head};
 
-use crate::l402::UpstreamAuthorization;
-
-use super::super::h1::{self, push_field, Head};
-use super::upstream::{cors_value, Outbound, ANY_ORIGIN, CORS_LISTS};
+use super::upstream::{cors_value, Outbound, CORS_LISTS};
 
 /// The HTTP/1.1 request: head (Go aperture's director rewriting) and the whole body.
-pub(super) fn request_bytes(
-    out: &Outbound<'_>,
-    parts: &http::request::Parts,
-    body: &[u8],
-) -> Vec<u8> {
-    let route = out.route;
-    let mut raw = Vec::with_capacity(1024 + body.len());
-    raw.extend_from_slice(parts.method.as_str().as_bytes());
-    raw.push(b' ');
-    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    if let Some(prefix) = &route.service.rewrite_prefix {
-        raw.extend_from_slice(prefix.trim_end_matches('/').as_bytes());
+pub(super) fn request_bytes(out: &Outbound<'_>, head: &Head, body: &[u8]) -> Vec<u8> {
+    let req = H1Outbound {
+        head,
+        framing: Framing::Length(body.len() as u64),
+        peer: out.peer,
+        upstream_auth: out.upstream_auth,
+        authorization: out.authorization,
+        // Not watched from here: the stream's reset is (see `super::serve_native`).
+        client_fd: -1,
+        receipt: None,
+    };
+    let mut raw = Vec::with_capacity(512 + head.raw().len() + body.len());
+    if out.observer.is_some() {
+        // A metered response's tail must be plain text.
+        forward::write_request_head::<true>(out.route, &req, &mut raw);
+    } else {
+        forward::write_request_head::<false>(out.route, &req, &mut raw);
     }
-    raw.extend_from_slice(pq.as_bytes());
-    raw.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-    raw.extend_from_slice(route.service.address.as_bytes());
-    raw.extend_from_slice(b"\r\n");
-    let mut forwarded_for = 0;
-    for (name, value) in &parts.headers {
-        let n = name.as_str();
-        // `te` goes too, `te: trailers` included: it means nothing to an HTTP/1.1 upstream.
-        if h1::is_hop_by_hop(n)
-            || name == http::header::HOST
-            || name == http::header::CONTENT_LENGTH
-            || (out.upstream_auth.is_some() && name == http::header::AUTHORIZATION)
-            || route
-                .service
-                .headers
-                .iter()
-                .any(|(h, _)| h.eq_ignore_ascii_case(n))
-        {
-            continue;
-        }
-        if name == "x-forwarded-for" {
-            forwarded_for += 1;
-            continue;
-        }
-        push_field(&mut raw, n.as_bytes(), value.as_bytes());
-    }
-    let credential = out
-        .upstream_auth
-        .filter(|_| route.service.forwards_credential());
-    if let Some([lsat, l402]) = credential {
-        // Built from a verified token (base64 and hex): always a valid field value.
-        if out.authorization == UpstreamAuthorization::Aperture {
-            push_field(&mut raw, b"authorization", lsat.as_bytes());
-        }
-        push_field(&mut raw, b"authorization", l402.as_bytes());
-    }
-    for (name, value) in &route.service.headers {
-        // `X-Forwarded-For` is ours to set (below), whatever the service configures.
-        if let Ok(n) = HeaderName::try_from(name.as_str()) {
-            if visible_ascii(value.as_bytes()) && n != "x-forwarded-for" {
-                push_field(&mut raw, n.as_str().as_bytes(), value.as_bytes());
-            }
-        }
-    }
-    raw.extend_from_slice(b"x-forwarded-for: ");
-    if forwarded_for > 0 {
-        for prior in parts.headers.get_all("x-forwarded-for") {
-            // A prior hop that is not visible ASCII counts as empty, as it always has.
-            if visible_ascii(prior.as_bytes()) {
-                raw.extend_from_slice(prior.as_bytes());
-            }
-            raw.extend_from_slice(b", ");
-        }
-    }
-    h1::push_ip(&mut raw, out.peer);
-    raw.extend_from_slice(b"\r\n");
-    if !body.is_empty() || parts.method == http::Method::POST || parts.method == http::Method::PUT {
-        raw.extend_from_slice(b"Content-Length: ");
-        h1::push_decimal(&mut raw, body.len() as u64);
-        raw.extend_from_slice(b"\r\n");
-    }
-    raw.extend_from_slice(b"\r\n");
     raw.extend_from_slice(body);
     raw
 }
 
-/// What `HeaderValue::from_str` accepts.
-fn visible_ascii(v: &[u8]) -> bool {
-    v.iter().all(|&b| (32..127).contains(&b) || b == b'\t')
-}
-
-/// The upstream's response fields for the client: framing and connection-specific ones dropped,
-/// `WWW-Authenticate` kept only on a 402, the CORS set merged (a constant when the upstream sent
-/// none of it). Kept values are slices of one copy of the head.
-pub(super) fn response_fields(resp: &Head) -> HeaderMap {
+/// The upstream's response fields for the client, handed to `emit` as (lowercase-or-not name,
+/// value): framing and connection-specific ones dropped, `WWW-Authenticate` kept only on a 402,
+/// the CORS set merged (a constant when the upstream sent none of it).
+pub(super) fn response_fields(resp: &Head, mut emit: impl FnMut(&[u8], &[u8])) {
     let status = resp.status;
-    let base = resp.raw();
-    let shared = Bytes::copy_from_slice(base);
-    let mut headers = HeaderMap::with_capacity(resp.fields().count() + 4);
     let mut cors: [Vec<&[u8]>; 3] = Default::default();
     for (name, value) in resp.fields() {
         let is = |n: &str| name.eq_ignore_ascii_case(n);
         if h1::is_hop_by_hop(name)
             || is("content-length")
+            || is("proxy-authenticate")
             || (is("www-authenticate") && status != 402)
         {
             continue;
@@ -120,34 +54,37 @@ pub(super) fn response_fields(resp: &Head) -> HeaderMap {
         if cors_field {
             // Allow-Origin and any others are replaced by ours; the lists are merged.
             if let Some(i) = CORS_LISTS.iter().position(|n| is(n.as_str())) {
-                if HeaderValue::from_bytes(value).is_ok() {
+                if http::HeaderValue::from_bytes(value).is_ok() {
                     cors[i].push(value);
                 }
             }
             continue;
         }
-        let at = value.as_ptr() as usize - base.as_ptr() as usize;
-        let value = shared.slice(at..at + value.len());
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_maybe_shared(value),
-        ) {
-            headers.append(n, v);
-        }
+        emit(name.as_bytes(), value);
     }
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, ANY_ORIGIN);
+    emit(b"access-control-allow-origin", b"*");
     for (i, name) in CORS_LISTS.into_iter().enumerate() {
         if let Some(v) = cors_value(&cors[i], i) {
-            headers.insert(name, v);
+            emit(name.as_str().as_bytes(), v.as_bytes());
         }
     }
-    headers
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::super::respond::{CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS};
     use super::*;
+
+    fn fields(h: &Head) -> http::HeaderMap {
+        let mut map = http::HeaderMap::new();
+        response_fields(h, |n, v| {
+            map.append(
+                http::HeaderName::from_bytes(n).unwrap(),
+                http::HeaderValue::from_bytes(v).unwrap(),
+            );
+        });
+        map
+    }
 
     fn head(raw: &str) -> Head {
         let mut head = Head::default();
@@ -162,7 +99,7 @@ mod tests {
             "X-A: 1\r\nWWW-Authenticate: L402 x\r\nAccess-Control-Allow-Origin: example.com\r\n",
             "Access-Control-Max-Age: 5\r\nAccess-Control-Allow-Methods: PUT, get\r\nX-A: 2\r\n\r\n"
         ));
-        let map = response_fields(&h);
+        let map = fields(&h);
         let all =
             |n: &str| -> Vec<&str> { map.get_all(n).iter().map(|v| v.to_str().unwrap()).collect() };
         assert_eq!(all("x-a"), ["1", "2"]);
@@ -178,9 +115,6 @@ mod tests {
         assert_eq!(all("access-control-expose-headers"), [CORS_EXPOSE_HEADERS]);
         assert_eq!(all("access-control-allow-headers"), [CORS_ALLOW_HEADERS]);
         let h402 = head("HTTP/1.1 402 Payment Required\r\nWWW-Authenticate: L402 x\r\n\r\n");
-        assert_eq!(
-            response_fields(&h402).get("www-authenticate").unwrap(),
-            "L402 x"
-        );
+        assert_eq!(fields(&h402).get("www-authenticate").unwrap(), "L402 x");
     }
 }

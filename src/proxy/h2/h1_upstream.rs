@@ -19,7 +19,7 @@ use super::super::io::{BufStream, ReadError};
 use super::super::pool::Upstream;
 use super::super::{CoreCtx, Route};
 use super::h1_fields::{request_bytes, response_fields};
-use super::upstream::{add_receipt, failed, Outbound};
+use super::upstream::{failed, Outbound};
 
 /// Largest chunked response body de-chunked in memory for an HTTP/2 client; a larger one is a
 /// 502 (length- and close-delimited bodies stream and have no such limit).
@@ -31,24 +31,50 @@ const BODY_CHUNK: usize = 64 * 1024;
 pub(super) async fn forward_h1<U: Upstream>(
     core: &CoreCtx,
     out: &Outbound<'_>,
-    req: http::Request<RecvBody>,
+    req: &Head,
     respond: &Stream,
 ) -> Result<u16, Synthetic> {
     let route = out.route;
     let limits = core.routes().limits.clone();
-    let (parts, body) = req.into_parts();
-    let body = read_request_body(body, limits.max_body_bytes, limits.read_timeout).await?;
-    let raw = request_bytes(out, &parts, &body);
-    let method = parts.method.as_str().as_bytes();
+    let body = if respond.request_ended() {
+        // No body (a GET): no timer, no buffer.
+        Bytes::new()
+    } else {
+        read_request_body(respond.body(), limits.max_body_bytes, limits.read_timeout).await?
+    };
+    let raw = request_bytes(out, req, &body);
     let (mut up, resp) = exchange::<U>(core, route, raw).await?;
     let status = resp.status;
     let framing = resp
-        .response_framing(method)
+        .response_framing(req.method())
         .map_err(|e| failed(core, route, &e))?;
-    let mut head = http::Response::new(());
-    *head.status_mut() = http::StatusCode::from_u16(status).map_err(|e| failed(core, route, &e))?;
-    *head.headers_mut() = response_fields(&resp);
-    add_receipt(head.headers_mut(), status, out.receipt.as_deref());
+    if !(100..=999).contains(&status) {
+        return Err(failed(core, route, &"bad status code"));
+    }
+    let receipt = out
+        .receipt
+        .as_deref()
+        .filter(|_| (200..300).contains(&status));
+    // The head, straight from the upstream's fields into the client's header block.
+    let send_head = |len: Option<u64>, end: bool| {
+        respond.send_head(status, end, |f| {
+            response_fields(&resp, |n, v| {
+                // A Payment receipt's answer is private, whatever the upstream said.
+                if receipt.is_none() || !n.eq_ignore_ascii_case(b"cache-control") {
+                    f.field(n, v)
+                }
+            });
+            if let Some(len) = len {
+                let mut digits = Vec::with_capacity(20);
+                super::super::h1::push_decimal(&mut digits, len);
+                f.field(b"content-length", &digits);
+            }
+            if let Some(receipt) = receipt {
+                f.field(b"cache-control", b"private");
+                f.field(b"payment-receipt", receipt.as_bytes());
+            }
+        })
+    };
     let reusable = resp.keep_alive();
     let observer = out.observer;
     if let Some(obs) = observer {
@@ -66,14 +92,12 @@ pub(super) async fn forward_h1<U: Upstream>(
         _ => None,
     };
     if let Some(payload) = payload {
-        head.headers_mut()
-            .insert(http::header::CONTENT_LENGTH, payload.len().into());
         if reusable && up.is_drained() {
             U::pool(core).put(route.upstream, up, &limits);
         }
         let sent = if payload.is_empty() {
-            respond.send_response(&head, true).is_ok()
-        } else if respond.send_response(&head, false).is_ok() {
+            send_head(Some(0), true).is_ok()
+        } else if send_head(Some(payload.len() as u64), false).is_ok() {
             let tail = payload.clone(); // refcounted: no copy
             let sent = respond.send_all(payload, true, limits.write_timeout).await;
             if let Some(obs) = observer {
@@ -88,11 +112,11 @@ pub(super) async fn forward_h1<U: Upstream>(
         }
         return Ok(status);
     }
-    if let Framing::Length(n) = framing {
-        head.headers_mut()
-            .insert(http::header::CONTENT_LENGTH, n.into());
-    }
-    if respond.send_response(&head, false).is_err() {
+    let len = match framing {
+        Framing::Length(n) => Some(n),
+        _ => None,
+    };
+    if send_head(len, false).is_err() {
         return Ok(status);
     }
     match stream_body(&mut up, respond, framing, limits.write_timeout, observer).await {
@@ -115,10 +139,6 @@ async fn read_request_body(
     max: u64,
     within: std::time::Duration,
 ) -> Result<Bytes, Synthetic> {
-    if body.is_end_stream() {
-        // No body (a GET): no timer, no buffer.
-        return Ok(Bytes::new());
-    }
     let mut buf = BytesMut::new();
     loop {
         match monoio::time::timeout(within, body.data()).await {
@@ -202,19 +222,18 @@ async fn stream_body<U: Upstream>(
             }
         }
         let n = remaining.min(up.data().len() as u64) as usize;
-        let mut chunk = Vec::with_capacity(n);
-        up.take_into(&mut chunk, n);
         if let Some(obs) = observer {
-            obs.borrow_mut().body(&chunk);
+            obs.borrow_mut().body(&up.data()[..n]);
         }
         if framing != Framing::Close {
             remaining -= n as u64;
         }
         // The last piece of a length-delimited body ends the stream in the same frame.
         let last = remaining == 0;
-        down.send_all(Bytes::from(chunk), last, within)
+        down.send_slice(&up.data()[..n], last, within)
             .await
             .map_err(|_| ())?;
+        up.consume(n);
         if last {
             return Ok(());
         }

@@ -11,7 +11,6 @@ mod h1_upstream;
 mod replay;
 mod upstream;
 
-
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -166,17 +165,14 @@ async fn phases(
             super::meter::Verdict::Answer(answer) => return Err(answered(answer)),
         }
     }
-    let mut req = http_request(&head, stream)?;
     let observed = match (metering.as_mut(), settling.as_mut()) {
         (Some(m), _) => Some(&mut m.observer),
         (None, Some(s)) => Some(&mut s.observer),
         (None, None) => None,
     };
-    let observer = observed.map(|o| {
-        // Plain text in the tail, as on HTTP/1.1.
-        req.headers_mut().remove(http::header::ACCEPT_ENCODING);
-        RefCell::new(std::mem::replace(o, super::meter::Observer::new(0)))
-    });
+    // Plain text in the tail, as on HTTP/1.1: the forwarders drop `Accept-Encoding` for it.
+    let observer =
+        observed.map(|o| RefCell::new(std::mem::replace(o, super::meter::Observer::new(0))));
     let out = upstream::Outbound {
         route,
         peer: peer.ip(),
@@ -186,7 +182,7 @@ async fn phases(
         is_grpc,
         observer: observer.as_ref(),
     };
-    let forwarded = upstream::forward(core, out, req, stream).await;
+    let forwarded = upstream::forward(core, out, &head, stream).await;
     match (metering, settling, observer) {
         (Some(mut m), _, Some(observer)) => {
             m.observer = observer.into_inner();
@@ -294,7 +290,10 @@ async fn serve_static(
 
 /// The request in `http`'s form, for the forwarders that speak it: method, target, fields,
 /// and the body as it arrives.
-fn http_request(head: &Head, stream: &Stream) -> Result<http::Request<RecvBody>, Synthetic> {
+pub(super) fn http_request(
+    head: &Head,
+    stream: &Stream,
+) -> Result<http::Request<RecvBody>, Synthetic> {
     let mut req = http::Request::new(stream.body());
     *req.method_mut() =
         http::Method::from_bytes(head.method()).map_err(|_| Synthetic::BadRequest("bad method"))?;

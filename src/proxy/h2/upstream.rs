@@ -27,7 +27,7 @@ use crate::error::Synthetic;
 use crate::l402::UpstreamAuthorization;
 use crate::metrics::Counter;
 
-use super::super::h1;
+use super::super::h1::{self, Head};
 use super::super::pool::TlsUpstream;
 use super::super::respond::{self, CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS};
 use super::super::{grpc, CoreCtx, Route};
@@ -66,11 +66,11 @@ thread_local! {
     static NO_H2: RefCell<HashSet<SocketAddr>> = RefCell::new(HashSet::new());
 }
 
-/// Forwards `req` and relays the response; `Err` only while nothing was sent downstream.
+/// Forwards the request and relays the response; `Err` only while nothing was sent downstream.
 pub async fn forward(
     core: &CoreCtx,
     out: Outbound<'_>,
-    req: http::Request<RecvBody>,
+    head: &Head,
     respond: &Stream,
 ) -> Result<u16, Synthetic> {
     // The h2 and TLS paths hold large futures (handshakes, two h2 streams): boxed, so that the
@@ -79,30 +79,45 @@ pub async fn forward(
     match out.route.service.protocol {
         Protocol::H2c => {
             Box::pin(async {
+                let req = http_request(head, respond, &out)?;
                 let send = h2c_sender(core, out.route).await?;
                 forward_h2(core, &out, req, respond, send, "http").await
             })
             .await
         }
-        Protocol::Http => forward_h1::<TcpStream>(core, &out, req, respond).await,
-        Protocol::Https => Box::pin(forward_https(core, &out, req, respond)).await,
+        Protocol::Http => forward_h1::<TcpStream>(core, &out, head, respond).await,
+        Protocol::Https => Box::pin(forward_https(core, &out, head, respond)).await,
     }
+}
+
+/// The request in `http`'s form for an h2 upstream (`Accept-Encoding` dropped for a metered one).
+fn http_request(
+    head: &Head,
+    respond: &Stream,
+    out: &Outbound<'_>,
+) -> Result<http::Request<RecvBody>, Synthetic> {
+    let mut req = super::http_request(head, respond)?;
+    if out.observer.is_some() {
+        req.headers_mut().remove(http::header::ACCEPT_ENCODING);
+    }
+    Ok(req)
 }
 
 /// `https`: h2 when the upstream agrees to it through ALPN, HTTP/1.1 otherwise.
 async fn forward_https(
     core: &CoreCtx,
     out: &Outbound<'_>,
-    req: http::Request<RecvBody>,
+    head: &Head,
     respond: &Stream,
 ) -> Result<u16, Synthetic> {
     let route = out.route;
     let addr = route.upstream;
     // A metered response is observed on HTTP/1.1 only: no h2 offer for it.
     if out.observer.is_some() || NO_H2.with(|s| s.borrow().contains(&addr)) {
-        return forward_h1::<TlsUpstream>(core, out, req, respond).await;
+        return forward_h1::<TlsUpstream>(core, out, head, respond).await;
     }
     if let Some(send) = cached_sender((addr, true)).await {
+        let req = http_request(head, respond, out)?;
         return forward_h2(core, out, req, respond, send, "https").await;
     }
     let tls = route
@@ -115,12 +130,13 @@ async fn forward_https(
         .map_err(|e| failed(core, route, &e))?;
     if stream.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2) {
         let send = h2_handshake(core, route, (addr, true), stream).await?;
+        let req = http_request(head, respond, out)?;
         forward_h2(core, out, req, respond, send, "https").await
     } else {
         // The upstream speaks HTTP/1.1 only: remember it and use the TLS pool from now on (this
         // probe connection is poll-based TLS, not the pool's kind, so it is dropped).
         NO_H2.with(|s| s.borrow_mut().insert(addr));
-        forward_h1::<TlsUpstream>(core, out, req, respond).await
+        forward_h1::<TlsUpstream>(core, out, head, respond).await
     }
 }
 

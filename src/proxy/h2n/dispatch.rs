@@ -170,13 +170,17 @@ impl Reader {
             } => self.data(stream, data, end_stream, flow_len),
             Frame::RstStream { stream, .. } => {
                 let mut inner = self.shared.borrow_mut();
-                if let Some(key) = inner.streams.recv_rst(stream)? {
-                    if let Some(io) = inner.io_of(key).cloned() {
-                        inner.abandon(&io);
+                match inner.streams.recv_rst(stream)? {
+                    Some(key) => {
+                        if let Some(io) = inner.io_of(key).cloned() {
+                            inner.abandon(&io);
+                        }
+                        inner.detach_slot(key);
+                        Ok(())
                     }
-                    inner.detach_slot(key);
+                    // A reset of a stream already closed: harmless once, a flood in bulk.
+                    None => inner.flood.idle_frame(),
                 }
-                Ok(())
             }
             Frame::WindowUpdate { stream, increment } => {
                 let mut inner = self.shared.borrow_mut();
@@ -320,6 +324,9 @@ impl Reader {
         match inner.streams.recv_headers(done.stream, done.end_stream)? {
             Headers::Ignored => Ok(()),
             Headers::Refused(id) => {
+                // A stream refused does no request any good: a client that keeps opening past
+                // the limit is a flood.
+                inner.flood.idle_frame()?;
                 self.core.counters().incr(Counter::H2StreamsRefused);
                 frame::write_rst_stream(&mut inner.out, id, ErrorCode::RefusedStream);
                 inner.kick();

@@ -212,6 +212,62 @@ impl Stream {
         }
     }
 
+    /// [`Stream::send_all`] of a borrowed slice: written straight into the connection's output
+    /// when both windows take all of it in one frame (no copy into a chunk of its own), else
+    /// copied and queued.
+    pub async fn send_slice(&self, data: &[u8], end: bool, within: Duration) -> Result<(), Gone> {
+        if self.write_direct(data, end)? {
+            return Ok(());
+        }
+        self.send_all(Bytes::copy_from_slice(data), end, within)
+            .await
+    }
+
+    /// One DATA frame straight into the output, when nothing is queued before it and the
+    /// windows, the frame size and the output's high-water mark allow.
+    fn write_direct(&self, data: &[u8], end: bool) -> Result<bool, Gone> {
+        let mut inner = self.shared.borrow_mut();
+        let mut st = self.io.st.borrow_mut();
+        if st.gone || st.end_queued || !st.head_sent || inner.closed || !inner.live(&st) {
+            return Err(Gone);
+        }
+        let key = Key(st.key);
+        let window = inner.streams.get(key).map_or(0, |s| s.send_window);
+        let n = data.len() as i64;
+        if !st.send.is_empty()
+            || n > window.min(inner.send_window)
+            || data.len() > inner.peer_max_frame as usize
+            || inner.out.len() > HIGH_WATER
+        {
+            return Ok(false);
+        }
+        let flags = if end {
+            super::frame::flag::END_STREAM
+        } else {
+            0
+        };
+        super::frame::write_header(
+            &mut inner.out,
+            data.len(),
+            super::frame::kind::DATA,
+            flags,
+            st.id,
+        );
+        inner.out.extend_from_slice(data);
+        inner.send_window -= n;
+        if let Some(s) = inner.streams.get_mut(key) {
+            s.send_window -= n;
+        }
+        inner.kick();
+        if end {
+            st.end_queued = true;
+            st.ended = true;
+            drop(st);
+            inner.ended(key);
+        }
+        Ok(true)
+    }
+
     /// Ends the stream with trailers (after any queued data).
     pub fn send_trailers(&self, trailers: HeaderMap) -> Result<(), Gone> {
         let mut inner = self.shared.borrow_mut();
