@@ -15,6 +15,7 @@ mod echo_proto;
 mod fleet;
 mod fleet_redis;
 mod grpc;
+mod grpc_py;
 mod grpc_tonic;
 mod h2_abuse;
 mod h2_forward;
