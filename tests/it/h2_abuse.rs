@@ -457,10 +457,10 @@ async fn streams_over_the_concurrent_limit_are_refused_while_the_others_complete
 async fn a_frame_over_max_frame_size_is_a_frame_size_error() {
     let bed = bed("");
     let mut peer = Peer::open(bed.proxy.addr);
-    // HEADERS of 16,385 bytes: over the initial SETTINGS_MAX_FRAME_SIZE (the proxy's is the
-    // default 16,384); one that can change the connection's state, so a connection error.
+    // HEADERS one byte over the proxy's SETTINGS_MAX_FRAME_SIZE (16,384 by default): a frame
+    // that can change the connection's state, so a connection error (§4.2).
     let mut block = request_block(false, "/ok");
-    block.resize(16_385, 0);
+    block.resize(peer.max_frame as usize + 1, 0);
     assert!(peer.send(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &block)));
     let end = peer.end();
     assert!(

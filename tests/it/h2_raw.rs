@@ -191,6 +191,8 @@ pub(crate) struct Peer {
     hpack: Decoder,
     /// Frames sent since the connection opened (the flood bound counts them).
     pub(crate) frames: usize,
+    /// The proxy's SETTINGS_MAX_FRAME_SIZE.
+    pub(crate) max_frame: u32,
     /// A header block still coming in CONTINUATIONs.
     block: Vec<u8>,
     /// Streams answering: `:status` and body so far.
@@ -203,7 +205,7 @@ impl Peer {
     pub(crate) fn open(addr: SocketAddr) -> Peer {
         let mut tcp = raw_h2c(addr);
         tcp.set_read_timeout(Some(WAIT)).unwrap();
-        let (kind, flags, ..) = read_frame(&mut tcp).expect("the proxy's SETTINGS");
+        let (kind, flags, _, settings) = read_frame(&mut tcp).expect("the proxy's SETTINGS");
         assert_eq!(
             (kind, flags),
             (SETTINGS, 0),
@@ -221,8 +223,16 @@ impl Peer {
                 return;
             }
         });
+        // SETTINGS_MAX_FRAME_SIZE (0x5), 16,384 unless the proxy says otherwise.
+        let max_frame = settings
+            .chunks_exact(6)
+            .filter(|p| p[..2] == [0, 5])
+            .map(|p| u32::from_be_bytes([p[2], p[3], p[4], p[5]]))
+            .next_back()
+            .unwrap_or(16_384);
         Peer {
             tcp,
+            max_frame,
             rx,
             hpack: Decoder::new(4096, 1 << 20),
             frames: 0,
