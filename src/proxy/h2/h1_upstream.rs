@@ -65,9 +65,8 @@ pub(super) async fn forward_h1<U: Upstream>(
                 }
             });
             if let Some(len) = len {
-                let mut digits = Vec::with_capacity(20);
-                super::super::h1::push_decimal(&mut digits, len);
-                f.field(b"content-length", &digits);
+                let mut digits = [0u8; 20];
+                f.field(b"content-length", decimal(len, &mut digits));
             }
             if let Some(receipt) = receipt {
                 f.field(b"cache-control", b"private");
@@ -132,6 +131,19 @@ pub(super) async fn forward_h1<U: Upstream>(
         Err(()) => respond.send_reset(ErrorCode::InternalError),
     }
     Ok(status)
+}
+
+/// `n` in decimal, written into the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
 }
 
 async fn read_request_body(
@@ -292,6 +304,14 @@ fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals() {
+        let mut b = [0u8; 20];
+        assert_eq!(decimal(0, &mut b), b"0");
+        assert_eq!(decimal(13, &mut b), b"13");
+        assert_eq!(decimal(u64::MAX, &mut b), b"18446744073709551615");
+    }
 
     #[test]
     fn chunked_bodies_decode() {

@@ -252,7 +252,18 @@ pub struct Decoder {
     max_allowed: usize,
     /// Our SETTINGS_MAX_HEADER_LIST_SIZE.
     max_list: usize,
+    /// The last long Huffman-coded literal value and its decoding. Clients send the same
+    /// credential on every request as a literal that is never indexed (nghttp2, and so curl and
+    /// h2load, and Go keep `authorization` out of the table): decoding it is most of a request
+    /// block's cost, comparing it with the last one a small part.
+    memo_raw: Vec<u8>,
+    memo_decoded: Vec<u8>,
 }
+
+/// Literal values this long or longer (encoded) are remembered by [`Decoder`]'s memo; longer
+/// than [`MEMO_MAX`] they are not (the memo's memory stays bounded per connection).
+const MEMO_MIN: usize = 48;
+const MEMO_MAX: usize = 4096;
 
 /// A cursor over a header block.
 struct Cursor<'a> {
@@ -317,6 +328,8 @@ impl Decoder {
             table: DynTable::new(table_size),
             max_allowed: table_size,
             max_list,
+            memo_raw: Vec::new(),
+            memo_decoded: Vec::new(),
         }
     }
 
@@ -330,6 +343,9 @@ impl Decoder {
     /// connection can go on; on `Compression` it cannot.
     pub fn decode(&mut self, block: &[u8], out: &mut HeaderList) -> Result<(), HpackError> {
         out.clear();
+        // Decoded blocks are rarely over twice their encoded size: one allocation, not a
+        // doubling series, when the list's buffer went to the last request's head.
+        out.bytes.reserve(block.len() * 2 + 128);
         let mut c = Cursor { buf: block, pos: 0 };
         let mut seen_field = false;
         let mut malformed = None;
@@ -369,7 +385,7 @@ impl Decoder {
                 field_start..out.bytes.len()
             };
             if prefix != 0 {
-                c.string(&mut out.bytes)?;
+                self.value(&mut c, &mut out.bytes)?;
             }
             let value = name.end..out.bytes.len();
             let (n, v) = (&out.bytes[name.clone()], &out.bytes[value.clone()]);
@@ -403,6 +419,33 @@ impl Decoder {
             Some(why) => Err(HpackError::Malformed(why)),
             None => Ok(()),
         }
+    }
+
+    /// A literal field value: a long Huffman-coded one equal to the last one is copied from
+    /// the memo instead of decoded again.
+    fn value(&mut self, c: &mut Cursor<'_>, out: &mut Vec<u8>) -> Result<(), HpackError> {
+        let at = c.pos;
+        if c.buf.get(at).ok_or(TRUNCATED)? & 0x80 == 0 {
+            return c.string(out);
+        }
+        let len = c.int(7)?;
+        let end = c.pos.checked_add(len).ok_or(TRUNCATED)?;
+        let raw = c.buf.get(c.pos..end).ok_or(TRUNCATED)?;
+        c.pos = end;
+        let memo = (MEMO_MIN..=MEMO_MAX).contains(&raw.len());
+        if memo && raw == self.memo_raw.as_slice() {
+            out.extend_from_slice(&self.memo_decoded);
+            return Ok(());
+        }
+        let start = out.len();
+        huffman_decode(raw, out)?;
+        if memo {
+            self.memo_raw.clear();
+            self.memo_raw.extend_from_slice(raw);
+            self.memo_decoded.clear();
+            self.memo_decoded.extend_from_slice(&out[start..]);
+        }
+        Ok(())
     }
 
     fn lookup(&self, index: usize) -> Result<(&[u8], &[u8]), HpackError> {
@@ -598,9 +641,64 @@ impl Encoder {
     }
 }
 
-/// The static-table index of a name (first entry with it).
+/// The static-table index of a name (first entry with it): a `match`, which compiles to a
+/// switch on the length and a few comparisons, not a scan of 61 entries per field.
 fn static_name_index(name: &[u8]) -> Option<usize> {
-    STATIC.iter().position(|(n, _)| *n == name).map(|i| i + 1)
+    Some(match name {
+        b":authority" => 1,
+        b":method" => 2,
+        b":path" => 4,
+        b":scheme" => 6,
+        b":status" => 8,
+        b"accept-charset" => 15,
+        b"accept-encoding" => 16,
+        b"accept-language" => 17,
+        b"accept-ranges" => 18,
+        b"accept" => 19,
+        b"access-control-allow-origin" => 20,
+        b"age" => 21,
+        b"allow" => 22,
+        b"authorization" => 23,
+        b"cache-control" => 24,
+        b"content-disposition" => 25,
+        b"content-encoding" => 26,
+        b"content-language" => 27,
+        b"content-length" => 28,
+        b"content-location" => 29,
+        b"content-range" => 30,
+        b"content-type" => 31,
+        b"cookie" => 32,
+        b"date" => 33,
+        b"etag" => 34,
+        b"expect" => 35,
+        b"expires" => 36,
+        b"from" => 37,
+        b"host" => 38,
+        b"if-match" => 39,
+        b"if-modified-since" => 40,
+        b"if-none-match" => 41,
+        b"if-range" => 42,
+        b"if-unmodified-since" => 43,
+        b"last-modified" => 44,
+        b"link" => 45,
+        b"location" => 46,
+        b"max-forwards" => 47,
+        b"proxy-authenticate" => 48,
+        b"proxy-authorization" => 49,
+        b"range" => 50,
+        b"referer" => 51,
+        b"refresh" => 52,
+        b"retry-after" => 53,
+        b"server" => 54,
+        b"set-cookie" => 55,
+        b"strict-transport-security" => 56,
+        b"transfer-encoding" => 57,
+        b"user-agent" => 58,
+        b"vary" => 59,
+        b"via" => 60,
+        b"www-authenticate" => 61,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

@@ -359,3 +359,23 @@ fn random_and_mutated_blocks_never_panic() {
         let _ = d.decode(&block, &mut out);
     }
 }
+
+#[test]
+fn a_repeated_long_literal_decodes_the_same_and_a_changed_one_differently() {
+    // Never-indexed literals (as clients send credentials) go through the decoder's memo.
+    let block = |value: &[u8]| {
+        let mut e = Encoder::default();
+        let mut b = Vec::new();
+        e.field(b"authorization", value, true, &mut b);
+        b
+    };
+    let a = b"L402 AgELbG9jYWxob3N0OjgwODECQgAAmacaroonmacaroonmacaroonmacaroon:0123456789abcdef";
+    let mut b = *a;
+    b[40] = b'X'; // same length, one byte differs
+    let mut d = Decoder::new(4096, 64 << 10);
+    let mut out = HeaderList::default();
+    for (value, round) in [(&a[..], 0), (&a[..], 1), (&b[..], 2), (&a[..], 3)] {
+        d.decode(&block(value), &mut out).expect("decodes");
+        assert_eq!(out.get(b"authorization"), Some(value), "round {round}");
+    }
+}
