@@ -168,6 +168,7 @@ impl Head {
 
     fn store(&mut self, data: &[u8], n: usize, headers: &[httparse::Header<'_>]) {
         self.fields.clear();
+        self.fields.reserve(headers.len());
         for h in headers.iter() {
             self.fields
                 .push((range_in(data, h.name.as_bytes()), range_in(data, h.value)));

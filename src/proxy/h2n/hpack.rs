@@ -228,17 +228,18 @@ impl DynTable {
         self.size += size;
     }
 
+    /// The newest entry equal to (`name`, `value`), and the newest with `name`. Lengths are
+    /// compared before bytes: most entries are rejected without touching their data.
     fn find(&self, name: &[u8], value: &[u8]) -> (Option<usize>, Option<usize>) {
         let mut name_at = None;
-        for i in 0..self.entries.len() {
-            if let Some((n, v)) = self.get(i) {
-                if n == name {
-                    if v == value {
-                        return (Some(i), Some(i));
-                    }
-                    name_at.get_or_insert(i);
-                }
+        for (i, &(at, n, v, _)) in self.entries.iter().enumerate() {
+            if n != name.len() || self.data.get(at..at + n) != Some(name) {
+                continue;
             }
+            if v == value.len() && self.data.get(at + n..at + n + v) == Some(value) {
+                return (Some(i), Some(i));
+            }
+            name_at.get_or_insert(i);
         }
         (None, name_at)
     }
@@ -258,6 +259,8 @@ pub struct Decoder {
     /// block's cost, comparing it with the last one a small part.
     memo_raw: Vec<u8>,
     memo_decoded: Vec<u8>,
+    /// The value checks' verdict on `memo_decoded` (a hit is not rescanned).
+    memo_verdict: Option<&'static str>,
 }
 
 /// Literal values this long or longer (encoded) are remembered by [`Decoder`]'s memo; longer
@@ -330,6 +333,7 @@ impl Decoder {
             max_list,
             memo_raw: Vec::new(),
             memo_decoded: Vec::new(),
+            memo_verdict: None,
         }
     }
 
@@ -384,9 +388,11 @@ impl Decoder {
                 c.string(&mut out.bytes)?;
                 field_start..out.bytes.len()
             };
-            if prefix != 0 {
-                self.value(&mut c, &mut out.bytes)?;
-            }
+            let known = if prefix != 0 {
+                self.value(&mut c, &mut out.bytes)?
+            } else {
+                None
+            };
             let value = name.end..out.bytes.len();
             let (n, v) = (&out.bytes[name.clone()], &out.bytes[value.clone()]);
             let verdict = match index {
@@ -394,7 +400,10 @@ impl Decoder {
                 // when they were inserted.
                 62.. if prefix == 0 => (!self.table.valid(index - 62)).then_some(BAD_ENTRY),
                 _ if prefix == 0 => None,
-                _ => check_field(n, v),
+                _ => match known {
+                    Some(value_verdict) => check_name(n).or(value_verdict),
+                    None => check_field(n, v),
+                },
             };
             if incremental {
                 self.table.insert(n, v, verdict.is_none());
@@ -422,11 +431,15 @@ impl Decoder {
     }
 
     /// A literal field value: a long Huffman-coded one equal to the last one is copied from
-    /// the memo instead of decoded again.
-    fn value(&mut self, c: &mut Cursor<'_>, out: &mut Vec<u8>) -> Result<(), HpackError> {
+    /// the memo instead of decoded again. `Some`: the value checks' verdict, known from the memo.
+    fn value(
+        &mut self,
+        c: &mut Cursor<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<Option<&'static str>>, HpackError> {
         let at = c.pos;
         if c.buf.get(at).ok_or(TRUNCATED)? & 0x80 == 0 {
-            return c.string(out);
+            return c.string(out).map(|()| None);
         }
         let len = c.int(7)?;
         let end = c.pos.checked_add(len).ok_or(TRUNCATED)?;
@@ -435,17 +448,19 @@ impl Decoder {
         let memo = (MEMO_MIN..=MEMO_MAX).contains(&raw.len());
         if memo && raw == self.memo_raw.as_slice() {
             out.extend_from_slice(&self.memo_decoded);
-            return Ok(());
+            return Ok(Some(self.memo_verdict));
         }
         let start = out.len();
         huffman_decode(raw, out)?;
-        if memo {
-            self.memo_raw.clear();
-            self.memo_raw.extend_from_slice(raw);
-            self.memo_decoded.clear();
-            self.memo_decoded.extend_from_slice(&out[start..]);
+        if !memo {
+            return Ok(None);
         }
-        Ok(())
+        self.memo_raw.clear();
+        self.memo_raw.extend_from_slice(raw);
+        self.memo_decoded.clear();
+        self.memo_decoded.extend_from_slice(&out[start..]);
+        self.memo_verdict = check_value(&out[start..]);
+        Ok(Some(self.memo_verdict))
     }
 
     fn lookup(&self, index: usize) -> Result<(&[u8], &[u8]), HpackError> {
@@ -463,6 +478,11 @@ impl Decoder {
 /// RFC 9113 §8.2.1 field syntax: lowercase token names (or a pseudo-header name), values
 /// without NUL, CR or LF and without leading or trailing whitespace.
 fn check_field(name: &[u8], value: &[u8]) -> Option<&'static str> {
+    check_name(name).or_else(|| check_value(value))
+}
+
+/// RFC 9113 §8.2.1 on a name: a lowercase token (after the colon of a pseudo-header field).
+fn check_name(name: &[u8]) -> Option<&'static str> {
     let body = match name {
         [] => return Some("empty name"),
         [b':', rest @ ..] => rest,
@@ -471,6 +491,11 @@ fn check_field(name: &[u8], value: &[u8]) -> Option<&'static str> {
     if body.is_empty() || !body.iter().all(|&b| LOWER_TCHAR[b as usize]) {
         return Some("field name not a lowercase token");
     }
+    None
+}
+
+/// RFC 9113 §8.2.1 on a value: no NUL, CR or LF, no whitespace at either end.
+fn check_value(value: &[u8]) -> Option<&'static str> {
     if has_nul_cr_lf(value) {
         return Some("NUL, CR or LF in a field value");
     }

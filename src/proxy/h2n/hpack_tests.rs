@@ -379,3 +379,24 @@ fn a_repeated_long_literal_decodes_the_same_and_a_changed_one_differently() {
         assert_eq!(out.get(b"authorization"), Some(value), "round {round}");
     }
 }
+
+#[test]
+fn a_repeated_malformed_long_literal_is_refused_every_time() {
+    let mut e = Encoder::default();
+    let mut d = Decoder::new(4096, 64 << 10);
+    let mut out = HeaderList::default();
+    let bad = b"L402 AgELbG9jYWxob3N0OjgwODECQgAAmacaroonmacaroonmacaroonmacaroon:0123 ";
+    for round in 0..2 {
+        let mut block = Vec::new();
+        e.field(b"authorization", bad, true, &mut block);
+        let r = d.decode(&block, &mut out);
+        assert!(
+            matches!(r, Err(HpackError::Malformed(_))),
+            "round {round}: {r:?}"
+        );
+        // Same value under a bad name: the name is still checked on a memo hit.
+        let mut block = Vec::new();
+        e.field(b"x-ok", b"fine", true, &mut block);
+        d.decode(&block, &mut out).expect("decodes");
+    }
+}
