@@ -159,7 +159,9 @@ enum Wake {
 }
 
 /// Sends the output buffer as it fills, until the connection is over; watches the idle timeout
-/// and the core's shutdown.
+/// and the core's shutdown. The idle timer is armed once per idle period and re-armed only when
+/// it fires early (a connection with one stream at a time goes idle after every request: a
+/// timer per request would cost more than the request's frames).
 async fn write_loop<W: AsyncWriteRent>(
     core: Rc<CoreCtx>,
     shared: Shared,
@@ -170,7 +172,14 @@ async fn write_loop<W: AsyncWriteRent>(
     let within = core.routes().limits.write_timeout;
     let mut stop = core.shutdown.wait();
     let mut stopping = false;
-    let mut idle_since: Option<Instant> = None;
+    // When the connection last had no live stream (None: it has some now).
+    let mut idle_since: Option<Instant> = Some(Instant::now());
+    let far = Instant::now() + Duration::from_secs(365 * 86_400);
+    let mut timer = std::pin::pin!(monoio::time::sleep_until(if idle.is_zero() {
+        far
+    } else {
+        Instant::now() + idle
+    }));
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     loop {
         let wait = poll_fn(|cx| {
@@ -186,20 +195,20 @@ async fn write_loop<W: AsyncWriteRent>(
             Poll::Pending
         });
         let live = shared.borrow().streams.live();
-        if live > 0 {
-            idle_since = None;
-        } else if idle_since.is_none() {
-            idle_since = Some(Instant::now());
+        match (live, idle_since) {
+            (0, None) => idle_since = Some(Instant::now()),
+            (1.., Some(_)) => idle_since = None,
+            _ => {}
         }
-        let wake_at = idle_since.map(|t| t + idle);
         let woke = monoio::select! {
             w = wait => w,
             _ = &mut stop, if !stopping => Wake::Stop,
-            _ = monoio::time::sleep_until(wake_at.unwrap_or_else(Instant::now)), if wake_at.is_some() && !idle.is_zero() => Wake::Timer,
+            _ = timer.as_mut(), if !idle.is_zero() => Wake::Timer,
         };
         match woke {
             Wake::Output => {
-                let (res, b) = match monoio::time::timeout(within, write.write_all(buf)).await {
+                let op = std::pin::pin!(write.write_all(buf));
+                let (res, b) = match crate::proxy::deadline::within(op, within).await {
                     Ok(r) => r,
                     Err(_) => break,
                 };
@@ -219,12 +228,20 @@ async fn write_loop<W: AsyncWriteRent>(
                 shared.borrow_mut().goaway(ErrorCode::NoError, b"");
             }
             Wake::Timer => {
+                let now = Instant::now();
                 let mut inner = shared.borrow_mut();
-                if inner.streams.live() == 0 && !inner.draining {
-                    tracing::debug!(core = core.id, "h2 connection idle; GOAWAY");
-                    inner.goaway(ErrorCode::NoError, b"idle");
+                let idle_for = idle_since.filter(|_| inner.streams.live() == 0);
+                match idle_for {
+                    Some(since) if since + idle <= now => {
+                        if !inner.draining {
+                            tracing::debug!(core = core.id, "h2 connection idle; GOAWAY");
+                            inner.goaway(ErrorCode::NoError, b"idle");
+                        }
+                        timer.as_mut().reset(far);
+                    }
+                    Some(since) => timer.as_mut().reset(since + idle),
+                    None => timer.as_mut().reset(now + idle),
                 }
-                idle_since = None;
             }
         }
     }
