@@ -33,10 +33,10 @@ pub(super) fn request_bytes(out: &Outbound<'_>, head: &Head, body: &[u8]) -> Vec
     raw
 }
 
-/// The upstream's response fields for the client, handed to `emit` as (lowercase-or-not name,
-/// value): framing and connection-specific ones dropped, `WWW-Authenticate` kept only on a 402,
+/// The upstream's response fields for the client, handed to `emit` as (name, value, whether
+/// the name is lowercase already): framing and connection-specific ones dropped, `WWW-Authenticate` kept only on a 402,
 /// the CORS set merged (a constant when the upstream sent none of it).
-pub(super) fn response_fields(resp: &Head, mut emit: impl FnMut(&[u8], &[u8])) {
+pub(super) fn response_fields(resp: &Head, mut emit: impl FnMut(&[u8], &[u8], bool)) {
     let status = resp.status;
     let mut cors: [Vec<&[u8]>; 3] = Default::default();
     for (name, value) in resp.fields() {
@@ -60,12 +60,12 @@ pub(super) fn response_fields(resp: &Head, mut emit: impl FnMut(&[u8], &[u8])) {
             }
             continue;
         }
-        emit(name.as_bytes(), value);
+        emit(name.as_bytes(), value, false);
     }
-    emit(b"access-control-allow-origin", b"*");
+    emit(b"access-control-allow-origin", b"*", true);
     for (i, name) in CORS_LISTS.into_iter().enumerate() {
         if let Some(v) = cors_value(&cors[i], i) {
-            emit(name.as_str().as_bytes(), v.as_bytes());
+            emit(name.as_str().as_bytes(), v.as_bytes(), true);
         }
     }
 }
@@ -77,7 +77,7 @@ mod tests {
 
     fn fields(h: &Head) -> http::HeaderMap {
         let mut map = http::HeaderMap::new();
-        response_fields(h, |n, v| {
+        response_fields(h, |n, v, _| {
             map.append(
                 http::HeaderName::from_bytes(n).unwrap(),
                 http::HeaderValue::from_bytes(v).unwrap(),

@@ -58,19 +58,24 @@ pub(super) async fn forward_h1<U: Upstream>(
     // The head, straight from the upstream's fields into the client's header block.
     let send_head = |len: Option<u64>, end: bool| {
         respond.send_head(status, end, |f| {
-            response_fields(&resp, |n, v| {
+            response_fields(&resp, |n, v, lower| {
                 // A Payment receipt's answer is private, whatever the upstream said.
-                if receipt.is_none() || !n.eq_ignore_ascii_case(b"cache-control") {
+                if receipt.is_some() && n.eq_ignore_ascii_case(b"cache-control") {
+                    return;
+                }
+                if lower {
+                    f.lowercase(n, v)
+                } else {
                     f.field(n, v)
                 }
             });
             if let Some(len) = len {
                 let mut digits = [0u8; 20];
-                f.field(b"content-length", decimal(len, &mut digits));
+                f.lowercase(b"content-length", decimal(len, &mut digits));
             }
             if let Some(receipt) = receipt {
-                f.field(b"cache-control", b"private");
-                f.field(b"payment-receipt", receipt.as_bytes());
+                f.lowercase(b"cache-control", b"private");
+                f.lowercase(b"payment-receipt", receipt.as_bytes());
             }
         })
     };

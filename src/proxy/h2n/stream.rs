@@ -56,6 +56,12 @@ impl FieldSink<'_> {
         self.encoder.field(&low, value, false, self.block);
     }
 
+    /// One field whose name is lowercase already (our own constants).
+    pub fn lowercase(&mut self, name: &[u8], value: &[u8]) {
+        debug_assert!(!name.iter().any(u8::is_ascii_uppercase));
+        self.encoder.field(name, value, false, self.block);
+    }
+
     /// Every field of a header map (never-indexed where the map says sensitive).
     pub fn map(&mut self, map: &HeaderMap) {
         for (name, value) in map {
@@ -301,7 +307,8 @@ impl Drop for Stream {
             (
                 !st.end_queued && !st.gone,
                 st.head_sent,
-                !st.recv_end && !st.gone,
+                // A response still queued behind flow control goes out first: no reset then.
+                !st.recv_end && !st.gone && st.ended,
             )
         };
         if unfinished {
