@@ -1,10 +1,10 @@
-//! HTTP/2 downstream: one connection served by upstream hyperium `h2` 0.4 (its rapid-reset and
-//! local-error-reset protections on) over monoio through `monoio-compat`'s stream adapter (TLS:
-//! poll-based tokio-rustls over it, see [`super::tls_accept`]), limits from `http2:`. Each
-//! stream runs the same phases as HTTP/1.1 (route → authorize → rate limit → forward, or the
-//! static site for an unmatched non-gRPC request) in its own task on this core. gRPC requests
-//! get every synthetic answer in the Trailers-Only form. Nothing here panics on network input; a
-//! broken stream is reset, a broken connection closed.
+//! An HTTP/2 request's work, on the stream handle the native server ([`super::h2n`]) gives it:
+//! the same phases as HTTP/1.1 (route → authorize → rate limit → forward, or the static site for
+//! an unmatched non-gRPC request), raced against the client resetting the stream. Forwarding is
+//! by the service's protocol: HTTP/1.1 upstreams straight from the request's `Head`
+//! (`h1_upstream`), h2 upstreams on the `h2` client crate (`upstream`). gRPC requests get
+//! every synthetic answer in the Trailers-Only form. Nothing here panics on network input; a
+//! broken stream is reset.
 
 mod h1_fields;
 mod h1_upstream;

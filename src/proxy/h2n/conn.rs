@@ -1,6 +1,6 @@
 //! The native HTTP/2 server connection on monoio's owned-buffer I/O: the preface and our
 //! SETTINGS, then a reader that parses frames in place from its buffer and hands them to
-//! [`super::dispatch`], and a writer that sends the connection's output buffer as it fills (one
+//! `super::dispatch`, and a writer that sends the connection's output buffer as it fills (one
 //! write for every frame queued since the last), watching the idle timeout and the core's
 //! shutdown (GOAWAY, then close once the streams in flight are done).
 //!

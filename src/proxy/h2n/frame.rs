@@ -5,8 +5,7 @@
 //! SETTINGS parameters and their ranges, WINDOW_UPDATE increments), the frame size limit, and
 //! which violation is a connection error and which a stream error, with its error code. Must
 //! not do I/O or keep state across frames: sequencing (CONTINUATION runs, stream states, flow
-//! control windows, floods) belongs to the connection layer. Not wired into the data path yet:
-//! the downstream still runs on the `h2` crate (src/proxy/h2).
+//! control windows, floods) belongs to the connection layer (`super::dispatch`).
 
 /// The client connection preface (RFC 9113 §3.4).
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

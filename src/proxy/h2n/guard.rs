@@ -4,8 +4,7 @@
 //! / empty-DATA / unknown-frame floods) or that queue replies the client does not read.
 //!
 //! Pure: frames come in as parsed facts, bytes are copied into one reused buffer. Must not
-//! decode HPACK or know stream states. Not wired into the data path yet (the downstream still
-//! runs on the `h2` crate).
+//! decode HPACK or know stream states.
 
 use super::frame::{ErrorCode, H2Error};
 

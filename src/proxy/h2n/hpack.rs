@@ -8,8 +8,7 @@
 //! table size updates,
 //! and the limits: header-list size (RFC 9113 §6.5.2) enforced while decoding, field syntax
 //! (RFC 9113 §8.2.1) checked while decoding. Must not do I/O, know about frames or streams, or
-//! panic on any input. Not wired into the data path yet: the downstream still runs on the `h2`
-//! crate (src/proxy/h2).
+//! panic on any input.
 //!
 //! Errors keep HPACK's state rule: a stream-level problem (list too large, malformed field)
 //! still decodes the whole block so the dynamic table stays in step with the peer's encoder;

@@ -5,7 +5,7 @@
 //! `:authority` when both are sent. A failure is a malformed request: a stream error
 //! PROTOCOL_ERROR (§8.1.1), never a connection error.
 //!
-//! Pure; not wired into the data path yet (the downstream still runs on the `h2` crate).
+//! Pure.
 
 use std::ops::Range;
 

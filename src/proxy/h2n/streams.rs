@@ -6,7 +6,7 @@
 //! and MadeYouReset (streams we must reset for the client's errors).
 //!
 //! Pure: no I/O, no clock; frames come in as already-parsed facts. Must not decide responses or
-//! touch bodies. Not wired into the data path yet (the downstream still runs on the `h2` crate).
+//! touch bodies.
 
 use super::frame::{ErrorCode, H2Error, MAX_WINDOW};
 
