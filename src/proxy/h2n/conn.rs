@@ -121,7 +121,9 @@ pub async fn serve<R, W>(
         }
     }
     // EOF, a read error, or a connection error (its GOAWAY is queued): every stream's work is
-    // abandoned; the writer sends what is queued and shuts the socket down.
+    // abandoned; the writer sends what is queued and shuts the socket down. (An HTTP/2 client
+    // does not half-close to wait for answers: its FIN means it left, and the work it left
+    // behind is cancelled, upstream exchanges included.)
     shared.borrow_mut().close();
 }
 
