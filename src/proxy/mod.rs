@@ -8,6 +8,7 @@ pub mod auth;
 pub mod bundles;
 pub mod conn;
 pub mod deadline;
+pub mod direct;
 pub mod forward;
 pub mod grpc;
 pub mod h1;
