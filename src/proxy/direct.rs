@@ -54,10 +54,14 @@ fn outcome(n: isize) -> Try {
     if n >= 0 {
         return Try::Done(n as usize);
     }
-    let e = io::Error::last_os_error();
-    match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Try::NotReady,
-        _ => Try::Failed(e),
+    // The common failure (not ready) is told by errno alone, without building an error.
+    // SAFETY: reads this thread's errno, set by the call that just failed.
+    let errno = unsafe { *libc::__errno_location() };
+    match errno {
+        libc::EAGAIN | libc::EINTR => Try::NotReady,
+        #[allow(unreachable_patterns)] // EWOULDBLOCK == EAGAIN on Linux.
+        libc::EWOULDBLOCK => Try::NotReady,
+        _ => Try::Failed(io::Error::from_raw_os_error(errno)),
     }
 }
 
