@@ -470,7 +470,7 @@ pub(crate) async fn read_response_head<U: Io, G: Future<Output = ()>>(
         if left.is_zero() {
             return Err(ReadError::Timeout);
         }
-        up.fill_watched(64 * 1024, left, gone()).await?;
+        up.fill_watched(64 * 1024, left, &mut gone).await?;
     }
 }
 
@@ -519,7 +519,7 @@ async fn relay_response<C: Io, U: Io, T: Tap>(
         }
         if up.data().is_empty() {
             // A stalled stream (an LLM thinking) is the moment a client gives up: watch it.
-            let gone = super::watch::closed(client_fd);
+            let gone = || super::watch::closed(client_fd);
             match up.fill_watched(BODY_CHUNK, window, gone).await {
                 Ok(_) => {}
                 Err(ReadError::Eof) if framing == Framing::Close => {

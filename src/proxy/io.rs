@@ -166,14 +166,16 @@ impl<S: Io> BufStream<S> {
     }
 
     /// [`fill`](Self::fill) with a deadline, for a client that may leave meanwhile: after
-    /// [`WATCH_AFTER`] the read also races `gone` (which should complete when the client went
-    /// away); `Err(Gone)` then, and the caller drops the upstream exchange. The read itself is
+    /// [`WATCH_AFTER`] the read also races the future `gone` makes (which should complete when
+    /// the client went away); `Err(Gone)` then, and the caller drops the upstream exchange.
+    /// `gone` is called only then: the watch future (a timer and a readiness wait, some 400
+    /// bytes) is not built, nor moved into this one, for the reads that finish sooner. The read itself is
     /// never dropped and re-issued, so no byte the kernel already delivered is lost.
     pub async fn fill_watched<G: Future<Output = ()>>(
         &mut self,
         limit: usize,
         within: Duration,
-        gone: G,
+        gone: impl FnOnce() -> G,
     ) -> Result<usize, ReadError> {
         let mut read = std::pin::pin!(self.fill(limit));
         if let Ok(r) = deadline::within(read.as_mut(), within.min(WATCH_AFTER)).await {
@@ -186,7 +188,7 @@ impl<S: Io> BufStream<S> {
         monoio::select! {
             r = &mut read => r,
             _ = monoio::time::sleep(left) => Err(ReadError::Timeout),
-            _ = gone => Err(ReadError::Gone),
+            _ = gone() => Err(ReadError::Gone),
         }
     }
 

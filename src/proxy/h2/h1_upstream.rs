@@ -196,8 +196,9 @@ async fn stream_body<U: Upstream>(
     while remaining > 0 {
         if up.data().is_empty() {
             // A reset stream drops the read (and so the upstream connection) at once.
+            let reset = &mut *down;
             match up
-                .fill_watched(BODY_CHUNK, within, stream_reset(down))
+                .fill_watched(BODY_CHUNK, within, move || stream_reset(reset))
                 .await
             {
                 Ok(_) => {}
