@@ -10,7 +10,7 @@
 //! write as an operation instead, even when the bytes are already there: each one then costs a
 //! submission entry, a completion, a wake-up and another poll of the task, and every read with
 //! a deadline arms a timer because it is pending at its first poll. For a paid HTTP/1.1 request
-//! (read the request, write it upstream, read the answer, write it back) that was ~3.3 k
+//! (read the request, write it upstream, read the answer, write it back) that was 3.3–3.8 k
 //! user-space instructions more than the epoll driver (docs/performance.md). Trying the call
 //! first makes the ready case cost what it costs on epoll; a socket that is not ready falls back
 //! to the io_uring operation, so waiting stays on the ring.
