@@ -3,7 +3,7 @@
 #
 #   benches/load.sh [--duration SECONDS] [--requests N] [--connections C]
 #                   [--skip-concurrent] [--skip-instructions] [--skip-sequential] [--no-mpp]
-#                   [--ratelimit none|local|redis]
+#                   [--ratelimit none|local|redis] [--epoll]
 #
 # On a fresh Debian machine it installs what is missing (wrk, nginx-light, nghttp2-client,
 # valgrind), builds aperture (release), and starts:
@@ -23,19 +23,25 @@
 #   (a) concurrent CPU per request: every proxy under load at the same moment, one wrk each (all
 #       pinned to the last CPU; proxies and origin on CPU 0), CPU time of each proxy process
 #       (utime + stime from /proc/PID/stat) over the requests wrk counted, as a ratio to nginx's;
-#   (b) user-space instructions per request under callgrind (counters zeroed after a warm-up,
-#       N requests with h2load over 8 keep-alive connections, dumped): HTTP/1.1 for nginx and
-#       aperture paid / 402 / free, HTTP/2 (h2c, 8 connections x 1 stream) for nginx's h2c
-#       listener and aperture paid; aperture runs on monoio's epoll driver here
-#       (MONOIO_FORCE_LEGACY_DRIVER=1), because under valgrind a thread blocked in
-#       io_uring_enter never sees SIGTERM;
+#   (b) user-space instructions per request under callgrind: 200 requests of warm-up, counters
+#       zeroed (callgrind_control -z), N requests with h2load over 8 keep-alive connections,
+#       dumped (callgrind_control -d): the dump's total is the count between the two
+#       boundaries. HTTP/1.1 for nginx and aperture paid / free / 402, HTTP/2 (h2c, 8
+#       connections x 1 stream) for nginx's h2c listener and aperture paid. aperture runs on
+#       the driver users get, io_uring (where the kernel allows it; the row names the driver
+#       measured), or on monoio's epoll driver with --epoll (MONOIO_FORCE_LEGACY_DRIVER=1), to
+#       compare. Valgrind 3.19 does not treat io_uring_enter as blocking, so a worker waiting
+#       in it keeps valgrind's thread lock: the process ignores SIGTERM (it is SIGKILLed after
+#       its last dump) and its Lightning bridge thread runs only while the worker runs code, so
+#       the token is bought from a plain aperture with the same master secret and the 402 row
+#       (it waits on the bridge) is measured on the epoll driver either way;
 #   (c) sequential: one wrk at a time, req/s and p99, against nginx.
 # Bounded in time (about 6 x DURATION plus a minute of valgrind), loopback only; every process
 # it starts is stopped on exit (trap), killed if it does not stop within 5 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=10 N=5000 CONNS=32 CONCURRENT=1 INSTRUCTIONS=1 SEQUENTIAL=1 MPP=1 RATELIMIT=none
+DURATION=10 N=5000 CONNS=32 CONCURRENT=1 INSTRUCTIONS=1 SEQUENTIAL=1 MPP=1 RATELIMIT=none EPOLL=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -45,6 +51,7 @@ while [ $# -gt 0 ]; do
     --skip-instructions) INSTRUCTIONS=0; shift ;;
     --skip-sequential) SEQUENTIAL=0; shift ;;
     --no-mpp) MPP=0; shift ;;
+    --epoll) EPOLL=1; shift ;;
     --ratelimit) RATELIMIT=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
@@ -70,8 +77,10 @@ cargo build --release --quiet
 BIN=$PWD/target/release/aperture
 
 WORK=$(mktemp -d)
-PIDS=()
+PIDS=() VG_PIDS=()
 cleanup() {
+  # A valgrind'ed io_uring process ignores SIGTERM (see (b)); its counts are dumped already.
+  for p in "${VG_PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for _ in $(seq 50); do
     alive=0
@@ -193,7 +202,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
 MACHINE="$NCPU CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(uname -r)"
 echo "machine: $MACHINE; nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'); $(date -u +%F)"
-echo "command: benches/load.sh --duration $DURATION --requests $N --connections $CONNS --ratelimit $RATELIMIT"
+echo "command: benches/load.sh --duration $DURATION --requests $N --connections $CONNS --ratelimit $RATELIMIT$([ $EPOLL = 1 ] && echo ' --epoll')"
 
 WRK="$WORK/wrk.lua"
 cp benches/wrk/paid.lua "$WRK"
@@ -268,24 +277,45 @@ if [ $CONCURRENT = 1 ] || [ $SEQUENTIAL = 1 ]; then
 fi
 
 if [ $INSTRUCTIONS = 1 ]; then
-  # instructions per request: warm up, zero the counters, send n requests, dump, read the total.
+  # Instructions per request: warm up, zero the counters, send n requests, dump: the dump's
+  # total is the difference between the two boundaries. Valgrind 3.19 does not treat
+  # io_uring_enter as a blocking call, so an io_uring worker waiting in it keeps valgrind's
+  # thread lock: it ignores SIGTERM, and the process's other threads (the Lightning bridge)
+  # run only while the worker runs code. Hence: callgrind_control (vgdb) interrupts the wait to
+  # zero and dump, an idle process is nudged with one request so the dump happens, every
+  # valgrind'ed process is SIGKILLed after its last dump (its counts are on disk by then), the
+  # token is bought from a plain (not valgrind'ed) aperture with the same master secret, and the
+  # 402 row (it waits on the bridge for an invoice) runs on the epoll driver.
   DUMPS=0
   measure() { # label pid nudge-url n status-class h2load-args...
     local label=$1 pid=$2 nudge=$3 n=$4 class=$5 out ir
     shift
     DUMPS=$((DUMPS + 1))
     h2load "${@:5}" -n 200 >/dev/null
-    callgrind_control -z "$pid" >/dev/null
+    callgrind_control -z "$pid" >/dev/null 2>&1
     out=$(h2load "${@:5}" -n "$n")
     grep -Eq "^status codes: .*\b$n $class" <<<"$out" \
       || { echo "$label: $(grep -E '^(requests|status codes):' <<<"$out")" >&2; exit 1; }
-    callgrind_control -d "run$DUMPS" "$pid" >/dev/null &
+    callgrind_control -d "run$DUMPS" "$pid" >/dev/null 2>&1 &
     local ctl=$!
     # The dump happens when the process next runs code: nudge it if it is idle.
     sleep 0.5; kill -0 "$ctl" 2>/dev/null && { curl -s -o /dev/null "$nudge" || true; }
     wait "$ctl" || true
     ir=$(grep -l "^desc: Trigger: dump run$DUMPS\$" "$WORK"/callgrind.out.* | head -1 | xargs grep -h '^totals:' | awk '{print $2}')
     echo "| $label | $n | $((ir / n)) |"
+  }
+  # vg_aperture [legacy]: the paid instance under callgrind, pid in VAP, driver in VDRIVER.
+  vg_aperture() {
+    (cd "$WORK" && if [ -n "${1:-}" ]; then export MONOIO_FORCE_LEGACY_DRIVER=1; fi
+      exec valgrind --tool=callgrind \
+      --callgrind-out-file="$WORK/callgrind.out.%p" "$BIN" --config "$WORK/paid/aperture.yaml" \
+      --basedir "$WORK/paid" --cores 1 --no-pin 2>>"$WORK/valgrind-aperture.log") & VAP=$!
+    PIDS+=("$VAP"); VG_PIDS+=("$VAP")
+    wait_up http://127.0.0.1:18582/free
+    # The worker's ring shows as an io_uring descriptor (FusionDriver falls back to epoll where
+    # the kernel refuses io_uring).
+    VDRIVER=epoll
+    if find "/proc/$VAP/fd" -lname '*io_uring*' 2>/dev/null | grep -q .; then VDRIVER=io_uring; fi
   }
   H1=(--h1 -c 8)
   H2=(-c 8 -m 1)
@@ -295,22 +325,30 @@ if [ $INSTRUCTIONS = 1 ]; then
   echo "| target | requests | instructions / req |"
   echo "|---|---:|---:|"
   (cd "$WORK" && exec valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out.%p" \
-    nginx -c "$WORK/proxy.conf" -p "$WORK" 2>/dev/null) & VNGINX=$!; PIDS+=("$VNGINX")
+    nginx -c "$WORK/proxy.conf" -p "$WORK" 2>/dev/null) & VNGINX=$!; PIDS+=("$VNGINX"); VG_PIDS+=("$VNGINX")
   wait_up http://127.0.0.1:18581/
   NUDGE=http://127.0.0.1:18581/
   measure "nginx proxy_pass, HTTP/1.1" "$VNGINX" $NUDGE "$N" 2xx "${H1[@]}" http://127.0.0.1:18581/
   measure "nginx proxy_pass, h2c" "$VNGINX" $NUDGE "$N" 2xx "${H2[@]}" http://127.0.0.1:18583/
-  kill "$VNGINX"; wait "$VNGINX" 2>/dev/null || true
-  (cd "$WORK" && MONOIO_FORCE_LEGACY_DRIVER=1 exec valgrind --tool=callgrind \
-    --callgrind-out-file="$WORK/callgrind.out.%p" "$BIN" --config "$WORK/paid/aperture.yaml" \
-    --basedir "$WORK/paid" --cores 1 --no-pin 2>"$WORK/valgrind-aperture.log") & VAP=$!; PIDS+=("$VAP")
-  wait_up http://127.0.0.1:18582/free
-  AUTH=$(buy 18582 18592)
+  kill -9 "$VNGINX"; wait "$VNGINX" 2>/dev/null || true
+  # The token, bought the way a client buys it from a plain instance with the same secret.
+  start_aperture challenge; BUYER=$LAST
+  wait_up http://127.0.0.1:18584/free
+  AUTH=$(buy 18584 18594)
+  expect 200 http://127.0.0.1:18584/paid "Authorization: $AUTH"
+  kill "$BUYER"; wait "$BUYER" 2>/dev/null || true
+  if [ $EPOLL = 1 ]; then vg_aperture legacy; else vg_aperture; fi
+  [ $EPOLL = 1 ] || [ $VDRIVER = io_uring ] || echo "(io_uring unavailable here: aperture measured on epoll)"
   expect 200 http://127.0.0.1:18582/paid "Authorization: $AUTH"
   NUDGE=http://127.0.0.1:18582/free
-  measure "aperture paid L402, HTTP/1.1" "$VAP" $NUDGE "$N" 2xx "${H1[@]}" -H "authorization: $AUTH" http://127.0.0.1:18582/paid
-  measure "aperture free (auth off), HTTP/1.1" "$VAP" $NUDGE "$N" 2xx "${H1[@]}" http://127.0.0.1:18582/free
+  measure "aperture paid L402, HTTP/1.1 ($VDRIVER)" "$VAP" $NUDGE "$N" 2xx "${H1[@]}" -H "authorization: $AUTH" http://127.0.0.1:18582/paid
+  measure "aperture free (auth off), HTTP/1.1 ($VDRIVER)" "$VAP" $NUDGE "$N" 2xx "${H1[@]}" http://127.0.0.1:18582/free
+  measure "aperture paid L402, h2c ($VDRIVER)" "$VAP" $NUDGE "$N" 2xx "${H2[@]}" -H "authorization: $AUTH" http://127.0.0.1:18582/paid
+  if [ $VDRIVER = io_uring ]; then
+    kill -9 "$VAP"; wait "$VAP" 2>/dev/null || true
+    vg_aperture legacy
+  fi
   # A challenge costs ~40x a paid request (BOLT11 signing): fewer of them.
-  measure "aperture 402 (dev backend), HTTP/1.1" "$VAP" $NUDGE $((N / 5)) 4xx "${H1[@]}" http://127.0.0.1:18582/paid
-  measure "aperture paid L402, h2c" "$VAP" $NUDGE "$N" 2xx "${H2[@]}" -H "authorization: $AUTH" http://127.0.0.1:18582/paid
+  measure "aperture 402 (dev backend), HTTP/1.1 ($VDRIVER)" "$VAP" $NUDGE $((N / 5)) 4xx "${H1[@]}" http://127.0.0.1:18582/paid
+  kill -9 "$VAP"; wait "$VAP" 2>/dev/null || true
 fi

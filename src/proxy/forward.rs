@@ -451,7 +451,8 @@ pub(crate) async fn read_response_head<U: Io, G: Future<Output = ()>>(
     limits: &Limits,
     mut gone: impl FnMut() -> G,
 ) -> Result<(), ReadError> {
-    let deadline = monoio::time::Instant::now() + limits.upstream_timeout;
+    // Set at the first read: the clock is read once for an answer that comes in one read.
+    let mut deadline = None;
     loop {
         if !up.data().is_empty() {
             match resp.parse_response(up.data()) {
@@ -466,11 +467,18 @@ pub(crate) async fn read_response_head<U: Io, G: Future<Output = ()>>(
                 _ => return Err(ReadError::Io(std::io::ErrorKind::InvalidData.into())),
             }
         }
-        let left = deadline.saturating_duration_since(monoio::time::Instant::now());
+        let now = monoio::time::Instant::now();
+        let left = match deadline {
+            None => {
+                deadline = Some(now + limits.upstream_timeout);
+                limits.upstream_timeout
+            }
+            Some(d) => d.saturating_duration_since(now),
+        };
         if left.is_zero() {
             return Err(ReadError::Timeout);
         }
-        up.fill_watched(64 * 1024, left, gone()).await?;
+        up.fill_watched(64 * 1024, left, &mut gone).await?;
     }
 }
 
@@ -519,7 +527,7 @@ async fn relay_response<C: Io, U: Io, T: Tap>(
         }
         if up.data().is_empty() {
             // A stalled stream (an LLM thinking) is the moment a client gives up: watch it.
-            let gone = super::watch::closed(client_fd);
+            let gone = || super::watch::closed(client_fd);
             match up.fill_watched(BODY_CHUNK, window, gone).await {
                 Ok(_) => {}
                 Err(ReadError::Eof) if framing == Framing::Close => {

@@ -13,6 +13,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use super::deadline;
+use super::direct::{self, Try};
 
 /// Initial read buffer size: one typical request head plus a small body in one read.
 pub const READ_BUF: usize = 16 * 1024;
@@ -31,6 +32,8 @@ pub struct BufStream<S = TcpStream> {
     /// The socket under the stream (under TLS too), when the opener recorded it: the pool
     /// probes idle connections through it, and dropping the stream shuts it down at once.
     fd: Option<ShutdownOnDrop>,
+    /// The plain TCP socket to try reads on before submitting one (io_uring cores only).
+    direct: Option<std::os::fd::RawFd>,
 }
 
 /// Shuts a socket down (both directions) when dropped. monoio closes a descriptor only once
@@ -69,8 +72,9 @@ pub const WATCH_AFTER: Duration = Duration::from_millis(50);
 
 impl<S: Io> BufStream<S> {
     /// Wraps a stream with an empty buffer.
-    pub fn new(stream: S) -> Self {
+    pub fn new(mut stream: S) -> Self {
         Self {
+            direct: direct::fd_of(&mut stream),
             stream,
             buf: Vec::with_capacity(READ_BUF),
             pos: 0,
@@ -129,6 +133,14 @@ impl<S: Io> BufStream<S> {
             self.buf
                 .reserve(self.buf.capacity().min(limit - unread).max(1024));
         }
+        if let Some(fd) = self.direct {
+            match direct::recv(fd, &mut self.buf) {
+                Try::Done(0) => return Err(ReadError::Eof),
+                Try::Done(n) => return Ok(n),
+                Try::Failed(e) => return Err(ReadError::Io(e)),
+                Try::NotReady => {}
+            }
+        }
         let buf = std::mem::take(&mut self.buf);
         let (len, cap) = (buf.len(), buf.capacity());
         let (res, slice) = self.stream.read(buf.slice_mut(len..cap)).await;
@@ -154,14 +166,16 @@ impl<S: Io> BufStream<S> {
     }
 
     /// [`fill`](Self::fill) with a deadline, for a client that may leave meanwhile: after
-    /// [`WATCH_AFTER`] the read also races `gone` (which should complete when the client went
-    /// away); `Err(Gone)` then, and the caller drops the upstream exchange. The read itself is
+    /// [`WATCH_AFTER`] the read also races the future `gone` makes (which should complete when
+    /// the client went away); `Err(Gone)` then, and the caller drops the upstream exchange.
+    /// `gone` is called only then: the watch future (a timer and a readiness wait, some 400
+    /// bytes) is not built, nor moved into this one, for the reads that finish sooner. The read itself is
     /// never dropped and re-issued, so no byte the kernel already delivered is lost.
     pub async fn fill_watched<G: Future<Output = ()>>(
         &mut self,
         limit: usize,
         within: Duration,
-        gone: G,
+        gone: impl FnOnce() -> G,
     ) -> Result<usize, ReadError> {
         let mut read = std::pin::pin!(self.fill(limit));
         if let Ok(r) = deadline::within(read.as_mut(), within.min(WATCH_AFTER)).await {
@@ -174,14 +188,28 @@ impl<S: Io> BufStream<S> {
         monoio::select! {
             r = &mut read => r,
             _ = monoio::time::sleep(left) => Err(ReadError::Timeout),
-            _ = gone => Err(ReadError::Gone),
+            _ = gone() => Err(ReadError::Gone),
         }
     }
 
     /// Writes all of `buf`, returning it (unchanged) for reuse or a retry.
     pub async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        let (res, buf) = self.stream.write_all(buf).await;
-        (res.map(|_| ()), buf)
+        let mut at = 0;
+        if let Some(fd) = self.direct {
+            match send_now(fd, &buf) {
+                Ok(n) => at = n,
+                Err(e) => return (Err(e), buf),
+            }
+            if at == buf.len() {
+                return (Ok(()), buf);
+            }
+        }
+        let len = buf.len();
+        let (res, slice) = self
+            .stream
+            .write_all(monoio::buf::IoBuf::slice(buf, at..len))
+            .await;
+        (res.map(|_| ()), slice.into_inner())
     }
 
     /// Writes the first `n` unread bytes of this stream's buffer to `dst` without copying them,
@@ -265,15 +293,35 @@ fn timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "write timed out")
 }
 
+/// Sends what the socket takes of `bytes` now (see [`direct`]): the count, which is short when
+/// the rest must wait for an io_uring write.
+fn send_now(fd: std::os::fd::RawFd, bytes: &[u8]) -> io::Result<usize> {
+    let mut at = 0;
+    while at < bytes.len() {
+        match direct::send(fd, &bytes[at..]) {
+            Try::Done(0) | Try::NotReady => break,
+            Try::Done(n) => at += n,
+            Try::Failed(e) => return Err(e),
+        }
+    }
+    Ok(at)
+}
+
 /// Writes `buf[range]` to `dst`, each write within `within` of the previous one's progress.
 /// The buffer comes back unless a write timed out (its in-flight write owns it then).
-async fn write_rolling<D: AsyncWriteRent>(
+async fn write_rolling<D: AsyncWriteRent + 'static>(
     dst: &mut D,
     mut buf: Vec<u8>,
     range: std::ops::Range<usize>,
     within: Duration,
 ) -> (io::Result<()>, Option<Vec<u8>>) {
     let mut at = range.start;
+    if let Some(fd) = direct::fd_of(dst) {
+        match send_now(fd, &buf[range.clone()]) {
+            Ok(n) => at += n,
+            Err(e) => return (Err(e), Some(buf)),
+        }
+    }
     while at < range.end {
         let slice = monoio::buf::IoBuf::slice(buf, at..range.end);
         let write = std::pin::pin!(dst.write(slice));

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod bundles;
 pub mod conn;
 pub mod deadline;
+pub mod direct;
 pub mod forward;
 pub mod grpc;
 pub mod h1;
@@ -125,6 +126,7 @@ impl Shutdown {
         ShutdownWait {
             shutdown: self,
             key: None,
+            seen: None,
         }
     }
 }
@@ -133,6 +135,9 @@ impl Shutdown {
 pub struct ShutdownWait<'a> {
     shutdown: &'a Shutdown,
     key: Option<u64>,
+    /// The waker last registered: a connection polls this on every turn of its task with the
+    /// same waker, which then costs a comparison instead of a map lookup.
+    seen: Option<Waker>,
 }
 
 impl Future for ShutdownWait<'_> {
@@ -141,6 +146,10 @@ impl Future for ShutdownWait<'_> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if self.shutdown.set.get() {
             return Poll::Ready(());
+        }
+        if self.seen.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            // Registered with this waker; only `trigger` removes it, after setting `set`.
+            return Poll::Pending;
         }
         let key = match self.key {
             Some(k) => k,
@@ -158,6 +167,8 @@ impl Future for ShutdownWait<'_> {
                 waiters.insert(key, cx.waker().clone());
             }
         }
+        drop(waiters);
+        self.seen = Some(cx.waker().clone());
         Poll::Pending
     }
 }

@@ -106,6 +106,8 @@ fn run(
     };
     // Static file bodies are read by io_uring on this core only when it runs io_uring.
     crate::proxy::statics::set_io_uring(driver == "io_uring");
+    // Plain TCP reads and writes try the system call before an io_uring operation.
+    crate::proxy::direct::set_enabled(driver == "io_uring");
     rt.block_on(async move {
         let listener = match TcpListener::from_std(spec.listener) {
             Ok(l) => l,

@@ -232,7 +232,7 @@ async fn stream_body<U: Upstream>(
     while remaining > 0 {
         if up.data().is_empty() {
             // A reset stream drops the read (and so the upstream connection) at once.
-            match up.fill_watched(BODY_CHUNK, within, down.gone()).await {
+            match up.fill_watched(BODY_CHUNK, within, || down.gone()).await {
                 Ok(_) => {}
                 Err(ReadError::Eof) if framing == Framing::Close => break,
                 Err(_) => return Err(()),
