@@ -48,7 +48,7 @@ pub async fn serve(core: Rc<CoreCtx>, stream: TcpStream, peer: SocketAddr) {
             use monoio::io::Splitable;
             let buffered = client.take_buffered();
             let (read, write) = client.stream.into_split();
-            super::h2n::conn::serve(core, read, write, buffered, peer, fd).await
+            super::h2n::conn::serve(core, read, write, buffered, peer, fd, true).await
         }
         Some(false) => serve_h1(core, client, peer, fd).await,
         None => {}

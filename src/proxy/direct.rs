@@ -32,6 +32,12 @@ pub fn set_enabled(on: bool) {
     ON.with(|c| c.set(on));
 }
 
+/// Whether this thread tries calls first (its runtime is the io_uring driver).
+#[inline]
+pub fn enabled() -> bool {
+    ON.with(Cell::get)
+}
+
 /// The socket of `stream` when it is plain TCP and this thread tries calls first.
 #[inline]
 pub fn fd_of<S: 'static>(stream: &mut S) -> Option<RawFd> {

@@ -94,7 +94,7 @@ pub async fn serve_tls(
         // The native HTTP/2 connection reads and writes at once: monoio-rustls keeps separate
         // read and write buffers, so its halves may run concurrently.
         let (read, write) = tls.into_split();
-        super::h2n::conn::serve(core, read, write, Vec::new(), peer, fd).await
+        super::h2n::conn::serve(core, read, write, Vec::new(), peer, fd, false).await
     } else {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
         let io = PrefixedReadIo::new(stream, Cursor::new(hello));

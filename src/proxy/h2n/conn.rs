@@ -23,6 +23,7 @@ use super::frame::{self, setting, ErrorCode, PREFACE};
 use super::guard::{BlockLimits, FloodMeter};
 use super::shared::{Inner, Shared};
 use super::streams::{Limits, Streams};
+use crate::proxy::direct::{self, Try};
 use crate::proxy::CoreCtx;
 
 /// Bytes asked of each read.
@@ -32,7 +33,8 @@ pub const MAX_FRAME: u32 = frame::MIN_MAX_FRAME_SIZE;
 
 /// Serves one HTTP/2 connection: `buffered` are bytes already read (the preface, sniffed);
 /// `fd` is the socket under both halves (shut down when the connection ends, which also ends
-/// a read still pending).
+/// a read still pending); `plain`: no TLS in between, so on an io_uring core reads and writes
+/// first try the system call ([`crate::proxy::direct`]).
 pub async fn serve<R, W>(
     core: Rc<CoreCtx>,
     mut read: R,
@@ -40,6 +42,7 @@ pub async fn serve<R, W>(
     buffered: Vec<u8>,
     peer: SocketAddr,
     fd: RawFd,
+    plain: bool,
 ) where
     R: AsyncReadRent + 'static,
     W: AsyncWriteRent + 'static,
@@ -68,11 +71,13 @@ pub async fn serve<R, W>(
         frame::write_window_update(&mut inner.out, 0, cfg.initial_connection_window - 65_535);
     }
     let shared: Shared = Rc::new(RefCell::new(inner));
+    let direct = (plain && direct::enabled()).then_some(fd);
     monoio::spawn(write_loop(
         core.clone(),
         shared.clone(),
         write,
         fd,
+        direct,
         cfg.idle_timeout,
     ));
     let mut reader = super::dispatch::Reader::new(
@@ -110,6 +115,13 @@ pub async fn serve<R, W>(
         }
         if buf.capacity() - buf.len() < READ_CHUNK / 2 {
             buf.reserve(READ_CHUNK);
+        }
+        if let Some(fd) = direct {
+            match direct::recv(fd, &mut buf) {
+                Try::Done(0) | Try::Failed(_) => break,
+                Try::Done(_) => continue,
+                Try::NotReady => {}
+            }
         }
         let len = buf.len();
         let cap = buf.capacity();
@@ -152,6 +164,24 @@ fn shutdown(fd: RawFd) {
     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
 }
 
+/// Sends what the socket takes now (io_uring cores, plain TCP): `Ok(true)` when all of `buf`
+/// went, else what is left stays in `buf` for the io_uring write.
+fn send_now(fd: RawFd, buf: &mut Vec<u8>) -> Result<bool, ()> {
+    let mut sent = 0;
+    while sent < buf.len() {
+        match direct::send(fd, &buf[sent..]) {
+            Try::Done(n) => sent += n,
+            Try::NotReady => break,
+            Try::Failed(_) => return Err(()),
+        }
+    }
+    if sent == buf.len() {
+        return Ok(true);
+    }
+    buf.drain(..sent);
+    Ok(false)
+}
+
 /// What woke the writer.
 enum Wake {
     Output,
@@ -169,6 +199,7 @@ async fn write_loop<W: AsyncWriteRent>(
     shared: Shared,
     mut write: W,
     fd: RawFd,
+    direct: Option<RawFd>,
     idle: Duration,
 ) {
     let within = core.routes().limits.write_timeout;
@@ -209,6 +240,17 @@ async fn write_loop<W: AsyncWriteRent>(
         };
         match woke {
             Wake::Output => {
+                match direct.map(|fd| send_now(fd, &mut buf)) {
+                    Some(Err(())) => break,
+                    Some(Ok(true)) => {
+                        buf.clear();
+                        let mut inner = shared.borrow_mut();
+                        inner.flood.replies_flushed();
+                        inner.pump();
+                        continue;
+                    }
+                    _ => {}
+                }
                 let op = std::pin::pin!(write.write_all(buf));
                 let (res, b) = match crate::proxy::deadline::within(op, within).await {
                     Ok(r) => r,
