@@ -491,8 +491,12 @@ row "(8) misbehaving h2c client: connections / connect failures / response heads
   "$(abuse "$WORK/abuse.h2c")" "$(abuse_ok "$WORK/abuse.h2c")"
 row "(8) misbehaving h2 (TLS) client: the same" \
   "$(abuse "$WORK/abuse.tls")" "$(abuse_ok "$WORK/abuse.tls")"
-# Uploads the misbehaving clients abandon can surface as upstream errors of their service.
-echo "| (8) service abuse, proxy side: 5xx / upstream errors (h2c process; TLS process) | $(metric 'aperture_service_requests_total{service="abuse",class="5xx"}') / $(metric 'aperture_upstream_errors_total{service="abuse"}'); $(metric 'aperture_service_requests_total{service="abuse",class="5xx"}' "$TMETRICS_TEXT") / $(metric 'aperture_upstream_errors_total{service="abuse"}' "$TMETRICS_TEXT") | info |"
+# A client leaving is a client abort, never an upstream error (nor a 5xx) of the service.
+AB_5XX=$(metric 'aperture_service_requests_total{service="abuse",class="5xx"}') AB_UP=$(metric 'aperture_upstream_errors_total{service="abuse"}')
+TAB_5XX=$(metric 'aperture_service_requests_total{service="abuse",class="5xx"}' "$TMETRICS_TEXT") TAB_UP=$(metric 'aperture_upstream_errors_total{service="abuse"}' "$TMETRICS_TEXT")
+row "(8) service abuse, proxy side: 5xx / upstream errors (h2c process; TLS process), and the client aborts counted" \
+  "$AB_5XX / $AB_UP; $TAB_5XX / $TAB_UP; client aborts $(metric aperture_client_aborts_total) / $(metric aperture_client_aborts_total "$TMETRICS_TEXT")" \
+  "$([ $((AB_5XX + AB_UP + TAB_5XX + TAB_UP)) = 0 ] && echo 1 || echo 0)"
 echo "| (5) slowloris: connections opened / closed by the proxy / answered before closing | $SL_OPEN / $SL_CLOSED / $SL_ANSWERED | info |"
 row "(6) SIGHUPs sent / reloads logged / reloads failed" \
   "$HUPS / $RELOADS / $RELOAD_FAIL" \
