@@ -10,7 +10,8 @@
 # mode and starts, on loopback:
 #   - the origin: nginx, one process (`master_process off`), a fixed answer, on :18083;
 #   - nginx as a plain reverse proxy: `listen 127.0.0.1:18084 http2` (h2c prior knowledge),
-#     proxy_pass to the origin with upstream keep-alive, one worker, `master_process off`, no auth;
+#     proxy_pass to the origin with upstream keep-alive, no auth; one worker, `master_process off`
+#     (with --cores N > 1: N workers under a master, as aperture has N cores);
 #   - `aperture --cores N` (plaintext listener, dev Lightning backend) on :18082, wallet :18089.
 # It buys one token through the real 402 -> pay flow, then runs K rounds, each one h2load run
 # against nginx and then one against aperture (`authorization: L402 <macaroon>:<preimage>` on every
@@ -89,11 +90,12 @@ services:
     protocol: http
     price: 10
 YAML
-# nginx in the foreground as one process (no master), so $! is the process doing the work. The
+# nginx in the foreground as one process (no master), so $! is the process doing the work (with
+# --cores N > 1 the proxy is a master: stopping it stops its workers). The
 # origin is fast enough that the figures measure the proxies (a threaded Python origin was not).
-nginx_conf() { # name http-block-body
+nginx_conf() { # name http-block-body [processes-line]
   cat > "$WORK/$1.conf" <<NGINX
-worker_processes 1; daemon off; master_process off;
+${3:-worker_processes 1; daemon off; master_process off;}
 pid $WORK/$1.pid; error_log $WORK/$1-error.log warn;
 events { worker_connections 4096; }
 http {
@@ -109,11 +111,12 @@ NGINX
 }
 nginx_conf origin 'server { listen 127.0.0.1:18083; location / { return 200 "hello, paid\n"; } }'
 nginx_conf proxy 'server { listen 127.0.0.1:18084 http2;
-    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; } }'
+    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; } }' \
+  "$([ "$CORES" -gt 1 ] && echo "worker_processes $CORES; daemon off; master_process on;")"
 spawn 0 nginx -c "$WORK/origin.conf" -p "$WORK" >/dev/null
 wait_up http://127.0.0.1:18083/
 if [ $NGINX = 1 ]; then
-  spawn 0 nginx -c "$WORK/proxy.conf" -p "$WORK" >/dev/null
+  spawn "$PROXY_CPUS" nginx -c "$WORK/proxy.conf" -p "$WORK" >/dev/null
   for _ in $(seq 100); do curl -s -o /dev/null --http2-prior-knowledge http://127.0.0.1:18084/ && break; sleep 0.1; done
 fi
 spawn "$PROXY_CPUS" "$BIN" --config "$WORK/aperture.yaml" --basedir "$WORK" --cores "$CORES" --no-pin 2>"$WORK/log"
