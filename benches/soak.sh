@@ -11,8 +11,13 @@
 #     grpc-status 0; nginx's default keepalive_requests, so a GOAWAY every 1000 streams);
 #   - `aperture --cores N`, dev Lightning backend (wallet :18783), on :18782, metrics listener on
 #     :18784, its config in a file in a temp dir: service `paid` (^/paid, price 10, HTTP/1.1
-#     upstream) and `grpc` (^/soak\., price 5, `protocol: h2c` upstream).
-# It buys one token per service through 402 -> pay -> retry, then for DURATION runs at once:
+#     upstream), `grpc` (^/soak\., price 5, `protocol: h2c` upstream) and `abuse` (^/abuse\., the
+#     same, for (8) only, so that its aborted uploads do not count against `grpc`'s checks);
+#   - a second process, `aperture --cores 1` with its TLS listener (`insecure: false`, the
+#     self-signed certificate it makes in its basedir) on :18785, wallet :18786, metrics :18787,
+#     the same services: HTTP/2 over TLS (ALPN h2) on the native server.
+# It buys one token per service and process through 402 -> pay -> retry, then for DURATION runs
+# at once:
 #   (1) paid HTTP/1.1: wrk -t1 -c16 with the `paid` token, unthrottled;
 #   (2) h2c gRPC-shaped POSTs with the `grpc` token: h2load -c4 -m8, repeated (30 s runs);
 #   (3) 402 minting: wrk -c2, 200 ms between requests per connection, no token (~10/s);
@@ -20,9 +25,16 @@
 #   (5) slowloris: 20 connections trickling one header byte every 3 s, reopened when closed;
 #   (6) kill -HUP every 30 s, the config file alternating between two versions (one has an
 #       extra service), so every reload really rebuilds the routes.
-# Every 5 s it samples the proxy's VmRSS and open descriptors into a CSV (kept under
+#   (7) h2 over TLS: h2load -c4 -m8 (ALPN h2) GETs of /paid on the TLS process, 30 s runs;
+#   (8) misbehaving h2 clients (benches/h2abuse.py), one on h2c and one on TLS, a new connection
+#       every 50 ms: streams reset right after opening (100 a connection), uploads reset or
+#       dropped mid-body, PING/SETTINGS bursts, requests dropped unread, a zero receive window,
+#       WINDOW_UPDATE 0 on open streams, the client's own GOAWAY, an even stream id.
+# Every 5 s it samples both processes' VmRSS and open descriptors into a CSV (kept under
 # target/soak/), then prints the mean of the samples in minute 2 vs the last minute (runs under
-# 3 minutes: second fifth vs last fifth) and the error checks; exit status 1 if any check fails.
+# 3 minutes: second fifth vs last fifth) and the error checks (both processes alive, no
+# "panic" in either log, aperture_connection_panics_total 0 on both); exit status 1 if any check
+# fails.
 # Every process it starts is stopped on exit (trap), killed if it does not stop within 5 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,10 +63,12 @@ cargo build --release --quiet
 BIN=$PWD/target/release/aperture
 
 ORIGIN=18780 ORIGIN_H2=18781 PORT=18782 WALLET=18783 METRICS=18784
+TPORT=18785 TWALLET=18786 TMETRICS=18787
 WORK=$(mktemp -d)
 mkdir -p target/soak
 TS=$(date -u +%Y%m%dT%H%M%SZ)
 CSV=$PWD/target/soak/soak-$TS.csv LOG=$PWD/target/soak/aperture-$TS.log METRICS_OUT=$PWD/target/soak/metrics-$TS.txt
+TLOG=$PWD/target/soak/aperture-tls-$TS.log TMETRICS_OUT=$PWD/target/soak/metrics-tls-$TS.txt
 
 PIDS=()
 cleanup() {
@@ -133,6 +147,12 @@ services:
     address: "127.0.0.1:$ORIGIN_H2"
     protocol: h2c
     price: 5
+  - name: abuse
+    hostregexp: ".*"
+    pathregexp: '^/abuse\\.'
+    address: "127.0.0.1:$ORIGIN_H2"
+    protocol: h2c
+    price: 5
 $1
 YAML
 }
@@ -150,23 +170,35 @@ AP=$!
 PIDS+=("$AP")
 wait_up "http://127.0.0.1:$PORT/free"
 wait_up "http://127.0.0.1:$METRICS/healthz"
+# The TLS process: the same services, its own port, wallet, metrics, database and basedir.
+mkdir -p "$WORK/tls"
+sed -e "s/127.0.0.1:$PORT\"/127.0.0.1:$TPORT\"/" -e "s/127.0.0.1:$WALLET\"/127.0.0.1:$TWALLET\"/" \
+  -e "s/127.0.0.1:$METRICS\"/127.0.0.1:$TMETRICS\"/" -e 's/^insecure: true$/insecure: false/' \
+  -e "s#$WORK/aperture.db#$WORK/tls/aperture.db#" "$WORK/a.yaml" > "$WORK/tls.yaml"
+grep -q '^insecure: false$' "$WORK/tls.yaml"
+"$BIN" --config "$WORK/tls.yaml" --basedir "$WORK/tls" --cores 1 >"$TLOG" 2>&1 &
+TAP=$!
+PIDS+=("$TAP")
+wait_up "http://127.0.0.1:$TMETRICS/healthz"
+for _ in $(seq 100); do curl -sk -o /dev/null "https://127.0.0.1:$TPORT/free" && break; sleep 0.2; done
 
 # Buy a token the way a client does: 402 -> pay the invoice at the dev wallet -> retry.
-buy() { # path
+buy() { # path [base-url wallet-port]
   local challenge mac invoice preimage
-  challenge=$(curl -s -D - -o /dev/null "http://127.0.0.1:$PORT$1" | tr -d '\r' | grep -i '^Www-Authenticate: L402')
+  challenge=$(curl -sk -D - -o /dev/null "${2:-http://127.0.0.1:$PORT}$1" | tr -d '\r' | grep -i '^Www-Authenticate: L402')
   mac=$(sed -E 's/.*macaroon="([^"]+)".*/\1/' <<<"$challenge")
   invoice=$(sed -E 's/.*invoice="([^"]+)".*/\1/' <<<"$challenge")
-  preimage=$(curl -s -X POST "http://127.0.0.1:$WALLET/pay" -d "{\"invoice\":\"$invoice\"}" | sed -E 's/.*"preimage": *"([0-9a-f]+)".*/\1/')
+  preimage=$(curl -s -X POST "http://127.0.0.1:${3:-$WALLET}/pay" -d "{\"invoice\":\"$invoice\"}" | sed -E 's/.*"preimage": *"([0-9a-f]+)".*/\1/')
   echo "L402 $mac:$preimage"
 }
 expect() { # status url [header]
   local got
-  got=$(curl -s -o /dev/null -w '%{http_code}' ${3:+-H "$3"} "$2")
+  got=$(curl -sk -o /dev/null -w '%{http_code}' ${3:+-H "$3"} "$2")
   [ "$got" = "$1" ] || { echo "$2 answered $got, expected $1" >&2; exit 1; }
 }
 PAID_AUTH=$(buy /paid)
 GRPC_AUTH=$(buy /soak.Echo/Say)
+ABUSE_AUTH=$(buy /abuse.Echo/Say)
 GRPC_URL=http://127.0.0.1:$PORT/soak.Echo/Say
 expect 200 "http://127.0.0.1:$PORT/paid" "Authorization: $PAID_AUTH"
 expect 402 "http://127.0.0.1:$PORT/paid"
@@ -174,6 +206,14 @@ printf '\0\0\0\0\0' > "$WORK/grpc.body" # one empty gRPC message
 H2=(-c 4 -m 8 -d "$WORK/grpc.body" -H 'content-type: application/grpc' -H 'te: trailers' -H "authorization: $GRPC_AUTH")
 h2load -n 16 "${H2[@]}" "$GRPC_URL" >"$WORK/h2.check"
 grep -q '^status codes: 16 2xx' "$WORK/h2.check" || { cat "$WORK/h2.check" >&2; echo "h2c check failed" >&2; exit 1; }
+TLS_BASE=https://127.0.0.1:$TPORT
+TPAID_AUTH=$(buy /paid "$TLS_BASE" "$TWALLET")
+TABUSE_AUTH=$(buy /abuse.Echo/Say "$TLS_BASE" "$TWALLET")
+expect 200 "$TLS_BASE/paid" "Authorization: $TPAID_AUTH"
+TLS_H2=(-c 4 -m 8 -H "authorization: $TPAID_AUTH")
+h2load -n 16 "${TLS_H2[@]}" "$TLS_BASE/paid" >"$WORK/tls.check"
+grep -q '^status codes: 16 2xx' "$WORK/tls.check" && grep -q 'Application protocol: h2' "$WORK/tls.check" \
+  || { cat "$WORK/tls.check" >&2; echo "h2 over TLS check failed" >&2; exit 1; }
 
 # wrk script: optional token and delay; tallies status codes and prints them at the end.
 cat > "$WORK/soak.lua" <<'LUA'
@@ -247,7 +287,7 @@ while True:
 PY
 
 echo "aperture $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ' + uncommitted src changes'), --cores $CORES, ${DURATION}s, $(nproc) CPUs, $(uname -r), $(date -u '+%F %T') UTC"
-echo "samples: $CSV; proxy log: $LOG; final /metrics: $METRICS_OUT"
+echo "samples: $CSV; proxy logs: $LOG, $TLOG; final /metrics: $METRICS_OUT, $TMETRICS_OUT"
 
 START=$(date +%s)
 END=$((START + DURATION))
@@ -255,20 +295,24 @@ END=$((START + DURATION))
 SOAK_AUTH=$PAID_AUTH wrk -t1 -c16 -d"${DURATION}s" --timeout 10s -s "$WORK/soak.lua" \
   "http://127.0.0.1:$PORT/paid" >"$WORK/wrk.paid" 2>&1 &
 PIDS+=($!); W1=$!
-# (2) h2c gRPC-shaped streams, 30 s runs until the end
-(
-  run=
-  trap '[ -n "$run" ] && kill "$run" 2>/dev/null; exit 0' TERM # stopped early: stop h2load too
-  i=0
-  while :; do
-    left=$((END - $(date +%s)))
-    [ "$left" -ge 2 ] || break
-    i=$((i + 1))
-    h2load -D $((left < 30 ? left : 30)) "${H2[@]}" "$GRPC_URL" >"$WORK/h2.$i" 2>&1 &
-    run=$!
-    wait "$run" || true
-  done
-) &
+# h2load in 30 s runs until the end: h2loop OUT-PREFIX h2load-args...
+h2loop() {
+  (
+    run=
+    trap '[ -n "$run" ] && kill "$run" 2>/dev/null; exit 0' TERM # stopped early: stop h2load too
+    i=0
+    while :; do
+      left=$((END - $(date +%s)))
+      [ "$left" -ge 2 ] || break
+      i=$((i + 1))
+      h2load -D $((left < 30 ? left : 30)) "${@:2}" >"$1.$i" 2>&1 &
+      run=$!
+      wait "$run" || true
+    done
+  ) &
+}
+# (2) h2c gRPC-shaped streams
+h2loop "$WORK/h2" "${H2[@]}" "$GRPC_URL"
 PIDS+=($!); W2=$!
 # (3) 402 minting, no token
 SOAK_DELAY_MS=200 wrk -t1 -c2 -d"${DURATION}s" --timeout 10s -s "$WORK/soak.lua" \
@@ -295,26 +339,40 @@ PIDS+=($!); SLOW=$!
   done
 ) &
 PIDS+=($!); HUP=$!
+# (7) h2 over TLS
+h2loop "$WORK/tls" "${TLS_H2[@]}" "$TLS_BASE/paid"
+PIDS+=($!); W7=$!
+# (8) misbehaving h2 clients, h2c and TLS
+python3 benches/h2abuse.py 127.0.0.1 "$PORT" 0 soak /paid "$PAID_AUTH" /abuse.Echo/Say "$ABUSE_AUTH" "$WORK/abuse.h2c" 0.05 &
+PIDS+=($!); AB1=$!
+python3 benches/h2abuse.py 127.0.0.1 "$TPORT" 1 localhost /paid "$TPAID_AUTH" /abuse.Echo/Say "$TABUSE_AUTH" "$WORK/abuse.tls" 0.05 &
+PIDS+=($!); AB2=$!
 
 # Sample every 5 s: t=0, 5, ..., DURATION.
-echo "t_s,rss_kib,fds" > "$CSV"
+echo "t_s,rss_kib,fds,tls_rss_kib,tls_fds" > "$CSV"
 for ((t = 0; t <= DURATION; t += 5)); do
   now=$(date +%s)
   [ $((START + t)) -gt "$now" ] && sleep $((START + t - now))
   kill -0 "$AP" 2>/dev/null || { echo "aperture exited during the soak" >&2; break; }
-  rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$AP/status")
-  fds=$(find "/proc/$AP/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
-  echo "$t,$rss,$fds" >> "$CSV"
+  kill -0 "$TAP" 2>/dev/null || { echo "aperture (TLS) exited during the soak" >&2; break; }
+  sample="$t"
+  for p in "$AP" "$TAP"; do
+    sample+=",$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status"),$(find "/proc/$p/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)"
+  done
+  echo "$sample" >> "$CSV"
 done
-wait "$W1" "$W2" "$W3" "$W4" "$HUP" 2>/dev/null || true
+wait "$W1" "$W2" "$W3" "$W4" "$HUP" "$W7" 2>/dev/null || true
 sleep 1
-kill -TERM "$SLOW" 2>/dev/null || true
-wait "$SLOW" 2>/dev/null || true
+kill -TERM "$SLOW" "$AB1" "$AB2" 2>/dev/null || true
+wait "$SLOW" "$AB1" "$AB2" 2>/dev/null || true
 AP_ALIVE=0; kill -0 "$AP" 2>/dev/null && AP_ALIVE=1
+TAP_ALIVE=0; kill -0 "$TAP" 2>/dev/null && TAP_ALIVE=1
 METRICS_TEXT=$(curl -s "http://127.0.0.1:$METRICS/metrics" || true)
 echo "$METRICS_TEXT" > "$METRICS_OUT"
-metric() { awk -v m="$1" '$1 == m {s += $2} END {printf "%d", s}' <<<"$METRICS_TEXT"; }
-metric_prefix() { awk -v m="$1" 'index($1, m) == 1 {s += $2} END {printf "%d", s}' <<<"$METRICS_TEXT"; }
+TMETRICS_TEXT=$(curl -s "http://127.0.0.1:$TMETRICS/metrics" || true)
+echo "$TMETRICS_TEXT" > "$TMETRICS_OUT"
+metric() { awk -v m="$1" '$1 == m {s += $2} END {printf "%d", s}' <<<"${2:-$METRICS_TEXT}"; }
+metric_prefix() { awk -v m="$1" 'index($1, m) == 1 {s += $2} END {printf "%d", s}' <<<"${2:-$METRICS_TEXT}"; }
 
 # Windows: minute 2 vs the last minute (runs under 3 minutes: second vs last fifth).
 if [ "$DURATION" -ge 180 ]; then
@@ -335,7 +393,7 @@ row() {
 echo
 echo "| metric | $LA | $LB | change % | within 10% |"
 echo "|---|---:|---:|---:|---|"
-for col in 2:"RSS (KiB)" 3:"open descriptors"; do
+for col in 2:"RSS (KiB)" 3:"open descriptors" 4:"TLS process: RSS (KiB)" 5:"TLS process: open descriptors"; do
   c=${col%%:*} name=${col#*:}
   a=$(mean "$c" "$A0" "$A1") b=$(mean "$c" "$B0" "$B1")
   pct=$(awk -v a="$a" -v b="$b" 'BEGIN {if (a > 0) printf "%+.1f", (b - a) * 100 / a; else print "nan"}')
@@ -354,32 +412,55 @@ wrk_other() { # statuses outside the allowed list
 for f in paid 402 churn; do
   [ -s "$WORK/wrk.$f" ] && grep -q 'requests in' "$WORK/wrk.$f" || { echo "wrk $f produced no summary:" >&2; cat "$WORK/wrk.$f" >&2; FAILED=1; }
 done
-# h2load: sum over the runs
-H2_RUNS=0 H2_REQ=0 H2_OK=0 H2_FAIL=0 H2_ERR=0 H2_TO=0 H2_5XX=0 H2_NON2XX=0
-for f in "$WORK"/h2.[0-9]*; do
-  [ -e "$f" ] || continue
-  line=$(grep '^requests:' "$f" || true)
-  [ -n "$line" ] || { echo "h2load run $f produced no summary:" >&2; cat "$f" >&2; FAILED=1; continue; }
-  read -r total ok fail err to <<<"$(awk '{print $2, $8, $10, $12, $14}' <<<"$line")"
-  read -r s2 s3 s4 s5 <<<"$(awk '/^status codes:/ {print $3, $5, $7, $9}' "$f")"
-  H2_RUNS=$((H2_RUNS + 1)) H2_REQ=$((H2_REQ + total)) H2_OK=$((H2_OK + ok)) H2_FAIL=$((H2_FAIL + fail))
-  H2_ERR=$((H2_ERR + err)) H2_TO=$((H2_TO + to)) H2_5XX=$((H2_5XX + s5)) H2_NON2XX=$((H2_NON2XX + s3 + s4 + s5))
-done
+# h2load: sum over the runs of one loop: h2sum OUT-PREFIX
+h2sum() {
+  H2_RUNS=0 H2_REQ=0 H2_OK=0 H2_FAIL=0 H2_ERR=0 H2_TO=0 H2_5XX=0 H2_NON2XX=0
+  local f line total ok fail err to s2 s3 s4 s5
+  for f in "$1".[0-9]*; do
+    [ -e "$f" ] || continue
+    line=$(grep '^requests:' "$f" || true)
+    [ -n "$line" ] || { echo "h2load run $f produced no summary:" >&2; cat "$f" >&2; FAILED=1; continue; }
+    read -r total ok fail err to <<<"$(awk '{print $2, $8, $10, $12, $14}' <<<"$line")"
+    read -r s2 s3 s4 s5 <<<"$(awk '/^status codes:/ {print $3, $5, $7, $9}' "$f")"
+    H2_RUNS=$((H2_RUNS + 1)) H2_REQ=$((H2_REQ + total)) H2_OK=$((H2_OK + ok)) H2_FAIL=$((H2_FAIL + fail))
+    H2_ERR=$((H2_ERR + err)) H2_TO=$((H2_TO + to)) H2_5XX=$((H2_5XX + s5)) H2_NON2XX=$((H2_NON2XX + s3 + s4 + s5))
+  done
+}
+h2sum "$WORK/tls"
+TLS_SUM="$H2_RUNS / $H2_REQ / $H2_OK / $H2_FAIL / $H2_ERR / $H2_TO / $H2_NON2XX ($H2_5XX)"
+TLS_OK=$([ $H2_RUNS -gt 0 ] && [ $((H2_FAIL + H2_ERR + H2_TO + H2_NON2XX)) = 0 ] && echo 1 || echo 0)
+h2sum "$WORK/h2"
+# The misbehaving clients' counters: "connections / connect failures / response heads / resets
+# and GOAWAYs by scenario:code".
+abuse() {
+  python3 - "$1" <<'PY'
+import json, sys
+try:
+    s = json.load(open(sys.argv[1]))
+except (OSError, ValueError):
+    print("no stats / - / - / -"); sys.exit()
+codes = lambda d: ", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "none"
+print(f"{s['connections']} / {s['connect_failures']} / {s['responses']} / RST {codes(s['rst_from_proxy'])}; GOAWAY {codes(s['goaway'])}")
+PY
+}
+abuse_ok() { # connections made, none failed to connect (or to negotiate h2)
+  python3 -c 'import json, sys; s = json.load(open(sys.argv[1])); print(1 if s["connections"] > 0 and s["connect_failures"] == 0 else 0)' "$1" 2>/dev/null || echo 0
+}
 SLOW_STATS=$(cat "$WORK/slowloris.stats" 2>/dev/null || echo "0 0 0")
 read -r SL_OPEN SL_CLOSED SL_ANSWERED <<<"$SLOW_STATS"
 HUPS=$(cat "$WORK/hups" 2>/dev/null || echo 0)
 RELOADS=$(grep -c 'SIGHUP: configuration reloaded' "$LOG" || true)
 RELOAD_FAIL=$(grep -c 'SIGHUP: reload of' "$LOG" || true)
-PANIC_LOG=$(grep -ci panic "$LOG" || true)
-PANIC_METRIC=$(metric aperture_connection_panics_total)
-ERROR_LOG=$(grep -c ' ERROR ' "$LOG" || true)
+PANIC_LOG=$(cat "$LOG" "$TLOG" | grep -ci panic || true)
+PANIC_METRIC=$(($(metric aperture_connection_panics_total) + $(metric aperture_connection_panics_total "$TMETRICS_TEXT")))
+ERROR_LOG=$(cat "$LOG" "$TLOG" | grep -c ' ERROR ' || true)
 
 echo
 echo "| check | result | pass |"
 echo "|---|---|---|"
-row "proxy alive at the end" \
-  "$([ $AP_ALIVE = 1 ] && echo yes || echo no)" \
-  "$AP_ALIVE"
+row "proxy alive at the end (h2c / TLS process)" \
+  "$([ $AP_ALIVE = 1 ] && echo yes || echo no) / $([ $TAP_ALIVE = 1 ] && echo yes || echo no)" \
+  "$([ $AP_ALIVE = 1 ] && [ $TAP_ALIVE = 1 ] && echo 1 || echo 0)"
 row "(1) paid HTTP/1.1: requests / non-2xx / socket errors" \
   "$(wrk_reqs paid) / $(wrk_non2xx paid) / $(wrk_sockerr paid)" \
   "$([ "$(wrk_non2xx paid)" = 0 ] && [ "$(wrk_sockerr paid)" = 0 ] && echo 1 || echo 0)"
@@ -399,21 +480,38 @@ row "(3) 402 minting: requests / statuses (only 402, 429, 503 allowed) / socket 
 row "(4) churn (Connection: close): requests / statuses / socket errors" \
   "$(wrk_reqs churn) / $(wrk_statuses churn) / $(wrk_sockerr churn)" \
   "$([ "$(wrk_other churn "200")" = 0 ] && [ "$(wrk_sockerr churn)" = 0 ] && [ "$(wrk_reqs churn)" -gt 0 ] && echo 1 || echo 0)"
+row "(7) h2 over TLS: runs / requests / succeeded / failed / errored / timeout / non-2xx (5xx)" \
+  "$TLS_SUM" "$TLS_OK"
+TLS_5XX=$(metric 'aperture_service_requests_total{service="paid",class="5xx"}' "$TMETRICS_TEXT")
+TLS_UPERR=$(metric 'aperture_upstream_errors_total{service="paid"}' "$TMETRICS_TEXT")
+row "(7) TLS process, proxy side: service paid answers 5xx / upstream errors" \
+  "$TLS_5XX / $TLS_UPERR" \
+  "$([ "$TLS_5XX" = 0 ] && [ "$TLS_UPERR" = 0 ] && echo 1 || echo 0)"
+row "(8) misbehaving h2c client: connections / connect failures / response heads / proxy's RST_STREAM and GOAWAY codes by scenario" \
+  "$(abuse "$WORK/abuse.h2c")" "$(abuse_ok "$WORK/abuse.h2c")"
+row "(8) misbehaving h2 (TLS) client: the same" \
+  "$(abuse "$WORK/abuse.tls")" "$(abuse_ok "$WORK/abuse.tls")"
+# A client leaving is a client abort, never an upstream error (nor a 5xx) of the service.
+AB_5XX=$(metric 'aperture_service_requests_total{service="abuse",class="5xx"}') AB_UP=$(metric 'aperture_upstream_errors_total{service="abuse"}')
+TAB_5XX=$(metric 'aperture_service_requests_total{service="abuse",class="5xx"}' "$TMETRICS_TEXT") TAB_UP=$(metric 'aperture_upstream_errors_total{service="abuse"}' "$TMETRICS_TEXT")
+row "(8) service abuse, proxy side: 5xx / upstream errors (h2c process; TLS process), and the client aborts counted" \
+  "$AB_5XX / $AB_UP; $TAB_5XX / $TAB_UP; client aborts $(metric aperture_client_aborts_total) / $(metric aperture_client_aborts_total "$TMETRICS_TEXT")" \
+  "$([ $((AB_5XX + AB_UP + TAB_5XX + TAB_UP)) = 0 ] && echo 1 || echo 0)"
 echo "| (5) slowloris: connections opened / closed by the proxy / answered before closing | $SL_OPEN / $SL_CLOSED / $SL_ANSWERED | info |"
 row "(6) SIGHUPs sent / reloads logged / reloads failed" \
   "$HUPS / $RELOADS / $RELOAD_FAIL" \
   "$([ "$RELOADS" = "$HUPS" ] && [ "$RELOAD_FAIL" = 0 ] && echo 1 || echo 0)"
-row "panics: log lines with \"panic\" / aperture_connection_panics_total" \
+row "panics (both processes): log lines with \"panic\" / aperture_connection_panics_total" \
   "$PANIC_LOG / $PANIC_METRIC" \
   "$([ "$PANIC_LOG" = 0 ] && [ "$PANIC_METRIC" = 0 ] && echo 1 || echo 0)"
 row "proxy's own counts: responses 2xx / 4xx / 5xx, challenges minted, tokens accepted / rejected (must be 0), upstream errors" \
   "$(metric 'aperture_responses_total{class="2xx"}') / $(metric 'aperture_responses_total{class="4xx"}') / $(metric 'aperture_responses_total{class="5xx"}'), $(metric_prefix aperture_challenges_minted_total), $(metric_prefix aperture_tokens_accepted_total) / $(metric_prefix aperture_tokens_rejected_total), $(metric_prefix aperture_upstream_errors_total)" \
   "$([ "$(metric_prefix aperture_tokens_rejected_total)" = 0 ] && echo 1 || echo 0)"
-echo "| ERROR lines in the proxy log | $ERROR_LOG | info |"
+echo "| ERROR lines in the proxy logs (both processes) | $ERROR_LOG | info |"
 if [ "$ERROR_LOG" != 0 ] || [ "$PANIC_LOG" != 0 ]; then
   echo
-  echo "first ERROR / panic lines of the proxy log:"
-  grep -i ' ERROR \|panic' "$LOG" | head -20
+  echo "first ERROR / panic lines of the proxy logs:"
+  grep -i ' ERROR \|panic' "$LOG" "$TLOG" | head -20
 fi
 [ $FAILED = 0 ] && echo && echo "soak: PASS" || { echo; echo "soak: FAIL"; }
 exit $FAILED

@@ -366,6 +366,61 @@ async fn a_stream_window_over_the_maximum_resets_that_stream_only() {
     bed.finish().await;
 }
 
+/// Stream errors the frame parser itself finds: a WINDOW_UPDATE of 0 on a stream (§6.9), a
+/// PRIORITY frame that is not 5 bytes (§6.3), a stream that depends on itself (§5.3.1). Each
+/// resets that stream only; the frame is consumed and the connection goes on. (The driver once
+/// re-read the same frame after such an error, resetting the stream again and again until the
+/// MadeYouReset limit closed the connection.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_error_found_by_the_frame_parser_resets_that_stream_only() {
+    let bed = bed("");
+    let mut peer = Peer::open(bed.proxy.addr);
+    peer.get(1, "/hold");
+    assert!(peer.send(&frame(WINDOW_UPDATE, 0, 1, &u32s(&[0]))));
+    assert_eq!(peer.outcome(1), Outcome::Reset(PROTOCOL_ERROR));
+    peer.get(3, "/hold");
+    assert!(peer.send(&frame(PRIORITY, 0, 3, &[0; 4])));
+    assert_eq!(peer.outcome(3), Outcome::Reset(FRAME_SIZE_ERROR));
+    peer.get(5, "/hold");
+    // Depends on stream 5 itself, weight 16.
+    assert!(peer.send(&frame(PRIORITY, 0, 5, &[0, 0, 0, 5, 16])));
+    assert_eq!(peer.outcome(5), Outcome::Reset(PROTOCOL_ERROR));
+    // The same errors many times over, each frame one reset: far under the 1,024 resets that
+    // would mean a MadeYouReset client, so no GOAWAY.
+    for i in 0..20u32 {
+        let id = 7 + 2 * i;
+        peer.get(id, "/hold");
+        assert!(peer.send(&frame(WINDOW_UPDATE, 0, id, &u32s(&[0]))));
+        assert_eq!(peer.outcome(id), Outcome::Reset(PROTOCOL_ERROR));
+    }
+    peer.get(101, "/ok");
+    assert!(matches!(peer.outcome(101), Outcome::Response(200, _)));
+    bed.finish().await;
+}
+
+/// A HEADERS frame whose priority names its own stream: the parser's stream error, answered as
+/// a connection error (its header block was never decoded, so the HPACK table could be out of
+/// step).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_headers_frame_depending_on_itself_is_a_connection_error() {
+    let bed = bed("");
+    let mut peer = Peer::open(bed.proxy.addr);
+    peer.get(1, "/ok");
+    assert!(matches!(peer.outcome(1), Outcome::Response(200, _)));
+    // PRIORITY flag (0x20): stream 3 depends on stream 3, weight 16; then the block.
+    let mut payload = vec![0, 0, 0, 3, 16];
+    payload.extend(request_block(false, "/ok"));
+    assert!(peer.send(&frame(
+        HEADERS,
+        END_HEADERS | END_STREAM | 0x20,
+        3,
+        &payload
+    )));
+    assert_eq!(peer.end(), Outcome::GoAway(1, PROTOCOL_ERROR));
+    peer.assert_closes();
+    bed.finish().await;
+}
+
 // ---------- stream identifiers ----------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

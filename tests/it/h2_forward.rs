@@ -223,3 +223,77 @@ async fn streams_an_h2_upstream_refused_with_goaway_are_replayed_on_a_new_connec
         "fresh connections were made"
     );
 }
+
+/// An h2c origin that counts the request streams it accepted and answers each once its body
+/// has ended (`echo`).
+fn counting_h2c_origin() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let streams = Arc::new(AtomicUsize::new(0));
+    let counted = streams.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((tcp, _)) = listener.accept().await {
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    let Ok(mut h2) = h2::server::handshake(tcp).await else {
+                        return;
+                    };
+                    while let Some(Ok((req, respond))) = h2.accept().await {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        tokio::spawn(echo(req, respond));
+                    }
+                });
+            }
+        });
+    });
+    (addr, streams)
+}
+
+/// A client that goes away in the middle of its uploads to an h2 upstream is a client abort,
+/// never an upstream error or a 5xx. (The body pump resets the upstream stream when the
+/// client's body breaks, which fails the upstream response too; the stream task polled that
+/// failure and the client's departure in random order, so about a quarter of such aborts were
+/// counted as upstream errors with a 502 for the service.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_mid_upload_to_an_h2_upstream_is_a_client_abort() {
+    use crate::h2_raw::{frame, request_block, Peer, DATA, END_HEADERS, HEADERS};
+    use aperture::metrics::Counter;
+    let (upstream, streams) = counting_h2c_origin();
+    let services = format!(
+        "  - name: \"h2\"\n    hostregexp: \".*\"\n    address: \"{upstream}\"\n    protocol: h2c\n    auth: \"off\"\n"
+    );
+    let proxy = Proxy::start(&services, 1);
+    let metrics = proxy.server().metrics().clone();
+    const ROUNDS: usize = 10;
+    const PER: usize = 4;
+    for round in 0..ROUNDS {
+        let mut peer = Peer::open(proxy.addr);
+        let block = request_block(true, "/upload");
+        for i in 0..PER as u32 {
+            let id = 2 * i + 1;
+            assert!(peer.send(&frame(HEADERS, END_HEADERS, id, &block)));
+            assert!(peer.send(&frame(DATA, 0, id, b"part of a body")));
+        }
+        // Every stream is upstream, its body pump waiting for more, before the client leaves.
+        support::wait_until(
+            "the origin has the streams",
+            Duration::from_secs(20),
+            || streams.load(Ordering::SeqCst) >= (round + 1) * PER,
+        );
+        peer.close();
+    }
+    support::wait_until(
+        "every stream counted as a client abort",
+        Duration::from_secs(20),
+        || metrics.total(Counter::ClientAborts) >= (ROUNDS * PER) as u64,
+    );
+    assert_eq!(metrics.total(Counter::UpstreamErrors), 0);
+    assert_eq!(metrics.total(Counter::ConnectionPanics), 0);
+}

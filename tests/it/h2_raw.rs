@@ -323,6 +323,11 @@ impl Peer {
         self.end()
     }
 
+    /// Ends the connection from our side (FIN both ways) without a GOAWAY.
+    pub(crate) fn close(self) {
+        let _ = self.tcp.shutdown(std::net::Shutdown::Both);
+    }
+
     /// Sends one request (`GET path`, END_STREAM) on `stream`.
     pub(crate) fn get(&mut self, stream: u32, path: &str) {
         let block = request_block(false, path);

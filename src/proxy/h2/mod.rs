@@ -36,9 +36,13 @@ pub async fn serve_native(core: Rc<CoreCtx>, stream: Stream, head: Head, peer: S
         .get("content-type")
         .is_some_and(|v| v.starts_with(b"application/grpc"));
     let head_only = head.method() == b"HEAD";
+    // `gone` is polled first: when the client leaves, the body pump resets the upstream stream,
+    // which fails `phases` in the same wake-up, and in random order that failure was counted
+    // (one time in four) as an upstream error and a 5xx. `gone` is set before any task runs.
     let outcome = monoio::select! {
-        r = phases(&core, head, &stream, peer, is_grpc) => Some(r),
+        biased;
         _ = stream.gone() => None,
+        r = phases(&core, head, &stream, peer, is_grpc) => Some(r),
     };
     match outcome {
         Some(Ok(())) => {}

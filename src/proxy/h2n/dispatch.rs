@@ -68,7 +68,7 @@ impl Reader {
                     used += n;
                     self.frame(f)
                 }
-                Err(e) => Err(e),
+                Err(e) => Err(skip_after(&buf[used..], e, &mut used)),
             };
             if let Err(e) = result {
                 self.error(e)?;
@@ -426,4 +426,22 @@ fn to_map(list: &HeaderList) -> http::HeaderMap {
         }
     }
     map
+}
+
+/// A parse error at the start of `rest`: a stream error leaves the connection usable, so the
+/// frame it was found in is consumed (`used` moves past it; the parser reports one only once
+/// the whole frame is buffered), or the next pass would read the same frame and reset the
+/// stream again, over and over. On a HEADERS frame it becomes a connection error: its header
+/// block was not decoded, and skipping it would leave the HPACK table out of step.
+fn skip_after(rest: &[u8], e: H2Error, used: &mut usize) -> H2Error {
+    let H2Error::Stream(_, code, why) = e else {
+        return e;
+    };
+    match frame::Header::parse(rest) {
+        Some(h) if h.kind != frame::kind::HEADERS => {
+            *used += frame::HEADER_LEN + h.len as usize;
+            e
+        }
+        _ => H2Error::Connection(code, why),
+    }
 }
