@@ -297,3 +297,33 @@ async fn a_client_gone_mid_upload_to_an_h2_upstream_is_a_client_abort() {
     assert_eq!(metrics.total(Counter::UpstreamErrors), 0);
     assert_eq!(metrics.total(Counter::ConnectionPanics), 0);
 }
+
+/// A client that stops sending its body to an h2 upstream for longer than `readtimeout` gets a
+/// 408 on its stream: its fault, not the upstream's (no 502, no upstream error counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_stalled_mid_upload_to_an_h2_upstream_gets_408() {
+    use crate::h2_raw::{frame, request_block, Outcome, Peer, DATA, END_HEADERS, HEADERS};
+    use aperture::metrics::Counter;
+    let (upstream, streams) = counting_h2c_origin();
+    let services = format!(
+        "  - name: \"h2\"\n    hostregexp: \".*\"\n    address: \"{upstream}\"\n    protocol: h2c\n    auth: \"off\"\n"
+    );
+    let proxy = Proxy::start_with(&services, 1, "readtimeout: 1s\n", 4096);
+    let metrics = proxy.server().metrics().clone();
+    let mut peer = Peer::open(proxy.addr);
+    assert!(peer.send(&frame(
+        HEADERS,
+        END_HEADERS,
+        1,
+        &request_block(true, "/upload")
+    )));
+    assert!(peer.send(&frame(DATA, 0, 1, b"part of a body")));
+    support::wait_until("the origin has the stream", Duration::from_secs(20), || {
+        streams.load(Ordering::SeqCst) >= 1
+    });
+    match peer.outcome(1) {
+        Outcome::Response(status, _) => assert_eq!(status, 408),
+        other => panic!("expected a 408, got {other:?}"),
+    }
+    assert_eq!(metrics.total(Counter::UpstreamErrors), 0);
+}

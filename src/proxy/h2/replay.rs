@@ -26,6 +26,9 @@ pub struct Replay {
     complete: bool,
     /// The body was larger than [`MAX_REPLAY`]: not replayable.
     overflow: bool,
+    /// The client stopped sending its body for longer than the read timeout: the upstream
+    /// stream was cancelled for the client's fault, not the upstream's.
+    pub client_stalled: bool,
 }
 
 /// The handle the pump and the forward share.

@@ -410,6 +410,7 @@ async fn forward_h2(
                 Err(_) => return Err(failed(core, route, &"no response head in time")),
             }
         }
+        Ok(Err(_)) if kept.borrow().client_stalled => return Err(Synthetic::RequestTimeout),
         Ok(Err(e)) => return Err(failed(core, route, &e)),
         Err(_) => return Err(failed(core, route, &"no response head in time")),
     };
@@ -455,6 +456,11 @@ async fn pump(
                 }
             }
             Ok(None) => break,
+            Err(_) => {
+                // The client stalled mid-body: its fault, answered 408 (not an upstream error).
+                kept.borrow_mut().client_stalled = true;
+                return to.send_reset(h2::Reason::CANCEL);
+            }
             _ => return to.send_reset(h2::Reason::CANCEL),
         }
     }
