@@ -89,7 +89,13 @@ impl Reader {
                 let counted = match inner.streams.find(id) {
                     Some(key) => match inner.io_of(key).cloned() {
                         Some(io) => inner.reset_stream(&io, code, true),
-                        None => inner.streams.reset(key, true),
+                        // Open in the table without an I/O slot (a malformed request, refused
+                        // before its work was spawned): the client still gets its RST_STREAM.
+                        None => {
+                            frame::write_rst_stream(&mut inner.out, id, code);
+                            inner.kick();
+                            inner.streams.reset(key, true)
+                        }
                     },
                     None => {
                         frame::write_rst_stream(&mut inner.out, id, code);
