@@ -181,6 +181,37 @@ fn responses_keep_to_tiny_client_windows_and_the_default_frame_size() {
 }
 
 #[test]
+fn larger_client_frames_and_a_window_shrunk_mid_response_are_honoured() {
+    if !available() {
+        return;
+    }
+    let origin = Origin::start();
+    let proxy = Proxy::start(&open_service(&origin), 1);
+    let r = peer(
+        proxy.addr,
+        &["big_large_frames", "window_shrink_mid_response"],
+    );
+
+    let l = &r["big_large_frames"];
+    assert_eq!(l["outcomes"][0]["status"], 200, "{l}");
+    assert_eq!(l["outcomes"][0]["len"], 1024 * 1024, "{l}");
+    assert_eq!(l["outcomes"][0]["ended"], true, "{l}");
+    assert!(l["max_data_frame"].as_u64().unwrap() <= 65_536, "{l}");
+
+    // RFC 9113 §6.9.2: after SETTINGS_INITIAL_WINDOW_SIZE 0 nothing more may come (h2 raises on
+    // DATA past its own window), and the stream completes once the window is raised.
+    let w = &r["window_shrink_mid_response"];
+    assert_eq!(w["status"], 200, "{w}");
+    assert_eq!(w["len"], 600_000, "{w}");
+    assert_eq!(w["ended"], true, "{w}");
+    assert!(w["reset"].is_null(), "{w}");
+    assert_eq!(w["held"], 0, "DATA after the window shrank to 0: {w}");
+    assert!(w["window_after_shrink"].as_i64().unwrap() <= 0, "{w}");
+    assert!(w["max_data_frame"].as_u64().unwrap() <= 16_384, "{w}");
+    assert_no_panics(&proxy);
+}
+
+#[test]
 fn a_header_table_lowered_to_zero_gets_a_size_update_and_no_dynamic_entries() {
     if !available() {
         return;

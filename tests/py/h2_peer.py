@@ -234,6 +234,48 @@ def s_big_small_conn_window(addr):
     return big(addr, {SettingCodes.INITIAL_WINDOW_SIZE: 8 * 1024 * 1024}, 1024 * 1024, 2)
 
 
+def s_big_large_frames(addr):
+    # SETTINGS_MAX_FRAME_SIZE 65,536 and large windows: frames may grow, never past it.
+    return big(addr, {SettingCodes.INITIAL_WINDOW_SIZE: 8 * 1024 * 1024,
+                      SettingCodes.MAX_FRAME_SIZE: 65536}, 1024 * 1024, 1)
+
+
+def s_window_shrink_mid_response(addr):
+    # SETTINGS_INITIAL_WINDOW_SIZE lowered to 0 while a response is under way (RFC 9113
+    # §6.9.2: every open stream's window shrinks, possibly below zero), then raised to 4,096:
+    # h2 applies the same change to its view once our ACK comes and raises on any DATA past it.
+    p = Peer(addr)
+    sid = p.request("/big?n=600000")
+    p.until(lambda: len(p.stream(sid)["body"]) > 0)
+    acks = p.acks
+    p.conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    p.flush()
+    p.until(lambda: p.acks > acks)
+    got = len(p.stream(sid)["body"])
+    # The window is now at most 0: nothing more may come until it is raised (a PING answered
+    # shows the server has read everything before it).
+    p.conn.ping(b"shrunk!!")
+    p.flush()
+    p.until(lambda: p.pings)
+    held = len(p.stream(sid)["body"]) - got
+    shrunk = p.conn._get_stream_by_id(sid).inbound_flow_control_window
+    acks = p.acks
+    p.conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 4096})
+    p.flush()
+    p.until(lambda: p.acks > acks)
+    # The window is still what was outstanding below 4,096: granted back up to 4,096.
+    window = p.conn._get_stream_by_id(sid).inbound_flow_control_window
+    if window < 4096:
+        p.conn.increment_flow_control_window(4096 - window, stream_id=sid)
+        p.flush()
+    p.until(lambda: p.done(sid))
+    s = p.stream(sid)
+    out = {"status": s["status"], "len": len(s["body"]), "ended": s["ended"],
+           "reset": s["reset"], "window_after_shrink": shrunk, "held": held}
+    out.update(data_frames(p))
+    return out
+
+
 def hpack_reps(block):
     """The representations of an HPACK block: [kind, index or size] each (RFC 7541 §6)."""
     out = []
