@@ -301,9 +301,11 @@ impl Reader {
                 "DATA past the stream window",
             ));
         }
-        // Padding is nobody's: released at once.
+        // Padding is nobody's: released at once, to both windows while the stream's body is
+        // read (it counted against both, §6.9.1; a stream window never given it back stalls).
         let padding = flow_len as usize - data.len();
-        let keep = !st.detached && !st.gone && !data.is_empty();
+        let live = !st.detached && !st.gone;
+        let keep = live && !data.is_empty();
         if keep {
             st.recv.push_back(Bytes::copy_from_slice(data));
             st.recv_buffered += data.len();
@@ -314,8 +316,11 @@ impl Reader {
         if let Some(w) = st.recv_waker.take() {
             w.wake();
         }
-        drop(st);
-        inner.consumed(if keep { padding } else { flow_len as usize });
+        if live {
+            inner.released(&mut st, padding);
+        } else {
+            inner.consumed(flow_len as usize);
+        }
         Ok(())
     }
 
