@@ -99,7 +99,14 @@ fn requests_bodies_trailers_and_ping_as_an_independent_client_sees_them() {
     let proxy = Proxy::start_with(&open_service(&origin), 1, top, 4096);
     let r = peer(
         proxy.addr,
-        &["get", "concurrent", "post_big", "trailers", "ping"],
+        &[
+            "get",
+            "concurrent",
+            "post_big",
+            "post_padded",
+            "trailers",
+            "ping",
+        ],
     );
 
     assert_answered(&r["get"], 200, "origin saw /peer/get", "get");
@@ -112,16 +119,20 @@ fn requests_bodies_trailers_and_ping_as_an_independent_client_sees_them() {
         assert_answered(o, 200, &format!("origin saw /peer/c{i}"), "concurrent");
     }
 
-    let p = &r["post_big"];
-    assert_eq!(p["status"], 200, "post_big: {p}");
-    assert_eq!(p["ended"], true, "post_big: {p}");
-    assert!(p["reset"].is_null(), "post_big: {p}");
-    assert_eq!(p["echoed_body"], true, "the origin got the whole body: {p}");
-    let head = p["origin_head"].as_str().unwrap().to_ascii_lowercase();
-    assert!(head.starts_with("post /echo http/1.1\r\n"), "{head}");
-    assert!(head.contains("content-length: 307200\r\n"), "{head}");
-    // 300 KiB through 64 KiB windows: at least four grants on the stream.
-    assert!(p["window_updates_for_stream"].as_u64().unwrap() >= 4, "{p}");
+    // The second with each 1 KiB piece padded by 255 bytes (padding counts against the
+    // windows and must be granted back, RFC 9113 §6.9.1).
+    for case in ["post_big", "post_padded"] {
+        let p = &r[case];
+        assert_eq!(p["status"], 200, "{case}: {p}");
+        assert_eq!(p["ended"], true, "{case}: {p}");
+        assert!(p["reset"].is_null(), "{case}: {p}");
+        assert_eq!(p["echoed_body"], true, "the origin got the whole body: {p}");
+        let head = p["origin_head"].as_str().unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("post /echo http/1.1\r\n"), "{head}");
+        assert!(head.contains("content-length: 307200\r\n"), "{head}");
+        // 300 KiB through 64 KiB windows: at least four grants on the stream.
+        assert!(p["window_updates_for_stream"].as_u64().unwrap() >= 4, "{p}");
+    }
 
     let t = &r["trailers"];
     assert_eq!(t["status"], 200, "trailers: {t}");

@@ -146,17 +146,21 @@ class Peer:
         self.flush()
         return sid
 
-    def send_body(self, sid, body):
-        """Sends `body` as the windows the server grants allow (h2 raises past them)."""
+    def send_body(self, sid, body, piece=None, pad=None):
+        """Sends `body` as the windows the server grants allow (h2 raises past them), in pieces
+        of at most `piece` bytes, each DATA frame padded with `pad` bytes when given."""
         view = memoryview(body)
+        extra = 0 if pad is None else pad + 1
         while view:
             if self.done(sid) or self.closed:
                 return
-            room = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
+            room = min(self.conn.local_flow_control_window(sid),
+                       self.conn.max_outbound_frame_size) - extra
+            room = min(room, piece or room)
             if room <= 0:
                 self.pump()
                 continue
-            self.conn.send_data(sid, bytes(view[:room]))
+            self.conn.send_data(sid, bytes(view[:room]), pad_length=pad)
             view = view[room:]
             self.flush()
 
@@ -193,15 +197,16 @@ def s_concurrent(addr):
     return {"streams": len(set(sids)), "outcomes": [p.outcome(s) for s in sids]}
 
 
-def s_post_big(addr):
+def s_post_big(addr, piece=None, pad=None):
     p = Peer(addr)
     body = bytes(i % 251 for i in range(300 * 1024))
     sid = p.request("/echo", method="POST", end=False,
                     extra=[("content-length", str(len(body))),
                            ("content-type", "application/octet-stream")])
-    p.send_body(sid, body)
-    p.conn.end_stream(sid)
-    p.flush()
+    p.send_body(sid, body, piece=piece, pad=pad)
+    if not p.done(sid):
+        p.conn.end_stream(sid)
+        p.flush()
     p.until(lambda: p.done(sid))
     s = p.stream(sid)
     head = s["body"][:-len(body)] if s["body"].endswith(body) else b""
@@ -209,6 +214,12 @@ def s_post_big(addr):
             "echoed_body": s["body"].endswith(body), "origin_head": head.decode("latin-1"),
             "window_updates_for_stream": sum(1 for k, _, st, _ in p.frames
                                              if k == "WindowUpdateFrame" and st == sid)}
+
+
+def s_post_padded(addr):
+    # The same body in 1 KiB pieces, each DATA frame padded with 255 bytes: padding counts
+    # against both windows (RFC 9113 §6.9.1) and must be given back, or the body stalls.
+    return s_post_big(addr, piece=1024, pad=255)
 
 
 def big(addr, settings, n, count):
