@@ -101,6 +101,7 @@ fn requests_bodies_trailers_and_ping_as_an_independent_client_sees_them() {
         proxy.addr,
         &[
             "get",
+            "continuation",
             "concurrent",
             "post_big",
             "post_padded",
@@ -110,6 +111,13 @@ fn requests_bodies_trailers_and_ping_as_an_independent_client_sees_them() {
     );
 
     assert_answered(&r["get"], 200, "origin saw /peer/get", "get");
+
+    // A 40,000-byte field in HEADERS + CONTINUATIONs (after a PRIORITY frame) reaches the
+    // origin whole.
+    let k = &r["continuation"];
+    assert_eq!(k["status"], 200, "{k}");
+    assert_eq!(k["ended"], true, "{k}");
+    assert_eq!(k["forwarded_big"], true, "{k}");
 
     let c = &r["concurrent"];
     assert_eq!(c["streams"], 50);

@@ -190,6 +190,20 @@ def s_get(addr):
     return p.outcome(p.get("/peer/get"))
 
 
+def s_continuation(addr):
+    # A 40,000-byte field: h2 sends the block as HEADERS + CONTINUATIONs (16,384 each), after
+    # a PRIORITY frame for the stream (to be ignored, RFC 9113 §5.3.2).
+    p = Peer(addr)
+    sid = p.conn.get_next_available_stream_id()
+    p.conn.prioritize(sid, weight=32)
+    p.flush()
+    sid = p.get("/echo", extra=[("x-big", "b" * 40000)])
+    out = p.outcome(sid)
+    body = out.pop("body")
+    out["forwarded_big"] = ("x-big: " + "b" * 40000 + "\r\n") in body
+    return out
+
+
 def s_concurrent(addr):
     p = Peer(addr)
     sids = [p.request(f"/peer/c{i}") for i in range(50)]
