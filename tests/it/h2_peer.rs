@@ -107,6 +107,7 @@ fn requests_bodies_trailers_and_ping_as_an_independent_client_sees_them() {
             "post_padded",
             "trailers",
             "ping",
+            "frames_after_close",
         ],
     );
 
@@ -161,6 +162,17 @@ fn requests_bodies_trailers_and_ping_as_an_independent_client_sees_them() {
         200,
         "origin saw /peer/after-ping",
         "after ping",
+    );
+
+    // WINDOW_UPDATE and RST_STREAM on a closed stream are tolerated (RFC 9113 §5.1).
+    let f = &r["frames_after_close"];
+    assert_answered(&f["first"], 200, "origin saw /peer/closed", "closed");
+    assert!(f["terminated"].is_null(), "{f}");
+    assert_answered(
+        &f["then"],
+        200,
+        "origin saw /peer/after-close",
+        "after close",
     );
     assert_no_panics(&proxy);
 }

@@ -23,7 +23,7 @@ import h2.events
 import h2.settings
 from h2.settings import SettingCodes
 from hyperframe.frame import (ContinuationFrame, DataFrame, Frame, GoAwayFrame, HeadersFrame,
-                              RstStreamFrame)
+                              RstStreamFrame, WindowUpdateFrame)
 
 WAIT = 20.0
 
@@ -382,6 +382,17 @@ def s_header_table_zero_then_back(addr):
            if p.stream(s)["status"] != 200 or len(p.stream(s)["body"]) != n]
     return {"first": p.outcome(first), "responses": len(sids), "wrong": bad,
             "after_first_reps": hpack_reps(b"".join(p.blocks.get(sids[0], [])))[:3]}
+
+
+def s_frames_after_close(addr):
+    # WINDOW_UPDATE and RST_STREAM on a stream both sides have closed (raw: h2 would not send
+    # them): RFC 9113 §5.1 lets them arrive for a while after END_STREAM; the connection goes on.
+    p = Peer(addr)
+    sid = p.get("/peer/closed")
+    p.raw(WindowUpdateFrame(sid, window_increment=1000).serialize()
+          + RstStreamFrame(sid, error_code=8).serialize())
+    return {"first": p.outcome(sid), "then": p.outcome(p.get("/peer/after-close")),
+            "terminated": p.terminated}
 
 
 def s_ping(addr):
