@@ -12,7 +12,8 @@ python3 -m pip install --quiet --disable-pip-version-check pymacaroons==0.13.0
 python3 -m pip install --quiet --disable-pip-version-check pympp==0.16.0
 # l402-requests is a real third-party client driven against the proxy (tests/it/clients.rs).
 python3 -m pip install --quiet --disable-pip-version-check l402-requests==0.9.0
-# h2 (with hpack and hyperframe) is the conformance peer of the native HTTP/2 codec (tests/it/h2n_conformance.rs).
+# h2 (with hpack and hyperframe) is the conformance peer of the native HTTP/2 codec and server
+# (tests/it/h2n_conformance.rs, tests/it/h2_peer.rs).
 python3 -m pip install --quiet --disable-pip-version-check h2==4.2.0
 # grpcio (the C-core gRPC client, an HTTP/2 stack other than tonic's) is driven through the proxy
 # by tests/it/grpc_py.rs (tests/clients/grpcio_client.py; generic calls, no code generation).

@@ -19,6 +19,7 @@ mod grpc_py;
 mod grpc_tonic;
 mod h2_abuse;
 mod h2_forward;
+mod h2_peer;
 mod h2_raw;
 mod h2_tls;
 mod h2n_conformance;

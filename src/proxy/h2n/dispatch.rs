@@ -89,7 +89,13 @@ impl Reader {
                 let counted = match inner.streams.find(id) {
                     Some(key) => match inner.io_of(key).cloned() {
                         Some(io) => inner.reset_stream(&io, code, true),
-                        None => inner.streams.reset(key, true),
+                        // Open in the table without an I/O slot (a malformed request, refused
+                        // before its work was spawned): the client still gets its RST_STREAM.
+                        None => {
+                            frame::write_rst_stream(&mut inner.out, id, code);
+                            inner.kick();
+                            inner.streams.reset(key, true)
+                        }
                     },
                     None => {
                         frame::write_rst_stream(&mut inner.out, id, code);
@@ -295,9 +301,11 @@ impl Reader {
                 "DATA past the stream window",
             ));
         }
-        // Padding is nobody's: released at once.
+        // Padding is nobody's: released at once, to both windows while the stream's body is
+        // read (it counted against both, §6.9.1; a stream window never given it back stalls).
         let padding = flow_len as usize - data.len();
-        let keep = !st.detached && !st.gone && !data.is_empty();
+        let live = !st.detached && !st.gone;
+        let keep = live && !data.is_empty();
         if keep {
             st.recv.push_back(Bytes::copy_from_slice(data));
             st.recv_buffered += data.len();
@@ -308,8 +316,11 @@ impl Reader {
         if let Some(w) = st.recv_waker.take() {
             w.wake();
         }
-        drop(st);
-        inner.consumed(if keep { padding } else { flow_len as usize });
+        if live {
+            inner.released(&mut st, padding);
+        } else {
+            inner.consumed(flow_len as usize);
+        }
         Ok(())
     }
 

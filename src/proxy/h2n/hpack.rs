@@ -574,8 +574,10 @@ pub fn encode_string(s: &[u8], out: &mut Vec<u8>) {
 pub struct Encoder {
     table: DynTable,
     /// A size update owed at the start of the next block (RFC 7541 §4.2), after the peer's
-    /// SETTINGS_HEADER_TABLE_SIZE changed.
-    pending_update: Option<usize>,
+    /// SETTINGS_HEADER_TABLE_SIZE changed: the final size, and the smallest one since the last
+    /// block (both are signalled when the peer lowered then raised it: the decoder must drop
+    /// what we dropped).
+    pending_update: Option<(usize, usize)>,
 }
 
 impl Default for Encoder {
@@ -592,14 +594,19 @@ impl Encoder {
     pub fn set_peer_table_size(&mut self, size: usize) {
         let size = size.min(4096);
         if size != self.table.max {
+            let smallest = self.pending_update.map_or(size, |(_, s)| s.min(size));
             self.table.set_max(size);
-            self.pending_update = Some(size);
+            self.pending_update = Some((size, smallest));
         }
     }
 
-    /// Starts a header block: emits a pending table size update.
+    /// Starts a header block: emits the pending table size updates (the smallest size first
+    /// when it was below the final one, RFC 7541 §4.2).
     pub fn begin_block(&mut self, out: &mut Vec<u8>) {
-        if let Some(size) = self.pending_update.take() {
+        if let Some((size, smallest)) = self.pending_update.take() {
+            if smallest < size {
+                encode_int(smallest, 5, 0x20, out);
+            }
             encode_int(size, 5, 0x20, out);
         }
     }

@@ -273,6 +273,29 @@ fn encoder_output_decodes_and_repeats_hit_the_table() {
 }
 
 #[test]
+fn a_table_size_lowered_then_raised_signals_both() {
+    let mut e = Encoder::default();
+    let mut block = Vec::new();
+    e.begin_block(&mut block);
+    e.field(b"x-a", b"1", false, &mut block);
+    // 0 then 4096 between two blocks: the smallest, then the final size (RFC 7541 §4.2).
+    e.set_peer_table_size(0);
+    e.set_peer_table_size(4096);
+    let mut block = Vec::new();
+    e.begin_block(&mut block);
+    assert_eq!(block, [0x20, 0x3f, 0xe1, 0x1f]);
+    // Lowered only, then raised only: one update each.
+    e.set_peer_table_size(1024);
+    let mut block = Vec::new();
+    e.begin_block(&mut block);
+    assert_eq!(block, [0x3f, 0xe1, 0x07]);
+    e.set_peer_table_size(2048);
+    let mut block = Vec::new();
+    e.begin_block(&mut block);
+    assert_eq!(block, [0x3f, 0xe1, 0x0f]);
+}
+
+#[test]
 fn dynamic_table_compacts_and_evicts_oldest_first() {
     let mut t = DynTable::new(200);
     for i in 0..100u8 {

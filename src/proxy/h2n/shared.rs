@@ -234,6 +234,15 @@ impl Inner {
     /// A stream's work took `n` bytes: the stream's window too.
     pub fn taken(&mut self, st: &mut StreamState, n: usize) {
         st.recv_buffered -= n;
+        self.released(st, n);
+    }
+
+    /// `n` bytes counted against `st`'s window and the connection's are done with (taken by
+    /// the work, or padding): both windows get them back.
+    pub fn released(&mut self, st: &mut StreamState, n: usize) {
+        if n == 0 {
+            return;
+        }
         self.consumed(n);
         if st.recv_end || st.gone || self.closed {
             return;
