@@ -159,6 +159,9 @@ struct DynTable {
     entries: VecDeque<(usize, usize, usize, bool)>,
     size: usize,
     max: usize,
+    /// Entries inserted so far: entry `i` (0 = newest) is insertion number `inserted - 1 - i`,
+    /// a name that survives the shifting of indices as newer entries arrive.
+    inserted: u64,
 }
 
 impl DynTable {
@@ -169,6 +172,7 @@ impl DynTable {
             entries: VecDeque::new(),
             size: 0,
             max,
+            inserted: 0,
         }
     }
 
@@ -225,6 +229,18 @@ impl DynTable {
         self.entries
             .push_front((at, name.len(), value.len(), valid));
         self.size += size;
+        self.inserted += 1;
+    }
+
+    /// The insertion number of entry `i`.
+    fn number_of(&self, i: usize) -> u64 {
+        self.inserted - 1 - i as u64
+    }
+
+    /// The index of the entry inserted as number `n`, while it is still in the table.
+    fn index_of(&self, n: u64) -> Option<usize> {
+        let i = self.inserted.checked_sub(1)?.checked_sub(n)?;
+        usize::try_from(i).ok().filter(|&i| i < self.entries.len())
     }
 
     /// The newest entry equal to (`name`, `value`), and the newest with `name`. Lengths are
@@ -578,6 +594,13 @@ pub struct Encoder {
     /// block (both are signalled when the peer lowered then raised it: the decoder must drop
     /// what we dropped).
     pending_update: Option<(usize, usize)>,
+    /// For the field at each position of the last block, the insertion number of the table
+    /// entry it was sent as (`u64::MAX`: none). Answers from one upstream repeat their fields
+    /// in the same order, so the field at the same position is checked against that one entry
+    /// first, before any search of the table.
+    recent: Vec<u64>,
+    /// The position of the next field in the block being written.
+    at: usize,
 }
 
 impl Default for Encoder {
@@ -585,6 +608,8 @@ impl Default for Encoder {
         Encoder {
             table: DynTable::new(4096),
             pending_update: None,
+            recent: Vec::new(),
+            at: 0,
         }
     }
 }
@@ -603,6 +628,7 @@ impl Encoder {
     /// Starts a header block: emits the pending table size updates (the smallest size first
     /// when it was below the final one, RFC 7541 §4.2).
     pub fn begin_block(&mut self, out: &mut Vec<u8>) {
+        self.at = 0;
         if let Some((size, smallest)) = self.pending_update.take() {
             if smallest < size {
                 encode_int(smallest, 5, 0x20, out);
@@ -638,7 +664,39 @@ impl Encoder {
     /// Appends one field (`name` lowercase). A `sensitive` field is sent never-indexed
     /// (RFC 7541 §7.1.3); others are indexed when they fit the table.
     pub fn field(&mut self, name: &[u8], value: &[u8], sensitive: bool, out: &mut Vec<u8>) {
-        let static_name = static_name_index(name);
+        let at = self.at;
+        self.at += 1;
+        if !sensitive {
+            if let Some(i) = self.recent_match(at, name, value) {
+                return encode_int(62 + i, 7, 0x80, out);
+            }
+        }
+        let sent_as = self.field_searched(name, value, sensitive, out);
+        if at < self.recent.len() {
+            self.recent[at] = sent_as;
+        } else if at == self.recent.len() && at < 64 {
+            self.recent.push(sent_as);
+        }
+    }
+
+    /// The index of the entry the field at position `at` of the last block was sent as, when
+    /// that entry is still in the table and equals (`name`, `value`).
+    fn recent_match(&self, at: usize, name: &[u8], value: &[u8]) -> Option<usize> {
+        let n = *self.recent.get(at)?;
+        let i = self.table.index_of(n)?;
+        let (en, ev) = self.table.get(i)?;
+        (en == name && ev == value).then_some(i)
+    }
+
+    /// [`Encoder::field`] by searching the tables; returns the insertion number of the dynamic
+    /// entry the field was sent as or inserted as (`u64::MAX`: none).
+    fn field_searched(
+        &mut self,
+        name: &[u8],
+        value: &[u8],
+        sensitive: bool,
+        out: &mut Vec<u8>,
+    ) -> u64 {
         let (full, dyn_name) = if sensitive {
             (None, None)
         } else {
@@ -646,8 +704,9 @@ impl Encoder {
         };
         if let Some(i) = full {
             encode_int(62 + i, 7, 0x80, out);
-            return;
+            return self.table.number_of(i);
         }
+        let static_name = static_name_index(name);
         let name_index = static_name.or(dyn_name.map(|i| 62 + i));
         let size = name.len() + value.len() + ENTRY_OVERHEAD;
         let (prefix, flags) = if sensitive {
@@ -665,10 +724,12 @@ impl Encoder {
             }
         }
         encode_string(value, out);
-        if flags == 0x40 {
-            self.table
-                .insert(name, value, check_field(name, value).is_none());
+        if flags != 0x40 {
+            return u64::MAX;
         }
+        self.table
+            .insert(name, value, check_field(name, value).is_none());
+        self.table.number_of(0)
     }
 }
 
