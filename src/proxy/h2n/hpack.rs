@@ -667,11 +667,36 @@ impl Encoder {
         let at = self.at;
         self.at += 1;
         if !sensitive {
-            if let Some(i) = self.recent_match(at, name, value) {
+            if let Some(i) = self.recent_match(at, name, value, false) {
                 return encode_int(62 + i, 7, 0x80, out);
             }
         }
         let sent_as = self.field_searched(name, value, sensitive, out);
+        self.remember(at, sent_as);
+    }
+
+    /// [`Encoder::field`] for a name in any case (an HTTP/1.1 upstream's): compared with the
+    /// position's last entry ignoring case first, lowercased only when that misses.
+    pub fn field_any_case(&mut self, name: &[u8], value: &[u8], out: &mut Vec<u8>) {
+        let at = self.at;
+        self.at += 1;
+        if let Some(i) = self.recent_match(at, name, value, true) {
+            return encode_int(62 + i, 7, 0x80, out);
+        }
+        let mut low = [0u8; 64];
+        let sent_as = match low.get_mut(..name.len()) {
+            Some(low) => {
+                for (d, c) in low.iter_mut().zip(name) {
+                    *d = c.to_ascii_lowercase();
+                }
+                self.field_searched(low, value, false, out)
+            }
+            None => self.field_searched(&name.to_ascii_lowercase(), value, false, out),
+        };
+        self.remember(at, sent_as);
+    }
+
+    fn remember(&mut self, at: usize, sent_as: u64) {
         if at < self.recent.len() {
             self.recent[at] = sent_as;
         } else if at == self.recent.len() && at < 64 {
@@ -680,12 +705,18 @@ impl Encoder {
     }
 
     /// The index of the entry the field at position `at` of the last block was sent as, when
-    /// that entry is still in the table and equals (`name`, `value`).
-    fn recent_match(&self, at: usize, name: &[u8], value: &[u8]) -> Option<usize> {
+    /// that entry is still in the table and equals (`name`, `value`) (the name compared
+    /// ignoring ASCII case when `fold`: table names are lowercase).
+    fn recent_match(&self, at: usize, name: &[u8], value: &[u8], fold: bool) -> Option<usize> {
         let n = *self.recent.get(at)?;
         let i = self.table.index_of(n)?;
         let (en, ev) = self.table.get(i)?;
-        (en == name && ev == value).then_some(i)
+        let same_name = if fold {
+            en.eq_ignore_ascii_case(name)
+        } else {
+            en == name
+        };
+        (same_name && ev == value).then_some(i)
     }
 
     /// [`Encoder::field`] by searching the tables; returns the insertion number of the dynamic

@@ -482,3 +482,34 @@ fn blocks_that_repeat_their_fields_by_position_still_decode_right() {
         assert_eq!(got, fields, "round {round}");
     }
 }
+
+#[test]
+fn any_case_names_are_sent_lowercase_and_repeat_from_the_table() {
+    let mut e = Encoder::default();
+    let mut d = Decoder::new(4096, 64 << 10);
+    let mut out = HeaderList::default();
+    for (round, name) in [
+        "Content-Type",
+        "content-type",
+        "CONTENT-TYPE",
+        "Content-Type",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut block = Vec::new();
+        e.begin_block(&mut block);
+        e.field_any_case(name.as_bytes(), b"text/plain", &mut block);
+        e.field_any_case(b"X-Up", b"1", &mut block);
+        d.decode(&block, &mut out).expect("decodes");
+        assert_eq!(
+            out.get(b"content-type"),
+            Some(&b"text/plain"[..]),
+            "round {round}"
+        );
+        assert_eq!(out.get(b"x-up"), Some(&b"1"[..]), "round {round}");
+        if round > 0 {
+            assert_eq!(block.len(), 2, "round {round}: both fields indexed");
+        }
+    }
+}

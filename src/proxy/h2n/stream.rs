@@ -42,18 +42,9 @@ pub struct FieldSink<'a> {
 }
 
 impl FieldSink<'_> {
-    /// One field; `name` in any case (lowercased here into a stack copy: one pass, no
-    /// check first, for names up to 64 bytes).
+    /// One field; `name` in any case (HTTP/2 wants it lowercase: the encoder folds it).
     pub fn field(&mut self, name: &[u8], value: &[u8]) {
-        let mut low = [0u8; 64];
-        if let Some(low) = low.get_mut(..name.len()) {
-            for (d, s) in low.iter_mut().zip(name) {
-                *d = s.to_ascii_lowercase();
-            }
-            return self.encoder.field(low, value, false, self.block);
-        }
-        let low = name.to_ascii_lowercase();
-        self.encoder.field(&low, value, false, self.block);
+        self.encoder.field_any_case(name, value, self.block);
     }
 
     /// One field whose name is lowercase already (our own constants).
