@@ -109,6 +109,20 @@ pub fn send(fd: RawFd, bytes: &[u8]) -> Try {
     outcome(n)
 }
 
+/// Sends what the socket takes of `bytes` now, in as many calls as it keeps taking them: the
+/// count, which is short when the rest must wait for an io_uring write.
+pub fn send_ready(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
+    let mut at = 0;
+    while at < bytes.len() {
+        match send(fd, &bytes[at..]) {
+            Try::Done(0) | Try::NotReady => break,
+            Try::Done(n) => at += n,
+            Try::Failed(e) => return Err(e),
+        }
+    }
+    Ok(at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -531,18 +531,21 @@ pub fn push_field(out: &mut Vec<u8>, name: impl AsRef<[u8]>, value: impl AsRef<[
 
 /// Appends `n` in decimal. `write!` costs several hundred instructions per number through
 /// `core::fmt`; heads carry a status and a length on every request.
-pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
+pub fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(decimal(n, &mut [0u8; 20]));
+}
+
+/// `n` in decimal, written into the end of `buf` (for callers with no `Vec` to append to).
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
     loop {
         at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
+        buf[at] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
-            break;
+            return &buf[at..];
         }
     }
-    out.extend_from_slice(&digits[at..]);
 }
 
 /// Appends `ip` as `Display` writes it: IPv4 by hand (the `X-Forwarded-For` of every forwarded
@@ -573,6 +576,7 @@ mod tests {
             let mut out = Vec::new();
             super::push_decimal(&mut out, n);
             assert_eq!(out, n.to_string().into_bytes());
+            assert_eq!(super::decimal(n, &mut [0u8; 20]), n.to_string().as_bytes());
         }
         for ip in [
             "0.0.0.0",

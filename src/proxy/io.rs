@@ -196,7 +196,7 @@ impl<S: Io> BufStream<S> {
     pub async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
         let mut at = 0;
         if let Some(fd) = self.direct {
-            match send_now(fd, &buf) {
+            match direct::send_ready(fd, &buf) {
                 Ok(n) => at = n,
                 Err(e) => return (Err(e), buf),
             }
@@ -293,20 +293,6 @@ fn timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "write timed out")
 }
 
-/// Sends what the socket takes of `bytes` now (see [`direct`]): the count, which is short when
-/// the rest must wait for an io_uring write.
-fn send_now(fd: std::os::fd::RawFd, bytes: &[u8]) -> io::Result<usize> {
-    let mut at = 0;
-    while at < bytes.len() {
-        match direct::send(fd, &bytes[at..]) {
-            Try::Done(0) | Try::NotReady => break,
-            Try::Done(n) => at += n,
-            Try::Failed(e) => return Err(e),
-        }
-    }
-    Ok(at)
-}
-
 /// Writes `buf[range]` to `dst`, each write within `within` of the previous one's progress.
 /// The buffer comes back unless a write timed out (its in-flight write owns it then).
 async fn write_rolling<D: AsyncWriteRent + 'static>(
@@ -317,7 +303,7 @@ async fn write_rolling<D: AsyncWriteRent + 'static>(
 ) -> (io::Result<()>, Option<Vec<u8>>) {
     let mut at = range.start;
     if let Some(fd) = direct::fd_of(dst) {
-        match send_now(fd, &buf[range.clone()]) {
+        match direct::send_ready(fd, &buf[range.clone()]) {
             Ok(n) => at += n,
             Err(e) => return (Err(e), Some(buf)),
         }

@@ -34,14 +34,14 @@ const MAX_HELLO: usize = 80 * 1024;
 /// The acceptor over one server config, shared by a core's connections (a cheap clone).
 #[derive(Clone)]
 pub struct TlsAcceptor {
-    h1: monoio_rustls::TlsAcceptor,
+    inner: monoio_rustls::TlsAcceptor,
 }
 
 impl TlsAcceptor {
     /// The acceptor for `config` (its ALPN list decides what each connection negotiates).
     pub fn new(config: Arc<rustls::ServerConfig>) -> Self {
         Self {
-            h1: monoio_rustls::TlsAcceptor::from(config),
+            inner: monoio_rustls::TlsAcceptor::from(config),
         }
     }
 }
@@ -67,42 +67,30 @@ pub async fn serve_tls(
         Err(_) => return handshake_failed(&core, peer, &"timed out"),
     };
     let left = deadline.saturating_duration_since(Instant::now());
-    if hello_kind == Hello::Acme {
-        let io = PrefixedReadIo::new(stream, Cursor::new(hello));
-        return match monoio::time::timeout(left, acceptor.h1.accept(io)).await {
-            Ok(Ok(tls)) => {
-                tracing::info!(core = core.id, %peer, "answered a TLS-ALPN-01 validation");
-                drop(tls);
+    // One handshake for every kind, the ClientHello's bytes replayed.
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+    let io = PrefixedReadIo::new(stream, Cursor::new(hello));
+    let tls = match monoio::time::timeout(left, acceptor.inner.accept(io)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => return handshake_failed(&core, peer, &e),
+        Err(_) => return handshake_failed(&core, peer, &"timed out"),
+    };
+    match hello_kind {
+        Hello::Acme => {
+            tracing::info!(core = core.id, %peer, "answered a TLS-ALPN-01 validation");
+        }
+        Hello::H2 => {
+            use monoio::io::Splitable;
+            if tls.alpn_protocol().as_deref() != Some(crate::tls::ALPN_H2) {
+                // Cannot happen with our ALPN list (h2 first); never serve h2 unannounced.
+                return handshake_failed(&core, peer, &"h2 offered but not negotiated");
             }
-            Ok(Err(e)) => handshake_failed(&core, peer, &e),
-            Err(_) => handshake_failed(&core, peer, &"timed out"),
-        };
-    }
-    if hello_kind == Hello::H2 {
-        use monoio::io::Splitable;
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
-        let io = PrefixedReadIo::new(stream, Cursor::new(hello));
-        let tls = match monoio::time::timeout(left, acceptor.h1.accept(io)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => return handshake_failed(&core, peer, &e),
-            Err(_) => return handshake_failed(&core, peer, &"timed out"),
-        };
-        if tls.alpn_protocol().as_deref() != Some(crate::tls::ALPN_H2) {
-            // Cannot happen with our ALPN list (h2 first); never serve h2 unannounced.
-            return handshake_failed(&core, peer, &"h2 offered but not negotiated");
+            // The native HTTP/2 connection reads and writes at once: monoio-rustls keeps
+            // separate read and write buffers, so its halves may run concurrently.
+            let (read, write) = tls.into_split();
+            super::h2n::conn::serve(core, read, write, Vec::new(), peer, fd, false).await
         }
-        // The native HTTP/2 connection reads and writes at once: monoio-rustls keeps separate
-        // read and write buffers, so its halves may run concurrently.
-        let (read, write) = tls.into_split();
-        super::h2n::conn::serve(core, read, write, Vec::new(), peer, fd, false).await
-    } else {
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
-        let io = PrefixedReadIo::new(stream, Cursor::new(hello));
-        match monoio::time::timeout(left, acceptor.h1.accept(io)).await {
-            Ok(Ok(tls)) => serve_h1(core, BufStream::new(tls), peer, fd).await,
-            Ok(Err(e)) => handshake_failed(&core, peer, &e),
-            Err(_) => handshake_failed(&core, peer, &"timed out"),
-        }
+        Hello::Other => serve_h1(core, BufStream::new(tls), peer, fd).await,
     }
 }
 

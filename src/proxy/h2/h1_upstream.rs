@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use crate::error::Synthetic;
 
 use super::super::forward::{self, is_stale};
-use super::super::h1::{ChunkScanner, Framing, Head};
+use super::super::h1::{self, ChunkScanner, Framing, Head};
 use super::super::h2n::frame::ErrorCode;
 use super::super::h2n::stream::{RecvBody, Stream};
 use super::super::io::{BufStream, ReadError};
@@ -71,7 +71,7 @@ pub(super) async fn forward_h1<U: Upstream>(
             });
             if let Some(len) = len {
                 let mut digits = [0u8; 20];
-                f.lowercase(b"content-length", decimal(len, &mut digits));
+                f.lowercase(b"content-length", h1::decimal(len, &mut digits));
             }
             if let Some(receipt) = receipt {
                 f.lowercase(b"cache-control", b"private");
@@ -136,19 +136,6 @@ pub(super) async fn forward_h1<U: Upstream>(
         Err(()) => respond.send_reset(ErrorCode::InternalError),
     }
     Ok(status)
-}
-
-/// `n` in decimal, written into the end of `buf`.
-fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[at..];
-        }
-    }
 }
 
 async fn read_request_body(
@@ -309,14 +296,6 @@ fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn decimals() {
-        let mut b = [0u8; 20];
-        assert_eq!(decimal(0, &mut b), b"0");
-        assert_eq!(decimal(13, &mut b), b"13");
-        assert_eq!(decimal(u64::MAX, &mut b), b"18446744073709551615");
-    }
 
     #[test]
     fn chunked_bodies_decode() {

@@ -164,22 +164,28 @@ fn shutdown(fd: RawFd) {
     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
 }
 
-/// Sends what the socket takes now (io_uring cores, plain TCP): `Ok(true)` when all of `buf`
-/// went, else what is left stays in `buf` for the io_uring write.
-fn send_now(fd: RawFd, buf: &mut Vec<u8>) -> Result<bool, ()> {
-    let mut sent = 0;
-    while sent < buf.len() {
-        match direct::send(fd, &buf[sent..]) {
-            Try::Done(n) => sent += n,
-            Try::NotReady => break,
-            Try::Failed(_) => return Err(()),
+/// Sends all of `buf`: on an io_uring core over plain TCP (`direct`) what the socket takes at
+/// once by system call, the rest by a write within `within`. The buffer back, emptied; `None`
+/// when the connection failed or the client read too slowly.
+async fn send_out<W: AsyncWriteRent>(
+    write: &mut W,
+    mut buf: Vec<u8>,
+    direct: Option<RawFd>,
+    within: Duration,
+) -> Option<Vec<u8>> {
+    if let Some(fd) = direct {
+        let sent = direct::send_ready(fd, &buf).ok()?;
+        if sent == buf.len() {
+            buf.clear();
+            return Some(buf);
         }
+        buf.drain(..sent);
     }
-    if sent == buf.len() {
-        return Ok(true);
-    }
-    buf.drain(..sent);
-    Ok(false)
+    let op = std::pin::pin!(write.write_all(buf));
+    let (res, mut buf) = crate::proxy::deadline::within(op, within).await.ok()?;
+    res.ok()?;
+    buf.clear();
+    Some(buf)
 }
 
 /// What woke the writer.
@@ -240,26 +246,9 @@ async fn write_loop<W: AsyncWriteRent>(
         };
         match woke {
             Wake::Output => {
-                match direct.map(|fd| send_now(fd, &mut buf)) {
-                    Some(Err(())) => break,
-                    Some(Ok(true)) => {
-                        buf.clear();
-                        let mut inner = shared.borrow_mut();
-                        inner.flood.replies_flushed();
-                        inner.pump();
-                        continue;
-                    }
-                    _ => {}
-                }
-                let op = std::pin::pin!(write.write_all(buf));
-                let (res, b) = match crate::proxy::deadline::within(op, within).await {
-                    Ok(r) => r,
-                    Err(_) => break,
-                };
-                buf = b;
-                buf.clear();
-                if res.is_err() {
-                    break;
+                match send_out(&mut write, buf, direct, within).await {
+                    Some(sent) => buf = sent,
+                    None => break,
                 }
                 let mut inner = shared.borrow_mut();
                 inner.flood.replies_flushed();

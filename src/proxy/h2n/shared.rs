@@ -17,6 +17,7 @@ use http::HeaderMap;
 use super::frame::{self, ErrorCode, H2Error, MAX_WINDOW};
 use super::guard::FloodMeter;
 use super::hpack::Encoder;
+use super::stream::FieldSink;
 use super::streams::{Key, Streams};
 
 /// Output buffered past this makes a stream's sender wait for the writer (the client is slow
@@ -184,10 +185,7 @@ impl Inner {
             return Ok(());
         }
         let live = self.live(&st);
-        st.gone = true;
-        st.send.clear();
-        self.release_buffered(&mut st);
-        st.wake();
+        self.give_up(&mut st);
         if !live {
             return Ok(());
         }
@@ -201,19 +199,18 @@ impl Inner {
 
     /// The client reset the stream (or the connection ended): its work is abandoned.
     pub fn abandon(&mut self, io: &StreamIo) {
-        let mut st = io.st.borrow_mut();
-        st.gone = true;
-        st.send.clear();
-        self.release_buffered(&mut st);
-        st.wake();
+        self.give_up(&mut io.st.borrow_mut());
     }
 
-    /// Body bytes still buffered on a stream that is going away go back to the connection
-    /// window.
-    fn release_buffered(&mut self, st: &mut StreamState) {
+    /// Marks a stream gone: its queued response dropped, the body bytes still buffered given
+    /// back to the connection window, whoever waits on it woken.
+    fn give_up(&mut self, st: &mut StreamState) {
+        st.gone = true;
+        st.send.clear();
         let n = std::mem::take(&mut st.recv_buffered);
         st.recv.clear();
         self.consumed(n);
+        st.wake();
     }
 
     /// `n` request-body bytes left the connection's buffers: grant them again once half the
@@ -296,13 +293,7 @@ impl Inner {
             let piece = chunk.split_to(n);
             let last = chunk.is_empty() && single;
             let end = last && end_queued && !has_trailers;
-            let flags = if end { frame::flag::END_STREAM } else { 0 };
-            frame::write_header(&mut self.out, n, frame::kind::DATA, flags, id);
-            self.out.extend_from_slice(&piece);
-            self.send_window -= n as i64;
-            if let Some(s) = self.streams.get_mut(key) {
-                s.send_window -= n as i64;
-            }
+            self.write_data(key, id, &piece, end);
             if chunk.is_empty() {
                 st.send.pop_front();
             }
@@ -320,6 +311,19 @@ impl Inner {
         true
     }
 
+    /// One DATA frame of `data` on stream `id` (slot `key`), counted against both send
+    /// windows; the caller checked they allow it.
+    pub fn write_data(&mut self, key: Key, id: u32, data: &[u8], end: bool) {
+        let flags = if end { frame::flag::END_STREAM } else { 0 };
+        frame::write_header(&mut self.out, data.len(), frame::kind::DATA, flags, id);
+        self.out.extend_from_slice(data);
+        let n = data.len() as i64;
+        self.send_window -= n;
+        if let Some(s) = self.streams.get_mut(key) {
+            s.send_window -= n;
+        }
+    }
+
     /// Ends a stream whose data all went out: trailers, or an empty END_STREAM DATA frame.
     fn finish(&mut self, st: &mut StreamState) {
         let key = Key(st.key);
@@ -327,14 +331,7 @@ impl Inner {
             Some(t) => {
                 let mut block = std::mem::take(&mut self.block);
                 self.encoder.begin_block(&mut block);
-                for (name, value) in &t {
-                    self.encoder.field(
-                        name.as_str().as_bytes(),
-                        value.as_bytes(),
-                        value.is_sensitive(),
-                        &mut block,
-                    );
-                }
+                FieldSink::new(&mut self.encoder, &mut block).map(&t);
                 self.block = block;
                 self.write_block(st.id, true);
             }

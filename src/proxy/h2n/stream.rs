@@ -41,7 +41,12 @@ pub struct FieldSink<'a> {
     block: &'a mut Vec<u8>,
 }
 
-impl FieldSink<'_> {
+impl<'a> FieldSink<'a> {
+    /// Fields of one block, written by `encoder` into `block`.
+    pub(super) fn new(encoder: &'a mut Encoder, block: &'a mut Vec<u8>) -> Self {
+        FieldSink { encoder, block }
+    }
+
     /// One field; `name` in any case (HTTP/2 wants it lowercase: the encoder folds it).
     pub fn field(&mut self, name: &[u8], value: &[u8]) {
         self.encoder.field_any_case(name, value, self.block);
@@ -127,10 +132,7 @@ impl Stream {
         let mut block = std::mem::take(&mut inner.block);
         inner.encoder.begin_block(&mut block);
         inner.encoder.status(status, &mut block);
-        fields(&mut FieldSink {
-            encoder: &mut inner.encoder,
-            block: &mut block,
-        });
+        fields(&mut FieldSink::new(&mut inner.encoder, &mut block));
         inner.block = block;
         inner.write_block(st.id, end);
         if end {
@@ -236,23 +238,7 @@ impl Stream {
         {
             return Ok(false);
         }
-        let flags = if end {
-            super::frame::flag::END_STREAM
-        } else {
-            0
-        };
-        super::frame::write_header(
-            &mut inner.out,
-            data.len(),
-            super::frame::kind::DATA,
-            flags,
-            st.id,
-        );
-        inner.out.extend_from_slice(data);
-        inner.send_window -= n;
-        if let Some(s) = inner.streams.get_mut(key) {
-            s.send_window -= n;
-        }
+        inner.write_data(key, st.id, data, end);
         inner.kick();
         if end {
             st.end_queued = true;
