@@ -47,7 +47,7 @@ fn wallet_url(proxy: &Proxy) -> String {
 }
 
 /// A client that is not installed: skip, unless CI is set.
-fn missing(why: &str) -> Option<Value> {
+pub(crate) fn missing(why: &str) -> Option<Value> {
     if std::env::var_os("CI").is_some() {
         panic!("CI is set but {why}: scripts/test.sh installs the third-party clients");
     }
@@ -57,7 +57,7 @@ fn missing(why: &str) -> Option<Value> {
 
 /// Runs `program tests/clients/<script> args…` and returns the JSON line it printed; `None`
 /// (skip) when the program or the client library is missing (the script exits 3).
-fn drive(program: &str, script: &str, args: &[String]) -> Option<Value> {
+pub(crate) fn drive(program: &str, script: &str, args: &[String]) -> Option<Value> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/clients")
         .join(script);

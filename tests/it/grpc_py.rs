@@ -8,14 +8,10 @@
 //! scripts/test.sh installs grpcio; when it is missing the tests skip, except when `CI` is set:
 //! then they fail.
 
-use std::io::Read;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::pin::Pin;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::sync::Arc;
 
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -154,15 +150,6 @@ async fn setup() -> Setup {
     }
 }
 
-/// grpcio is not installed: skip, unless CI is set.
-fn missing(why: &str) -> Option<Value> {
-    if std::env::var_os("CI").is_some() {
-        panic!("CI is set but {why}: scripts/test.sh installs grpcio");
-    }
-    eprintln!("skipping: {why} (scripts/test.sh installs it)");
-    None
-}
-
 /// Runs one grpcio call (`mode arg`, see the script) against the proxy, off the async workers;
 /// the JSON line it printed, or `None` (skip) when grpcio is missing.
 async fn grpcio(proxy: SocketAddr, macaroon: Option<&str>, mode: &str, arg: &str) -> Option<Value> {
@@ -172,53 +159,9 @@ async fn grpcio(proxy: SocketAddr, macaroon: Option<&str>, mode: &str, arg: &str
         mode.to_string(),
         arg.to_string(),
     ];
-    tokio::task::spawn_blocking(move || drive(&args))
+    tokio::task::spawn_blocking(move || crate::clients::drive("python3", "grpcio_client.py", &args))
         .await
         .unwrap()
-}
-
-fn drive(args: &[String]) -> Option<Value> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/grpcio_client.py");
-    let mut child = match Command::new("python3")
-        .arg(&script)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(e) => return missing(&format!("`python3` cannot run ({e})")),
-    };
-    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let (mut o, mut e) = (String::new(), String::new());
-        let _ = out.read_to_string(&mut o);
-        let _ = err.read_to_string(&mut e);
-        let _ = tx.send((o, e));
-    });
-    let Ok((stdout, stderr)) = rx.recv_timeout(Duration::from_secs(120)) else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("grpcio_client.py {args:?} did not finish within 120 s");
-    };
-    let status = child.wait().unwrap();
-    let line = stdout.lines().rev().find(|l| !l.trim().is_empty());
-    let json: Option<Value> = line.and_then(|l| serde_json::from_str(l).ok());
-    if status.code() == Some(3) {
-        let why = json.as_ref().and_then(|j| j["missing"].as_str());
-        return missing(why.unwrap_or("grpcio is not installed"));
-    }
-    assert!(
-        status.success(),
-        "grpcio_client.py {args:?} failed ({status}):\n{stdout}\n{stderr}"
-    );
-    let json = json.unwrap_or_else(|| panic!("no JSON line in\n{stdout}\n{stderr}"));
-    let mut shown = json.to_string();
-    shown.truncate(600);
-    eprintln!("grpcio {}: {shown}", args[2]);
-    Some(json)
 }
 
 /// The values of metadata `key` in a `[[key, value], …]` list.

@@ -179,9 +179,7 @@ async fn echo(req: http::Request<h2::RecvStream>, mut respond: h2::server::SendR
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_an_h2_upstream_refused_with_goaway_are_replayed_on_a_new_connection() {
     let (upstream, conns) = one_stream_h2c_origin();
-    let services = format!(
-        "  - name: \"h2\"\n    hostregexp: \".*\"\n    address: \"{upstream}\"\n    protocol: h2c\n    auth: \"off\"\n"
-    );
+    let services = open_h2c_service(upstream);
     let proxy = Proxy::start(&services, 1);
     let mut send = h2c(proxy.addr).await;
     // One call first, so the proxy holds one cached upstream connection that every next stream
@@ -266,9 +264,7 @@ async fn a_client_gone_mid_upload_to_an_h2_upstream_is_a_client_abort() {
     use crate::h2_raw::{frame, request_block, Peer, DATA, END_HEADERS, HEADERS};
     use aperture::metrics::Counter;
     let (upstream, streams) = counting_h2c_origin();
-    let services = format!(
-        "  - name: \"h2\"\n    hostregexp: \".*\"\n    address: \"{upstream}\"\n    protocol: h2c\n    auth: \"off\"\n"
-    );
+    let services = open_h2c_service(upstream);
     let proxy = Proxy::start(&services, 1);
     let metrics = proxy.server().metrics().clone();
     const ROUNDS: usize = 10;
@@ -305,9 +301,7 @@ async fn a_client_stalled_mid_upload_to_an_h2_upstream_gets_408() {
     use crate::h2_raw::{frame, request_block, Outcome, Peer, DATA, END_HEADERS, HEADERS};
     use aperture::metrics::Counter;
     let (upstream, streams) = counting_h2c_origin();
-    let services = format!(
-        "  - name: \"h2\"\n    hostregexp: \".*\"\n    address: \"{upstream}\"\n    protocol: h2c\n    auth: \"off\"\n"
-    );
+    let services = open_h2c_service(upstream);
     let proxy = Proxy::start_with(&services, 1, "readtimeout: 1s\n", 4096);
     let metrics = proxy.server().metrics().clone();
     let mut peer = Peer::open(proxy.addr);
@@ -326,4 +320,11 @@ async fn a_client_stalled_mid_upload_to_an_h2_upstream_gets_408() {
         other => panic!("expected a 408, got {other:?}"),
     }
     assert_eq!(metrics.total(Counter::UpstreamErrors), 0);
+}
+
+/// One auth-off service forwarding everything to the h2c `upstream`.
+fn open_h2c_service(upstream: SocketAddr) -> String {
+    format!(
+        "  - name: \"h2\"\n    hostregexp: \".*\"\n    address: \"{upstream}\"\n    protocol: h2c\n    auth: \"off\"\n"
+    )
 }

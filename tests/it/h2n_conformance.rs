@@ -16,22 +16,9 @@ fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/h2_oracle.py")
 }
 
-/// Whether the oracle runs here; panics in CI when it does not.
+/// Whether the script runs here (python3 with h2 4.2.0); panics in CI when it does not.
 fn available() -> bool {
-    let ok = Command::new("python3")
-        .arg(script())
-        .arg("check")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "python3 with h2 4.2.0 is required in CI: run tests/py/setup.sh"
-        );
-        eprintln!("python3 h2 4.2.0 missing: skipping the h2n conformance tests");
-    }
-    ok
+    crate::support::python_h2_script_runs(&script(), "the h2n conformance tests")
 }
 
 fn oracle(cmd: &str, input: Option<Value>) -> Value {
