@@ -22,7 +22,7 @@ use super::auth;
 use super::h1::Head;
 use super::h2n::frame::ErrorCode;
 use super::h2n::stream::{RecvBody, Stream};
-use super::{limit, respond, CoreCtx};
+use super::{grpc, limit, respond, CoreCtx};
 use crate::error::Synthetic;
 use crate::metrics::Counter;
 
@@ -32,9 +32,7 @@ use crate::metrics::Counter;
 /// is closed, an upstream h2 stream reset.
 pub async fn serve_native(core: Rc<CoreCtx>, stream: Stream, head: Head, peer: SocketAddr) {
     core.counters().incr(Counter::Requests);
-    let is_grpc = head
-        .get("content-type")
-        .is_some_and(|v| v.starts_with(b"application/grpc"));
+    let is_grpc = grpc::is_grpc(head.get("content-type"));
     let head_only = head.method() == b"HEAD";
     // `gone` is polled first: when the client leaves, the body pump resets the upstream stream,
     // which fails `phases` in the same wake-up, and in random order that failure was counted
