@@ -1,6 +1,6 @@
 //! gRPC through the proxy with grpcio 1.85.1 (PyPI: the C-core client, an HTTP/2 stack of its
-//! own, unlike tonic's h2) driven by tests/clients/grpcio_client.py, in front of a tonic
-//! upstream of `tests/proto/echo.proto` in this process (h2c both sides, as in grpc_tonic.rs):
+//! own, unlike tonic's h2) driven by tests/clients/grpcio_client.py, in front of the tonic
+//! upstream of grpc_tonic.rs (`tests/proto/echo.proto`, in this process, h2c both sides):
 //! the unpaid call's challenge and the Loop-style paid retry, a 1,000-message server stream in
 //! order, a bidi stream in lockstep, a 3.5 MiB message both ways, and an upstream's non-OK
 //! status with custom metadata, in Trailers-Only and in real trailers after messages.
@@ -9,124 +9,27 @@
 //! then they fail.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::{Stream, StreamExt};
-use tonic::metadata::{MetadataMap, MetadataValue};
-use tonic::{Code, Request, Response, Status, Streaming};
 
-use crate::echo_proto::echo_server::{Echo, EchoServer};
-use crate::echo_proto::{CountReq, Msg};
+use crate::echo_proto::echo_server::EchoServer;
+use crate::grpc_tonic::{EchoService, FAILING_COUNT};
 use crate::support::{pay, Proxy};
-
-/// A Count of this many messages ends with an error status and custom metadata in real
-/// trailers (after the messages), instead of OK.
-const FAILING_COUNT: u64 = 3;
-
-type MsgStream = Pin<Box<dyn Stream<Item = Result<Msg, Status>> + Send>>;
-
-/// The upstream: counts the calls that reach it.
-#[derive(Clone, Default)]
-struct Upstream {
-    calls: Arc<AtomicUsize>,
-}
-
-/// The custom metadata of the upstream's failures (ASCII and binary).
-fn detail_metadata() -> MetadataMap {
-    let mut meta = MetadataMap::new();
-    meta.insert("x-detail", MetadataValue::from_static("why"));
-    meta.insert_bin("x-raw-bin", MetadataValue::from_bytes(&[0, 1, 0xfe, 0xff]));
-    meta
-}
-
-#[tonic::async_trait]
-impl Echo for Upstream {
-    async fn say(&self, req: Request<Msg>) -> Result<Response<Msg>, Status> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        let msg = req.into_inner();
-        Ok(Response::new(Msg {
-            text: format!("echo: {}", msg.text),
-            seq: msg.seq,
-        }))
-    }
-
-    type CountStream = MsgStream;
-
-    async fn count(&self, req: Request<CountReq>) -> Result<Response<MsgStream>, Status> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        let n = req.into_inner().n;
-        let messages = tokio_stream::iter((0..n).map(|seq| {
-            Ok(Msg {
-                text: format!("message {seq}"),
-                seq,
-            })
-        }));
-        let end = (n == FAILING_COUNT).then(|| {
-            Err(Status::with_metadata(
-                Code::DataLoss,
-                "lost after three",
-                detail_metadata(),
-            ))
-        });
-        Ok(Response::new(Box::pin(
-            messages.chain(tokio_stream::iter(end)),
-        )))
-    }
-
-    async fn fail(&self, req: Request<Msg>) -> Result<Response<Msg>, Status> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        let text = req.into_inner().text;
-        Err(Status::with_metadata(
-            Code::NotFound,
-            text,
-            detail_metadata(),
-        ))
-    }
-
-    async fn join(&self, req: Request<Streaming<Msg>>) -> Result<Response<Msg>, Status> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        let mut input = req.into_inner();
-        let mut n = 0;
-        while let Some(msg) = input.next().await {
-            msg?;
-            n += 1;
-        }
-        Ok(Response::new(Msg {
-            text: String::new(),
-            seq: n,
-        }))
-    }
-
-    type ChatStream = MsgStream;
-
-    async fn chat(&self, req: Request<Streaming<Msg>>) -> Result<Response<MsgStream>, Status> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        let out = req.into_inner().map(|msg| {
-            msg.map(|m| Msg {
-                text: m.text.to_uppercase(),
-                seq: m.seq,
-            })
-        });
-        Ok(Response::new(Box::pin(out)))
-    }
-}
 
 /// The proxy (price 10, h2c to the upstream) in front of the tonic upstream.
 struct Setup {
     proxy: Proxy,
-    upstream: Upstream,
+    upstream: EchoService,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 async fn setup() -> Setup {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream_addr = listener.local_addr().unwrap();
-    let upstream = Upstream::default();
+    let upstream = EchoService::default();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder().serve_with_incoming_shutdown(
         EchoServer::new(upstream.clone()),

@@ -24,12 +24,24 @@ use crate::support::{pay, reload_routes, Proxy};
 /// Every test gives up after this long instead of hanging.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-type MsgStream = Pin<Box<dyn Stream<Item = Result<Msg, Status>> + Send>>;
+pub(crate) type MsgStream = Pin<Box<dyn Stream<Item = Result<Msg, Status>> + Send>>;
 
-/// The upstream: counts the calls that reach it.
+/// The upstream (the tonic tests' and the grpcio tests'): counts the calls that reach it.
 #[derive(Clone, Default)]
-struct EchoService {
-    calls: Arc<AtomicUsize>,
+pub(crate) struct EchoService {
+    pub(crate) calls: Arc<AtomicUsize>,
+}
+
+/// A `Count` of this many messages ends with DATA_LOSS and [`detail_metadata`] in real
+/// trailers instead of OK.
+pub(crate) const FAILING_COUNT: u64 = 3;
+
+/// The custom metadata of the upstream's failures (ASCII and binary): it must pass through.
+fn detail_metadata() -> tonic::metadata::MetadataMap {
+    let mut meta = tonic::metadata::MetadataMap::new();
+    meta.insert("x-detail", MetadataValue::from_static("why"));
+    meta.insert_bin("x-raw-bin", MetadataValue::from_bytes(&[0, 1, 0xfe, 0xff]));
+    meta
 }
 
 #[tonic::async_trait]
@@ -48,24 +60,31 @@ impl Echo for EchoService {
     async fn count(&self, req: Request<CountReq>) -> Result<Response<MsgStream>, Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let n = req.into_inner().n;
-        let stream = tokio_stream::iter((0..n).map(|seq| {
+        let messages = tokio_stream::iter((0..n).map(|seq| {
             Ok(Msg {
                 text: format!("message {seq}"),
                 seq,
             })
         }));
-        Ok(Response::new(Box::pin(stream)))
+        let end = (n == FAILING_COUNT).then(|| {
+            Err(Status::with_metadata(
+                Code::DataLoss,
+                "lost after three",
+                detail_metadata(),
+            ))
+        });
+        Ok(Response::new(Box::pin(
+            messages.chain(tokio_stream::iter(end)),
+        )))
     }
 
     async fn fail(&self, req: Request<Msg>) -> Result<Response<Msg>, Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         // Custom metadata rides in the (Trailers-Only) status headers; it must pass too.
-        let mut meta = tonic::metadata::MetadataMap::new();
-        meta.insert("x-detail", MetadataValue::from_static("why"));
         Err(Status::with_metadata(
             Code::NotFound,
             req.into_inner().text,
-            meta,
+            detail_metadata(),
         ))
     }
 
